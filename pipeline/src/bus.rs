@@ -1,0 +1,220 @@
+//! The Kafka bus: settings, the idempotent [`Publisher`], group consumers that store offsets only
+//! when told to, and topic creation (admin API on a real cluster, the mock API on the embedded
+//! broker).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+use crate::embedded::EmbeddedBroker;
+
+/// How to reach Kafka and how to lay out topics.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port]`.
+    pub bootstrap: String,
+    /// Partitions for topics this process creates.
+    pub partitions: i32,
+    /// Replication factor for topics this process creates.
+    pub replication: i32,
+    /// Consumer-group session timeout; short on the embedded broker, where rebalances wait for it.
+    pub session_timeout_ms: u32,
+}
+
+impl KafkaSettings {
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Self { bootstrap: bootstrap.into(), partitions: 3, replication: 1, session_timeout_ms: 10_000 }
+    }
+
+    fn base_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", "tickcast")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        c
+    }
+
+    /// An idempotent producer: acks=all, lz4, batching with a short linger.
+    pub fn producer(&self) -> Result<FutureProducer> {
+        self.base_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .context("creating Kafka producer")
+    }
+
+    /// A group consumer with `enable.auto.offset.store=false`: offsets are stored by the stage
+    /// runner after the effect is acknowledged, and the stored ones are committed periodically
+    /// and on shutdown. Cooperative-sticky assignment avoids failed commits during rebalances.
+    pub fn consumer(&self, group: &str, topics: &[String]) -> Result<StreamConsumer<LoggingContext>> {
+        let consumer: StreamConsumer<LoggingContext> = self
+            .base_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (self.session_timeout_ms / 4).max(100).to_string())
+            .set("enable.partition.eof", "false")
+            .create_with_context(LoggingContext { group: group.to_string() })
+            .with_context(|| format!("creating consumer for group {group}"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        rdkafka::consumer::Consumer::subscribe(&consumer, &names)
+            .with_context(|| format!("subscribing group {group} to {topics:?}"))?;
+        Ok(consumer)
+    }
+}
+
+/// Logs rebalances; one per consumer.
+#[derive(Debug, Clone)]
+pub struct LoggingContext {
+    group: String,
+}
+
+impl rdkafka::ClientContext for LoggingContext {}
+
+impl ConsumerContext for LoggingContext {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Where topics are created: a real cluster's admin API or the embedded broker.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    Kafka(KafkaSettings),
+    Embedded(Arc<EmbeddedBroker>, KafkaSettings),
+}
+
+impl Cluster {
+    pub fn settings(&self) -> &KafkaSettings {
+        match self {
+            Cluster::Kafka(s) | Cluster::Embedded(_, s) => s,
+        }
+    }
+
+    /// Creates the topics that do not exist yet.
+    pub async fn ensure_topics(&self, names: &[String]) -> Result<()> {
+        let s = self.settings();
+        match self {
+            Cluster::Embedded(broker, _) => {
+                for n in names {
+                    broker.create_topic(n, s.partitions)?;
+                }
+                Ok(())
+            }
+            Cluster::Kafka(_) => create_topics_admin(s, names).await,
+        }
+    }
+}
+
+async fn create_topics_admin(s: &KafkaSettings, names: &[String]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        s.base_config().create().context("creating Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, s.partitions, TopicReplication::Fixed(s.replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&topics, &opts).await.context("creating topics")?;
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, partitions = s.partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// Produces records and waits until every one is acknowledged by the brokers.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publisher")
+    }
+}
+
+impl Publisher {
+    pub fn new(settings: &KafkaSettings) -> Result<Self> {
+        Ok(Self { producer: settings.producer()? })
+    }
+
+    /// Enqueues all records, then awaits every delivery. Returns the first failure; on success
+    /// every record is durably written (acks=all).
+    pub async fn publish_all(&self, records: &[OutRecord]) -> Result<()> {
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
+        for r in records {
+            loop {
+                let rec = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);
+                match self.producer.send_result(rec) {
+                    Ok(fut) => {
+                        pending.push_back(fut);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Local queue full: wait for the oldest delivery to make room.
+                        match pending.pop_front() {
+                            Some(fut) => await_delivery(fut).await?,
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    Err((e, _)) => bail!("enqueueing record for {}: {e}", r.topic),
+                }
+            }
+        }
+        for fut in pending {
+            await_delivery(fut).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for outstanding deliveries (used at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = rdkafka::producer::Producer::flush(&self.producer, timeout);
+    }
+}
+
+async fn await_delivery(fut: DeliveryFuture) -> Result<()> {
+    match fut.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, m))) => bail!("delivery to {} failed: {e}", rdkafka::Message::topic(&m)),
+        Err(_) => bail!("producer dropped before delivery"),
+    }
+}

@@ -1,0 +1,118 @@
+//! The normalised messages that travel on the topics: [`Tick`], [`Candle`], [`Forecast`],
+//! [`Alert`]. Prices and sizes are exact decimals (encoded as JSON strings); model outputs are
+//! `f64`. Every message carries `v`, its schema version (see `schemas/`).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Schema version written into every message this build produces.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The taker's side of a trade: `buy` means the aggressor bought (lifted the offer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+/// One public trade, normalised.
+///
+/// ```json
+/// {"v":1,"exchange":"binance","symbol":"BTC-USDT","trade_id":"3712047611","price":"61234.10",
+///  "size":"0.00120","side":"sell","ts_ms":1723075200123,"ingested_ms":1723075200150}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tick {
+    pub v: u32,
+    /// Lower-case exchange id (`binance`, `coinbase`, …).
+    pub exchange: String,
+    /// Canonical `BASE-QUOTE`, upper case.
+    pub symbol: String,
+    /// The exchange's trade id, as a string (some exchanges use UUIDs).
+    pub trade_id: String,
+    pub price: Decimal,
+    pub size: Decimal,
+    pub side: Side,
+    /// Exchange event (trade) time, epoch milliseconds UTC.
+    pub ts_ms: i64,
+    /// When tickcast received the frame, epoch milliseconds UTC.
+    pub ingested_ms: i64,
+}
+
+/// One OHLCV bar over the event-time window `[open_ms, open_ms + interval)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candle {
+    pub v: u32,
+    pub exchange: String,
+    pub symbol: String,
+    /// Interval label, e.g. `1m` (see [`crate::interval::Interval`]).
+    pub interval: String,
+    /// Window start, epoch milliseconds UTC.
+    pub open_ms: i64,
+    /// Window end (exclusive), epoch milliseconds UTC.
+    pub close_ms: i64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    /// Sum of trade sizes in base units.
+    pub volume: Decimal,
+    /// Number of trades in the window.
+    pub trades: u64,
+}
+
+/// A forecast of the close of the bar `horizon` bars after the bar that opened at `base_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forecast {
+    pub v: u32,
+    pub exchange: String,
+    pub symbol: String,
+    pub interval: String,
+    /// Model name (`naive`, `ets`, `lstm`, `ensemble`, …).
+    pub model: String,
+    /// Horizon in bars (≥ 1).
+    pub horizon: u32,
+    /// Open time of the last closed bar the forecast was made from.
+    pub base_ms: i64,
+    /// Open time of the bar whose close is forecast (`base_ms + horizon × interval`).
+    pub target_ms: i64,
+    /// Close of the base bar, for reference.
+    pub last: f64,
+    pub point: f64,
+    pub lo80: f64,
+    pub hi80: f64,
+    pub lo95: f64,
+    pub hi95: f64,
+}
+
+/// State of an alert rule instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+/// One alert state transition. `id` is deterministic so redelivery is idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    pub v: u32,
+    pub id: String,
+    pub rule: String,
+    pub exchange: String,
+    pub symbol: String,
+    pub model: String,
+    pub horizon: u32,
+    pub state: AlertState,
+    /// Event time of the transition, epoch milliseconds UTC.
+    pub ts_ms: i64,
+    /// The value that was compared with the rule's threshold.
+    pub value: f64,
+    pub message: String,
+}

@@ -1,0 +1,76 @@
+//! Metrics (one Prometheus registry for the process) and logging set-up. Label values are few:
+//! stage, exchange, table.
+
+use std::sync::LazyLock;
+
+use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// The process-wide registry that `/metrics` exposes.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+/// Messages handled by a stage.
+pub static STAGE_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_stage_messages_total", "Messages handled by a stage", &["stage"])
+});
+/// Messages sent to the dead-letter topic.
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_dead_letters_total", "Messages sent to the dead-letter topic", &["stage"])
+});
+/// Websocket frames received per exchange.
+pub static FEED_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_feed_frames_total", "Websocket frames received", &["exchange"])
+});
+/// Trades published per exchange.
+pub static FEED_TRADES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_feed_trades_total", "Trades published to Kafka", &["exchange"])
+});
+/// Frames that could not be decoded.
+pub static FEED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_feed_parse_errors_total", "Frames that could not be decoded", &["exchange"])
+});
+/// Feed reconnects.
+pub static FEED_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_feed_reconnects_total", "Feed reconnects", &["exchange"])
+});
+/// Ticks that arrived after their window closed.
+pub static LATE_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("tickcast_late_ticks_total", "Ticks that arrived after their window closed", &["exchange"])
+});
+/// Candles closed.
+pub static CANDLES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("tickcast_candles_total", "Candles closed", &["exchange"]));
+/// Forecasts issued per model.
+pub static FORECASTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("tickcast_forecasts_total", "Forecasts issued", &["model"]));
+/// Rows written by the sink per table.
+pub static SINK_ROWS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("tickcast_sink_rows_total", "Rows upserted by the sink", &["table"]));
+/// Open candle windows.
+pub static OPEN_WINDOWS: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge("tickcast_open_windows", "Open candle windows", &["stage"]));
+
+/// Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Installs the log subscriber: `RUST_LOG` (default `info`), to stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
