@@ -29,7 +29,7 @@ KAFKA_WAIT_TIMEOUT="${KAFKA_WAIT_TIMEOUT:-120}"
 # The cache key is the pom's hash, so editing the pom (e.g. a new Kafka version)
 # resolves a fresh lib dir instead of mixing jars.
 pom_hash="$(sha256sum "$pom" | cut -c1-12)"
-KAFKA_LIB="${KAFKA_LIB:-${XDG_CACHE_HOME:-$HOME/.cache}/tickcast/kafka-lib-$pom_hash}"
+KAFKA_LIB="${KAFKA_LIB:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tickcast/kafka-lib-$pom_hash}"
 
 pid_file="$KAFKA_DIR/kafka.pid"
 log_dir="$KAFKA_DIR/logs"
@@ -65,7 +65,11 @@ ensure_lib() {
   log "resolving Kafka jars into $KAFKA_LIB (first run only)"
   rm -rf "$KAFKA_LIB"
   mkdir -p "$KAFKA_LIB"
-  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -Dkafka.lib.dir="$KAFKA_LIB" >&2
+  # Maven's output is kept in a file and shown only if it fails.
+  local mvn_log="$KAFKA_LIB.mvn.log"
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+    -Dkafka.lib.dir="$KAFKA_LIB" >"$mvn_log" 2>&1 \
+    || { cat "$mvn_log" >&2; die "maven could not resolve the Kafka jars (see above)"; }
   ls "$KAFKA_LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || die "maven produced no kafka_2.13 jar in $KAFKA_LIB"
   touch "$KAFKA_LIB/.complete"
   log "jars resolved in $(since "$t0")s ($(ls "$KAFKA_LIB" | wc -l) files)"

@@ -1,1 +1,14 @@
-fn main() {}
+//! `tickcast` — one binary for every process: wiring only (see the library crates).
+
+mod cli;
+mod demo;
+
+use anyhow::Result;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tickcast_pipeline::telemetry::init_logging();
+    let cli = cli::Cli::parse();
+    cli::run(cli).await
+}

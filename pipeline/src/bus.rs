@@ -32,7 +32,12 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn new(bootstrap: impl Into<String>) -> Self {
-        Self { bootstrap: bootstrap.into(), partitions: 3, replication: 1, session_timeout_ms: 10_000 }
+        Self {
+            bootstrap: bootstrap.into(),
+            partitions: 3,
+            replication: 1,
+            session_timeout_ms: 10_000,
+        }
     }
 
     fn base_config(&self) -> ClientConfig {
@@ -60,7 +65,11 @@ impl KafkaSettings {
     /// A group consumer with `enable.auto.offset.store=false`: offsets are stored by the stage
     /// runner after the effect is acknowledged, and the stored ones are committed periodically
     /// and on shutdown. Cooperative-sticky assignment avoids failed commits during rebalances.
-    pub fn consumer(&self, group: &str, topics: &[String]) -> Result<StreamConsumer<LoggingContext>> {
+    pub fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<StreamConsumer<LoggingContext>> {
         let consumer: StreamConsumer<LoggingContext> = self
             .base_config()
             .set("group.id", group)
@@ -70,9 +79,14 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.session_timeout_ms / 4).max(100).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 4).max(100).to_string(),
+            )
             .set("enable.partition.eof", "false")
-            .create_with_context(LoggingContext { group: group.to_string() })
+            .create_with_context(LoggingContext {
+                group: group.to_string(),
+            })
             .with_context(|| format!("creating consumer for group {group}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         rdkafka::consumer::Consumer::subscribe(&consumer, &names)
@@ -98,7 +112,9 @@ impl ConsumerContext for LoggingContext {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked")
             }
-            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance error")
+            }
         }
     }
 }
@@ -133,14 +149,19 @@ impl Cluster {
 }
 
 async fn create_topics_admin(s: &KafkaSettings, names: &[String]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        s.base_config().create().context("creating Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> = s
+        .base_config()
+        .create()
+        .context("creating Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, s.partitions, TopicReplication::Fixed(s.replication)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(&topics, &opts).await.context("creating topics")?;
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .context("creating topics")?;
     for r in results {
         match r {
             Ok(name) => tracing::info!(topic = %name, partitions = s.partitions, "topic created"),
@@ -173,7 +194,9 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self> {
-        Ok(Self { producer: settings.producer()? })
+        Ok(Self {
+            producer: settings.producer()?,
+        })
     }
 
     /// Enqueues all records, then awaits every delivery. Returns the first failure; on success

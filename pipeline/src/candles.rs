@@ -78,7 +78,10 @@ impl CandleBuilder {
     pub fn push(&mut self, tick: &Tick, at: (&str, i32, i64), closed: &mut Vec<Candle>) -> Pushed {
         let interval = self.opts.interval;
         let start = interval.window_start(tick.ts_ms);
-        let state = self.symbols.entry((tick.exchange.clone(), tick.symbol.clone())).or_default();
+        let state = self
+            .symbols
+            .entry((tick.exchange.clone(), tick.symbol.clone()))
+            .or_default();
         if start < state.closed_until {
             return Pushed::Late;
         }
@@ -154,16 +157,32 @@ impl Handler for CandleBuilder {
             let tick: Tick = match codec::decode(&m.payload) {
                 Ok(t) => t,
                 Err(e) => {
-                    dead.push(DeadLetter::new("candles", &m.topic, m.partition, m.offset, e.to_string(), &m.payload));
+                    dead.push(DeadLetter::new(
+                        "candles",
+                        &m.topic,
+                        m.partition,
+                        m.offset,
+                        e.to_string(),
+                        &m.payload,
+                    ));
                     continue;
                 }
             };
             match self.push(&tick, (&m.topic, m.partition, m.offset), &mut closed) {
                 Pushed::Accepted | Pushed::Duplicate => {}
                 Pushed::Late => {
-                    telemetry::LATE_TICKS.with_label_values(&[&tick.exchange]).inc();
+                    telemetry::LATE_TICKS
+                        .with_label_values(&[&tick.exchange])
+                        .inc();
                     let reason = format!("late tick: window of {} already closed", tick.ts_ms);
-                    dead.push(DeadLetter::new("candles", &m.topic, m.partition, m.offset, reason, &m.payload));
+                    dead.push(DeadLetter::new(
+                        "candles",
+                        &m.topic,
+                        m.partition,
+                        m.offset,
+                        reason,
+                        &m.payload,
+                    ));
                 }
             }
         }
@@ -173,14 +192,24 @@ impl Handler for CandleBuilder {
                 *next = (*next).min(held);
             }
         }
-        telemetry::OPEN_WINDOWS.with_label_values(&["candles"]).set(self.open_windows() as i64);
+        telemetry::OPEN_WINDOWS
+            .with_label_values(&["candles"])
+            .set(self.open_windows() as i64);
         let records = closed
             .iter()
             .map(|c| {
                 telemetry::CANDLES.with_label_values(&[&c.exchange]).inc();
-                OutRecord { topic: self.output_topic.clone(), key: c.key(), payload: codec::encode(c) }
+                OutRecord {
+                    topic: self.output_topic.clone(),
+                    key: c.key(),
+                    payload: codec::encode(c),
+                }
             })
             .collect();
-        Ok(Effects { records, dead, commit: Some(commit) })
+        Ok(Effects {
+            records,
+            dead,
+            commit: Some(commit),
+        })
     }
 }

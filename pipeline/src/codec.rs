@@ -23,7 +23,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
     pub fn name(&self, base: &str) -> String {
         format!("{}{}", self.prefix, base)
@@ -45,7 +47,10 @@ impl Topics {
     }
     /// Every topic the pipeline uses.
     pub fn all(&self) -> Vec<String> {
-        [TICKS, CANDLES, FORECASTS, ALERTS, DEADLETTER].iter().map(|b| self.name(b)).collect()
+        [TICKS, CANDLES, FORECASTS, ALERTS, DEADLETTER]
+            .iter()
+            .map(|b| self.name(b))
+            .collect()
     }
 }
 
@@ -61,7 +66,10 @@ pub enum DecodeError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::Invalid { field, reason: reason.into() }
+    DecodeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// A message that travels on a topic.
@@ -89,7 +97,10 @@ pub fn encode<M: Message>(m: &M) -> Vec<u8> {
 pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
     let m: M = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
     if m.version() != SCHEMA_VERSION {
-        return Err(DecodeError::Version { found: m.version(), expected: SCHEMA_VERSION });
+        return Err(DecodeError::Version {
+            found: m.version(),
+            expected: SCHEMA_VERSION,
+        });
     }
     m.check()?;
     Ok(m)
@@ -98,31 +109,56 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
 fn check_exchange(exchange: &str) -> Result<(), DecodeError> {
     let ok = !exchange.is_empty()
         && exchange.len() <= 32
-        && exchange.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok { Ok(()) } else { Err(invalid("exchange", format!("`{exchange}` is not a lower-case id"))) }
+        && exchange
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "exchange",
+            format!("`{exchange}` is not a lower-case id"),
+        ))
+    }
 }
 
 /// Checks that a symbol is canonical `BASE-QUOTE` (upper-case letters and digits).
 pub fn check_symbol(symbol: &str) -> Result<(), DecodeError> {
     let part_ok = |p: &str| {
-        !p.is_empty() && p.len() <= 16 && p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        !p.is_empty()
+            && p.len() <= 16
+            && p.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     };
     match symbol.split_once('-') {
         Some((base, quote)) if part_ok(base) && part_ok(quote) => Ok(()),
-        _ => Err(invalid("symbol", format!("`{symbol}` is not canonical BASE-QUOTE"))),
+        _ => Err(invalid(
+            "symbol",
+            format!("`{symbol}` is not canonical BASE-QUOTE"),
+        )),
     }
 }
 
 fn check_positive(field: &'static str, d: Decimal) -> Result<(), DecodeError> {
-    if d > Decimal::ZERO { Ok(()) } else { Err(invalid(field, format!("{d} is not > 0"))) }
+    if d > Decimal::ZERO {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{d} is not > 0")))
+    }
 }
 
 fn check_finite(field: &'static str, x: f64) -> Result<(), DecodeError> {
-    if x.is_finite() { Ok(()) } else { Err(invalid(field, "not a finite number")) }
+    if x.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(field, "not a finite number"))
+    }
 }
 
 fn check_interval(interval: &str) -> Result<(), DecodeError> {
-    crate::interval::Interval::parse(interval).map(|_| ()).map_err(|e| invalid("interval", e))
+    crate::interval::Interval::parse(interval)
+        .map(|_| ())
+        .map_err(|e| invalid("interval", e))
 }
 
 impl Message for Tick {
@@ -207,7 +243,10 @@ impl Message for Forecast {
             check_finite(f, x)?;
         }
         if !(self.lo95 <= self.lo80 && self.lo80 <= self.hi80 && self.hi80 <= self.hi95) {
-            return Err(invalid("lo80", "intervals must nest: lo95 ≤ lo80 ≤ hi80 ≤ hi95"));
+            return Err(invalid(
+                "lo80",
+                "intervals must nest: lo95 ≤ lo80 ≤ hi80 ≤ hi95",
+            ));
         }
         Ok(())
     }

@@ -22,7 +22,9 @@ pub struct EmbeddedBroker {
 
 impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedBroker").field("bootstrap", &self.bootstrap).finish()
+        f.debug_struct("EmbeddedBroker")
+            .field("bootstrap", &self.bootstrap)
+            .finish()
     }
 }
 
@@ -56,7 +58,11 @@ impl EmbeddedBroker {
 
     /// Creates a topic (a no-op if it exists with the same layout).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let cluster = self.handle.client().mock_cluster().context("mock cluster handle")?;
+        let cluster = self
+            .handle
+            .client()
+            .mock_cluster()
+            .context("mock cluster handle")?;
         cluster
             .create_topic(name, partitions, 1)
             .with_context(|| format!("creating topic {name} on the embedded broker"))

@@ -69,10 +69,14 @@ pub async fn run_feed(
         }
         let delay = full_jitter(&mut rng, opts.backoff_base, opts.backoff_cap, attempt);
         attempt = attempt.saturating_add(1);
-        telemetry::FEED_RECONNECTS.with_label_values(&[exchange]).inc();
+        telemetry::FEED_RECONNECTS
+            .with_label_values(&[exchange])
+            .inc();
         match result {
             Ok(()) => tracing::warn!(exchange, ?delay, "feed closed by peer; reconnecting"),
-            Err(e) => tracing::warn!(exchange, ?delay, error = %format!("{e:#}"), "feed failed; reconnecting"),
+            Err(e) => {
+                tracing::warn!(exchange, ?delay, error = %format!("{e:#}"), "feed failed; reconnecting")
+            }
         }
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -97,13 +101,18 @@ async fn session(
     mut shutdown: Shutdown,
 ) -> Result<()> {
     let exchange = connector.id();
-    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&opts.url))
-        .await
-        .with_context(|| format!("connecting to {} timed out", opts.url))?
-        .with_context(|| format!("connecting to {}", opts.url))?;
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(&opts.url),
+    )
+    .await
+    .with_context(|| format!("connecting to {} timed out", opts.url))?
+    .with_context(|| format!("connecting to {}", opts.url))?;
     let (mut tx, mut rx) = ws.split();
     for msg in connector.subscribe(&opts.symbols) {
-        tx.send(Message::text(msg)).await.context("sending subscription")?;
+        tx.send(Message::text(msg))
+            .await
+            .context("sending subscription")?;
     }
     tracing::info!(exchange, url = %opts.url, symbols = ?opts.symbols, "feed connected");
     let (ticks_topic, dead_topic) = (topics.ticks(), topics.deadletter());
@@ -150,7 +159,14 @@ async fn session(
                 Ok(Decoded::Ack | Decoded::Skipped(_)) => {}
                 Err(e) => {
                     telemetry::FEED_ERRORS.with_label_values(&[exchange]).inc();
-                    let dl = DeadLetter::new("ingest", exchange, -1, frame_no, e.to_string(), text.as_bytes());
+                    let dl = DeadLetter::new(
+                        "ingest",
+                        exchange,
+                        -1,
+                        frame_no,
+                        e.to_string(),
+                        text.as_bytes(),
+                    );
                     records.push(dl.into_record(&dead_topic));
                 }
             }
@@ -158,7 +174,9 @@ async fn session(
         if !records.is_empty() {
             let n = records.iter().filter(|r| r.topic == ticks_topic).count();
             publisher.publish_all(&records).await?;
-            telemetry::FEED_TRADES.with_label_values(&[exchange]).inc_by(n as u64);
+            telemetry::FEED_TRADES
+                .with_label_values(&[exchange])
+                .inc_by(n as u64);
             records.clear();
         }
     }
@@ -178,6 +196,9 @@ mod tests {
             assert!(d <= ceiling, "attempt {attempt}: {d:?} > {ceiling:?}");
         }
         let late: Duration = (0..200).map(|_| full_jitter(&mut rng, base, cap, 10)).sum();
-        assert!(late > Duration::from_secs(200), "mean of late attempts should approach cap/2");
+        assert!(
+            late > Duration::from_secs(200),
+            "mean of late attempts should approach cap/2"
+        );
     }
 }

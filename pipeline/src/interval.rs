@@ -13,7 +13,9 @@ impl Interval {
     pub fn parse(s: &str) -> Result<Self, String> {
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: i64 = num.parse().map_err(|_| format!("`{s}`: expected <number><unit>, e.g. 1m"))?;
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}`: expected <number><unit>, e.g. 1m"))?;
         let unit_ms = match unit {
             "ms" => 1,
             "s" => 1_000,
@@ -45,7 +47,12 @@ impl Interval {
 impl fmt::Display for Interval {
     /// The shortest label: 60000 ms → `1m`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, len) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if self.ms % len == 0 {
                 return write!(f, "{}{unit}", self.ms / len);
             }
@@ -60,13 +67,27 @@ mod tests {
 
     #[test]
     fn parses_and_prints_labels() {
-        for (label, ms) in [("1s", 1_000), ("1m", 60_000), ("90s", 90_000), ("4h", 14_400_000)] {
+        for (label, ms) in [
+            ("1s", 1_000),
+            ("1m", 60_000),
+            ("90s", 90_000),
+            ("4h", 14_400_000),
+        ] {
             let i = Interval::parse(label).expect(label);
             assert_eq!(i.ms(), ms);
         }
-        assert_eq!(Interval::parse("90s").map(|i| i.to_string()), Ok("90s".to_string()));
-        assert_eq!(Interval::parse("120s").map(|i| i.to_string()), Ok("2m".to_string()));
-        assert_eq!(Interval::parse("250ms").map(|i| i.to_string()), Ok("250ms".to_string()));
+        assert_eq!(
+            Interval::parse("90s").map(|i| i.to_string()),
+            Ok("90s".to_string())
+        );
+        assert_eq!(
+            Interval::parse("120s").map(|i| i.to_string()),
+            Ok("2m".to_string())
+        );
+        assert_eq!(
+            Interval::parse("250ms").map(|i| i.to_string()),
+            Ok("250ms".to_string())
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub struct ReplayServer {
 
 impl ReplayServer {
     pub async fn bind(addr: &str, opts: ReplayOptions) -> Result<Self> {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         Ok(Self { listener, opts })
     }
 
@@ -96,11 +98,14 @@ async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -
     let combined = path.starts_with("/stream");
     // Wait for a subscription unless the path named streams.
     while subscribed.is_empty() {
-        let Some(msg) = rx.next().await else { return Ok(()) };
+        let Some(msg) = rx.next().await else {
+            return Ok(());
+        };
         if let Message::Text(text) = msg? {
             if let Some((id, streams)) = parse_subscribe(&text) {
                 subscribed.extend(streams);
-                tx.send(Message::text(format!(r#"{{"result":null,"id":{id}}}"#))).await?;
+                tx.send(Message::text(format!(r#"{{"result":null,"id":{id}}}"#)))
+                    .await?;
             }
         }
     }
@@ -119,7 +124,11 @@ async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -
         }
         pace(&opts, &trade, sent, started).await;
         let body = binance_frame(&trade, trade.ts_ms + 1);
-        let frame = if combined { format!(r#"{{"stream":"{name}","data":{body}}}"#) } else { body };
+        let frame = if combined {
+            format!(r#"{{"stream":"{name}","data":{body}}}"#)
+        } else {
+            body
+        };
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
             r = tx.send(Message::text(frame)) => r?,
@@ -153,7 +162,15 @@ async fn pace(opts: &ReplayOptions, trade: &SimTrade, sent: u64, started: tokio:
 /// `/stream?streams=btcusdt@trade/ethusdt@trade` → the stream names.
 fn streams_in_path(path: &str) -> HashSet<String> {
     path.split_once("streams=")
-        .map(|(_, s)| s.split('&').next().unwrap_or("").split('/').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|(_, s)| {
+            s.split('&')
+                .next()
+                .unwrap_or("")
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -164,7 +181,12 @@ fn parse_subscribe(text: &str) -> Option<(i64, Vec<String>)> {
         return None;
     }
     let id = v.get("id")?.as_i64()?;
-    let params = v.get("params")?.as_array()?.iter().filter_map(|p| p.as_str().map(str::to_string)).collect();
+    let params = v
+        .get("params")?
+        .as_array()?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
     Some((id, params))
 }
 
@@ -178,11 +200,16 @@ mod tests {
         let cfg = SimConfig::default_symbols(3, 1_000);
         for t in Simulator::new(&cfg).take(200) {
             let mut ticks = Vec::new();
-            Binance.decode(&binance_frame(&t, t.ts_ms), 0, &mut ticks).expect("decodes");
+            Binance
+                .decode(&binance_frame(&t, t.ts_ms), 0, &mut ticks)
+                .expect("decodes");
             let tick = &ticks[0];
             assert_eq!(tick.symbol, t.symbol);
             assert_eq!(tick.trade_id, t.trade_id.to_string());
-            assert_eq!((tick.price, tick.size, tick.side, tick.ts_ms), (t.price, t.size, t.side, t.ts_ms));
+            assert_eq!(
+                (tick.price, tick.size, tick.side, tick.ts_ms),
+                (t.price, t.size, t.side, t.ts_ms)
+            );
         }
     }
 
@@ -192,7 +219,10 @@ mod tests {
             parse_subscribe(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":3}"#),
             Some((3, vec!["btcusdt@trade".to_string()]))
         );
-        assert_eq!(parse_subscribe(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#), None);
+        assert_eq!(
+            parse_subscribe(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#),
+            None
+        );
         let s = streams_in_path("/stream?streams=btcusdt@trade/ethusdt@trade");
         assert!(s.contains("btcusdt@trade") && s.contains("ethusdt@trade") && s.len() == 2);
     }

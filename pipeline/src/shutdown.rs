@@ -25,7 +25,9 @@ impl ShutdownTrigger {
         let _ = self.tx.send(true);
     }
     pub fn signal(&self) -> Shutdown {
-        Shutdown { rx: self.tx.subscribe() }
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 

@@ -104,7 +104,11 @@ impl Simulator {
             .iter()
             .map(|(s, p)| SymbolSim {
                 symbol: s.clone(),
-                cents: (p * Decimal::ONE_HUNDRED).round().to_i64().unwrap_or(1).max(1),
+                cents: (p * Decimal::ONE_HUNDRED)
+                    .round()
+                    .to_i64()
+                    .unwrap_or(1)
+                    .max(1),
                 next_id: 1,
             })
             .collect();
@@ -128,7 +132,11 @@ impl Iterator for Simulator {
         self.ts_ms += self.rng.below(2 * self.mean_gap_ms + 1) as i64;
         let i = self.rng.below(self.symbols.len() as u64) as usize;
         let step = (self.sigma * self.rng.normal()).exp();
-        let side = if self.rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+        let side = if self.rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         // Sizes from 0.00001 up, heavy-tailed: exponential with mean ~0.05.
         let size_units = 1 + (-(1.0 - self.rng.unit()).ln() * 5_000.0) as i64;
         let s = &mut self.symbols[i];
@@ -157,7 +165,11 @@ mod tests {
         let b: Vec<_> = Simulator::new(&cfg).take(500).collect();
         assert_eq!(a, b);
         for sym in ["BTC-USDT", "ETH-USDT"] {
-            let ids: Vec<u64> = a.iter().filter(|t| t.symbol == sym).map(|t| t.trade_id).collect();
+            let ids: Vec<u64> = a
+                .iter()
+                .filter(|t| t.symbol == sym)
+                .map(|t| t.trade_id)
+                .collect();
             assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
         }
         assert!(a.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
@@ -167,8 +179,13 @@ mod tests {
     #[test]
     fn starting_price_is_respected() {
         let cfg = SimConfig::default_symbols(1, 0);
-        let first = Simulator::new(&cfg).find(|t| t.symbol == "BTC-USDT").expect("a BTC trade");
+        let first = Simulator::new(&cfg)
+            .find(|t| t.symbol == "BTC-USDT")
+            .expect("a BTC trade");
         let p = first.price;
-        assert!(p > Decimal::new(5_900_000, 2) && p < Decimal::new(6_100_000, 2), "{p}");
+        assert!(
+            p > Decimal::new(5_900_000, 2) && p < Decimal::new(6_100_000, 2),
+            "{p}"
+        );
     }
 }

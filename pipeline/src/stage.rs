@@ -77,15 +77,27 @@ pub async fn run<H: Handler>(
         }
         let done = batch_offsets(&batch);
         let n = batch.len();
-        let effects = handler.handle(batch).await.with_context(|| format!("stage {}", opts.name))?;
+        let effects = handler
+            .handle(batch)
+            .await
+            .with_context(|| format!("stage {}", opts.name))?;
         let mut records = effects.records;
         let dead = effects.dead.len();
-        records.extend(effects.dead.into_iter().map(|d| d.into_record(&opts.deadletter_topic)));
+        records.extend(
+            effects
+                .dead
+                .into_iter()
+                .map(|d| d.into_record(&opts.deadletter_topic)),
+        );
         publisher.publish_all(&records).await?;
         let commit = effects.commit.unwrap_or(done);
         store_offsets(&consumer, &commit)?;
-        telemetry::STAGE_MESSAGES.with_label_values(&[&opts.name]).inc_by(n as u64);
-        telemetry::DEAD_LETTERS.with_label_values(&[&opts.name]).inc_by(dead as u64);
+        telemetry::STAGE_MESSAGES
+            .with_label_values(&[&opts.name])
+            .inc_by(n as u64);
+        telemetry::DEAD_LETTERS
+            .with_label_values(&[&opts.name])
+            .inc_by(dead as u64);
     }
     publisher.flush(Duration::from_secs(10));
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -97,7 +109,10 @@ pub async fn run<H: Handler>(
 }
 
 /// Waits for one message, then collects more until `max_batch` or `linger` passes.
-async fn next_batch(consumer: &StreamConsumer<LoggingContext>, opts: &StageOptions) -> Vec<Inbound> {
+async fn next_batch(
+    consumer: &StreamConsumer<LoggingContext>,
+    opts: &StageOptions,
+) -> Vec<Inbound> {
     let mut batch = Vec::new();
     match consumer.recv().await {
         Ok(m) => batch.push(to_inbound(&m)),

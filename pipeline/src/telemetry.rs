@@ -10,43 +10,75 @@ pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 /// Messages handled by a stage.
 pub static STAGE_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_stage_messages_total", "Messages handled by a stage", &["stage"])
+    counter(
+        "tickcast_stage_messages_total",
+        "Messages handled by a stage",
+        &["stage"],
+    )
 });
 /// Messages sent to the dead-letter topic.
 pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_dead_letters_total", "Messages sent to the dead-letter topic", &["stage"])
+    counter(
+        "tickcast_dead_letters_total",
+        "Messages sent to the dead-letter topic",
+        &["stage"],
+    )
 });
 /// Websocket frames received per exchange.
 pub static FEED_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_feed_frames_total", "Websocket frames received", &["exchange"])
+    counter(
+        "tickcast_feed_frames_total",
+        "Websocket frames received",
+        &["exchange"],
+    )
 });
 /// Trades published per exchange.
 pub static FEED_TRADES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_feed_trades_total", "Trades published to Kafka", &["exchange"])
+    counter(
+        "tickcast_feed_trades_total",
+        "Trades published to Kafka",
+        &["exchange"],
+    )
 });
 /// Frames that could not be decoded.
 pub static FEED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_feed_parse_errors_total", "Frames that could not be decoded", &["exchange"])
+    counter(
+        "tickcast_feed_parse_errors_total",
+        "Frames that could not be decoded",
+        &["exchange"],
+    )
 });
 /// Feed reconnects.
 pub static FEED_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_feed_reconnects_total", "Feed reconnects", &["exchange"])
+    counter(
+        "tickcast_feed_reconnects_total",
+        "Feed reconnects",
+        &["exchange"],
+    )
 });
 /// Ticks that arrived after their window closed.
 pub static LATE_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("tickcast_late_ticks_total", "Ticks that arrived after their window closed", &["exchange"])
+    counter(
+        "tickcast_late_ticks_total",
+        "Ticks that arrived after their window closed",
+        &["exchange"],
+    )
 });
 /// Candles closed.
 pub static CANDLES: LazyLock<IntCounterVec> =
@@ -55,8 +87,13 @@ pub static CANDLES: LazyLock<IntCounterVec> =
 pub static FORECASTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tickcast_forecasts_total", "Forecasts issued", &["model"]));
 /// Rows written by the sink per table.
-pub static SINK_ROWS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter("tickcast_sink_rows_total", "Rows upserted by the sink", &["table"]));
+pub static SINK_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_sink_rows_total",
+        "Rows upserted by the sink",
+        &["table"],
+    )
+});
 /// Open candle windows.
 pub static OPEN_WINDOWS: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge("tickcast_open_windows", "Open candle windows", &["stage"]));
@@ -72,5 +109,8 @@ pub fn render() -> String {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

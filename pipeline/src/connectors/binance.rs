@@ -61,17 +61,23 @@ pub fn stream_symbol(canonical: &str) -> String {
 }
 
 fn decimal(field: &'static str, s: &str) -> Result<Decimal, FrameError> {
-    let d = Decimal::from_str(s)
-        .map_err(|e| FrameError::Field { field, reason: format!("`{s}`: {e}") })?;
+    let d = Decimal::from_str(s).map_err(|e| FrameError::Field {
+        field,
+        reason: format!("`{s}`: {e}"),
+    })?;
     if d <= Decimal::ZERO {
-        return Err(FrameError::Field { field, reason: format!("`{s}` is not > 0") });
+        return Err(FrameError::Field {
+            field,
+            reason: format!("`{s}` is not > 0"),
+        });
     }
     Ok(d)
 }
 
 impl TradeEvent {
     pub fn into_tick(self, received_ms: i64) -> Result<Tick, FrameError> {
-        let symbol = split_concatenated(&self.symbol).ok_or(FrameError::Symbol(self.symbol.clone()))?;
+        let symbol =
+            split_concatenated(&self.symbol).ok_or(FrameError::Symbol(self.symbol.clone()))?;
         Ok(Tick {
             v: SCHEMA_VERSION,
             exchange: "binance".to_string(),
@@ -79,7 +85,11 @@ impl TradeEvent {
             trade_id: self.trade_id.to_string(),
             price: decimal("p", &self.price)?,
             size: decimal("q", &self.qty)?,
-            side: if self.buyer_is_maker { Side::Sell } else { Side::Buy },
+            side: if self.buyer_is_maker {
+                Side::Sell
+            } else {
+                Side::Buy
+            },
             ts_ms: self.trade_time,
             ingested_ms: received_ms,
         })
@@ -92,20 +102,33 @@ impl Connector for Binance {
     }
 
     fn subscribe(&self, symbols: &[String]) -> Vec<String> {
-        let params: Vec<String> = symbols.iter().map(|s| format!("{}@trade", stream_symbol(s))).collect();
+        let params: Vec<String> = symbols
+            .iter()
+            .map(|s| format!("{}@trade", stream_symbol(s)))
+            .collect();
         vec![serde_json::json!({"method": "SUBSCRIBE", "params": params, "id": 1}).to_string()]
     }
 
-    fn decode(&self, frame: &str, received_ms: i64, out: &mut Vec<Tick>) -> Result<Decoded, FrameError> {
-        let probe: Probe = serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+    fn decode(
+        &self,
+        frame: &str,
+        received_ms: i64,
+        out: &mut Vec<Tick>,
+    ) -> Result<Decoded, FrameError> {
+        let probe: Probe =
+            serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
         let body = if probe.stream.is_some() {
-            let env: Envelope<'_> = serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+            let env: Envelope<'_> =
+                serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
             env.data.get()
         } else {
             frame
         };
         if let Some(code) = probe.code {
-            return Err(FrameError::Exchange(format!("{code}: {}", probe.msg.unwrap_or_default())));
+            return Err(FrameError::Exchange(format!(
+                "{code}: {}",
+                probe.msg.unwrap_or_default()
+            )));
         }
         if probe.stream.is_none() && probe.e.is_none() && probe.id.is_some() {
             return Ok(Decoded::Ack);
@@ -115,7 +138,12 @@ impl Connector for Binance {
                 serde_json::from_str(body).map_err(|e| FrameError::Json(e.to_string()))?
             }
             Ok(Probe { e: Some(_), .. }) => return Ok(Decoded::Skipped("not a trade event")),
-            _ => return Err(FrameError::Field { field: "e", reason: "missing event type".into() }),
+            _ => {
+                return Err(FrameError::Field {
+                    field: "e",
+                    reason: "missing event type".into(),
+                });
+            }
         };
         out.push(event.into_tick(received_ms)?);
         Ok(Decoded::Trades(1))
@@ -138,15 +166,30 @@ mod tests {
         let cases = [
             (
                 r#"{"e":"trade","E":1723075200123,"s":"BTCUSDT","t":3712047611,"p":"61234.10000000","q":"0.00120000","T":1723075200122,"m":true,"M":true}"#,
-                "BTC-USDT", "3712047611", "61234.10000000", "0.00120000", Side::Sell, 1723075200122,
+                "BTC-USDT",
+                "3712047611",
+                "61234.10000000",
+                "0.00120000",
+                Side::Sell,
+                1723075200122,
             ),
             (
                 r#"{"stream":"ethbtc@trade","data":{"e":"trade","E":1,"s":"ETHBTC","t":7,"p":"0.05123000","q":"12.5","T":2,"m":false,"M":true}}"#,
-                "ETH-BTC", "7", "0.05123000", "12.5", Side::Buy, 2,
+                "ETH-BTC",
+                "7",
+                "0.05123000",
+                "12.5",
+                Side::Buy,
+                2,
             ),
             (
                 r#"{"e":"trade","E":5,"s":"PEPEFDUSD","t":1,"p":"0.0000123456789","q":"123456789012.5","T":5,"m":false,"M":true}"#,
-                "PEPE-FDUSD", "1", "0.0000123456789", "123456789012.5", Side::Buy, 5,
+                "PEPE-FDUSD",
+                "1",
+                "0.0000123456789",
+                "123456789012.5",
+                Side::Buy,
+                5,
             ),
         ];
         for (frame, sym, id, price, size, side, ts) in cases {
@@ -190,6 +233,9 @@ mod tests {
     #[test]
     fn subscribe_request_names_streams() {
         let msgs = Binance.subscribe(&["BTC-USDT".into(), "ETH-USDT".into()]);
-        assert_eq!(msgs, vec![r#"{"id":1,"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"]}"#]);
+        assert_eq!(
+            msgs,
+            vec![r#"{"id":1,"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"]}"#]
+        );
     }
 }

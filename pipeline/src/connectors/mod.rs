@@ -39,7 +39,12 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// Text frames to send after connecting to subscribe to `symbols` (canonical).
     fn subscribe(&self, symbols: &[String]) -> Vec<String>;
     /// Decodes one text frame, appending ticks to `out`.
-    fn decode(&self, frame: &str, received_ms: i64, out: &mut Vec<Tick>) -> Result<Decoded, FrameError>;
+    fn decode(
+        &self,
+        frame: &str,
+        received_ms: i64,
+        out: &mut Vec<Tick>,
+    ) -> Result<Decoded, FrameError>;
 }
 
 /// Looks a connector up by exchange id.

@@ -1,0 +1,36 @@
+//! Forecasting: one [`Forecaster`] trait, called once per batch of closed candles so that a
+//! model can work on all symbols of a partition at once; and the forecast stage that turns
+//! candles into [`Forecast`] messages for every model and horizon.
+//!
+//! Layout:
+//! - [`naive`] — random walk with an EWMA-volatility interval.
+//! - [`stage`] — the stage handler.
+
+pub mod naive;
+pub mod stage;
+
+use tickcast_pipeline::domain::Candle;
+
+/// z-scores of the central 80% and 95% normal intervals.
+pub const Z80: f64 = 1.281_551_565_545;
+pub const Z95: f64 = 1.959_963_984_540;
+
+/// One model's forecast for one horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub horizon: u32,
+    pub point: f64,
+    pub lo80: f64,
+    pub hi80: f64,
+    pub lo95: f64,
+    pub hi95: f64,
+}
+
+/// A forecasting model over many series.
+pub trait Forecaster: Send {
+    /// Name written into each forecast's `model`.
+    fn name(&self) -> &'static str;
+    /// Folds each closed candle (in order; a series may appear more than once) into the model
+    /// and returns, per candle, one prediction per horizon — or none while the series warms up.
+    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>>;
+}

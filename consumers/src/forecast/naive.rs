@@ -1,0 +1,154 @@
+//! The naive (random-walk) forecast: the next closes equal the last close. The interval comes
+//! from an EWMA (RiskMetrics, λ = 0.94) of squared log returns, scaled by √h for horizon h, and
+//! applied in log space so bounds stay positive.
+
+use std::collections::HashMap;
+
+use rust_decimal::prelude::ToPrimitive as _;
+use tickcast_pipeline::domain::Candle;
+
+use super::{Forecaster, Prediction, Z80, Z95};
+
+/// Per-series state.
+#[derive(Debug, Clone, Copy)]
+struct Series {
+    last_close: f64,
+    variance: f64,
+    returns: u32,
+}
+
+/// Random walk with EWMA volatility bands.
+#[derive(Debug)]
+pub struct Naive {
+    lambda: f64,
+    /// Returns needed before forecasting.
+    min_returns: u32,
+    series: HashMap<(String, String, String), Series>,
+}
+
+impl Default for Naive {
+    fn default() -> Self {
+        Self {
+            lambda: 0.94,
+            min_returns: 1,
+            series: HashMap::new(),
+        }
+    }
+}
+
+impl Naive {
+    /// Forecasts for one series state.
+    fn predict(s: &Series, horizons: &[u32]) -> Vec<Prediction> {
+        horizons
+            .iter()
+            .map(|&h| {
+                let sd = (s.variance * f64::from(h)).sqrt();
+                let band = |z: f64| {
+                    (
+                        s.last_close * (-z * sd).exp(),
+                        s.last_close * (z * sd).exp(),
+                    )
+                };
+                let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
+                Prediction {
+                    horizon: h,
+                    point: s.last_close,
+                    lo80,
+                    hi80,
+                    lo95,
+                    hi95,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Forecaster for Naive {
+    fn name(&self) -> &'static str {
+        "naive"
+    }
+
+    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
+        candles
+            .iter()
+            .map(|c| {
+                let close = c.close.to_f64().unwrap_or(f64::NAN);
+                if !(close.is_finite() && close > 0.0) {
+                    return Vec::new();
+                }
+                let key = (c.exchange.clone(), c.symbol.clone(), c.interval.clone());
+                let s = match self.series.get_mut(&key) {
+                    None => {
+                        self.series.insert(
+                            key,
+                            Series {
+                                last_close: close,
+                                variance: 0.0,
+                                returns: 0,
+                            },
+                        );
+                        return Vec::new();
+                    }
+                    Some(s) => s,
+                };
+                let r = (close / s.last_close).ln();
+                s.variance = if s.returns == 0 {
+                    r * r
+                } else {
+                    self.lambda * s.variance + (1.0 - self.lambda) * r * r
+                };
+                s.returns += 1;
+                s.last_close = close;
+                if s.returns < self.min_returns {
+                    Vec::new()
+                } else {
+                    Self::predict(s, horizons)
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use tickcast_pipeline::domain::SCHEMA_VERSION;
+
+    fn candle(open_ms: i64, close: i64) -> Candle {
+        let p = Decimal::new(close, 0);
+        Candle {
+            v: SCHEMA_VERSION,
+            exchange: "binance".into(),
+            symbol: "BTC-USDT".into(),
+            interval: "1m".into(),
+            open_ms,
+            close_ms: open_ms + 60_000,
+            open: p,
+            high: p,
+            low: p,
+            close: p,
+            volume: Decimal::ONE,
+            trades: 1,
+        }
+    }
+
+    #[test]
+    fn warms_up_then_forecasts_last_close_with_sqrt_h_bands() {
+        let mut m = Naive::default();
+        let (a, b, c) = (candle(0, 100), candle(60_000, 110), candle(120_000, 99));
+        let out = m.update(&[&a, &b, &c], &[1, 4]);
+        assert!(out[0].is_empty(), "first candle only sets the level");
+        let r1 = (110f64 / 100.0).ln();
+        let p = out[1][0];
+        assert_eq!(p.point, 110.0);
+        assert!((p.hi95 - 110.0 * (Z95 * r1.abs()).exp()).abs() < 1e-9);
+        assert!((p.lo80 - 110.0 * (-Z80 * r1.abs()).exp()).abs() < 1e-9);
+        let r2 = (99f64 / 110.0).ln();
+        let var = 0.94 * r1 * r1 + 0.06 * r2 * r2;
+        let h4 = out[2][1];
+        assert_eq!((h4.horizon, h4.point), (4, 99.0));
+        assert!((h4.hi80 - 99.0 * (Z80 * (4.0 * var).sqrt()).exp()).abs() < 1e-9);
+        assert!(h4.lo95 < h4.lo80 && h4.lo80 < h4.point && h4.point < h4.hi80 && h4.hi80 < h4.hi95);
+    }
+}

@@ -1,0 +1,259 @@
+//! The Postgres store. Batches are written with `unnest` (one statement per table per batch).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row as _, Transaction};
+use tickcast_pipeline::domain::{Candle, Forecast};
+
+use super::rows::{candle_from, forecast_from};
+use super::{
+    CandleQuery, ForecastQuery, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+};
+
+/// Postgres-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and applies `migrations/postgres`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", redact(url)))?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .context("applying Postgres migrations")?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn stored_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+) -> Result<HashMap<(String, i32), i64>> {
+    let rows = sqlx::query(
+        "select topic, partition, next_offset from consumer_offsets where consumer = $1 for update",
+    )
+    .bind(consumer)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<String, _>(0), r.get::<i32, _>(1)),
+                r.get::<i64, _>(2),
+            )
+        })
+        .collect())
+}
+
+async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&Candle) -> String| rows.iter().map(|c| f(c)).collect::<Vec<String>>();
+    sqlx::query(
+        "insert into candles (exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                              $6::text[]::numeric[], $7::text[]::numeric[], $8::text[]::numeric[],
+                              $9::text[]::numeric[], $10::text[]::numeric[], $11::bigint[])
+         on conflict (exchange, symbol, interval, open_ms) do update set
+           close_ms = excluded.close_ms, open = excluded.open, high = excluded.high, low = excluded.low,
+           close = excluded.close, volume = excluded.volume, trades = excluded.trades",
+    )
+    .bind(col(|c| c.exchange.clone()))
+    .bind(col(|c| c.symbol.clone()))
+    .bind(col(|c| c.interval.clone()))
+    .bind(rows.iter().map(|c| c.open_ms).collect::<Vec<_>>())
+    .bind(rows.iter().map(|c| c.close_ms).collect::<Vec<_>>())
+    .bind(col(|c| c.open.to_string()))
+    .bind(col(|c| c.high.to_string()))
+    .bind(col(|c| c.low.to_string()))
+    .bind(col(|c| c.close.to_string()))
+    .bind(col(|c| c.volume.to_string()))
+    .bind(rows.iter().map(|c| c.trades as i64).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("upserting candles")?;
+    Ok(())
+}
+
+async fn upsert_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&Forecast) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let num = |f: fn(&Forecast) -> f64| rows.iter().map(|r| f(r)).collect::<Vec<f64>>();
+    sqlx::query(
+        "insert into forecasts (exchange, symbol, interval, model, horizon, base_ms, target_ms,
+                                last, point, lo80, hi80, lo95, hi95)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                              $7::bigint[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
+                              $12::float8[], $13::float8[])
+         on conflict (exchange, symbol, interval, model, horizon, base_ms) do update set
+           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
+           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95",
+    )
+    .bind(text(|f| f.exchange.clone()))
+    .bind(text(|f| f.symbol.clone()))
+    .bind(text(|f| f.interval.clone()))
+    .bind(text(|f| f.model.clone()))
+    .bind(rows.iter().map(|f| f.horizon as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|f| f.base_ms).collect::<Vec<_>>())
+    .bind(rows.iter().map(|f| f.target_ms).collect::<Vec<_>>())
+    .bind(num(|f| f.last))
+    .bind(num(|f| f.point))
+    .bind(num(|f| f.lo80))
+    .bind(num(|f| f.hi80))
+    .bind(num(|f| f.lo95))
+    .bind(num(|f| f.hi95))
+    .execute(&mut **tx)
+    .await
+    .context("upserting forecasts")?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
+        let mut tx = self.pool.begin().await?;
+        let stored = stored_offsets(&mut tx, consumer).await?;
+        let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
+        let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
+        upsert_candles(&mut tx, &candles).await?;
+        upsert_forecasts(&mut tx, &forecasts).await?;
+        for ((topic, partition), next) in &batch.offsets {
+            sqlx::query(
+                "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)
+                 on conflict (consumer, topic, partition) do update set
+                   next_offset = greatest(consumer_offsets.next_offset, excluded.next_offset), updated_at = now()",
+            )
+            .bind(consumer)
+            .bind(topic)
+            .bind(partition)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("committing sink batch")?;
+        Ok(WriteSummary {
+            candles: candles.len(),
+            forecasts: forecasts.len(),
+            skipped: skipped_c + skipped_f,
+        })
+    }
+
+    async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
+        let rows = sqlx::query(
+            "select topic, partition, next_offset from consumer_offsets where consumer = $1",
+        )
+        .bind(consumer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<String, _>(0), r.get::<i32, _>(1)),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect())
+    }
+
+    async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
+        let rows = sqlx::query(
+            "select * from (
+               select exchange, symbol, interval, open_ms, close_ms, open::text, high::text, low::text,
+                      close::text, volume::text, trades
+               from candles
+               where ($1::text is null or exchange = $1) and ($2::text is null or symbol = $2)
+                 and ($3::text is null or interval = $3) and ($4::bigint is null or open_ms >= $4)
+                 and ($5::bigint is null or open_ms < $5)
+               order by open_ms desc, exchange, symbol, interval limit $6) page
+             order by open_ms, exchange, symbol, interval",
+        )
+        .bind(&q.exchange)
+        .bind(&q.symbol)
+        .bind(&q.interval)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(super::clamp_limit(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(candle_from).collect()
+    }
+
+    async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
+        let rows = sqlx::query(
+            "select * from (
+               select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
+                      lo80, hi80, lo95, hi95
+               from forecasts
+               where ($1::text is null or exchange = $1) and ($2::text is null or symbol = $2)
+                 and ($3::text is null or interval = $3) and ($4::text is null or model = $4)
+                 and ($5::int is null or horizon = $5) and ($6::bigint is null or target_ms >= $6)
+                 and ($7::bigint is null or target_ms < $7)
+               order by target_ms desc, exchange, symbol, interval, model, horizon limit $8) page
+             order by target_ms, exchange, symbol, interval, model, horizon",
+        )
+        .bind(&q.exchange)
+        .bind(&q.symbol)
+        .bind(&q.interval)
+        .bind(&q.model)
+        .bind(q.horizon)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(super::clamp_limit(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(forecast_from).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

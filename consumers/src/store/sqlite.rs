@@ -1,0 +1,237 @@
+//! The SQLite store for the embedded mode (`tickcast demo`): one file, WAL journal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite, Transaction};
+use tickcast_pipeline::domain::{Candle, Forecast};
+
+use super::rows::{candle_from, forecast_from};
+use super::{
+    CandleQuery, ForecastQuery, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+};
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and applies `migrations/sqlite`. An in-memory URL gets a
+    /// single connection so that every query sees the same database.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("parsing SQLite URL {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let max = if url.contains(":memory:") || url.contains("mode=memory") {
+            1
+        } else {
+            4
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("applying SQLite migrations")?;
+        Ok(Self { pool })
+    }
+}
+
+async fn stored_offsets(
+    tx: &mut Transaction<'_, Sqlite>,
+    consumer: &str,
+) -> Result<HashMap<(String, i32), i64>> {
+    let rows = sqlx::query(
+        "select topic, partition, next_offset from consumer_offsets where consumer = $1",
+    )
+    .bind(consumer)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<String, _>(0), r.get::<i32, _>(1)),
+                r.get::<i64, _>(2),
+            )
+        })
+        .collect())
+}
+
+async fn upsert_candle(tx: &mut Transaction<'_, Sqlite>, c: &Candle) -> Result<()> {
+    sqlx::query(
+        "insert into candles (exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         on conflict (exchange, symbol, interval, open_ms) do update set
+           close_ms = excluded.close_ms, open = excluded.open, high = excluded.high, low = excluded.low,
+           close = excluded.close, volume = excluded.volume, trades = excluded.trades",
+    )
+    .bind(&c.exchange)
+    .bind(&c.symbol)
+    .bind(&c.interval)
+    .bind(c.open_ms)
+    .bind(c.close_ms)
+    .bind(c.open.to_string())
+    .bind(c.high.to_string())
+    .bind(c.low.to_string())
+    .bind(c.close.to_string())
+    .bind(c.volume.to_string())
+    .bind(c.trades as i64)
+    .execute(&mut **tx)
+    .await
+    .context("upserting candle")?;
+    Ok(())
+}
+
+async fn upsert_forecast(tx: &mut Transaction<'_, Sqlite>, f: &Forecast) -> Result<()> {
+    sqlx::query(
+        "insert into forecasts (exchange, symbol, interval, model, horizon, base_ms, target_ms,
+                                last, point, lo80, hi80, lo95, hi95)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         on conflict (exchange, symbol, interval, model, horizon, base_ms) do update set
+           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
+           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95",
+    )
+    .bind(&f.exchange)
+    .bind(&f.symbol)
+    .bind(&f.interval)
+    .bind(&f.model)
+    .bind(f.horizon as i32)
+    .bind(f.base_ms)
+    .bind(f.target_ms)
+    .bind(f.last)
+    .bind(f.point)
+    .bind(f.lo80)
+    .bind(f.hi80)
+    .bind(f.lo95)
+    .bind(f.hi95)
+    .execute(&mut **tx)
+    .await
+    .context("upserting forecast")?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
+        let mut tx = self.pool.begin().await?;
+        let stored = stored_offsets(&mut tx, consumer).await?;
+        let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
+        let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
+        for c in &candles {
+            upsert_candle(&mut tx, c).await?;
+        }
+        for f in &forecasts {
+            upsert_forecast(&mut tx, f).await?;
+        }
+        for ((topic, partition), next) in &batch.offsets {
+            sqlx::query(
+                "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)
+                 on conflict (consumer, topic, partition) do update set
+                   next_offset = max(consumer_offsets.next_offset, excluded.next_offset),
+                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            )
+            .bind(consumer)
+            .bind(topic)
+            .bind(partition)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("committing sink batch")?;
+        Ok(WriteSummary {
+            candles: candles.len(),
+            forecasts: forecasts.len(),
+            skipped: skipped_c + skipped_f,
+        })
+    }
+
+    async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
+        let rows = sqlx::query(
+            "select topic, partition, next_offset from consumer_offsets where consumer = $1",
+        )
+        .bind(consumer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<String, _>(0), r.get::<i32, _>(1)),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect())
+    }
+
+    async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
+        let rows = sqlx::query(
+            "select * from (
+               select exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades
+               from candles
+               where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
+                 and ($3 is null or interval = $3) and ($4 is null or open_ms >= $4)
+                 and ($5 is null or open_ms < $5)
+               order by open_ms desc, exchange, symbol, interval limit $6)
+             order by open_ms, exchange, symbol, interval",
+        )
+        .bind(&q.exchange)
+        .bind(&q.symbol)
+        .bind(&q.interval)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(super::clamp_limit(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(candle_from).collect()
+    }
+
+    async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
+        let rows = sqlx::query(
+            "select * from (
+               select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
+                      lo80, hi80, lo95, hi95
+               from forecasts
+               where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
+                 and ($3 is null or interval = $3) and ($4 is null or model = $4)
+                 and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6)
+                 and ($7 is null or target_ms < $7)
+               order by target_ms desc, exchange, symbol, interval, model, horizon limit $8)
+             order by target_ms, exchange, symbol, interval, model, horizon",
+        )
+        .bind(&q.exchange)
+        .bind(&q.symbol)
+        .bind(&q.interval)
+        .bind(&q.model)
+        .bind(q.horizon)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(super::clamp_limit(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(forecast_from).collect()
+    }
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# THE test command: starts real Kafka and Postgres (unless given), then runs
+# cargo fmt --check, clippy -D warnings and cargo test for the whole workspace.
+#
+#   scripts/test.sh [extra cargo test args...]
+#
+# Environment:
+#   KAFKA_BOOTSTRAP   use this broker instead of starting one (scripts/kafka.sh)
+#   DATABASE_URL      use this database instead of starting one (scripts/postgres.sh)
+#   TICKCAST_SKIP_LINT=1  skip fmt and clippy (quick local runs)
+# Exported to the tests:
+#   KAFKA_BOOTSTRAP, DATABASE_URL, TICKCAST_REQUIRE_SERVICES=1 (service tests
+#   fail instead of skipping), TICKCAST_SHARED (only if ../shared exists).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || dirname "$here")"
+cd "$root"
+
+log() { echo "[test.sh] $*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+t_all="$(now)"
+
+# --- Build prerequisites (rdkafka-sys builds librdkafka from source) --------
+need=()
+for pkg in gcc g++ make cmake pkg-config zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [[ ${#need[@]} -gt 0 ]]; then
+  log "installing build prerequisites: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null && [[ -f "$HOME/.cargo/env" ]]; then
+  # shellcheck disable=SC1091
+  source "$HOME/.cargo/env"
+fi
+
+# --- Services: start only what the caller didn't provide; stop only those ---
+started=()
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local rc=$?
+  if [[ $rc -ne 0 && ${#started[@]} -gt 0 ]]; then
+    # Keep the service logs of a failed run before their dirs are deleted.
+    local keep="${TMPDIR:-/tmp}/tickcast-test-logs"
+    rm -rf "$keep" && mkdir -p "$keep"
+    cp -r scripts/.kafka/logs "$keep/kafka" 2>/dev/null || true
+    if [[ -f scripts/.pg/datadir ]]; then
+      cp "$(cat scripts/.pg/datadir)/server.log" "$keep/postgres.log" 2>/dev/null || true
+    fi
+    log "service logs kept in $keep"
+  fi
+  for svc in "${started[@]}"; do
+    bash "scripts/$svc.sh" stop || true
+  done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  t0="$(now)"
+  started+=(kafka)
+  bash scripts/kafka.sh start # launches in the background; we wait below
+  export KAFKA_BOOTSTRAP="127.0.0.1:${KAFKA_PORT:-39092}"
+fi
+
+if [[ -z "${DATABASE_URL:-}" ]]; then
+  t1="$(now)"
+  started+=(postgres)
+  url_line="$(bash scripts/postgres.sh start)" # prints DATABASE_URL=postgres://...
+  [[ "$url_line" == DATABASE_URL=postgres://* ]] || { log "unexpected: $url_line"; exit 1; }
+  export DATABASE_URL="${url_line#DATABASE_URL=}"
+  log "postgres up in $(since "$t1")s: $DATABASE_URL"
+else
+  log "using given DATABASE_URL"
+fi
+
+if [[ " ${started[*]} " == *" kafka "* ]]; then
+  bash scripts/kafka.sh wait
+  log "kafka up in $(since "$t0")s (incl. any jar resolve): $KAFKA_BOOTSTRAP"
+else
+  log "using given KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP"
+fi
+
+export TICKCAST_REQUIRE_SERVICES=1
+shared="$(cd "$root/.." && pwd)/shared"
+if [[ -d "$shared" ]]; then
+  export TICKCAST_SHARED="$shared"
+  log "TICKCAST_SHARED=$TICKCAST_SHARED"
+fi
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+log "services ready after $(since "$t_all")s"
+
+# --- Checks: cheap ones first, fail fast ----------------------------------
+if [[ "${TICKCAST_SKIP_LINT:-}" != 1 ]]; then
+  log "cargo fmt --all -- --check"
+  cargo fmt --all -- --check
+  log "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+log "cargo test --workspace $*"
+set +e
+cargo test --workspace "$@"
+status=$?
+set -e
+log "cargo test exited $status; total $(since "$t_all")s"
+exit "$status"

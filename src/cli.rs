@@ -1,0 +1,287 @@
+//! Command-line interface: subcommands, their flags and the environment variables behind them.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tickcast::{PipelineConfig, StageKind, run_stage};
+use tickcast_consumers::store;
+use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::connectors;
+use tickcast_pipeline::ingest::{FeedOptions, run_feed};
+use tickcast_pipeline::interval::Interval;
+use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
+use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
+use tickcast_pipeline::simulator::SimConfig;
+
+/// Live crypto trades → candles → calibrated forecasts.
+#[derive(Debug, Parser)]
+#[command(name = "tickcast", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process: embedded broker, SQLite, simulated market, API.
+    Demo(crate::demo::DemoArgs),
+    /// Run stream stages (candles, forecast, sink) against Kafka.
+    Run(RunArgs),
+    /// Stream an exchange's public trades into Kafka.
+    Ingest(IngestArgs),
+    /// Serve a local exchange (Binance protocol) fed by the seeded market simulator.
+    Replay(ReplayArgs),
+    /// Serve the HTTP API.
+    Api(ApiArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+}
+
+/// How to reach Kafka and name topics.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "TICKCAST_KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// Partitions for topics created at start-up.
+    #[arg(long, env = "TICKCAST_KAFKA_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+    /// Replication factor for topics created at start-up.
+    #[arg(long, env = "TICKCAST_KAFKA_REPLICATION", default_value_t = 1)]
+    pub replication: i32,
+    /// Prefix for every topic name.
+    #[arg(long, env = "TICKCAST_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    pub fn cluster(&self) -> Cluster {
+        let mut s = KafkaSettings::new(&self.bootstrap);
+        s.partitions = self.partitions;
+        s.replication = self.replication;
+        Cluster::Kafka(s)
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// `postgres://user@host/db` or `sqlite:path.db`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stages to run in this process.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub stages: Vec<StageKind>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Database for the sink (required with `--stages sink`).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub stage: StageArgs,
+}
+
+/// Stage tuning shared by `run` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// Candle interval (e.g. 1s, 1m, 1h).
+    #[arg(long, env = "TICKCAST_INTERVAL", default_value = "1m", value_parser = Interval::parse)]
+    pub interval: Interval,
+    /// How late (event time, ms) a tick may arrive and still count in its window.
+    #[arg(long, env = "TICKCAST_ALLOWED_LATENESS_MS", default_value_t = 0)]
+    pub allowed_lateness_ms: i64,
+    /// Forecast horizons in bars.
+    #[arg(
+        long,
+        env = "TICKCAST_HORIZONS",
+        value_delimiter = ',',
+        default_value = "1,5,15"
+    )]
+    pub horizons: Vec<u32>,
+    /// Consumer group prefix; groups are `<prefix><stage>`.
+    #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
+    pub group_prefix: String,
+}
+
+impl StageArgs {
+    pub fn config(&self, cluster: Cluster, topics: Topics) -> Result<PipelineConfig> {
+        if self.horizons.is_empty() || self.horizons.contains(&0) {
+            bail!("--horizons must list bar counts ≥ 1, e.g. 1,5,15");
+        }
+        let mut cfg = PipelineConfig::new(cluster, topics);
+        cfg.interval = self.interval;
+        cfg.allowed_lateness_ms = self.allowed_lateness_ms.max(0);
+        cfg.horizons = self.horizons.clone();
+        cfg.group_prefix = self.group_prefix.clone();
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Exchange connector.
+    #[arg(long, default_value = "binance")]
+    pub exchange: String,
+    /// Websocket URL (e.g. the replay exchange's `ws://127.0.0.1:9443/ws`).
+    #[arg(
+        long,
+        env = "TICKCAST_FEED_URL",
+        default_value = "wss://stream.binance.com:9443/ws"
+    )]
+    pub url: String,
+    /// Canonical symbols.
+    #[arg(long, value_delimiter = ',', default_value = "BTC-USDT,ETH-USDT")]
+    pub symbols: Vec<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub listen: String,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop after this many trades per connection (default: endless).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Trades per second; 0 = as fast as clients read.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Pace by event time: history streams at once, then trades arrive in real time.
+    #[arg(long)]
+    pub live: bool,
+    /// Minutes of history before now to start from (with --live).
+    #[arg(long, default_value_t = 120)]
+    pub history_minutes: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Fires the returned signal on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals() -> (Arc<ShutdownTrigger>, Shutdown) {
+    let (trigger, signal) = shutdown::channel();
+    let trigger = Arc::new(trigger);
+    let t = trigger.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.fire();
+                        return;
+                    }
+                };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        t.fire();
+    });
+    (trigger, signal)
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Run(args) => run_stages(args).await,
+        Command::Ingest(args) => ingest(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Api(args) => api(args).await,
+        Command::Migrate(db) => {
+            let s = store::open(&db.database_url).await?;
+            println!("migrations applied ({})", s.backend());
+            Ok(())
+        }
+    }
+}
+
+async fn run_stages(args: RunArgs) -> Result<()> {
+    let topics = Topics::new(&args.kafka.topic_prefix);
+    let cluster = args.kafka.cluster();
+    cluster.ensure_topics(&topics.all()).await?;
+    let cfg = args.stage.config(cluster, topics)?;
+    let store = match (&args.database_url, args.stages.contains(&StageKind::Sink)) {
+        (Some(url), true) => Some(store::open(url).await?),
+        (None, true) => bail!("--stages sink needs --database-url or DATABASE_URL"),
+        _ => None,
+    };
+    let (_trigger, signal) = shutdown_on_signals();
+    let mut tasks = tokio::task::JoinSet::new();
+    for kind in args.stages {
+        let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());
+        tasks.spawn(async move { run_stage(kind, &cfg, store, signal).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("stage task panicked")??;
+    }
+    Ok(())
+}
+
+async fn ingest(args: IngestArgs) -> Result<()> {
+    let Some(connector) = connectors::by_name(&args.exchange) else {
+        bail!("unknown exchange `{}` (supported: binance)", args.exchange);
+    };
+    for s in &args.symbols {
+        tickcast_pipeline::codec::check_symbol(s).map_err(|e| anyhow::anyhow!("--symbols: {e}"))?;
+    }
+    let topics = Topics::new(&args.kafka.topic_prefix);
+    let cluster = args.kafka.cluster();
+    cluster.ensure_topics(&topics.all()).await?;
+    let publisher = Publisher::new(cluster.settings())?;
+    let (_trigger, signal) = shutdown_on_signals();
+    let opts = FeedOptions::new(args.url, args.symbols);
+    run_feed(Arc::from(connector), opts, publisher, topics, signal).await
+}
+
+async fn replay(args: ReplayArgs) -> Result<()> {
+    let start_ms = if args.live {
+        tickcast_pipeline::now_ms() - args.history_minutes * 60_000
+    } else {
+        1_700_000_000_000
+    };
+    let opts = ReplayOptions {
+        sim: SimConfig::default_symbols(args.seed, start_ms),
+        total: args.total,
+        rate: args.rate,
+        live: args.live,
+    };
+    let server = ReplayServer::bind(&args.listen, opts).await?;
+    println!("replay exchange (Binance protocol) at {}", server.url()?);
+    let (_trigger, signal) = shutdown_on_signals();
+    server.run(signal).await
+}
+
+async fn api(args: ApiArgs) -> Result<()> {
+    let store = store::open(&args.db.database_url).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    println!("tickcast API at http://{}", listener.local_addr()?);
+    let (_trigger, signal) = shutdown_on_signals();
+    tickcast_api::serve(listener, tickcast_api::AppState { store }, signal).await
+}

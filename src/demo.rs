@@ -1,0 +1,177 @@
+//! `tickcast demo`: every stage in one process on the embedded broker and SQLite, fed by the
+//! replay exchange (simulated market: two hours of history at once, then live), with the API.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use tickcast::{PipelineConfig, StageKind, run_stage};
+use tickcast_consumers::store;
+use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::connectors::binance::Binance;
+use tickcast_pipeline::embedded::EmbeddedBroker;
+use tickcast_pipeline::ingest::{FeedOptions, run_feed};
+use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
+use tickcast_pipeline::simulator::SimConfig;
+use tickcast_pipeline::telemetry;
+
+use crate::cli::{StageArgs, shutdown_on_signals};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address of the API and dashboard.
+    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// SQLite file (default: a fresh file in the temp directory, removed at exit).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Minutes of simulated history to stream at start-up.
+    #[arg(long, default_value_t = 120)]
+    pub history_minutes: i64,
+    /// Seconds between status lines (0 = none).
+    #[arg(long, default_value_t = 10)]
+    pub status_every: u64,
+    #[command(flatten)]
+    pub stage: StageArgs,
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let broker = Arc::new(EmbeddedBroker::start(1)?);
+    let mut settings = KafkaSettings::new(broker.bootstrap());
+    settings.session_timeout_ms = 6_000;
+    let cluster = Cluster::Embedded(broker.clone(), settings.clone());
+    let topics = Topics::default();
+    cluster.ensure_topics(&topics.all()).await?;
+    let cfg: PipelineConfig = args.stage.config(cluster, topics.clone())?;
+
+    let (db_path, temporary) = match &args.db {
+        Some(p) => (p.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("tickcast-demo-{}.db", std::process::id())),
+            true,
+        ),
+    };
+    let store = store::open(&format!("sqlite:{}", db_path.display())).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (use --listen to pick another address)",
+                args.listen
+            )
+        })?;
+
+    let start_ms = tickcast_pipeline::now_ms() - args.history_minutes.max(0) * 60_000;
+    let sim = SimConfig::default_symbols(args.seed, start_ms);
+    let symbols: Vec<String> = sim.symbols.iter().map(|(s, _)| s.clone()).collect();
+    let replay = ReplayServer::bind(
+        "127.0.0.1:0",
+        ReplayOptions {
+            sim,
+            total: None,
+            rate: 0.0,
+            live: true,
+        },
+    )
+    .await?;
+    let feed_url = replay.url()?;
+
+    let (trigger, signal) = shutdown_on_signals();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(replay.run(signal.clone()));
+    for kind in [StageKind::Candles, StageKind::Forecast, StageKind::Sink] {
+        let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());
+        tasks.spawn(async move { run_stage(kind, &cfg, Some(store), signal).await });
+    }
+    let publisher = Publisher::new(&settings)?;
+    tasks.spawn(run_feed(
+        Arc::new(Binance),
+        FeedOptions::new(feed_url.clone(), symbols),
+        publisher,
+        topics,
+        signal.clone(),
+    ));
+    tasks.spawn(tickcast_api::serve(
+        listener,
+        tickcast_api::AppState { store },
+        signal.clone(),
+    ));
+    if args.status_every > 0 {
+        tasks.spawn(status_lines(
+            Duration::from_secs(args.status_every),
+            signal.clone(),
+        ));
+    }
+
+    println!(
+        "tickcast demo is running (simulated market on {feed_url}, embedded broker, SQLite {})",
+        db_path.display()
+    );
+    println!(
+        "  API:      http://{}/api/v1/candles?symbol=BTC-USDT",
+        args.listen
+    );
+    println!(
+        "  forecasts http://{}/api/v1/forecasts?symbol=BTC-USDT&horizon=1",
+        args.listen
+    );
+    println!(
+        "  metrics:  http://{}/metrics   (Ctrl-C to stop)",
+        args.listen
+    );
+
+    let mut first_error = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = r {
+            tracing::error!(error = %format!("{e:#}"), "demo task failed; stopping");
+            first_error.get_or_insert(e);
+            trigger.fire();
+        }
+    }
+    drop(broker);
+    if temporary {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn total(c: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector as _;
+    c.collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+async fn status_lines(
+    every: Duration,
+    mut signal: tickcast_pipeline::shutdown::Shutdown,
+) -> Result<()> {
+    let mut last_trades = 0;
+    loop {
+        tokio::select! {
+            _ = signal.wait() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+        let trades = total(&telemetry::FEED_TRADES);
+        let rate = (trades - last_trades) as f64 / every.as_secs_f64();
+        last_trades = trades;
+        println!(
+            "status: trades {trades} ({rate:.1}/s), candles {}, forecasts {}, rows written {}, dead letters {}",
+            total(&telemetry::CANDLES),
+            total(&telemetry::FORECASTS),
+            total(&telemetry::SINK_ROWS),
+            total(&telemetry::DEAD_LETTERS),
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Wiring shared by the `tickcast` binary and the end-to-end tests: which stage reads which
+//! topic, under which consumer group, with which handler. No logic of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tickcast_consumers::forecast::naive::Naive;
+use tickcast_consumers::forecast::stage::ForecastStage;
+use tickcast_consumers::sink::Sink;
+use tickcast_consumers::store::Store;
+use tickcast_pipeline::bus::Cluster;
+use tickcast_pipeline::candles::{CandleBuilder, CandleOptions};
+use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::interval::Interval;
+use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_pipeline::stage::{self, StageOptions};
+
+/// A stream stage this binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StageKind {
+    Candles,
+    Forecast,
+    Sink,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Candles => "candles",
+            StageKind::Forecast => "forecast",
+            StageKind::Sink => "sink",
+        }
+    }
+}
+
+/// Settings every stage shares.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub cluster: Cluster,
+    pub topics: Topics,
+    /// Consumer groups are `<group_prefix><stage>`.
+    pub group_prefix: String,
+    pub interval: Interval,
+    pub allowed_lateness_ms: i64,
+    pub horizons: Vec<u32>,
+    pub max_batch: usize,
+    pub linger: Duration,
+}
+
+impl PipelineConfig {
+    pub fn new(cluster: Cluster, topics: Topics) -> Self {
+        Self {
+            cluster,
+            topics,
+            group_prefix: "tickcast-".to_string(),
+            interval: Interval::from_ms(60_000),
+            allowed_lateness_ms: 0,
+            horizons: vec![1, 5, 15],
+            max_batch: 5_000,
+            linger: Duration::from_millis(20),
+        }
+    }
+
+    pub fn group(&self, stage: StageKind) -> String {
+        format!("{}{}", self.group_prefix, stage.name())
+    }
+
+    fn options(&self, stage: StageKind, inputs: Vec<String>) -> StageOptions {
+        StageOptions {
+            name: stage.name().to_string(),
+            group: self.group(stage),
+            inputs,
+            deadletter_topic: self.topics.deadletter(),
+            max_batch: self.max_batch,
+            linger: self.linger,
+        }
+    }
+}
+
+/// Runs one stage until shutdown. The sink needs a store.
+pub async fn run_stage(
+    kind: StageKind,
+    cfg: &PipelineConfig,
+    store: Option<Arc<dyn Store>>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let settings = cfg.cluster.settings();
+    let t = &cfg.topics;
+    match kind {
+        StageKind::Candles => {
+            let opts = CandleOptions {
+                interval: cfg.interval,
+                allowed_lateness_ms: cfg.allowed_lateness_ms,
+            };
+            let handler = CandleBuilder::new(opts, t.candles());
+            stage::run(
+                settings,
+                cfg.options(kind, vec![t.ticks()]),
+                handler,
+                shutdown,
+            )
+            .await
+        }
+        StageKind::Forecast => {
+            let handler = ForecastStage::new(
+                vec![Box::new(Naive::default())],
+                cfg.horizons.clone(),
+                t.forecasts(),
+            );
+            stage::run(
+                settings,
+                cfg.options(kind, vec![t.candles()]),
+                handler,
+                shutdown,
+            )
+            .await
+        }
+        StageKind::Sink => {
+            let Some(store) = store else {
+                bail!("the sink stage needs a database (--database-url)")
+            };
+            let group = cfg.group(kind);
+            let handler = Sink::new(store, group, t.clone());
+            stage::run(
+                settings,
+                cfg.options(kind, Sink::inputs(t)),
+                handler,
+                shutdown,
+            )
+            .await
+        }
+    }
+}
