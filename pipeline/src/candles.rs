@@ -213,3 +213,150 @@ impl Handler for CandleBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Side;
+
+    fn tick(symbol: &str, id: u64, price: i64, size: i64, ts_ms: i64) -> Tick {
+        Tick {
+            v: SCHEMA_VERSION,
+            exchange: "binance".into(),
+            symbol: symbol.into(),
+            trade_id: id.to_string(),
+            price: Decimal::new(price, 2),
+            size: Decimal::new(size, 3),
+            side: Side::Buy,
+            ts_ms,
+            ingested_ms: ts_ms,
+        }
+    }
+
+    fn builder(lateness: i64) -> CandleBuilder {
+        let opts = CandleOptions {
+            interval: Interval::from_ms(60_000),
+            allowed_lateness_ms: lateness,
+        };
+        CandleBuilder::new(opts, "candles")
+    }
+
+    #[test]
+    fn ohlcv_of_a_window_closes_when_the_watermark_passes() {
+        let mut b = builder(0);
+        let mut closed = Vec::new();
+        let ticks = [
+            tick("BTC-USDT", 1, 10_000, 1_000, 60_000),
+            tick("BTC-USDT", 2, 10_500, 2_000, 70_000),
+            tick("BTC-USDT", 3, 9_900, 500, 80_000),
+            tick("BTC-USDT", 4, 10_100, 1_500, 119_999),
+        ];
+        for (i, t) in ticks.iter().enumerate() {
+            assert_eq!(
+                b.push(t, ("ticks", 0, i as i64), &mut closed),
+                Pushed::Accepted
+            );
+        }
+        assert!(closed.is_empty(), "window still open at 119999");
+        b.push(
+            &tick("BTC-USDT", 5, 10_200, 1_000, 120_000),
+            ("ticks", 0, 4),
+            &mut closed,
+        );
+        assert_eq!(closed.len(), 1);
+        let c = &closed[0];
+        assert_eq!(
+            (c.open_ms, c.close_ms, c.interval.as_str()),
+            (60_000, 120_000, "1m")
+        );
+        let d = |m, s| Decimal::new(m, s);
+        assert_eq!(
+            (c.open, c.high, c.low, c.close),
+            (d(10_000, 2), d(10_500, 2), d(9_900, 2), d(10_100, 2))
+        );
+        assert_eq!((c.volume, c.trades), (d(5_000, 3), 4));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_late_ticks_reported() {
+        let mut b = builder(5_000);
+        let mut closed = Vec::new();
+        let t1 = tick("ETH-USDT", 1, 100, 1_000, 1_000);
+        assert_eq!(b.push(&t1, ("ticks", 1, 0), &mut closed), Pushed::Accepted);
+        assert_eq!(b.push(&t1, ("ticks", 1, 1), &mut closed), Pushed::Duplicate);
+        // Within lateness: 62s minus 5s is below the window end 60s? No: 57s < 60s, still open.
+        b.push(
+            &tick("ETH-USDT", 2, 101, 1_000, 62_000),
+            ("ticks", 1, 2),
+            &mut closed,
+        );
+        assert!(closed.is_empty());
+        // A tick 3 s behind is still on time.
+        assert_eq!(
+            b.push(
+                &tick("ETH-USDT", 3, 99, 1_000, 59_000),
+                ("ticks", 1, 3),
+                &mut closed
+            ),
+            Pushed::Accepted
+        );
+        b.push(
+            &tick("ETH-USDT", 4, 102, 1_000, 65_000),
+            ("ticks", 1, 4),
+            &mut closed,
+        );
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            (closed[0].trades, closed[0].close),
+            (2, Decimal::new(99, 2))
+        );
+        assert_eq!(
+            b.push(
+                &tick("ETH-USDT", 5, 98, 1_000, 30_000),
+                ("ticks", 1, 5),
+                &mut closed
+            ),
+            Pushed::Late
+        );
+    }
+
+    #[tokio::test]
+    async fn commits_only_up_to_the_oldest_open_window() {
+        let mut b = builder(0);
+        let enc = |t: &Tick| codec::encode(t);
+        let inbound = |offset: i64, t: &Tick| Inbound {
+            topic: "ticks".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: enc(t),
+        };
+        let batch = vec![
+            inbound(10, &tick("BTC-USDT", 1, 100, 1, 1_000)),
+            inbound(11, &tick("ETH-USDT", 1, 100, 1, 2_000)),
+            inbound(12, &tick("BTC-USDT", 2, 100, 1, 61_000)),
+            Inbound {
+                topic: "ticks".into(),
+                partition: 0,
+                offset: 13,
+                key: None,
+                payload: b"garbage".to_vec(),
+            },
+        ];
+        let fx = b.handle(batch).await.expect("handled");
+        assert_eq!(fx.records.len(), 1, "BTC's first window closed");
+        assert_eq!(fx.dead.len(), 1);
+        assert!(
+            fx.dead[0].reason.contains("not valid JSON"),
+            "{}",
+            fx.dead[0].reason
+        );
+        // ETH's window (offset 11) is still open, so offset 11 is the next to read after a restart.
+        assert_eq!(
+            fx.commit
+                .expect("commit plan")
+                .get(&("ticks".to_string(), 0)),
+            Some(&11)
+        );
+    }
+}

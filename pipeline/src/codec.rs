@@ -95,7 +95,16 @@ pub fn encode<M: Message>(m: &M) -> Vec<u8> {
 
 /// Parses and checks a message.
 pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
-    let m: M = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let m: M = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            DecodeError::Json(e.into_inner().to_string())
+        } else {
+            DecodeError::Json(format!("`{path}`: {}", e.into_inner()))
+        }
+    })?;
+    de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
     if m.version() != SCHEMA_VERSION {
         return Err(DecodeError::Version {
             found: m.version(),

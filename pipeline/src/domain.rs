@@ -32,7 +32,9 @@ pub struct Tick {
     pub symbol: String,
     /// The exchange's trade id, as a string (some exchanges use UUIDs).
     pub trade_id: String,
+    #[serde(with = "decimal_text")]
     pub price: Decimal,
+    #[serde(with = "decimal_text")]
     pub size: Decimal,
     pub side: Side,
     /// Exchange event (trade) time, epoch milliseconds UTC.
@@ -54,11 +56,16 @@ pub struct Candle {
     pub open_ms: i64,
     /// Window end (exclusive), epoch milliseconds UTC.
     pub close_ms: i64,
+    #[serde(with = "decimal_text")]
     pub open: Decimal,
+    #[serde(with = "decimal_text")]
     pub high: Decimal,
+    #[serde(with = "decimal_text")]
     pub low: Decimal,
+    #[serde(with = "decimal_text")]
     pub close: Decimal,
     /// Sum of trade sizes in base units.
+    #[serde(with = "decimal_text")]
     pub volume: Decimal,
     /// Number of trades in the window.
     pub trades: u64,
@@ -115,4 +122,35 @@ pub struct Alert {
     /// The value that was compared with the rule's threshold.
     pub value: f64,
     pub message: String,
+}
+
+/// Exact decimals on the wire: JSON strings of plain digits (`"61234.10"`), never numbers, so
+/// no float ever touches a price. Serialises with the value's own scale.
+pub mod decimal_text {
+    use std::str::FromStr as _;
+
+    use rust_decimal::Decimal;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Decimal, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(de).map_err(|_| {
+            serde::de::Error::custom("expected a decimal string such as \"61234.10\"")
+        })?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Parses `-?digits(.digits)?` exactly.
+    pub fn parse(text: &str) -> Result<Decimal, String> {
+        let body = text.strip_prefix('-').unwrap_or(text);
+        let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(int) && digits(frac)) {
+            return Err(format!("`{text}` is not a plain decimal number"));
+        }
+        Decimal::from_str(text).map_err(|e| format!("`{text}`: {e}"))
+    }
 }

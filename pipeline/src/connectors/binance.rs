@@ -1,7 +1,5 @@
 //! Binance spot public trades: `<symbol>@trade`, raw (`/ws`) or combined (`/stream`) streams.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -61,10 +59,8 @@ pub fn stream_symbol(canonical: &str) -> String {
 }
 
 fn decimal(field: &'static str, s: &str) -> Result<Decimal, FrameError> {
-    let d = Decimal::from_str(s).map_err(|e| FrameError::Field {
-        field,
-        reason: format!("`{s}`: {e}"),
-    })?;
+    let d = crate::domain::decimal_text::parse(s)
+        .map_err(|reason| FrameError::Field { field, reason })?;
     if d <= Decimal::ZERO {
         return Err(FrameError::Field {
             field,

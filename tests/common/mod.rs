@@ -1,0 +1,348 @@
+//! Test and benchmark harness: the real services (Apache Kafka + Postgres, from `KAFKA_BOOTSTRAP`
+//! and `DATABASE_URL` as `scripts/test.sh` exports them) or the embedded mode (mock cluster +
+//! SQLite), each with unique topics, groups and a fresh database per test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use sqlx::Connection as _;
+use tickcast::{PipelineConfig, StageKind, run_stage};
+use tickcast_consumers::store::{self, CandleQuery, ForecastQuery, Store};
+use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::connectors::binance::Binance;
+use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_pipeline::embedded::EmbeddedBroker;
+use tickcast_pipeline::ingest::{FeedOptions, run_feed};
+use tickcast_pipeline::interval::Interval;
+use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
+use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
+use tickcast_pipeline::simulator::{SimConfig, Simulator};
+use tokio::task::JoinSet;
+
+/// Which services a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apache Kafka + Postgres.
+    Real,
+    /// The embedded broker + SQLite.
+    Embedded,
+}
+
+/// One isolated environment: cluster, topics, groups and a database of its own.
+#[derive(Debug)]
+pub struct Env {
+    pub mode: Mode,
+    pub cluster: Cluster,
+    pub topics: Topics,
+    pub group_prefix: String,
+    pub database_url: String,
+    pub store: Arc<dyn Store>,
+    broker: Option<Arc<EmbeddedBroker>>,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A name unique to this process and moment, usable as a topic prefix or database name.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}_{}_{nanos}", std::process::id())
+}
+
+/// Environment variables, or `None` (skip) when the services are absent and not required.
+fn real_services(test: &str) -> Option<(String, String)> {
+    match (
+        std::env::var("KAFKA_BOOTSTRAP"),
+        std::env::var("DATABASE_URL"),
+    ) {
+        (Ok(k), Ok(d)) => Some((k, d)),
+        _ if std::env::var_os("TICKCAST_REQUIRE_SERVICES").is_some() => {
+            panic!(
+                "{test}: KAFKA_BOOTSTRAP and DATABASE_URL must be set (scripts/test.sh sets them)"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED {test}: set KAFKA_BOOTSTRAP and DATABASE_URL (or run scripts/test.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// Creates a fresh database next to the one `url` names and returns its URL.
+pub async fn fresh_postgres(url: &str, name: &str) -> String {
+    let db = unique(name).to_lowercase();
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to DATABASE_URL");
+    sqlx::query(&format!("create database \"{db}\""))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+    format!("{base}/{db}")
+}
+
+impl Env {
+    /// An environment in `mode`, or `None` when a real one is unavailable and not required.
+    pub async fn new(mode: Mode, name: &str, partitions: i32) -> Option<Env> {
+        let topics = Topics::new(format!("{}.", unique(name)));
+        let group_prefix = format!("{}-", unique(name));
+        match mode {
+            Mode::Real => {
+                let (bootstrap, url) = real_services(name)?;
+                let mut settings = KafkaSettings::new(bootstrap);
+                settings.partitions = partitions;
+                settings.session_timeout_ms = 6_000;
+                let database_url = fresh_postgres(&url, name).await;
+                let store = store::open(&database_url)
+                    .await
+                    .expect("open Postgres store");
+                let cluster = Cluster::Kafka(settings);
+                cluster
+                    .ensure_topics(&topics.all())
+                    .await
+                    .expect("create topics");
+                Some(Env {
+                    mode,
+                    cluster,
+                    topics,
+                    group_prefix,
+                    database_url,
+                    store,
+                    broker: None,
+                    _dir: None,
+                })
+            }
+            Mode::Embedded => {
+                let broker = Arc::new(EmbeddedBroker::start(1).expect("embedded broker"));
+                let mut settings = KafkaSettings::new(broker.bootstrap());
+                settings.partitions = partitions;
+                settings.session_timeout_ms = 6_000;
+                let dir = std::env::temp_dir().join(unique(name));
+                std::fs::create_dir_all(&dir).unwrap();
+                let database_url = format!("sqlite:{}", dir.join("tickcast.db").display());
+                let store = store::open(&database_url).await.expect("open SQLite store");
+                let cluster = Cluster::Embedded(broker.clone(), settings);
+                cluster
+                    .ensure_topics(&topics.all())
+                    .await
+                    .expect("create topics");
+                let dir = Some(TempDir(dir));
+                Some(Env {
+                    mode,
+                    cluster,
+                    topics,
+                    group_prefix,
+                    database_url,
+                    store,
+                    broker: Some(broker),
+                    _dir: dir,
+                })
+            }
+        }
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        self.cluster.settings()
+    }
+
+    pub fn config(&self, horizons: &[u32]) -> PipelineConfig {
+        let mut cfg = PipelineConfig::new(self.cluster.clone(), self.topics.clone());
+        cfg.group_prefix = self.group_prefix.clone();
+        cfg.interval = Interval::from_ms(60_000);
+        cfg.horizons = horizons.to_vec();
+        cfg
+    }
+}
+
+/// The seeded market every end-to-end test replays.
+pub fn sim_config(seed: u64) -> SimConfig {
+    SimConfig::default_symbols(seed, 1_700_000_000_000)
+}
+
+/// Expected closed 1-minute candles for the first `n` simulated trades, computed independently
+/// of the candles stage: a window is closed once a later trade of its symbol reaches its end.
+pub fn expected_candles(seed: u64, n: usize) -> Vec<Candle> {
+    let mut windows: BTreeMap<(String, i64), Candle> = BTreeMap::new();
+    let mut max_ts: BTreeMap<String, i64> = BTreeMap::new();
+    for t in Simulator::new(&sim_config(seed)).take(n) {
+        let start = t.ts_ms - t.ts_ms.rem_euclid(60_000);
+        let c = windows
+            .entry((t.symbol.clone(), start))
+            .or_insert_with(|| Candle {
+                v: SCHEMA_VERSION,
+                exchange: "binance".into(),
+                symbol: t.symbol.clone(),
+                interval: "1m".into(),
+                open_ms: start,
+                close_ms: start + 60_000,
+                open: t.price,
+                high: t.price,
+                low: t.price,
+                close: t.price,
+                volume: Decimal::ZERO,
+                trades: 0,
+            });
+        c.high = c.high.max(t.price);
+        c.low = c.low.min(t.price);
+        c.close = t.price;
+        c.volume += t.size;
+        c.trades += 1;
+        let m = max_ts.entry(t.symbol.clone()).or_insert(i64::MIN);
+        *m = (*m).max(t.ts_ms);
+    }
+    let mut out: Vec<Candle> = windows
+        .into_values()
+        .filter(|c| c.close_ms <= max_ts[&c.symbol])
+        .collect();
+    out.sort_by(|a, b| (a.open_ms, &a.symbol).cmp(&(b.open_ms, &b.symbol)));
+    out
+}
+
+/// Forecast rows the naive model must produce for `candles`: every closed candle but the first
+/// of each series, times the horizons.
+pub fn expected_forecast_count(candles: &[Candle], horizons: &[u32]) -> usize {
+    let series: std::collections::BTreeSet<&str> =
+        candles.iter().map(|c| c.symbol.as_str()).collect();
+    (candles.len() - series.len()) * horizons.len()
+}
+
+/// Every row of the store, sorted as [`expected_candles`] sorts.
+pub async fn all_candles(store: &dyn Store) -> Vec<Candle> {
+    let mut c = store
+        .candles(&CandleQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.sort_by(|a, b| (a.open_ms, &a.symbol).cmp(&(b.open_ms, &b.symbol)));
+    c
+}
+
+pub async fn forecast_count(store: &dyn Store) -> usize {
+    store
+        .forecasts(&ForecastQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// A running pipeline: replay exchange → ingest → candles → forecast → sink (+ API).
+#[derive(Debug)]
+pub struct Pipeline {
+    pub trigger: ShutdownTrigger,
+    pub tasks: JoinSet<anyhow::Result<()>>,
+    pub api_addr: std::net::SocketAddr,
+}
+
+/// Which parts to start.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub ingest: bool,
+    pub stages: &'static [StageKind],
+    pub api: bool,
+}
+
+pub const ALL: Parts = Parts {
+    ingest: true,
+    stages: &[StageKind::Candles, StageKind::Forecast, StageKind::Sink],
+    api: true,
+};
+
+impl Pipeline {
+    pub async fn start(
+        env: &Env,
+        seed: u64,
+        trades: u64,
+        horizons: &[u32],
+        parts: Parts,
+    ) -> Pipeline {
+        let (trigger, signal) = shutdown::channel();
+        let mut tasks = JoinSet::new();
+        if parts.ingest {
+            let opts = ReplayOptions {
+                sim: sim_config(seed),
+                total: Some(trades),
+                rate: 0.0,
+                live: false,
+            };
+            let replay = ReplayServer::bind("127.0.0.1:0", opts).await.unwrap();
+            let url = replay.url().unwrap();
+            tasks.spawn(replay.run(signal.clone()));
+            let publisher = Publisher::new(env.settings()).unwrap();
+            let symbols = vec!["BTC-USDT".to_string(), "ETH-USDT".to_string()];
+            let feed = FeedOptions::new(url, symbols);
+            tasks.spawn(run_feed(
+                Arc::new(Binance),
+                feed,
+                publisher,
+                env.topics.clone(),
+                signal.clone(),
+            ));
+        }
+        let cfg = env.config(horizons);
+        for &kind in parts.stages {
+            let (cfg, store, signal) = (cfg.clone(), env.store.clone(), signal.clone());
+            tasks.spawn(async move { run_stage(kind, &cfg, Some(store), signal).await });
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_addr = listener.local_addr().unwrap();
+        if parts.api {
+            let state = tickcast_api::AppState {
+                store: env.store.clone(),
+            };
+            tasks.spawn(tickcast_api::serve(listener, state, signal.clone()));
+        }
+        Pipeline {
+            trigger,
+            tasks,
+            api_addr,
+        }
+    }
+
+    /// Fires shutdown and waits for every task; any task error fails the test.
+    pub async fn stop(mut self) {
+        self.trigger.fire();
+        while let Some(r) = self.tasks.join_next().await {
+            r.expect("task panicked").expect("task failed");
+        }
+    }
+}
