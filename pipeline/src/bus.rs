@@ -44,6 +44,7 @@ impl KafkaSettings {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
             .set("client.id", "tickcast")
+            .set("allow.auto.create.topics", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
         c
     }
@@ -148,18 +149,39 @@ impl Cluster {
     }
 }
 
+/// Creates the missing topics through the admin API. Topics that already exist are left alone,
+/// so a process started against a prepared cluster (or the embedded broker, which has no admin
+/// API) needs no admin call.
 async fn create_topics_admin(s: &KafkaSettings, names: &[String]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = s
         .base_config()
         .create()
         .context("creating Kafka admin client")?;
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, s.partitions, TopicReplication::Fixed(s.replication)))
-        .collect();
+    // Ask per topic: the mock cluster answers an all-topics request with none.
+    let mut missing = Vec::new();
+    for name in names {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(30))
+            .with_context(|| format!("reading metadata of {name} from {}", s.bootstrap))?;
+        let exists = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            missing.push(NewTopic::new(
+                name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication),
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
-        .create_topics(&topics, &opts)
+        .create_topics(&missing, &opts)
         .await
         .context("creating topics")?;
     for r in results {
