@@ -3,6 +3,8 @@
 //! candles, the exact number of forecasts, what the API serves, and that a poison message on
 //! the ticks topic lands in the dead-letter topic while the pipeline goes on.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! end offsets. Runs on Apache Kafka + Postgres and on the embedded broker + SQLite (the child
 //! process reaches the in-process mock cluster over TCP).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

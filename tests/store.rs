@@ -1,13 +1,15 @@
 //! The two `Store` implementations behave the same: upserts on natural keys, offsets and rows in
 //! one transaction, records below the stored offsets skipped, filters and pagination.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::Mode;
 use rust_decimal::Decimal;
-use tickcast_consumers::store::{self, CandleQuery, ForecastQuery, Pos, SinkBatch, Store, WriteSummary};
+use tickcast_consumers::store::{CandleQuery, ForecastQuery, Pos, SinkBatch, WriteSummary};
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 
 fn candle(symbol: &str, minute: i64, close: i64) -> Candle {
@@ -48,31 +50,17 @@ fn forecast(symbol: &str, minute: i64, horizon: u32, point: f64) -> Forecast {
 }
 
 fn pos(topic: &str, offset: i64) -> Pos {
-    Pos { topic: topic.into(), partition: 0, offset }
-}
-
-async fn open(mode: Mode) -> Option<(std::sync::Arc<dyn Store>, Option<common::TempDir>)> {
-    match mode {
-        Mode::Real => {
-            let Ok(url) = std::env::var("DATABASE_URL") else {
-                assert!(std::env::var_os("TICKCAST_REQUIRE_SERVICES").is_none(), "DATABASE_URL must be set");
-                eprintln!("SKIPPED: DATABASE_URL not set");
-                return None;
-            };
-            let url = common::fresh_postgres(&url, "store").await;
-            Some((store::open(&url).await.expect("postgres store"), None))
-        }
-        Mode::Embedded => {
-            let dir = std::env::temp_dir().join(common::unique("store"));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            let url = format!("sqlite:{}", dir.join("t.db").display());
-            Some((store::open(&url).await.expect("sqlite store"), Some(common::TempDir(dir))))
-        }
+    Pos {
+        topic: topic.into(),
+        partition: 0,
+        offset,
     }
 }
 
 async fn behaves(mode: Mode) {
-    let Some((store, _dir)) = open(mode).await else { return };
+    let Some((store, _dir)) = common::open_store(mode, "store").await else {
+        return;
+    };
     let batch = SinkBatch {
         candles: vec![
             (pos("c", 0), candle("BTC-USD", 1, 650_001_234)),
@@ -81,23 +69,50 @@ async fn behaves(mode: Mode) {
             // Same key again later in the batch: the later one wins.
             (pos("c", 3), candle("BTC-USD", 2, 650_202_000)),
         ],
-        forecasts: vec![(pos("f", 0), forecast("BTC-USD", 1, 1, 65_000.5)), (pos("f", 1), forecast("BTC-USD", 1, 5, 65_001.0))],
+        forecasts: vec![
+            (pos("f", 0), forecast("BTC-USD", 1, 1, 65_000.5)),
+            (pos("f", 1), forecast("BTC-USD", 1, 5, 65_001.0)),
+        ],
         offsets: BTreeMap::from([(("c".into(), 0), 4), (("f".into(), 0), 2)]),
     };
     let s = store.write_batch("sink", &batch).await.expect("write");
-    assert_eq!(s, WriteSummary { candles: 3, forecasts: 2, skipped: 0 });
+    assert_eq!(
+        s,
+        WriteSummary {
+            candles: 3,
+            forecasts: 2,
+            skipped: 0
+        }
+    );
 
     // Re-delivery of the same batch is skipped by offsets and changes nothing.
     let again = store.write_batch("sink", &batch).await.expect("rewrite");
-    assert_eq!(again, WriteSummary { candles: 0, forecasts: 0, skipped: 6 });
+    assert_eq!(
+        again,
+        WriteSummary {
+            candles: 0,
+            forecasts: 0,
+            skipped: 6
+        }
+    );
     assert_eq!(store.offsets("sink").await.expect("offsets"), batch.offsets);
 
     // Exact decimals survive the round trip.
     let btc = store
-        .candles(&CandleQuery { symbol: Some("BTC-USD".into()), limit: 100, ..Default::default() })
+        .candles(&CandleQuery {
+            symbol: Some("BTC-USD".into()),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .expect("read");
-    assert_eq!(btc, vec![candle("BTC-USD", 1, 650_001_234), candle("BTC-USD", 2, 650_202_000)]);
+    assert_eq!(
+        btc,
+        vec![
+            candle("BTC-USD", 1, 650_001_234),
+            candle("BTC-USD", 2, 650_202_000)
+        ]
+    );
     assert_eq!(btc[0].volume.to_string(), "123456789.123456789");
 
     // A newer offset for an existing key updates it.
@@ -108,25 +123,57 @@ async fn behaves(mode: Mode) {
     };
     store.write_batch("sink", &update).await.expect("update");
     let eth = store
-        .candles(&CandleQuery { symbol: Some("ETH-USD".into()), limit: 10, ..Default::default() })
+        .candles(&CandleQuery {
+            symbol: Some("ETH-USD".into()),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .expect("read");
     assert_eq!(eth, vec![candle("ETH-USD", 1, 31_500_000)]);
 
     // Filters, ranges and limits: the newest rows (ties by exchange, symbol), oldest first.
-    let all = store.candles(&CandleQuery { limit: 2, ..Default::default() }).await.expect("read");
-    assert_eq!(all.iter().map(|c| (c.symbol.as_str(), c.open_ms)).collect::<Vec<_>>(), vec![("BTC-USD", 60_000), ("BTC-USD", 120_000)]);
+    let all = store
+        .candles(&CandleQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(
+        all.iter()
+            .map(|c| (c.symbol.as_str(), c.open_ms))
+            .collect::<Vec<_>>(),
+        vec![("BTC-USD", 60_000), ("BTC-USD", 120_000)]
+    );
     let ranged = store
-        .candles(&CandleQuery { from_ms: Some(60_000), to_ms: Some(120_000), limit: 10, ..Default::default() })
+        .candles(&CandleQuery {
+            from_ms: Some(60_000),
+            to_ms: Some(120_000),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .expect("read");
     assert_eq!(ranged.len(), 2);
     let f5 = store
-        .forecasts(&ForecastQuery { horizon: Some(5), model: Some("naive".into()), limit: 10, ..Default::default() })
+        .forecasts(&ForecastQuery {
+            horizon: Some(5),
+            model: Some("naive".into()),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .expect("read");
     assert_eq!(f5, vec![forecast("BTC-USD", 1, 5, 65_001.0)]);
-    let none = store.forecasts(&ForecastQuery { model: Some("lstm".into()), limit: 10, ..Default::default() }).await.expect("read");
+    let none = store
+        .forecasts(&ForecastQuery {
+            model: Some("lstm".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("read");
     assert!(none.is_empty());
     // Offsets are per consumer.
     assert!(store.offsets("other").await.expect("offsets").is_empty());

@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tickcast_consumers::store::{CandleQuery, ForecastQuery};
-use tickcast_pipeline::codec::check_symbol;
+use tickcast_pipeline::codec::{check_exchange, check_symbol};
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::interval::Interval;
 
@@ -68,16 +68,12 @@ fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
         Interval::parse(i).map_err(|e| ApiError::param("interval", e))?;
     }
     if let Some(e) = &p.exchange {
-        if e.is_empty()
-            || !e
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(ApiError::param(
+        check_exchange(e).map_err(|_| {
+            ApiError::param(
                 "exchange",
                 "expected a lower-case exchange id, e.g. binance",
-            ));
-        }
+            )
+        })?;
     }
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -86,10 +82,10 @@ fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    if let (Some(f), Some(t)) = (p.from, p.to) {
-        if f >= t {
-            return Err(ApiError::param("from", "must be before `to`"));
-        }
+    if let (Some(f), Some(t)) = (p.from, p.to)
+        && f >= t
+    {
+        return Err(ApiError::param("from", "must be before `to`"));
     }
     Ok(Filters {
         exchange: p.exchange.clone(),

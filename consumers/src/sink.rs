@@ -56,9 +56,8 @@ impl Sink {
             } else if m.topic == forecasts {
                 codec::decode::<Forecast>(&m.payload).map(|f| out.forecasts.push((pos, f)))
             } else {
-                Ok(
-                    tracing::warn!(topic = %m.topic, "sink got a message from a topic it does not read"),
-                )
+                tracing::warn!(topic = %m.topic, "sink got a message from a topic it does not read");
+                Ok(())
             };
             if let Err(e) = result {
                 dead.push(DeadLetter::new(

@@ -115,7 +115,8 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
     Ok(m)
 }
 
-fn check_exchange(exchange: &str) -> Result<(), DecodeError> {
+/// Checks that an exchange id is lower-case letters, digits and `_`.
+pub fn check_exchange(exchange: &str) -> Result<(), DecodeError> {
     let ok = !exchange.is_empty()
         && exchange.len() <= 32
         && exchange

@@ -88,11 +88,13 @@ pub fn binance_frame(t: &SimTrade, event_ms: i64) -> String {
 
 async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -> Result<()> {
     let mut path = String::new();
-    let ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
+    // The callback's error type is fixed by tungstenite; it never fails here.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
         path = req.uri().to_string();
         Ok(resp)
-    })
-    .await?;
+    };
+    let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await?;
     let (mut tx, mut rx) = ws.split();
     let mut subscribed: HashSet<String> = streams_in_path(&path);
     let combined = path.starts_with("/stream");
@@ -101,12 +103,12 @@ async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -
         let Some(msg) = rx.next().await else {
             return Ok(());
         };
-        if let Message::Text(text) = msg? {
-            if let Some((id, streams)) = parse_subscribe(&text) {
-                subscribed.extend(streams);
-                tx.send(Message::text(format!(r#"{{"result":null,"id":{id}}}"#)))
-                    .await?;
-            }
+        if let Message::Text(text) = msg?
+            && let Some((id, streams)) = parse_subscribe(&text)
+        {
+            subscribed.extend(streams);
+            tx.send(Message::text(format!(r#"{{"result":null,"id":{id}}}"#)))
+                .await?;
         }
     }
     let mut sim = Simulator::new(&opts.sim);

@@ -100,6 +100,33 @@ pub async fn fresh_postgres(url: &str, name: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// Just a store (fresh Postgres database or SQLite file), for tests that need no broker.
+pub async fn open_store(mode: Mode, name: &str) -> Option<(Arc<dyn Store>, Option<TempDir>)> {
+    match mode {
+        Mode::Real => {
+            let Ok(url) = std::env::var("DATABASE_URL") else {
+                assert!(
+                    std::env::var_os("TICKCAST_REQUIRE_SERVICES").is_none(),
+                    "{name}: DATABASE_URL must be set"
+                );
+                eprintln!("SKIPPED {name}: DATABASE_URL not set");
+                return None;
+            };
+            let url = fresh_postgres(&url, name).await;
+            Some((store::open(&url).await.expect("postgres store"), None))
+        }
+        Mode::Embedded => {
+            let dir = std::env::temp_dir().join(unique(name));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let url = format!("sqlite:{}", dir.join("t.db").display());
+            Some((
+                store::open(&url).await.expect("sqlite store"),
+                Some(TempDir(dir)),
+            ))
+        }
+    }
+}
+
 impl Env {
     /// An environment in `mode`, or `None` when a real one is unavailable and not required.
     pub async fn new(mode: Mode, name: &str, partitions: i32) -> Option<Env> {
