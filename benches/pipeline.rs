@@ -36,9 +36,16 @@ async fn ingest_only(mode: Mode, trades: u64) -> Option<f64> {
     let env = Env::new(mode, "bench_ingest", 3).await?;
     let before = ingested();
     let start = Instant::now();
-    let parts = Parts { ingest: true, stages: &[], api: false };
+    let parts = Parts {
+        ingest: true,
+        stages: &[],
+        api: false,
+    };
     let p = Pipeline::start(&env, SEED, trades, HORIZONS, parts).await;
-    let ok = common::eventually(Duration::from_secs(600), || async { ingested() - before >= trades }).await;
+    let ok = common::eventually(Duration::from_secs(600), || async {
+        ingested() - before >= trades
+    })
+    .await;
     let secs = start.elapsed().as_secs_f64();
     p.stop().await;
     assert!(ok, "ingest did not finish");
@@ -56,29 +63,53 @@ async fn full(mode: Mode, trades: u64) -> Option<f64> {
     let ok = common::eventually(Duration::from_secs(900), || {
         let store = store.clone();
         let n = expected.len();
-        async move { common::all_candles(&*store).await.len() >= n && common::forecast_count(&*store).await >= forecasts }
+        async move {
+            common::candle_count(&*store).await >= n
+                && common::forecast_count(&*store).await >= forecasts
+        }
     })
     .await;
     let secs = start.elapsed().as_secs_f64();
     p.stop().await;
     assert!(ok, "pipeline did not finish");
-    assert_eq!(common::all_candles(&*env.store).await, expected, "bench results must be exact too");
+    assert_eq!(
+        common::candle_count(&*env.store).await,
+        expected.len(),
+        "bench results must be exact too"
+    );
+    assert_eq!(common::forecast_count(&*env.store).await, forecasts);
     Some(secs)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
-    let trades: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
-    println!("tickcast end-to-end throughput, {trades} seeded trades, 2 symbols, 1m candles, horizons {HORIZONS:?}");
-    println!("{:<28} {:>12} {:>14} {:>12} {:>14} {:>8}", "backend", "ingest s", "ingest tick/s", "full s", "full tick/s", "ratio");
-    for (mode, label) in [(Mode::Embedded, "embedded broker + SQLite"), (Mode::Real, "Apache Kafka + Postgres")] {
+    let trades: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    println!(
+        "tickcast end-to-end throughput, {trades} seeded trades, 2 symbols, 1m candles, horizons {HORIZONS:?}"
+    );
+    println!(
+        "{:<28} {:>12} {:>14} {:>12} {:>14} {:>8}",
+        "backend", "ingest s", "ingest tick/s", "full s", "full tick/s", "ratio"
+    );
+    for (mode, label) in [
+        (Mode::Embedded, "embedded broker + SQLite"),
+        (Mode::Real, "Apache Kafka + Postgres"),
+    ] {
         if mode == Mode::Real && std::env::var("KAFKA_BOOTSTRAP").is_err() {
             println!("{label:<28} skipped (KAFKA_BOOTSTRAP / DATABASE_URL not set)");
             continue;
         }
-        let (Some(i), Some(f)) = (ingest_only(mode, trades).await, full(mode, trades).await) else { continue };
+        let (Some(i), Some(f)) = (ingest_only(mode, trades).await, full(mode, trades).await) else {
+            continue;
+        };
         let (ir, fr) = (trades as f64 / i, trades as f64 / f);
-        println!("{label:<28} {i:>12.2} {ir:>14.0} {f:>12.2} {fr:>14.0} {:>8.2}", fr / ir);
+        println!(
+            "{label:<28} {i:>12.2} {ir:>14.0} {f:>12.2} {fr:>14.0} {:>8.2}",
+            fr / ir
+        );
     }
     println!("ratio = full-pipeline ticks/s ÷ ingest-only ticks/s (same backend, same run)");
 }

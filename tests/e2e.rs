@@ -86,8 +86,7 @@ async fn end_to_end(mode: Mode) {
         let store = store.clone();
         let (n, nf) = (expected.len(), expected_forecasts);
         async move {
-            common::all_candles(&*store).await.len() >= n
-                && common::forecast_count(&*store).await >= nf
+            common::candle_count(&*store).await >= n && common::forecast_count(&*store).await >= nf
         }
     })
     .await;

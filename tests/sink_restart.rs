@@ -121,13 +121,13 @@ async fn kill_and_restart(mode: Mode) {
     let store = env.store.clone();
     let started = common::eventually(Duration::from_secs(60), || {
         let store = store.clone();
-        async move { common::all_candles(&*store).await.len() >= 200 }
+        async move { common::candle_count(&*store).await >= 200 }
     })
     .await;
     assert!(started, "{mode:?}: sink wrote nothing");
     child.kill().unwrap(); // SIGKILL: no shutdown path runs
     child.wait().unwrap();
-    let written_before = common::all_candles(&*env.store).await.len();
+    let written_before = common::candle_count(&*env.store).await;
 
     publisher.publish_all(&recs[cut..]).await.unwrap();
     let mut child = spawn_sink(&env);
@@ -135,7 +135,7 @@ async fn kill_and_restart(mode: Mode) {
         let store = store.clone();
         let n = candles.len();
         async move {
-            common::all_candles(&*store).await.len() >= n
+            common::candle_count(&*store).await >= n
                 && common::forecast_count(&*store).await >= 2 * n
         }
     })

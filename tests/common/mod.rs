@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use sqlx::Connection as _;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store::{self, CandleQuery, ForecastQuery, Store};
+use tickcast_consumers::store::{self, CandleQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::binance::Binance;
@@ -265,15 +265,14 @@ pub async fn all_candles(store: &dyn Store) -> Vec<Candle> {
     c
 }
 
+/// Number of forecast rows stored.
 pub async fn forecast_count(store: &dyn Store) -> usize {
-    store
-        .forecasts(&ForecastQuery {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len()
+    store.row_counts().await.unwrap().1 as usize
+}
+
+/// Number of candle rows stored.
+pub async fn candle_count(store: &dyn Store) -> usize {
+    store.row_counts().await.unwrap().0 as usize
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.

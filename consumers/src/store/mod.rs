@@ -79,6 +79,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>>;
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>>;
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>>;
+    /// Number of (candle, forecast) rows stored.
+    async fn row_counts(&self) -> Result<(i64, i64)>;
 }
 
 /// Opens the store a URL names and applies its migrations.
@@ -151,3 +153,7 @@ pub(crate) fn forecast_key(f: &Forecast) -> (String, String, String, String, u32
 pub fn clamp_limit(limit: i64) -> i64 {
     limit.clamp(1, 10_000)
 }
+
+/// The statement both dialects answer [`Store::row_counts`] with.
+pub(crate) const ROW_COUNTS: &str =
+    "select (select count(*) from candles), (select count(*) from forecasts)";

@@ -131,6 +131,12 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn row_counts(&self) -> Result<(i64, i64)> {
+        Ok(sqlx::query_as(super::ROW_COUNTS)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
