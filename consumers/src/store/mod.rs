@@ -157,3 +157,14 @@ pub fn clamp_limit(limit: i64) -> i64 {
 /// The statement both dialects answer [`Store::row_counts`] with.
 pub(crate) const ROW_COUNTS: &str =
     "select (select count(*) from candles), (select count(*) from forecasts)";
+
+/// Reads a consumer's stored next offsets (both dialects).
+pub(crate) const OFFSETS_SQL: &str =
+    "select topic, partition, next_offset from consumer_offsets where consumer = $1";
+
+/// `(topic, partition, next_offset)` rows → a map keyed by (topic, partition).
+pub(crate) fn offset_map<M: FromIterator<((String, i32), i64)>>(
+    rows: Vec<(String, i32, i64)>,
+) -> M {
+    rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect()
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row as _, Transaction};
+use sqlx::{Postgres, Transaction};
 use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
@@ -56,21 +56,12 @@ async fn stored_offsets(
     tx: &mut Transaction<'_, Postgres>,
     consumer: &str,
 ) -> Result<HashMap<(String, i32), i64>> {
-    let rows = sqlx::query(
-        "select topic, partition, next_offset from consumer_offsets where consumer = $1 for update",
-    )
-    .bind(consumer)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                (r.get::<String, _>(0), r.get::<i32, _>(1)),
-                r.get::<i64, _>(2),
-            )
-        })
-        .collect())
+    let sql = format!("{} for update", super::OFFSETS_SQL);
+    let rows = sqlx::query_as(&sql)
+        .bind(consumer)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(super::offset_map(rows))
 }
 
 async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) -> Result<()> {
@@ -185,21 +176,11 @@ impl Store for PgStore {
     }
 
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
-        let rows = sqlx::query(
-            "select topic, partition, next_offset from consumer_offsets where consumer = $1",
-        )
-        .bind(consumer)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    (r.get::<String, _>(0), r.get::<i32, _>(1)),
-                    r.get::<i64, _>(2),
-                )
-            })
-            .collect())
+        let rows = sqlx::query_as(super::OFFSETS_SQL)
+            .bind(consumer)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::offset_map(rows))
     }
 
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
@@ -55,21 +55,11 @@ async fn stored_offsets(
     tx: &mut Transaction<'_, Sqlite>,
     consumer: &str,
 ) -> Result<HashMap<(String, i32), i64>> {
-    let rows = sqlx::query(
-        "select topic, partition, next_offset from consumer_offsets where consumer = $1",
-    )
-    .bind(consumer)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                (r.get::<String, _>(0), r.get::<i32, _>(1)),
-                r.get::<i64, _>(2),
-            )
-        })
-        .collect())
+    let rows = sqlx::query_as(super::OFFSETS_SQL)
+        .bind(consumer)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(super::offset_map(rows))
 }
 
 async fn upsert_candle(tx: &mut Transaction<'_, Sqlite>, c: &Candle) -> Result<()> {
@@ -176,21 +166,11 @@ impl Store for SqliteStore {
     }
 
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
-        let rows = sqlx::query(
-            "select topic, partition, next_offset from consumer_offsets where consumer = $1",
-        )
-        .bind(consumer)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    (r.get::<String, _>(0), r.get::<i32, _>(1)),
-                    r.get::<i64, _>(2),
-                )
-            })
-            .collect())
+        let rows = sqlx::query_as(super::OFFSETS_SQL)
+            .bind(consumer)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::offset_map(rows))
     }
 
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
