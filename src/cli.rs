@@ -244,7 +244,10 @@ async fn run_stages(args: RunArgs) -> Result<()> {
 
 async fn ingest(args: IngestArgs) -> Result<()> {
     let Some(connector) = connectors::by_name(&args.exchange) else {
-        bail!("unknown exchange `{}` (supported: binance)", args.exchange);
+        bail!(
+            "{}",
+            connectors::lookup(&args.exchange).err().unwrap_or_default()
+        );
     };
     for s in &args.symbols {
         tickcast_pipeline::codec::check_symbol(s).map_err(|e| anyhow::anyhow!("--symbols: {e}"))?;

@@ -91,7 +91,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let publisher = Publisher::new(&settings)?;
     tasks.spawn(run_feed(
-        Arc::new(Binance),
+        Arc::new(Binance::trades()),
         FeedOptions::new(feed_url.clone(), symbols),
         publisher,
         topics,

@@ -157,6 +157,7 @@ async fn session(
                     payload: codec::encode(&t),
                 })),
                 Ok(Decoded::Ack | Decoded::Skipped(_)) => {}
+                Ok(Decoded::Reconnect) => return Ok(()),
                 Err(e) => {
                     telemetry::FEED_ERRORS.with_label_values(&[exchange]).inc();
                     let dl = DeadLetter::new(

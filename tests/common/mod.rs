@@ -337,7 +337,7 @@ impl Pipeline {
             let symbols = vec!["BTC-USDT".to_string(), "ETH-USDT".to_string()];
             let feed = FeedOptions::new(url, symbols);
             tasks.spawn(run_feed(
-                Arc::new(Binance),
+                Arc::new(Binance::trades()),
                 feed,
                 publisher,
                 env.topics.clone(),

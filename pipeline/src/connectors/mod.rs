@@ -1,10 +1,29 @@
 //! Exchange connectors: one module per exchange behind the small [`Connector`] trait (subscribe
-//! request, frame → [`Tick`]s, symbol mapping to canonical `BASE-QUOTE`).
+//! request, frame → [`Tick`]s, keepalive rule, symbol mapping to canonical `BASE-QUOTE`, and the
+//! public REST trades endpoint used to fill gaps).
 //!
-//! Layout:
-//! - `binance` — Binance spot `@trade` (raw and combined streams).
+//! Layout (connector name → module):
+//! - `binance` — Binance spot `@trade` (raw and combined streams); `binance-agg` for `@aggTrade`.
+//! - `coinbase` — Coinbase Advanced Trade `market_trades`.
+//! - `coinbase-exchange` — Coinbase Exchange feed `matches` (its `side` is the maker's).
+//! - `kraken` — Kraken WebSocket v2 `trade`.
+//! - `bybit` — Bybit v5 `publicTrade` (spot).
+//! - `okx` — OKX v5 `trades`.
+//! - `bitstamp` — Bitstamp `live_trades`.
+//!
+//! Each module also has the server side of its protocol (`replay::sims`), which the replay
+//! exchange uses; the two are tested against each other.
 
 pub mod binance;
+pub mod bitstamp;
+pub mod bybit;
+pub mod coinbase;
+pub mod kraken;
+pub mod okx;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
 
 use crate::domain::Tick;
 
@@ -19,6 +38,8 @@ pub enum FrameError {
     Symbol(String),
     #[error("exchange reported an error: {0}")]
     Exchange(String),
+    #[error("unrecognised frame: {0}")]
+    Unrecognised(String),
 }
 
 /// What a frame was.
@@ -26,49 +47,302 @@ pub enum FrameError {
 pub enum Decoded {
     /// A trade frame that produced this many ticks.
     Trades(usize),
-    /// A subscription acknowledgement.
+    /// A subscription acknowledgement (counted against [`Connector::expected_acks`]).
     Ack,
-    /// A frame that is not a trade (heartbeat, other channel), skipped on purpose.
+    /// The exchange asks us to reconnect (Bitstamp `bts:request_reconnect`).
+    Reconnect,
+    /// A frame that is not a trade (heartbeat, pong, status, other channel), skipped on purpose.
     Skipped(&'static str),
+}
+
+/// How a connection is kept alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    /// The server sends websocket pings; we answer with pongs (Binance).
+    ServerPings,
+    /// Send this text frame every `every` (OKX `ping`, Bybit `{"op":"ping"}`, …).
+    ClientText { text: &'static str, every: Duration },
+    /// Send a websocket ping frame every `every`.
+    ClientPing { every: Duration },
+}
+
+/// Static facts about one exchange protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectorInfo {
+    /// Connector name used on the command line (`coinbase-exchange`).
+    pub name: &'static str,
+    /// Lower-case exchange id written into ticks and topic keys (`coinbase`).
+    pub exchange: &'static str,
+    /// Default live websocket URL.
+    pub ws_url: &'static str,
+    /// Default live REST base URL (for gap backfill), no trailing slash.
+    pub rest_url: &'static str,
+    /// Symbols per connection at most; more symbols open more connections.
+    pub max_symbols_per_connection: usize,
+    pub keepalive: Keepalive,
+    /// The exchange cuts connections after this long (Binance: 24 h); the session reconnects
+    /// before that, make-before-break.
+    pub max_connection_age: Option<Duration>,
+    /// Trade ids are consecutive integers per symbol: gaps can be detected and backfilled.
+    pub sequential_ids: bool,
+}
+
+/// One backfill request: the trades of `symbol` with ids in `from_id..=to_id` (`to_id` `None`
+/// = up to the latest). `after_ms` is the exchange time of trade `from_id - 1` (for exchanges
+/// that page by time). `cursor` is `None` on the first page, then whatever the previous
+/// [`Connector::backfill_decode`] returned.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillQuery<'a> {
+    /// Canonical symbol.
+    pub symbol: &'a str,
+    pub from_id: u64,
+    pub to_id: Option<u64>,
+    pub after_ms: i64,
+    pub cursor: Option<&'a str>,
 }
 
 /// One exchange's public trade protocol.
 pub trait Connector: Send + Sync + std::fmt::Debug {
+    fn info(&self) -> &'static ConnectorInfo;
+
     /// Lower-case exchange id, used in topic keys.
-    fn id(&self) -> &'static str;
-    /// Text frames to send after connecting to subscribe to `symbols` (canonical).
+    fn id(&self) -> &'static str {
+        self.info().exchange
+    }
+
+    /// The exchange's spelling of a canonical symbol (`BTC-USDT` → `BTCUSDT`).
+    fn native_symbol(&self, canonical: &str) -> String;
+
+    /// Text frames to send after connecting to subscribe to `symbols` (canonical; at most
+    /// `max_symbols_per_connection`).
     fn subscribe(&self, symbols: &[String]) -> Vec<String>;
-    /// Decodes one text frame, appending ticks to `out`.
+
+    /// How many [`Decoded::Ack`] frames confirm the subscription to `symbols`.
+    fn expected_acks(&self, symbols: &[String]) -> usize;
+
+    /// Decodes one text frame, appending ticks to `out`. Never panics on any input.
     fn decode(
         &self,
         frame: &str,
         received_ms: i64,
         out: &mut Vec<Tick>,
     ) -> Result<Decoded, FrameError>;
+
+    /// Path and query (after the REST base URL) of one page of a backfill; `None` when the
+    /// exchange has no usable public trades endpoint.
+    fn backfill_path(&self, _q: &BackfillQuery<'_>) -> Option<String> {
+        None
+    }
+
+    /// Decodes one page of a backfill response, appending its ticks (any order; the caller
+    /// filters to the requested range and de-duplicates). Returns the cursor of the next page,
+    /// or `None` when the range is covered or the exchange has nothing more.
+    fn backfill_decode(
+        &self,
+        _q: &BackfillQuery<'_>,
+        _body: &str,
+        _received_ms: i64,
+        _out: &mut Vec<Tick>,
+    ) -> Result<Option<String>, FrameError> {
+        Err(FrameError::Unrecognised(
+            "this exchange has no backfill".into(),
+        ))
+    }
 }
 
-/// Looks a connector up by exchange id.
+/// Every connector name, in the order `tickcast ingest --help` lists them.
+pub const NAMES: &[&str] = &[
+    "binance",
+    "binance-agg",
+    "coinbase",
+    "coinbase-exchange",
+    "kraken",
+    "bybit",
+    "okx",
+    "bitstamp",
+];
+
+/// Looks a connector up by name.
 pub fn by_name(name: &str) -> Option<Box<dyn Connector>> {
-    match name {
-        "binance" => Some(Box::new(binance::Binance)),
-        _ => None,
-    }
+    Some(match name {
+        "binance" => Box::new(binance::Binance::trades()),
+        "binance-agg" => Box::new(binance::Binance::agg_trades()),
+        "coinbase" => Box::new(coinbase::CoinbaseAdvanced),
+        "coinbase-exchange" => Box::new(coinbase::CoinbaseExchange),
+        "kraken" => Box::new(kraken::Kraken),
+        "bybit" => Box::new(bybit::Bybit),
+        "okx" => Box::new(okx::Okx),
+        "bitstamp" => Box::new(bitstamp::Bitstamp),
+        _ => return None,
+    })
+}
+
+/// Looks a connector up by name, with an error that lists the known names.
+pub fn lookup(name: &str) -> Result<Box<dyn Connector>, String> {
+    by_name(name).ok_or_else(|| format!("unknown exchange `{name}`; known: {}", NAMES.join(", ")))
 }
 
 /// Quote assets recognised when an exchange spells symbols without a separator, longest first.
 const QUOTES: &[&str] = &[
-    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "DAI", "USD", "EUR", "GBP", "TRY", "BRL",
-    "JPY", "AUD", "BTC", "ETH", "BNB", "XRP", "SOL", "DOGE", "TRX",
+    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EURC", "DAI", "USD", "EUR", "GBP", "TRY",
+    "BRL", "JPY", "AUD", "CAD", "CHF", "BTC", "ETH", "BNB", "XRP", "SOL", "DOGE", "TRX",
 ];
 
 /// `BTCUSDT` → `BTC-USDT` by the longest known quote suffix.
 pub fn split_concatenated(raw: &str) -> Option<String> {
     let upper = raw.to_ascii_uppercase();
-    let mut quotes: Vec<&str> = QUOTES.to_vec();
-    quotes.sort_by_key(|q| std::cmp::Reverse(q.len()));
-    quotes
-        .iter()
-        .filter(|q| upper.len() > q.len() && upper.ends_with(*q))
-        .map(|q| format!("{}-{}", &upper[..upper.len() - q.len()], q))
-        .next()
+    // QUOTES is ordered so that no entry is a suffix of a later, longer one being skipped:
+    // try longer quotes first.
+    let mut best: Option<&str> = None;
+    for q in QUOTES {
+        if upper.len() > q.len() && upper.ends_with(q) && best.is_none_or(|b| q.len() > b.len()) {
+            best = Some(q);
+        }
+    }
+    best.map(|q| format!("{}-{}", &upper[..upper.len() - q.len()], q))
+}
+
+/// A canonical symbol (`BTC-USDT`): checks the form, for CLI and config errors.
+pub fn parse_canonical(symbol: &str) -> Result<String, String> {
+    let upper = symbol.trim().to_ascii_uppercase();
+    crate::codec::check_symbol(&upper)
+        .map(|()| upper)
+        .map_err(|_| format!("`{symbol}` is not a canonical BASE-QUOTE symbol like BTC-USDT"))
+}
+
+/// Parses a decimal price or size given as text, which must be > 0.
+pub fn positive_decimal(field: &'static str, s: &str) -> Result<Decimal, FrameError> {
+    let d = crate::domain::decimal_text::parse(s)
+        .map_err(|reason| FrameError::Field { field, reason })?;
+    if d <= Decimal::ZERO {
+        return Err(FrameError::Field {
+            field,
+            reason: format!("`{s}` is not > 0"),
+        });
+    }
+    Ok(d)
+}
+
+/// Parses an RFC 3339 UTC timestamp (`2021-04-17T10:11:12.123456Z`) into epoch milliseconds
+/// (sub-millisecond digits truncated). Only the `Z` form and `+00:00` are accepted.
+pub fn rfc3339_ms(field: &'static str, s: &str) -> Result<i64, FrameError> {
+    let bad = |why: &str| FrameError::Field {
+        field,
+        reason: format!("`{s}` is not an RFC 3339 UTC time: {why}"),
+    };
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return Err(bad("too short"));
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, FrameError> {
+        let part = s.get(r).ok_or_else(|| bad("truncated"))?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad("not a digit"));
+        }
+        part.parse::<i64>().map_err(|_| bad("not a number"))
+    };
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad("wrong separators"));
+    }
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return Err(bad("field out of range"));
+    }
+    let mut rest = &s[19..];
+    let mut millis = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad("empty fraction"));
+        }
+        for (i, c) in frac.bytes().take(3).enumerate().take(digits) {
+            millis += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &frac[digits..];
+    }
+    if rest != "Z" && rest != "z" && rest != "+00:00" {
+        return Err(bad("not UTC"));
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenated_symbols_split_on_the_longest_quote() {
+        assert_eq!(split_concatenated("btcusdt").as_deref(), Some("BTC-USDT"));
+        assert_eq!(split_concatenated("ETHBTC").as_deref(), Some("ETH-BTC"));
+        assert_eq!(
+            split_concatenated("PEPEFDUSD").as_deref(),
+            Some("PEPE-FDUSD")
+        );
+        assert_eq!(split_concatenated("btcusd").as_deref(), Some("BTC-USD"));
+        assert_eq!(split_concatenated("USDT"), None);
+        assert_eq!(split_concatenated("XYZ"), None);
+    }
+
+    #[test]
+    fn rfc3339_times_parse_to_epoch_ms() {
+        assert_eq!(rfc3339_ms("t", "1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            rfc3339_ms("t", "2021-04-17T10:11:12.123456Z"),
+            Ok(1_618_654_272_123)
+        );
+        assert_eq!(
+            rfc3339_ms("t", "2024-02-29T23:59:59.9Z"),
+            Ok(1_709_251_199_900)
+        );
+        assert_eq!(
+            rfc3339_ms("t", "2023-09-25T07:48:36.925533Z"),
+            Ok(1_695_628_116_925)
+        );
+        for bad in [
+            "",
+            "2021-04-17",
+            "2021-04-17T10:11:12+02:00",
+            "2021-13-01T00:00:00Z",
+            "2021-04-17T10:11:12.Z",
+            "2021-04-1xT10:11:12Z",
+        ] {
+            assert!(rfc3339_ms("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = lookup("mtgox").expect_err("unknown");
+        assert!(
+            err.contains("mtgox") && err.contains("coinbase-exchange"),
+            "{err}"
+        );
+        for name in NAMES {
+            let c = lookup(name).expect("known");
+            assert_eq!(c.info().name, *name);
+        }
+    }
 }

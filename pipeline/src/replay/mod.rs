@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use crate::connectors::binance::stream_symbol;
-use crate::domain::Side;
+
+pub mod sims;
 use crate::shutdown::Shutdown;
 use crate::simulator::{SimConfig, SimTrade, Simulator};
 
@@ -75,15 +76,7 @@ impl ReplayServer {
 
 /// The `trade` event Binance sends for one simulated trade.
 pub fn binance_frame(t: &SimTrade, event_ms: i64) -> String {
-    format!(
-        r#"{{"e":"trade","E":{event_ms},"s":"{}","t":{},"p":"{}","q":"{}","T":{},"m":{},"M":true}}"#,
-        stream_symbol(&t.symbol).to_ascii_uppercase(),
-        t.trade_id,
-        t.price,
-        t.size,
-        t.ts_ms,
-        t.side == Side::Sell,
-    )
+    sims::binance::trade_event(t, event_ms, false)
 }
 
 async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -> Result<()> {
@@ -195,25 +188,6 @@ fn parse_subscribe(text: &str) -> Option<(i64, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::{Connector as _, binance::Binance};
-
-    #[test]
-    fn frames_round_trip_through_the_connector() {
-        let cfg = SimConfig::default_symbols(3, 1_000);
-        for t in Simulator::new(&cfg).take(200) {
-            let mut ticks = Vec::new();
-            Binance
-                .decode(&binance_frame(&t, t.ts_ms), 0, &mut ticks)
-                .expect("decodes");
-            let tick = &ticks[0];
-            assert_eq!(tick.symbol, t.symbol);
-            assert_eq!(tick.trade_id, t.trade_id.to_string());
-            assert_eq!(
-                (tick.price, tick.size, tick.side, tick.ts_ms),
-                (t.price, t.size, t.side, t.ts_ms)
-            );
-        }
-    }
 
     #[test]
     fn subscriptions_parse() {
