@@ -265,9 +265,7 @@ pub fn backfill_decode(
         oldest = Some(oldest.map_or(id, |o| o.min(id)));
         out.push(t);
     }
-    Ok(oldest
-        .filter(|&o| o > q.from_id)
-        .map(|o| o.to_string()))
+    Ok(oldest.filter(|&o| o > q.from_id).map(|o| o.to_string()))
 }
 
 impl Connector for CoinbaseExchange {
@@ -417,10 +415,21 @@ mod tests {
         (r, out)
     }
 
+    /// (connector, frame, symbol, id, price, size, TAKER side, ts)
+    type Case = (
+        &'static dyn Connector,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Side,
+        i64,
+    );
+
     #[test]
     fn trades_decode_exactly_with_the_maker_side_inverted() {
-        // (connector, frame, symbol, id, price, size, TAKER side, ts)
-        let cases: [(&dyn Connector, &str, &str, &str, &str, &str, Side, i64); 4] = [
+        let cases: [Case; 4] = [
             (
                 &CoinbaseExchange,
                 r#"{"type":"match","trade_id":10,"sequence":50,"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"BTC-USD","size":"5.23512","price":"400.23","side":"sell"}"#,
@@ -569,7 +578,14 @@ mod tests {
             {"trade_id":"2","product_id":"BTC-USD","price":"0","size":"1","side":"SELL","time":"2023-01-01T00:00:00Z"}]}]}"#;
         let (r, ticks) = decode(&CoinbaseAdvanced, mixed);
         assert!(r.is_err() && ticks.is_empty());
-        assert!(decode(&CoinbaseAdvanced, r#"{"channel":"market_trades","events":{}}"#).0.is_err());
+        assert!(
+            decode(
+                &CoinbaseAdvanced,
+                r#"{"channel":"market_trades","events":{}}"#
+            )
+            .0
+            .is_err()
+        );
     }
 
     #[test]
@@ -597,10 +613,17 @@ mod tests {
         );
         assert_eq!(out.len(), 3);
         assert_eq!(
-            (out[0].trade_id.as_str(), out[0].side, out[0].price.to_string()),
+            (
+                out[0].trade_id.as_str(),
+                out[0].side,
+                out[0].price.to_string()
+            ),
             ("102", Side::Sell, "10.00000000".into())
         );
-        assert_eq!((out[1].side, out[1].symbol.as_str()), (Side::Buy, "BTC-USD"));
+        assert_eq!(
+            (out[1].side, out[1].symbol.as_str()),
+            (Side::Buy, "BTC-USD")
+        );
         assert_eq!(out[0].ts_ms, 1_415_398_768_578);
         // Open range: the latest page first, then below its oldest id.
         let open = BackfillQuery { to_id: None, ..q };

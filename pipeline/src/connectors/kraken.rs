@@ -101,7 +101,15 @@ struct RestBody<'a> {
 }
 
 /// One REST row: price, volume, time (s, as a JSON number), side, type, misc, trade id.
-type RestRow<'a> = (&'a str, &'a str, &'a RawValue, &'a str, &'a str, &'a str, u64);
+type RestRow<'a> = (
+    &'a str,
+    &'a str,
+    &'a RawValue,
+    &'a str,
+    &'a str,
+    &'a str,
+    u64,
+);
 
 fn json_err(e: serde_json::Error) -> FrameError {
     FrameError::Json(e.to_string())
@@ -154,7 +162,9 @@ fn seconds_to_ms(raw: &RawValue) -> Result<i64, FrameError> {
         return Err(bad());
     }
     let secs: i64 = secs.parse().map_err(|_| bad())?;
-    let millis = format!("{frac:0<3}")[..3].parse::<i64>().map_err(|_| bad())?;
+    let millis = format!("{frac:0<3}")[..3]
+        .parse::<i64>()
+        .map_err(|_| bad())?;
     secs.checked_mul(1000)
         .and_then(|ms| ms.checked_add(millis))
         .ok_or_else(bad)
@@ -171,7 +181,11 @@ fn side(field: &'static str, s: &str) -> Result<Side, FrameError> {
     }
 }
 
-fn decode_trades(data: &RawValue, received_ms: i64, out: &mut Vec<Tick>) -> Result<usize, FrameError> {
+fn decode_trades(
+    data: &RawValue,
+    received_ms: i64,
+    out: &mut Vec<Tick>,
+) -> Result<usize, FrameError> {
     let trades: Vec<Trade<'_>> = serde_json::from_str(data.get()).map_err(json_err)?;
     let mut ticks = Vec::with_capacity(trades.len());
     for t in &trades {
@@ -255,7 +269,11 @@ impl Connector for Kraken {
     fn backfill_path(&self, q: &BackfillQuery<'_>) -> Option<String> {
         // One nanosecond before trade `from_id - 1`'s millisecond: a superset, filtered by id.
         let since = q.cursor.map_or_else(
-            || (i128::from(q.after_ms.max(0)) * 1_000_000 - 1).max(0).to_string(),
+            || {
+                (i128::from(q.after_ms.max(0)) * 1_000_000 - 1)
+                    .max(0)
+                    .to_string()
+            },
             str::to_string,
         );
         Some(format!(
@@ -279,7 +297,9 @@ impl Connector for Kraken {
             field: "result",
             reason: "missing".into(),
         })?;
-        let last = result.get("last").map(|l| l.get().trim_matches('"').to_string());
+        let last = result
+            .get("last")
+            .map(|l| l.get().trim_matches('"').to_string());
         let Some(rows) = result.iter().find(|(k, _)| **k != "last").map(|(_, v)| v) else {
             return Ok(None);
         };
@@ -456,26 +476,54 @@ mod tests {
             (t.trade_id.as_str(), t.price.to_string(), t.size.to_string()),
             ("61044952", "30243.40000".into(), "0.34507674".into())
         );
-        assert_eq!((t.side, t.ts_ms, t.symbol.as_str()), (Side::Buy, 1_688_669_597_827, "BTC-USD"));
+        assert_eq!(
+            (t.side, t.ts_ms, t.symbol.as_str()),
+            (Side::Buy, 1_688_669_597_827, "BTC-USD")
+        );
         assert_eq!((out[1].side, out[1].ts_ms), (Side::Sell, 1_688_669_598_000));
         // Not there yet: page on from `last`.
-        let far = BackfillQuery { to_id: Some(70_000_000), ..q };
+        let far = BackfillQuery {
+            to_id: Some(70_000_000),
+            ..q
+        };
         assert_eq!(
             Kraken.backfill_decode(&far, body, 5, &mut Vec::new()),
             Ok(Some("1688669598000000000".into()))
         );
-        let next = BackfillQuery { cursor: Some("1688669598000000000"), ..far };
-        assert!(Kraken.backfill_path(&next).is_some_and(|p| p.contains("since=1688669598000000000&")));
+        let next = BackfillQuery {
+            cursor: Some("1688669598000000000"),
+            ..far
+        };
+        assert!(
+            Kraken
+                .backfill_path(&next)
+                .is_some_and(|p| p.contains("since=1688669598000000000&"))
+        );
         // Open range: a short page is the end.
         let open = BackfillQuery { to_id: None, ..q };
-        assert_eq!(Kraken.backfill_decode(&open, body, 5, &mut Vec::new()), Ok(None));
-        let empty = r#"{"error":[],"result":{"XXBTZUSD":[],"last":"1"}}"#;
-        assert_eq!(Kraken.backfill_decode(&far, empty, 5, &mut Vec::new()), Ok(None));
         assert_eq!(
-            Kraken.backfill_decode(&q, r#"{"error":["EQuery:Unknown asset pair"]}"#, 0, &mut Vec::new()),
+            Kraken.backfill_decode(&open, body, 5, &mut Vec::new()),
+            Ok(None)
+        );
+        let empty = r#"{"error":[],"result":{"XXBTZUSD":[],"last":"1"}}"#;
+        assert_eq!(
+            Kraken.backfill_decode(&far, empty, 5, &mut Vec::new()),
+            Ok(None)
+        );
+        assert_eq!(
+            Kraken.backfill_decode(
+                &q,
+                r#"{"error":["EQuery:Unknown asset pair"]}"#,
+                0,
+                &mut Vec::new()
+            ),
             Err(FrameError::Exchange("EQuery:Unknown asset pair".into()))
         );
-        assert!(Kraken.backfill_decode(&q, "garbage", 0, &mut Vec::new()).is_err());
+        assert!(
+            Kraken
+                .backfill_decode(&q, "garbage", 0, &mut Vec::new())
+                .is_err()
+        );
         assert_eq!(rest_pair("DOGE-USDT"), "XDGUSDT");
     }
 }

@@ -81,7 +81,12 @@ impl ExchangeSim for CoinbaseExchangeSim {
         let top = products(v.get("product_ids"));
         let mut names = Vec::new();
         let mut symbols = Vec::new();
-        for c in v.get("channels").and_then(Value::as_array).into_iter().flatten() {
+        for c in v
+            .get("channels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             // A channel is a name, or `{"name":…,"product_ids":[…]}`.
             let (name, own) = match c {
                 Value::String(s) => (s.as_str(), top.clone()),
@@ -142,7 +147,9 @@ impl ExchangeSim for CoinbaseAdvancedSim {
     }
 
     fn on_client_text(&self, text: &str) -> ClientRequest {
-        let reject = |m: &str| ClientRequest::Reject(vec![json!({"type": "error", "message": m}).to_string()]);
+        let reject = |m: &str| {
+            ClientRequest::Reject(vec![json!({"type": "error", "message": m}).to_string()])
+        };
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             return reject("failure to parse message");
         };
@@ -248,8 +255,14 @@ mod tests {
     #[test]
     fn times_format_as_rfc3339() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_micros(1_618_654_272_123), "2021-04-17T10:11:12.123000Z");
-        assert_eq!(rfc3339_micros(1_709_251_199_900), "2024-02-29T23:59:59.900000Z");
+        assert_eq!(
+            rfc3339_micros(1_618_654_272_123),
+            "2021-04-17T10:11:12.123000Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_709_251_199_900),
+            "2024-02-29T23:59:59.900000Z"
+        );
     }
 
     #[test]
@@ -269,7 +282,10 @@ mod tests {
                 );
             }
             let hb = sim.heartbeat().expect("a heartbeat");
-            assert!(matches!(conn.decode(&hb, 0, &mut Vec::new()), Ok(Decoded::Skipped(_))));
+            assert!(matches!(
+                conn.decode(&hb, 0, &mut Vec::new()),
+                Ok(Decoded::Skipped(_))
+            ));
         }
     }
 
@@ -295,7 +311,10 @@ mod tests {
             }
             assert_eq!(got, symbols);
             assert_eq!(acks, conn.expected_acks(&symbols), "{}", sim.name());
-            for bad in ["nope", r#"{"type":"subscribe","product_ids":[],"channel":"market_trades","channels":["matches"]}"#] {
+            for bad in [
+                "nope",
+                r#"{"type":"subscribe","product_ids":[],"channel":"market_trades","channels":["matches"]}"#,
+            ] {
                 let ClientRequest::Reject(frames) = sim.on_client_text(bad) else {
                     panic!("{bad} accepted");
                 };
@@ -329,7 +348,10 @@ mod tests {
                     let reply = sim.rest(&path, &happened).expect("served");
                     assert_eq!(reply.status, 200, "{path}");
                     pages += 1;
-                    match conn.backfill_decode(&q, &reply.body, 0, &mut got).expect("decodes") {
+                    match conn
+                        .backfill_decode(&q, &reply.body, 0, &mut got)
+                        .expect("decodes")
+                    {
                         Some(c) => cursor = Some(c),
                         None => break,
                     }
@@ -350,13 +372,29 @@ mod tests {
         }
         let s = CoinbaseExchangeSim;
         assert_eq!(s.rest("/products/ETH-USDT/candles", &happened), None);
-        assert_eq!(s.rest("/products/NOPE/trades", &happened).map(|r| r.status), Some(404));
+        assert_eq!(
+            s.rest("/products/NOPE/trades", &happened).map(|r| r.status),
+            Some(404)
+        );
         for bad in ["limit=0", "limit=1001", "after=x"] {
             let r = s.rest(&format!("/products/ETH-USDT/trades?{bad}"), &happened);
             assert_eq!(r.map(|r| r.status), Some(400), "{bad}");
         }
-        let body = s.rest("/products/NOPE/trades", &happened).expect("404").body;
-        let q = BackfillQuery { symbol: "NOPE", from_id: 1, to_id: None, after_ms: 0, cursor: None };
-        assert!(CoinbaseExchange.backfill_decode(&q, &body, 0, &mut Vec::new()).is_err());
+        let body = s
+            .rest("/products/NOPE/trades", &happened)
+            .expect("404")
+            .body;
+        let q = BackfillQuery {
+            symbol: "NOPE",
+            from_id: 1,
+            to_id: None,
+            after_ms: 0,
+            cursor: None,
+        };
+        assert!(
+            CoinbaseExchange
+                .backfill_decode(&q, &body, 0, &mut Vec::new())
+                .is_err()
+        );
     }
 }
