@@ -22,8 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal,
-    split_concatenated,
+    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal, split_concatenated,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -243,10 +242,20 @@ mod tests {
         (r, out)
     }
 
+    /// (symbol, id, price, size, side, ts) of one expected tick.
+    type Want = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Side,
+        i64,
+    );
+
     #[test]
     fn trade_frames_decode_exactly_with_taker_side() {
         // (frame, [(symbol, id, price, size, side, ts)])
-        let cases: [(&str, &[(&str, &str, &str, &str, Side, i64)]); 3] = [
+        let cases: [(&str, &[Want]); 3] = [
             (
                 r#"{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1672304486868,"data":[{"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50","L":"PlusTick","i":"20f43950-d8dd-5b31-9112-a178eb6023af","BT":false}]}"#,
                 &[(
