@@ -12,8 +12,9 @@
 //! - Trades: `side` is the taker's side; `ts` is a string of epoch ms. Since 2023 a frame may
 //!   aggregate several fills of one taker order (`count`, `seqId`); older frames lack them.
 //! - `{"event":"notice","code":"64008",…}` announces a service upgrade: reconnect.
-//! - instIds are canonical `BASE-QUOTE` for spot; derivatives (`BTC-USDT-SWAP`,
-//!   `BTC-USD-220325-40000-C`, …) are skipped.
+//! - instIds are canonical symbols as they are: spot `BASE-QUOTE`, and derivatives with their
+//!   instrument parts (`BTC-USDT-SWAP`, `BTC-USD-220325-40000-C`); derivative sizes are in
+//!   contracts, as OKX sends them.
 //! - No backfill: since the 2023 aggregation `tradeId` is the last id of an aggregated
 //!   order, so ids are not consecutive and gaps cannot be told from ids.
 
@@ -107,14 +108,14 @@ fn missing(field: &'static str) -> FrameError {
     }
 }
 
-/// Whether an instId is a spot pair in canonical `BASE-QUOTE` form.
-fn is_spot(inst_id: &str) -> bool {
+/// Whether an instId is a canonical symbol (spot pair or derivative instrument).
+fn is_canonical(inst_id: &str) -> bool {
     crate::codec::check_symbol(inst_id).is_ok()
 }
 
 fn tick(t: &Trade<'_>, received_ms: i64) -> Result<Tick, FrameError> {
     let inst = t.inst_id.ok_or(missing("instId"))?;
-    if !is_spot(inst) {
+    if !is_canonical(inst) {
         return Err(FrameError::Symbol(inst.to_string()));
     }
     let side = match t.side.ok_or(missing("side"))? {
@@ -160,11 +161,6 @@ fn decode_push(
 ) -> Result<Decoded, FrameError> {
     if arg.channel != Some(CHANNEL) {
         return Ok(Decoded::Skipped("not the trades channel"));
-    }
-    if arg.inst_id.is_some_and(|i| !is_spot(i)) {
-        return Ok(Decoded::Skipped(
-            "derivative instrument (not a spot BASE-QUOTE pair)",
-        ));
     }
     let trades: Vec<Trade<'_>> =
         serde_json::from_str(data.get()).map_err(|e| FrameError::Field {
@@ -339,12 +335,6 @@ mod tests {
                 Ok(Decoded::Skipped("not the trades channel")),
             ),
             (
-                r#"{"arg":{"channel":"trades","instId":"XMR-USDT-SWAP"},"data":[{"instId":"XMR-USDT-SWAP","tradeId":"6845125","px":"196.11","sz":"8","side":"buy","ts":"1626995753200"}]}"#,
-                Ok(Decoded::Skipped(
-                    "derivative instrument (not a spot BASE-QUOTE pair)",
-                )),
-            ),
-            (
                 r#"{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}"#,
                 Ok(Decoded::Skipped("trade frame without trades")),
             ),
@@ -360,6 +350,34 @@ mod tests {
             assert_eq!(r, want, "{frame}");
             assert!(ticks.is_empty());
         }
+    }
+
+    #[test]
+    fn derivative_instruments_keep_their_instrument_parts() {
+        let (r, ticks) = decode(
+            r#"{"arg":{"channel":"trades","instId":"XMR-USDT-SWAP"},"data":[{"instId":"XMR-USDT-SWAP","tradeId":"6845125","px":"196.11","sz":"8","side":"buy","ts":"1626995753200"}]}"#,
+        );
+        assert_eq!(r, Ok(Decoded::Trades(1)));
+        let t = &ticks[0];
+        assert_eq!(
+            (
+                t.symbol.as_str(),
+                t.trade_id.as_str(),
+                t.price.to_string(),
+                t.size.to_string()
+            ),
+            (
+                "XMR-USDT-SWAP",
+                "6845125",
+                "196.11".to_string(),
+                "8".to_string()
+            )
+        );
+        assert_eq!((t.side, t.ts_ms), (Side::Buy, 1_626_995_753_200));
+        let (r, _) = decode(
+            r#"{"arg":{"channel":"trades","instId":"BTC-USD-220325-40000-C"},"data":[{"instId":"BTC-USD-220325-40000-C","tradeId":"1","px":"0.05","sz":"2","side":"sell","ts":"1"}]}"#,
+        );
+        assert_eq!(r, Ok(Decoded::Trades(1)));
     }
 
     #[test]
