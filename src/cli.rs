@@ -6,10 +6,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store;
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::connectors;
-use tickcast_pipeline::ingest::{FeedOptions, run_feed};
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -30,7 +28,7 @@ pub enum Command {
     /// Run stream stages (candles, forecast, sink) against Kafka.
     Run(RunArgs),
     /// Stream an exchange's public trades into Kafka.
-    Ingest(IngestArgs),
+    Ingest(crate::ingest_cmd::IngestArgs),
     /// Serve a local exchange (Binance protocol) fed by the seeded market simulator.
     Replay(ReplayArgs),
     /// Serve the HTTP API.
@@ -128,25 +126,6 @@ impl StageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IngestArgs {
-    /// Exchange connector.
-    #[arg(long, default_value = "binance")]
-    pub exchange: String,
-    /// Websocket URL (e.g. the replay exchange's `ws://127.0.0.1:9443/ws`).
-    #[arg(
-        long,
-        env = "TICKCAST_FEED_URL",
-        default_value = "wss://stream.binance.com:9443/ws"
-    )]
-    pub url: String,
-    /// Canonical symbols.
-    #[arg(long, value_delimiter = ',', default_value = "BTC-USDT,ETH-USDT")]
-    pub symbols: Vec<String>,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-}
-
-#[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9443")]
@@ -209,7 +188,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Run(args) => run_stages(args).await,
-        Command::Ingest(args) => ingest(args).await,
+        Command::Ingest(args) => crate::ingest_cmd::run(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Api(args) => api(args).await,
         Command::Migrate(db) => {
@@ -240,25 +219,6 @@ async fn run_stages(args: RunArgs) -> Result<()> {
         r.context("stage task panicked")??;
     }
     Ok(())
-}
-
-async fn ingest(args: IngestArgs) -> Result<()> {
-    let Some(connector) = connectors::by_name(&args.exchange) else {
-        bail!(
-            "{}",
-            connectors::lookup(&args.exchange).err().unwrap_or_default()
-        );
-    };
-    for s in &args.symbols {
-        tickcast_pipeline::codec::check_symbol(s).map_err(|e| anyhow::anyhow!("--symbols: {e}"))?;
-    }
-    let topics = Topics::new(&args.kafka.topic_prefix);
-    let cluster = args.kafka.cluster();
-    cluster.ensure_topics(&topics.all()).await?;
-    let publisher = Publisher::new(cluster.settings())?;
-    let (_trigger, signal) = shutdown_on_signals();
-    let opts = FeedOptions::new(args.url, args.symbols);
-    run_feed(Arc::from(connector), opts, publisher, topics, signal).await
 }
 
 async fn replay(args: ReplayArgs) -> Result<()> {

@@ -75,8 +75,6 @@ struct Frame<'a> {
 struct Arg<'a> {
     #[serde(borrow)]
     channel: Option<&'a str>,
-    #[serde(rename = "instId", borrow)]
-    inst_id: Option<&'a str>,
 }
 
 /// One trade of a `trades` frame.

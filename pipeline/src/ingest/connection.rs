@@ -11,7 +11,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connectors::{Connector, Decoded, Keepalive};
+use crate::connectors::{Connector, Decoded, FrameError, Keepalive};
 use crate::domain::Tick;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -143,6 +143,7 @@ async fn stream(
         let mut ticks = Vec::new();
         let mut bad = Vec::new();
         let mut reconnect = false;
+        let mut rejected = None;
         let acks_before = acks;
         for msg in pending {
             let text = match msg {
@@ -163,11 +164,16 @@ async fn stream(
                 Ok(Decoded::Trades(_) | Decoded::Skipped(_)) => {}
                 Ok(Decoded::Ack) => acks += 1,
                 Ok(Decoded::Reconnect) => reconnect = true,
-                Err(e) => bad.push(BadFrame {
-                    frame_no,
-                    reason: e.to_string(),
-                    text: text.to_string(),
-                }),
+                Err(e) => {
+                    if acks < expected && matches!(e, FrameError::Exchange(_)) {
+                        rejected = Some(e.to_string());
+                    }
+                    bad.push(BadFrame {
+                        frame_no,
+                        reason: e.to_string(),
+                        text: text.to_string(),
+                    });
+                }
             }
         }
         if acks_before < expected && acks >= expected {
@@ -175,6 +181,9 @@ async fn stream(
         }
         if !ticks.is_empty() || !bad.is_empty() {
             send(events, Event::Batch { conn, ticks, bad }).await?;
+        }
+        if let Some(why) = rejected {
+            bail!("subscription to {:?} rejected: {why}", cfg.symbols);
         }
         if reconnect {
             return Ok("the exchange closed the connection or asked for a reconnect".into());
