@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod replay_cmd;
 
 use anyhow::Result;
 use clap::Parser as _;
