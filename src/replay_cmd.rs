@@ -138,12 +138,9 @@ fn first_trade_ms(src: &Source) -> Result<Option<i64>> {
 pub async fn run(args: ReplayArgs) -> Result<()> {
     let opts = options(&args)?;
     let server = ReplayServer::bind(&args.listen, opts).await?;
-    println!(
-        "replay exchange ({} protocol): websocket {} , REST {}",
-        args.exchange,
-        server.url()?,
-        server.rest_url()?
-    );
+    println!("replay exchange ({} protocol)", args.exchange);
+    println!("  websocket {}", server.url()?);
+    println!("  REST      {}", server.rest_url()?);
     let (_trigger, signal) = shutdown_on_signals();
     server.run(signal).await
 }

@@ -84,7 +84,8 @@ impl Conn {
         }
         self.tx.flush().await?;
         let heartbeat = self.shared.sim.heartbeat();
-        let mut beat = tokio::time::interval(self.shared.heartbeat_every.max(Duration::from_millis(1)));
+        let mut beat =
+            tokio::time::interval(self.shared.heartbeat_every.max(Duration::from_millis(1)));
         beat.tick().await;
         let market = self.shared.market.clone();
         loop {
@@ -142,7 +143,32 @@ impl Conn {
     /// Sends what happened since `cursor`, with faults; `Some` when the connection ends.
     async fn send_batch(&mut self, shutdown: &mut Shutdown) -> Result<Option<End>, axum::Error> {
         let market = self.shared.market.clone();
-        let entries = market.read(self.cursor, BATCH);
+        let mut budget = BATCH;
+        while budget > 0 {
+            let mut entries = market.read(self.cursor, budget);
+            // On demand, the next trade happens as soon as this connection has sent the last
+            // one; the batch is flushed once, at its end.
+            if entries.is_empty() && self.shared.on_demand && market.advance(1) == 1 {
+                entries = market.read(self.cursor, budget);
+            }
+            if entries.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(entries.len());
+            if let Some(end) = self.send_entries(entries, shutdown).await? {
+                return Ok(Some(end));
+            }
+        }
+        self.tx.flush().await?;
+        Ok(None)
+    }
+
+    async fn send_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<End>, axum::Error> {
+        let market = self.shared.market.clone();
         for entry in entries {
             let at = self.cursor;
             self.cursor += 1;
@@ -164,7 +190,10 @@ impl Conn {
             for _ in 0..1 + u8::from(after.duplicate) {
                 self.tx.feed(Message::text(frame.clone())).await?;
                 match trade {
-                    Some(t) => self.shared.sent.trade(&t.symbol, self.shared.sim.trade_id(t)),
+                    Some(t) => self
+                        .shared
+                        .sent
+                        .trade(&t.symbol, self.shared.sim.trade_id(t)),
                     None => self.shared.sent.raw_frame(),
                 }
             }
@@ -184,7 +213,6 @@ impl Conn {
                 return Ok(Some(End::Dropped));
             }
         }
-        self.tx.flush().await?;
         Ok(None)
     }
 }

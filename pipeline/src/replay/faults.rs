@@ -95,8 +95,11 @@ impl FaultState {
 mod tests {
     use super::*;
 
+    /// Positions (1-based) where something happened after a sent frame.
+    type Afters = Vec<(u64, After)>;
+
     /// Runs `trades` trades through the counters; returns (skipped positions, afters).
-    fn run(f: &Faults, trades: u64) -> (Vec<u64>, Vec<(u64, After)>) {
+    fn run(f: &Faults, trades: u64) -> (Vec<u64>, Afters) {
         let mut s = FaultState::new(f);
         let (mut skipped, mut afters) = (Vec::new(), Vec::new());
         for i in 1..=trades {
@@ -131,7 +134,7 @@ mod tests {
             stall: Some(Duration::from_millis(5)),
             ..After::default()
         };
-        let cases: Vec<(Faults, u64, Vec<u64>, Vec<(u64, After)>)> = vec![
+        let cases: Vec<(Faults, u64, Vec<u64>, Afters)> = vec![
             (Faults::default(), 10, vec![], vec![]),
             (
                 Faults {

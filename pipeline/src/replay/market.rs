@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::watch;
 
-use super::source::{self, Feed, Item, Source};
 use super::sims::{ExchangeSim, RestReply};
+use super::source::{self, Feed, Item, Source};
 use crate::shutdown::Shutdown;
 use crate::simulator::SimTrade;
 
@@ -26,7 +26,10 @@ pub enum Entry {
 #[derive(Debug)]
 enum Logged {
     /// Index into `trades`.
-    Trade { at: usize, event_ms: i64 },
+    Trade {
+        at: usize,
+        event_ms: i64,
+    },
     Frame(Arc<str>),
 }
 

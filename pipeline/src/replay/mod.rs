@@ -15,13 +15,13 @@
 //! happen when the event clock reaches their time (history before now at once); with neither,
 //! on demand: the fastest subscribed connection sets the pace.
 
+mod conn;
 pub mod faults;
 mod market;
 pub mod sent;
 mod server;
 pub mod sims;
 pub mod source;
-mod conn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,7 +148,11 @@ impl ReplayServer {
         let o = &self.opts;
         if o.live {
             let from = o.live_from_ms.unwrap_or_else(crate::now_ms);
-            tokio::spawn(self.market.clone().run_live(from, o.speed, shutdown.clone()));
+            tokio::spawn(
+                self.market
+                    .clone()
+                    .run_live(from, o.speed, shutdown.clone()),
+            );
         } else if o.rate > 0.0 {
             tokio::spawn(self.market.clone().run_at_rate(o.rate, shutdown.clone()));
         }

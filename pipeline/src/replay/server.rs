@@ -31,7 +31,9 @@ async fn handle(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| uri.path().to_string());
     match ws {
-        Ok(ws) => ws.on_upgrade(move |socket| conn::serve(socket, path, state.shared, state.shutdown)),
+        Ok(ws) => {
+            ws.on_upgrade(move |socket| conn::serve(socket, path, state.shared, state.shutdown))
+        }
         Err(_) => {
             let reply = state.shared.market.rest(state.shared.sim.as_ref(), &path);
             let (status, body) = match reply {

@@ -129,13 +129,21 @@ pub fn read_trades_csv(input: impl Read) -> Result<Vec<Item>> {
         }
         let f: Vec<&str> = line.trim().split(',').collect();
         let row = n + 2;
-        let get = |i: usize| f.get(i).copied().with_context(|| format!("row {row}: short"));
+        let get = |i: usize| {
+            f.get(i)
+                .copied()
+                .with_context(|| format!("row {row}: short"))
+        };
         let raw = get(sym)?;
         let symbol =
             canonical(raw).with_context(|| format!("row {row}: unknown symbol `{raw}`"))?;
-        let ts_ms: i64 = get(ts)?.parse().with_context(|| format!("row {row}: time"))?;
+        let ts_ms: i64 = get(ts)?
+            .parse()
+            .with_context(|| format!("row {row}: time"))?;
         let event_ms = match event {
-            Some(i) => get(i)?.parse().with_context(|| format!("row {row}: event time"))?,
+            Some(i) => get(i)?
+                .parse()
+                .with_context(|| format!("row {row}: event time"))?,
             None => ts_ms,
         };
         let side = match get(maker)? {
@@ -146,7 +154,9 @@ pub fn read_trades_csv(input: impl Read) -> Result<Vec<Item>> {
         out.push(Item::Trade {
             trade: SimTrade {
                 symbol,
-                trade_id: get(id)?.parse().with_context(|| format!("row {row}: trade_id"))?,
+                trade_id: get(id)?
+                    .parse()
+                    .with_context(|| format!("row {row}: trade_id"))?,
                 price: Decimal::from_str(get(price)?)
                     .with_context(|| format!("row {row}: price"))?,
                 size: Decimal::from_str(get(qty)?).with_context(|| format!("row {row}: qty"))?,
@@ -177,7 +187,10 @@ mod tests {
         assert_eq!(trade.trade_id, 3735683259);
         assert_eq!(trade.price.to_string(), "61837.63000000");
         assert_eq!(trade.size.to_string(), "0.02000000");
-        assert_eq!((trade.side, trade.ts_ms, *event_ms), (Side::Sell, 1723161255342, 1723161255343));
+        assert_eq!(
+            (trade.side, trade.ts_ms, *event_ms),
+            (Side::Sell, 1723161255342, 1723161255343)
+        );
         let Item::Trade { trade, .. } = &items[1] else {
             panic!("a trade")
         };
