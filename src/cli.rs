@@ -9,9 +9,7 @@ use tickcast_consumers::store;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
-use tickcast_pipeline::simulator::SimConfig;
 
 /// Live crypto trades → candles → calibrated forecasts.
 #[derive(Debug, Parser)]
@@ -29,8 +27,8 @@ pub enum Command {
     Run(RunArgs),
     /// Stream an exchange's public trades into Kafka.
     Ingest(crate::ingest_cmd::IngestArgs),
-    /// Serve a local exchange (Binance protocol) fed by the seeded market simulator.
-    Replay(ReplayArgs),
+    /// Serve a local exchange simulator (any connector's protocol, REST backfill, faults).
+    Replay(crate::replay_cmd::ReplayArgs),
     /// Serve the HTTP API.
     Api(ApiArgs),
     /// Apply database migrations and exit.
@@ -126,28 +124,6 @@ impl StageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9443")]
-    pub listen: String,
-    /// Simulator seed.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Stop after this many trades per connection (default: endless).
-    #[arg(long)]
-    pub total: Option<u64>,
-    /// Trades per second; 0 = as fast as clients read.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Pace by event time: history streams at once, then trades arrive in real time.
-    #[arg(long)]
-    pub live: bool,
-    /// Minutes of history before now to start from (with --live).
-    #[arg(long, default_value_t = 120)]
-    pub history_minutes: i64,
-}
-
-#[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
@@ -189,7 +165,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Run(args) => run_stages(args).await,
         Command::Ingest(args) => crate::ingest_cmd::run(args).await,
-        Command::Replay(args) => replay(args).await,
+        Command::Replay(args) => crate::replay_cmd::run(args).await,
         Command::Api(args) => api(args).await,
         Command::Migrate(db) => {
             let s = store::open(&db.database_url).await?;
@@ -219,24 +195,6 @@ async fn run_stages(args: RunArgs) -> Result<()> {
         r.context("stage task panicked")??;
     }
     Ok(())
-}
-
-async fn replay(args: ReplayArgs) -> Result<()> {
-    let start_ms = if args.live {
-        tickcast_pipeline::now_ms() - args.history_minutes * 60_000
-    } else {
-        1_700_000_000_000
-    };
-    let opts = ReplayOptions {
-        sim: SimConfig::default_symbols(args.seed, start_ms),
-        total: args.total,
-        rate: args.rate,
-        live: args.live,
-    };
-    let server = ReplayServer::bind(&args.listen, opts).await?;
-    println!("replay exchange (Binance protocol) at {}", server.url()?);
-    let (_trigger, signal) = shutdown_on_signals();
-    server.run(signal).await
 }
 
 async fn api(args: ApiArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 mod ingest_cmd;
+mod replay_cmd;
 
 use anyhow::Result;
 use clap::Parser as _;
