@@ -37,6 +37,8 @@ pub enum Command {
     Api(ApiArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
+    /// Decode raw exchange frames (one per line) into ticks as JSON lines.
+    Decode(crate::decode::DecodeArgs),
 }
 
 /// How to reach Kafka and name topics.
@@ -212,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Api(args) => api(args).await,
+        Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {
             let s = store::open(&db.database_url).await?;
             println!("migrations applied ({})", s.backend());
