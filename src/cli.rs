@@ -33,6 +33,8 @@ pub enum Command {
     Api(ApiArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
+    /// Decode raw exchange frames (one per line) into ticks as JSON lines.
+    Decode(crate::decode::DecodeArgs),
 }
 
 /// How to reach Kafka and name topics.
@@ -167,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => crate::ingest_cmd::run(args).await,
         Command::Replay(args) => crate::replay_cmd::run(args).await,
         Command::Api(args) => api(args).await,
+        Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {
             let s = store::open(&db.database_url).await?;
             println!("migrations applied ({})", s.backend());

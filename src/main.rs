@@ -1,6 +1,7 @@
 //! `tickcast` — one binary for every process: wiring only (see the library crates).
 
 mod cli;
+mod decode;
 mod demo;
 mod ingest_cmd;
 mod replay_cmd;
