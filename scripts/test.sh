@@ -106,6 +106,13 @@ log "cargo test --workspace $*"
 set +e
 cargo test --workspace "$@"
 status=$?
+if [[ $status -eq 0 && -n "${TICKCAST_SHARED:-}" ]]; then
+  # The suite on the real recordings in ../shared (exchange frames), kept separate so the
+  # repository's own tests never depend on ../shared.
+  log "cargo test --test shared_conformance (recordings in $TICKCAST_SHARED)"
+  cargo test --test shared_conformance -- --nocapture
+  status=$?
+fi
 set -e
 log "cargo test exited $status; total $(since "$t_all")s"
 exit "$status"
