@@ -1,5 +1,6 @@
 //! The replay exchange over real sockets, with the Binance protocol: subscriptions, the shared
-//! market, REST backfill on the same port, every fault with exact counts, and the sent log.
+//! market, REST backfill on the same port, every fault with exact counts, and the sent log; and
+//! Bitstamp's one subscribe frame per channel while the exchange streams and drops.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -450,4 +451,62 @@ async fn greetings_heartbeats_and_rejections_are_sent() {
     assert_eq!(frames[0], r#"{"hello":1}"#);
     assert!(frames[1].contains(r#""code":3"#), "rejected: {}", frames[1]);
     assert_eq!(&frames[2..], [r#"{"beat":1}"#, r#"{"beat":1}"#]);
+}
+
+/// Bitstamp subscribes one channel per frame. The exchange keeps reading the client while it
+/// streams: the second subscription takes effect at once, not after the market ran out, and a
+/// drop never discards frames already sent (closing a socket with unread client frames would
+/// reset it, and the client would lose what it had not read yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscribe_frame_per_symbol_while_streaming_and_across_drops() {
+    use tickcast_pipeline::connectors::bitstamp::Bitstamp;
+    let faults = Faults {
+        drop_every: Some(400),
+        gap_on_drop: 25,
+        ..Faults::default()
+    };
+    let r = start(ReplayOptions {
+        exchange: "bitstamp".into(),
+        ..opts(3_000, faults)
+    })
+    .await;
+    let mut got = BTreeSet::new();
+    let mut per_conn = Vec::new();
+    for _ in 0..20 {
+        let (mut ws, _) = connect_async(&r.url).await.unwrap();
+        for req in Bitstamp.subscribe(&both()) {
+            ws.send(Message::text(req)).await.unwrap();
+        }
+        let (frames, closed) = collect(&mut ws, Duration::from_secs(1), usize::MAX).await;
+        let mut ticks = Vec::new();
+        let mut acks = 0;
+        for f in &frames {
+            if Bitstamp.decode(f, 0, &mut ticks) == Ok(Decoded::Ack) {
+                acks += 1;
+            }
+        }
+        assert_eq!(acks, 2, "both subscriptions acknowledged: {per_conn:?}");
+        let symbols: BTreeSet<String> = ticks.iter().map(|t| t.symbol.clone()).collect();
+        per_conn.push((ticks.len(), symbols, closed));
+        got.extend(ticks.into_iter().map(|t| (t.symbol, t.trade_id)));
+        if !closed {
+            break; // the market ran out; the socket went idle
+        }
+    }
+    assert!(r.market.exhausted(), "the market ran out: {per_conn:?}");
+    assert!(r.sent.drops() >= 3, "{per_conn:?}");
+    for (n, symbols, closed) in &per_conn {
+        if *closed {
+            assert_eq!(
+                *n, 400,
+                "a dropped connection got every frame sent: {per_conn:?}"
+            );
+            assert_eq!(symbols.len(), 2, "both symbols: {per_conn:?}");
+        }
+    }
+    assert_eq!(
+        got,
+        r.sent.ids(),
+        "what was sent is what arrived: {per_conn:?}"
+    );
 }

@@ -1,6 +1,12 @@
 //! One websocket connection of the replay exchange: greeting, client requests (subscribe,
 //! ping, …) handled by the exchange's [`ExchangeSim`], heartbeats, and the trades that happen
 //! after the client subscribed, for its symbols, with faults applied.
+//!
+//! Like a real exchange, it keeps reading the client while it streams: a client that
+//! subscribes one channel per frame (Bitstamp) gets each channel as soon as it asked, not once
+//! the market ran dry. A frame counts as sent (in the [`SentLog`]) only once it was flushed to
+//! the socket, and a dropped connection first reads what the client already sent: closing a
+//! socket with unread input resets it, and the client would lose frames it had not read yet.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 
 use super::faults::{FaultState, GARBAGE};
 use super::market::{Entry, Market};
@@ -40,6 +46,13 @@ enum End {
     Dropped,
 }
 
+/// A frame fed to the socket, recorded in the [`SentLog`] once flushed.
+enum Fed {
+    Trade { symbol: String, id: String },
+    Raw,
+    Garbage,
+}
+
 pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Shutdown) {
     shared.sent.connection();
     let (tx, rx) = socket.split();
@@ -49,6 +62,7 @@ pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Sh
         cursor: 0,
         faults: FaultState::new(&shared.faults),
         stalled: false,
+        fed: Vec::new(),
         path,
         shared,
         tx,
@@ -85,6 +99,8 @@ struct Conn {
     faults: FaultState,
     /// A stall just ended: the client is checked before more is sent.
     stalled: bool,
+    /// Fed but not yet flushed.
+    fed: Vec<Fed>,
     tx: Tx,
 }
 
@@ -93,7 +109,7 @@ impl Conn {
         for g in self.shared.sim.greeting() {
             self.tx.feed(Message::text(g)).await?;
         }
-        self.tx.flush().await?;
+        self.flush().await?;
         let heartbeat = self.shared.sim.heartbeat();
         let mut beat =
             tokio::time::interval(self.shared.heartbeat_every.max(Duration::from_millis(1)));
@@ -127,6 +143,9 @@ impl Conn {
                 }
                 _ = more, if subscribed => {
                     if let Some(end) = self.send_batch(&mut shutdown).await? {
+                        if matches!(end, End::Dropped) {
+                            read_what_arrived(&mut rx).await;
+                        }
                         return Ok(end);
                     }
                 }
@@ -150,7 +169,20 @@ impl Conn {
         for r in replies {
             self.tx.feed(Message::text(r)).await?;
         }
-        self.tx.flush().await
+        self.flush().await
+    }
+
+    /// Flushes the socket, then records what was fed as sent.
+    async fn flush(&mut self) -> Result<(), axum::Error> {
+        self.tx.flush().await?;
+        for f in self.fed.drain(..) {
+            match f {
+                Fed::Trade { symbol, id } => self.shared.sent.trade(&symbol, id),
+                Fed::Raw => self.shared.sent.raw_frame(),
+                Fed::Garbage => self.shared.sent.garbage(),
+            }
+        }
+        Ok(())
     }
 
     /// Sends what happened since `cursor`, with faults; `Some` when the connection ends.
@@ -175,7 +207,12 @@ impl Conn {
                 break;
             }
         }
-        self.tx.flush().await?;
+        self.flush().await?;
+        // On demand the market never makes this connection wait, so its task would never
+        // give the runtime a turn: the client's frames would go unnoticed (tokio learns of
+        // them from its I/O driver, run between tasks) until the market ran dry. Yield, so
+        // the next turn of the loop sees what the client sent.
+        tokio::task::yield_now().await;
         Ok(None)
     }
 
@@ -205,20 +242,20 @@ impl Conn {
             let after = self.faults.after_sent(last);
             for _ in 0..1 + u8::from(after.duplicate) {
                 self.tx.feed(Message::text(frame.clone())).await?;
-                match trade {
-                    Some(t) => self
-                        .shared
-                        .sent
-                        .trade(&t.symbol, self.shared.sim.trade_id(t)),
-                    None => self.shared.sent.raw_frame(),
-                }
+                self.fed.push(match trade {
+                    Some(t) => Fed::Trade {
+                        symbol: t.symbol.clone(),
+                        id: self.shared.sim.trade_id(t),
+                    },
+                    None => Fed::Raw,
+                });
             }
             if after.garbage {
                 self.tx.feed(Message::text(GARBAGE)).await?;
-                self.shared.sent.garbage();
+                self.fed.push(Fed::Garbage);
             }
             if let Some(stall) = after.stall {
-                self.tx.flush().await?;
+                self.flush().await?;
                 tokio::select! {
                     _ = shutdown.wait() => return Ok(Some(End::Closed)),
                     _ = tokio::time::sleep(stall) => {}
@@ -231,10 +268,19 @@ impl Conn {
                 }
             }
             if after.drop {
-                self.tx.flush().await?;
+                self.flush().await?;
                 return Ok(Some(End::Dropped));
             }
         }
         Ok(None)
     }
+}
+
+/// Reads (and ignores) every client frame that already arrived, so that the socket closes
+/// cleanly: closing it with unread input would reset it, and the client would lose the frames
+/// it had not read yet.
+async fn read_what_arrived(rx: &mut Rx) {
+    // A turn of the runtime first, so that what arrived is known (see `send_batch`).
+    tokio::task::yield_now().await;
+    while let Some(Some(Ok(_))) = rx.next().now_or_never() {}
 }
