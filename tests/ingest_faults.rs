@@ -24,7 +24,7 @@ use rdkafka::{ClientConfig, Message as _};
 use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::connectors;
 use tickcast_pipeline::domain::Tick;
-use tickcast_pipeline::ingest::{FeedOptions, run_feed};
+use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
 use tickcast_pipeline::replay::sims;
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown;
@@ -84,6 +84,12 @@ struct Scenario {
     faults: Faults,
     rate: f64,
     max_age: Option<Duration>,
+    /// Symbols beyond BTC-USDT and ETH-USDT.
+    extra_symbols: &'static [&'static str],
+    /// Symbols per connection at most (default: the exchange's limit).
+    per_connection: Option<usize>,
+    /// The feed's stale-feed watchdog (after the market ends, it reconnects every this long).
+    stale_after: Duration,
 }
 
 fn fault_storm() -> Scenario {
@@ -99,6 +105,9 @@ fn fault_storm() -> Scenario {
         },
         rate: 0.0,
         max_age: None,
+        extra_symbols: &[],
+        per_connection: None,
+        stale_after: Duration::from_secs(1),
     }
 }
 
@@ -123,7 +132,11 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
     let env = Env::new(Mode::Real, &format!("faults-{name}"), 1).await?;
     let connector: Arc<dyn connectors::Connector> = Arc::from(connectors::lookup(name).unwrap());
     let sim = sims::by_name(name).unwrap();
-    let cfg = SimConfig::default_symbols(7, 1_700_000_000_000);
+    let mut cfg = SimConfig::default_symbols(7, 1_700_000_000_000);
+    for sym in s.extra_symbols {
+        cfg.symbols
+            .push((sym.to_string(), rust_decimal::Decimal::new(12_345, 2)));
+    }
     let symbols: Vec<String> = cfg.symbols.iter().map(|(s, _)| s.clone()).collect();
     let mut opts = ReplayOptions::new(cfg);
     opts.exchange = name.to_string();
@@ -139,19 +152,20 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
 
     let mut feed = FeedOptions::new(url, symbols);
     feed.rest_url = Some(rest);
-    feed.stale_after = Duration::from_secs(1);
+    feed.stale_after = s.stale_after;
     feed.connect_timeout = Duration::from_secs(3);
     feed.ack_timeout = Duration::from_secs(3);
     feed.backoff_base = Duration::from_millis(10);
     feed.backoff_cap = Duration::from_millis(200);
     feed.gap_grace = Duration::from_millis(300);
     feed.overlap = Duration::from_millis(300);
+    feed.max_symbols_per_connection = s.per_connection;
     if let Some(age) = s.max_age {
         feed.max_connection_age = Some(age);
         feed.rotate_margin = age / 3;
     }
     let publisher = Publisher::new(env.settings()).unwrap();
-    let ingest = tokio::spawn(run_feed(
+    let ingest = tokio::spawn(run_ingest(
         connector,
         feed,
         publisher,
@@ -177,15 +191,23 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
         .collect();
     let happened: Ids = in_order.iter().cloned().collect();
     let sent_ids = sent.ids();
-    let first = in_order
+    // Per symbol: the trades from the first one any connection sent on (what happened before
+    // a symbol's subscription cannot be known to a live feed).
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    let since_first_sent: Ids = in_order
         .iter()
-        .position(|id| sent_ids.contains(id))
-        .unwrap_or(0);
-    let since_first_sent: Ids = in_order[first..].iter().cloned().collect();
+        .filter(|id| {
+            if sent_ids.contains(*id) {
+                started.insert(id.0.clone());
+            }
+            started.contains(&id.0)
+        })
+        .cloned()
+        .collect();
     assert_eq!(happened.len() as u64, TRADES, "{name}");
     let sequential = connectors::lookup(name).unwrap().info().sequential_ids;
     let want = if sequential {
-        happened.len()
+        since_first_sent.len()
     } else {
         sent.ids().len()
     };
@@ -251,6 +273,9 @@ async fn rotation_loses_nothing(name: &str) {
         faults: Faults::default(),
         rate: 2_000.0,
         max_age: Some(Duration::from_millis(600)),
+        extra_symbols: &[],
+        per_connection: None,
+        stale_after: Duration::from_secs(1),
     };
     let Some(o) = run_scenario(name, s).await else {
         return;
@@ -298,4 +323,27 @@ async fn rotation_binance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_okx_without_backfill() {
     rotation_loses_nothing("okx").await;
+}
+
+/// More symbols than one connection may carry: one connection per chunk, and together they
+/// deliver every trade of every symbol from its subscription on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbols_beyond_the_connection_limit_open_more_connections() {
+    let s = Scenario {
+        faults: Faults::default(),
+        rate: 0.0,
+        max_age: None,
+        extra_symbols: &["SOL-USDT", "XRP-USDT", "DOGE-USDT"],
+        per_connection: Some(2),
+        stale_after: Duration::from_secs(60),
+    };
+    let Some(o) = run_scenario("binance", s).await else {
+        return;
+    };
+    assert_eq!(o.connections, 3, "5 symbols, 2 per connection");
+    let got: Ids = o.kafka.keys().cloned().collect();
+    assert!(o.kafka.values().all(|n| *n == 1), "duplicates in Kafka");
+    let symbols: BTreeSet<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(symbols.len(), 5, "{symbols:?}");
+    assert_eq!(got, o.since_first_sent);
 }

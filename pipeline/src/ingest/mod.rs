@@ -73,6 +73,8 @@ pub struct FeedOptions {
     pub max_gap: u64,
     /// Recent trade ids remembered per symbol for de-duplication (non-sequential exchanges).
     pub dedupe_window: usize,
+    /// Symbols per connection at most; `None`: the exchange's limit.
+    pub max_symbols_per_connection: Option<usize>,
 }
 
 impl FeedOptions {
@@ -95,6 +97,7 @@ impl FeedOptions {
             backfill: true,
             max_gap: 100_000,
             dedupe_window: 100_000,
+            max_symbols_per_connection: None,
         }
     }
 
@@ -126,7 +129,10 @@ pub async fn run_ingest(
     topics: Topics,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let per = connector.info().max_symbols_per_connection.max(1);
+    let per = opts
+        .max_symbols_per_connection
+        .unwrap_or(connector.info().max_symbols_per_connection)
+        .max(1);
     let mut feeds = tokio::task::JoinSet::new();
     for chunk in opts.symbols.chunks(per) {
         let o = FeedOptions {
