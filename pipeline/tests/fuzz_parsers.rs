@@ -79,10 +79,11 @@ fn seeds() -> &'static [String] {
                     out.push(f);
                 }
             }
-            if let Some(p) = c.backfill_path(&query()) {
-                if let Some(reply) = sim.rest(&p, &trades) {
-                    out.push(reply.body);
-                }
+            if let Some(reply) = c
+                .backfill_path(&query())
+                .and_then(|p| sim.rest(&p, &trades))
+            {
+                out.push(reply.body);
             }
         }
         assert!(out.len() >= 40, "seed frames: {}", out.len());
