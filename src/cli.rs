@@ -6,14 +6,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store;
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::connectors;
-use tickcast_pipeline::ingest::{FeedOptions, run_feed};
 use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
-use tickcast_pipeline::simulator::SimConfig;
 
 /// Live crypto trades → candles → calibrated forecasts.
 #[derive(Debug, Parser)]
@@ -30,9 +26,9 @@ pub enum Command {
     /// Run stream stages (candles, forecast, sink) against Kafka.
     Run(RunArgs),
     /// Stream an exchange's public trades into Kafka.
-    Ingest(IngestArgs),
-    /// Serve a local exchange (Binance protocol) fed by the seeded market simulator.
-    Replay(ReplayArgs),
+    Ingest(crate::ingest_cmd::IngestArgs),
+    /// Serve a local exchange simulator (any connector's protocol, REST backfill, faults).
+    Replay(crate::replay_cmd::ReplayArgs),
     /// Serve the HTTP API.
     Api(ApiArgs),
     /// Apply database migrations and exit.
@@ -130,47 +126,6 @@ impl StageArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IngestArgs {
-    /// Exchange connector.
-    #[arg(long, default_value = "binance")]
-    pub exchange: String,
-    /// Websocket URL (e.g. the replay exchange's `ws://127.0.0.1:9443/ws`).
-    #[arg(
-        long,
-        env = "TICKCAST_FEED_URL",
-        default_value = "wss://stream.binance.com:9443/ws"
-    )]
-    pub url: String,
-    /// Canonical symbols.
-    #[arg(long, value_delimiter = ',', default_value = "BTC-USDT,ETH-USDT")]
-    pub symbols: Vec<String>,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9443")]
-    pub listen: String,
-    /// Simulator seed.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Stop after this many trades per connection (default: endless).
-    #[arg(long)]
-    pub total: Option<u64>,
-    /// Trades per second; 0 = as fast as clients read.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Pace by event time: history streams at once, then trades arrive in real time.
-    #[arg(long)]
-    pub live: bool,
-    /// Minutes of history before now to start from (with --live).
-    #[arg(long, default_value_t = 120)]
-    pub history_minutes: i64,
-}
-
-#[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
@@ -211,8 +166,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Run(args) => run_stages(args).await,
-        Command::Ingest(args) => ingest(args).await,
-        Command::Replay(args) => replay(args).await,
+        Command::Ingest(args) => crate::ingest_cmd::run(args).await,
+        Command::Replay(args) => crate::replay_cmd::run(args).await,
         Command::Api(args) => api(args).await,
         Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {
@@ -243,43 +198,6 @@ async fn run_stages(args: RunArgs) -> Result<()> {
         r.context("stage task panicked")??;
     }
     Ok(())
-}
-
-async fn ingest(args: IngestArgs) -> Result<()> {
-    let Some(connector) = connectors::by_name(&args.exchange) else {
-        bail!(
-            "{}",
-            connectors::lookup(&args.exchange).err().unwrap_or_default()
-        );
-    };
-    for s in &args.symbols {
-        tickcast_pipeline::codec::check_symbol(s).map_err(|e| anyhow::anyhow!("--symbols: {e}"))?;
-    }
-    let topics = Topics::new(&args.kafka.topic_prefix);
-    let cluster = args.kafka.cluster();
-    cluster.ensure_topics(&topics.all()).await?;
-    let publisher = Publisher::new(cluster.settings())?;
-    let (_trigger, signal) = shutdown_on_signals();
-    let opts = FeedOptions::new(args.url, args.symbols);
-    run_feed(Arc::from(connector), opts, publisher, topics, signal).await
-}
-
-async fn replay(args: ReplayArgs) -> Result<()> {
-    let start_ms = if args.live {
-        tickcast_pipeline::now_ms() - args.history_minutes * 60_000
-    } else {
-        1_700_000_000_000
-    };
-    let opts = ReplayOptions {
-        sim: SimConfig::default_symbols(args.seed, start_ms),
-        total: args.total,
-        rate: args.rate,
-        live: args.live,
-    };
-    let server = ReplayServer::bind(&args.listen, opts).await?;
-    println!("replay exchange (Binance protocol) at {}", server.url()?);
-    let (_trigger, signal) = shutdown_on_signals();
-    server.run(signal).await
 }
 
 async fn api(args: ApiArgs) -> Result<()> {

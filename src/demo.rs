@@ -73,10 +73,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let replay = ReplayServer::bind(
         "127.0.0.1:0",
         ReplayOptions {
-            sim,
-            total: None,
-            rate: 0.0,
             live: true,
+            ..ReplayOptions::new(sim)
         },
     )
     .await?;

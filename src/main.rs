@@ -3,6 +3,8 @@
 mod cli;
 mod decode;
 mod demo;
+mod ingest_cmd;
+mod replay_cmd;
 
 use anyhow::Result;
 use clap::Parser as _;

@@ -132,7 +132,9 @@ pub fn check_exchange(exchange: &str) -> Result<(), DecodeError> {
     }
 }
 
-/// Checks that a symbol is canonical `BASE-QUOTE` (upper-case letters and digits).
+/// Checks that a symbol is canonical `BASE-QUOTE` (upper-case letters and digits), optionally
+/// followed by up to three instrument parts for derivatives (`BTC-USDT-SWAP`,
+/// `BTC-USD-220325-40000-C`).
 pub fn check_symbol(symbol: &str) -> Result<(), DecodeError> {
     let part_ok = |p: &str| {
         !p.is_empty()
@@ -140,12 +142,14 @@ pub fn check_symbol(symbol: &str) -> Result<(), DecodeError> {
             && p.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     };
-    match symbol.split_once('-') {
-        Some((base, quote)) if part_ok(base) && part_ok(quote) => Ok(()),
-        _ => Err(invalid(
+    let parts = symbol.split('-').count();
+    if (2..=5).contains(&parts) && symbol.split('-').all(part_ok) {
+        Ok(())
+    } else {
+        Err(invalid(
             "symbol",
             format!("`{symbol}` is not canonical BASE-QUOTE"),
-        )),
+        ))
     }
 }
 

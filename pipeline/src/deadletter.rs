@@ -34,8 +34,21 @@ impl DeadLetter {
         reason: impl Into<String>,
         payload: &[u8],
     ) -> Self {
+        let dl = Self::quiet(stage, source, partition, offset, reason, payload);
+        tracing::warn!(stage, source, partition, offset, reason = %dl.reason, "dead letter");
+        dl
+    }
+
+    /// Like [`DeadLetter::new`] without the log line, for callers that rate-limit their logs.
+    pub fn quiet(
+        stage: &str,
+        source: &str,
+        partition: i32,
+        offset: i64,
+        reason: impl Into<String>,
+        payload: &[u8],
+    ) -> Self {
         let reason = reason.into();
-        tracing::warn!(stage, source, partition, offset, %reason, "dead letter");
         Self {
             v: crate::domain::SCHEMA_VERSION,
             stage: stage.to_string(),

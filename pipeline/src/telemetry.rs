@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// The process-wide registry that `/metrics` exposes.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -22,6 +25,15 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         .register(Box::new(g.clone()))
         .expect("metric registered once");
     g
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric definition");
+    REGISTRY
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
 }
 
 /// Messages handled by a stage.
@@ -72,6 +84,84 @@ pub static FEED_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["exchange"],
     )
 });
+/// Gaps in consecutive trade ids found per feed.
+pub static FEED_GAPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_feed_gaps_total",
+        "Gaps in consecutive trade ids found",
+        &["exchange"],
+    )
+});
+/// Trades missing from the stream: found missing, filled from REST, or given up on.
+pub static FEED_GAP_TRADES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_feed_gap_trades_total",
+        "Trades missing from the websocket stream, by outcome (missing, filled, unfilled)",
+        &["exchange", "outcome"],
+    )
+});
+/// Trades dropped because they were seen already (overlapping connections, replays).
+pub static FEED_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_feed_duplicates_total",
+        "Trades dropped as duplicates by trade id",
+        &["exchange"],
+    )
+});
+/// Open websocket connections per feed.
+pub static FEED_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "tickcast_feed_connections",
+        "Open websocket connections",
+        &["exchange"],
+    )
+});
+/// Receive time minus exchange time of each trade, seconds.
+pub static FEED_LAG: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "tickcast_feed_lag_seconds",
+        "Receive time minus exchange trade time",
+        &["exchange"],
+        vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
+        ],
+    )
+});
+
+/// Lets one log line through per period and counts what it held back, so a flood of bad
+/// frames cannot flood the log.
+#[derive(Debug)]
+pub struct LogLimiter {
+    period: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(period: std::time::Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being the lines held back since the last
+    /// one; `None` when this one should be held back.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < self.period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Ticks that arrived after their window closed.
 pub static LATE_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -325,10 +325,8 @@ impl Pipeline {
         let mut tasks = JoinSet::new();
         if parts.ingest {
             let opts = ReplayOptions {
-                sim: sim_config(seed),
                 total: Some(trades),
-                rate: 0.0,
-                live: false,
+                ..ReplayOptions::new(sim_config(seed))
             };
             let replay = ReplayServer::bind("127.0.0.1:0", opts).await.unwrap();
             let url = replay.url().unwrap();

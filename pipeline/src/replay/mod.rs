@@ -1,36 +1,80 @@
-//! `tickcast replay`: a local websocket server that speaks Binance's trade-stream protocol
-//! (`/ws` + `SUBSCRIBE`, or `/stream?streams=a@trade/b@trade`), fed by the seeded
-//! [`Simulator`]. Every connection replays the same deterministic sequence from the start.
+//! `tickcast replay`: a local exchange simulator. One listener speaks any connector's protocol
+//! through its [`sims::ExchangeSim`]: websocket upgrades on any path (the path and query may
+//! subscribe, as Binance's `/stream?streams=` does), and plain `GET`s answered by the
+//! exchange's REST trades endpoint for backfill.
 //!
-//! Pacing: with `live`, trades are held until their event time is reached on the wall clock
-//! (history before now streams at full speed); otherwise `rate` trades per second, 0 = no limit.
+//! Layout:
+//! - [`source`] — where trades come from: the seeded simulator, a trades CSV, raw frames.
+//! - `market` — the one shared market: what has happened so far, and its pacing.
+//! - [`faults`] — drops, gaps, stalls, duplicates, garbage and skipped trades.
+//! - `conn`, `server` — one websocket connection; the HTTP router.
+//! - [`sent`] — what was sent, the oracle for fault tests.
+//!
+//! A connection receives the trades that happen after it subscribed, for its symbols (like a
+//! real exchange). Pacing: `rate` trades per second on the wall clock; with `live`, trades
+//! happen when the event clock reaches their time (history before now at once); with neither,
+//! on demand: the fastest subscribed connection sets the pace.
 
-use std::collections::HashSet;
+mod conn;
+pub mod faults;
+mod market;
+pub mod sent;
+mod server;
+pub mod sims;
+pub mod source;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use anyhow::{Context as _, Result, anyhow};
+use tokio::net::TcpListener;
 
-use crate::connectors::binance::stream_symbol;
+pub use faults::Faults;
+use market::Market;
+pub use sent::SentLog;
+pub use source::Source;
 
-pub mod sims;
 use crate::shutdown::Shutdown;
-use crate::simulator::{SimConfig, SimTrade, Simulator};
+use crate::simulator::{SimConfig, SimTrade};
 
-/// What the replay exchange serves.
+/// What the replay exchange serves and how.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    pub sim: SimConfig,
-    /// Stop after this many trades (all symbols); `None` = endless.
+    /// Connector name whose protocol is spoken (`binance`, `kraken`, …).
+    pub exchange: String,
+    pub source: Source,
+    /// Stop after this many trades have happened (all symbols); `None` = the whole source.
     pub total: Option<u64>,
-    /// Trades per second when not `live`; 0 = as fast as the client reads.
+    /// Trades per second on the wall clock; 0 = as fast as clients read.
     pub rate: f64,
     /// Pace by event time against the wall clock.
     pub live: bool,
+    /// With `live`: event-clock speed (2.0 = twice real time).
+    pub speed: f64,
+    /// With `live`: the event time the clock reads at start; `None` = now (so history before
+    /// now happens at once). Set it to a recording's first trade time to replay it paced.
+    pub live_from_ms: Option<i64>,
+    /// How often the protocol's heartbeat (if it has one) is sent.
+    pub heartbeat_every: Duration,
+    pub faults: Faults,
+}
+
+impl ReplayOptions {
+    /// Binance protocol, seeded simulator, on demand, endless, no faults.
+    pub fn new(sim: SimConfig) -> Self {
+        Self {
+            exchange: "binance".into(),
+            source: Source::Simulator(sim),
+            total: None,
+            rate: 0.0,
+            live: false,
+            speed: 1.0,
+            live_from_ms: None,
+            heartbeat_every: Duration::from_secs(5),
+            faults: Faults::default(),
+        }
+    }
 }
 
 /// A bound replay server; `run` serves until shutdown.
@@ -38,151 +82,125 @@ pub struct ReplayOptions {
 pub struct ReplayServer {
     listener: TcpListener,
     opts: ReplayOptions,
+    sim: Arc<dyn sims::ExchangeSim>,
+    market: Arc<Market>,
+    sent: SentLog,
 }
 
 impl ReplayServer {
+    /// Binds `addr` and opens the source (a CSV or frames file is read whole here).
     pub async fn bind(addr: &str, opts: ReplayOptions) -> Result<Self> {
+        let sim: Arc<dyn sims::ExchangeSim> = sims::by_name(&opts.exchange)
+            .map(Arc::from)
+            .ok_or_else(|| {
+                anyhow!(
+                    "unknown exchange `{}`; known: {}",
+                    opts.exchange,
+                    crate::connectors::NAMES.join(", ")
+                )
+            })?;
+        let market = Market::open(&opts.source, opts.total)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        Ok(Self { listener, opts })
+        Ok(Self {
+            listener,
+            opts,
+            sim,
+            market,
+            sent: SentLog::default(),
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
     }
 
-    /// The websocket URL clients connect to.
+    /// The websocket URL clients connect to: the exchange's own path (`/ws` for Binance).
     pub fn url(&self) -> Result<String> {
-        Ok(format!("ws://{}/ws", self.local_addr()?))
+        let path = crate::connectors::by_name(&self.opts.exchange)
+            .map(|c| ws_path(c.info().ws_url).to_string())
+            .unwrap_or_else(|| "/".into());
+        Ok(format!("ws://{}{path}", self.local_addr()?))
     }
 
-    pub async fn run(self, mut shutdown: Shutdown) -> Result<()> {
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                r = self.listener.accept() => r?,
-            };
-            let opts = self.opts.clone();
-            let sd = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve(stream, opts, sd).await {
-                    tracing::debug!(%peer, error = %e, "replay connection ended");
-                }
-            });
-        }
+    /// The REST base URL (no trailing slash).
+    pub fn rest_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.local_addr()?))
     }
-}
 
-/// The `trade` event Binance sends for one simulated trade.
-pub fn binance_frame(t: &SimTrade, event_ms: i64) -> String {
-    sims::binance::trade_event(t, event_ms, false)
-}
+    /// What was sent on every connection (shared handle; stays valid after `run`).
+    pub fn sent(&self) -> SentLog {
+        self.sent.clone()
+    }
 
-async fn serve(stream: TcpStream, opts: ReplayOptions, mut shutdown: Shutdown) -> Result<()> {
-    let mut path = String::new();
-    // The callback's error type is fixed by tungstenite; it never fails here.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| {
-        path = req.uri().to_string();
-        Ok(resp)
-    };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await?;
-    let (mut tx, mut rx) = ws.split();
-    let mut subscribed: HashSet<String> = streams_in_path(&path);
-    let combined = path.starts_with("/stream");
-    // Wait for a subscription unless the path named streams.
-    while subscribed.is_empty() {
-        let Some(msg) = rx.next().await else {
-            return Ok(());
-        };
-        if let Message::Text(text) = msg?
-            && let Some((id, streams)) = parse_subscribe(&text)
-        {
-            subscribed.extend(streams);
-            tx.send(Message::text(format!(r#"{{"result":null,"id":{id}}}"#)))
-                .await?;
-        }
+    /// A handle on the market, to read what has happened while `run` owns the server.
+    pub fn market(&self) -> MarketHandle {
+        MarketHandle(self.market.clone())
     }
-    let mut sim = Simulator::new(&opts.sim);
-    let mut sent = 0u64;
-    let started = tokio::time::Instant::now();
-    loop {
-        if opts.total.is_some_and(|n| sent >= n) {
-            break;
-        }
-        let Some(trade) = sim.next() else { break };
-        sent += 1;
-        let name = format!("{}@trade", stream_symbol(&trade.symbol));
-        if !subscribed.contains(&name) {
-            continue;
-        }
-        pace(&opts, &trade, sent, started).await;
-        let body = binance_frame(&trade, trade.ts_ms + 1);
-        let frame = if combined {
-            format!(r#"{{"stream":"{name}","data":{body}}}"#)
-        } else {
-            body
-        };
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            r = tx.send(Message::text(frame)) => r?,
-        }
+
+    /// Every trade that has happened so far, in order.
+    pub fn happened(&self) -> Vec<SimTrade> {
+        self.market.happened()
     }
-    // Everything sent: keep the connection open, answering pings, until the client leaves.
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Ping(p))) => tx.send(Message::Pong(p)).await?,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                Some(Ok(_)) => {}
+
+    pub async fn run(self, shutdown: Shutdown) -> Result<()> {
+        let o = &self.opts;
+        if o.live {
+            let from = o.live_from_ms.unwrap_or_else(crate::now_ms);
+            tokio::spawn(
+                self.market
+                    .clone()
+                    .run_live(from, o.speed, shutdown.clone()),
+            );
+        } else if o.rate > 0.0 {
+            tokio::spawn(self.market.clone().run_at_rate(o.rate, shutdown.clone()));
+        }
+        let state = server::AppState {
+            shared: conn::Shared {
+                sim: self.sim.clone(),
+                market: self.market.clone(),
+                sent: self.sent.clone(),
+                faults: o.faults.clone(),
+                on_demand: !o.live && o.rate <= 0.0,
+                heartbeat_every: o.heartbeat_every,
             },
-        }
+            shutdown: shutdown.clone(),
+        };
+        let mut sd = shutdown;
+        axum::serve(self.listener, server::router(state))
+            .with_graceful_shutdown(async move { sd.wait().await })
+            .await
+            .context("replay server")
     }
 }
 
-async fn pace(opts: &ReplayOptions, trade: &SimTrade, sent: u64, started: tokio::time::Instant) {
-    if opts.live {
-        let now = crate::now_ms();
-        if trade.ts_ms > now {
-            tokio::time::sleep(Duration::from_millis((trade.ts_ms - now) as u64)).await;
-        }
-    } else if opts.rate > 0.0 {
-        let due = started + Duration::from_secs_f64(sent as f64 / opts.rate);
-        tokio::time::sleep_until(due).await;
+/// A cloneable view of the market for tests and tools.
+#[derive(Debug, Clone)]
+pub struct MarketHandle(Arc<Market>);
+
+impl MarketHandle {
+    /// Every trade that has happened so far, in order.
+    pub fn happened(&self) -> Vec<SimTrade> {
+        self.0.happened()
+    }
+    /// How many items (trades or raw frames) have happened.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// No more trades will happen.
+    pub fn exhausted(&self) -> bool {
+        self.0.exhausted()
     }
 }
 
-/// `/stream?streams=btcusdt@trade/ethusdt@trade` → the stream names.
-fn streams_in_path(path: &str) -> HashSet<String> {
-    path.split_once("streams=")
-        .map(|(_, s)| {
-            s.split('&')
-                .next()
-                .unwrap_or("")
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `{"method":"SUBSCRIBE","params":[…],"id":N}` → (N, params).
-fn parse_subscribe(text: &str) -> Option<(i64, Vec<String>)> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    if v.get("method")?.as_str()? != "SUBSCRIBE" {
-        return None;
-    }
-    let id = v.get("id")?.as_i64()?;
-    let params = v
-        .get("params")?
-        .as_array()?
-        .iter()
-        .filter_map(|p| p.as_str().map(str::to_string))
-        .collect();
-    Some((id, params))
+/// `wss://host:9443/ws` → `/ws`; no path → `/`.
+fn ws_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 #[cfg(test)]
@@ -190,16 +208,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscriptions_parse() {
-        assert_eq!(
-            parse_subscribe(r#"{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":3}"#),
-            Some((3, vec!["btcusdt@trade".to_string()]))
-        );
-        assert_eq!(
-            parse_subscribe(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#),
-            None
-        );
-        let s = streams_in_path("/stream?streams=btcusdt@trade/ethusdt@trade");
-        assert!(s.contains("btcusdt@trade") && s.contains("ethusdt@trade") && s.len() == 2);
+    fn ws_paths_come_from_the_connectors_urls() {
+        for (url, path) in [
+            ("wss://stream.binance.com:9443/ws", "/ws"),
+            ("wss://ws.okx.com:8443/ws/v5/public", "/ws/v5/public"),
+            ("wss://ws.bitstamp.net", "/"),
+        ] {
+            assert_eq!(ws_path(url), path);
+        }
     }
 }

@@ -1,0 +1,670 @@
+//! Ingest: exchange websocket feeds → `tickcast.ticks.v1`, nothing lost and nothing twice.
+//!
+//! A feed is one exchange and a set of symbols (more symbols than one connection may carry
+//! become several feeds, see [`run_ingest`]). Its core ([`run_feed`]) owns:
+//! - the connection(s) — [`connection`]: connect, subscribe, confirm acks, keepalive,
+//!   stale-feed watchdog; reconnection with exponential backoff and full jitter that resets
+//!   after a healthy period; make-before-break rotation before a known connection cut (Binance:
+//!   24 h), the old connection kept until the new one is subscribed, plus an overlap;
+//! - de-duplication by trade id and gap detection — [`tracker`];
+//! - gap filling from the exchange's REST trades endpoint — [`backfill`]: gaps are filled after
+//!   a short grace period (the other connection may still deliver them); after a reconnect,
+//!   symbols that have been quiet since are caught up from their last id;
+//! - publishing: ticks keyed `EXCHANGE:BASE-QUOTE`, acknowledged by Kafka before more frames
+//!   are taken; undecodable frames go to the dead-letter topic with the reason.
+
+pub mod backfill;
+pub mod connection;
+pub mod tracker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bus::{OutRecord, Publisher};
+use crate::codec::{self, Message as _, Topics};
+use crate::connectors::Connector;
+use crate::deadletter::DeadLetter;
+use crate::domain::Tick;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::simulator::Rng;
+use crate::telemetry::{self, LogLimiter};
+use backfill::RestClient;
+use connection::{BadFrame, ConnSettings, Event};
+use tracker::{Admit, Gap, Tracker};
+
+/// Backfill attempts per gap before its remaining trades are counted as unfilled.
+const GAP_ATTEMPTS: u32 = 3;
+
+/// One feed: an exchange connection for a set of symbols.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    /// Websocket URL.
+    pub url: String,
+    /// REST base URL for backfill; `None`: the connector's own for its default websocket URL,
+    /// else `http(s)://` + the websocket URL's host (the replay exchange serves both).
+    pub rest_url: Option<String>,
+    pub symbols: Vec<String>,
+    /// Frames decoded per batch at most.
+    pub max_batch: usize,
+    pub connect_timeout: Duration,
+    pub ack_timeout: Duration,
+    /// No frame for this long → reconnect.
+    pub stale_after: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub healthy_after: Duration,
+    /// Rotate connections after this long; `None`: the exchange's known limit, if any.
+    pub max_connection_age: Option<Duration>,
+    /// Open the successor this long before the age limit (at most half the age).
+    pub rotate_margin: Duration,
+    /// Keep the old connection this long after its successor is subscribed.
+    pub overlap: Duration,
+    /// Wait this long before filling a gap (a lagging connection may still deliver it).
+    pub gap_grace: Duration,
+    /// Fill gaps from REST where the exchange allows it.
+    pub backfill: bool,
+    /// Gaps larger than this many trades are clipped to their most recent part.
+    pub max_gap: u64,
+    /// Recent trade ids remembered per symbol for de-duplication (non-sequential exchanges).
+    pub dedupe_window: usize,
+}
+
+impl FeedOptions {
+    pub fn new(url: impl Into<String>, symbols: Vec<String>) -> Self {
+        Self {
+            url: url.into(),
+            rest_url: None,
+            symbols,
+            max_batch: 2_000,
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            stale_after: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(60),
+            max_connection_age: None,
+            rotate_margin: Duration::from_secs(600),
+            overlap: Duration::from_secs(2),
+            gap_grace: Duration::from_secs(1),
+            backfill: true,
+            max_gap: 100_000,
+            dedupe_window: 100_000,
+        }
+    }
+
+    /// The REST base URL backfills use.
+    pub fn rest_base(&self, connector: &dyn Connector) -> String {
+        if let Some(r) = &self.rest_url {
+            return r.clone();
+        }
+        let info = connector.info();
+        if self.url == info.ws_url {
+            return info.rest_url.to_string();
+        }
+        let (scheme, rest) = match self.url.split_once("://") {
+            Some(("ws", rest)) => ("http", rest),
+            Some((_, rest)) => ("https", rest),
+            None => ("https", self.url.as_str()),
+        };
+        let host = rest.split(['/', '?']).next().unwrap_or(rest);
+        format!("{scheme}://{host}")
+    }
+}
+
+/// Runs every symbol of `opts` for one exchange: one feed per `max_symbols_per_connection`
+/// symbols, all until shutdown. Fails when any feed fails (Kafka unreachable).
+pub async fn run_ingest(
+    connector: Arc<dyn Connector>,
+    opts: FeedOptions,
+    publisher: Publisher,
+    topics: Topics,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let per = connector.info().max_symbols_per_connection.max(1);
+    let mut feeds = tokio::task::JoinSet::new();
+    for chunk in opts.symbols.chunks(per) {
+        let o = FeedOptions {
+            symbols: chunk.to_vec(),
+            ..opts.clone()
+        };
+        feeds.spawn(run_feed(
+            connector.clone(),
+            o,
+            publisher.clone(),
+            topics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while let Some(r) = feeds.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// Runs one feed until shutdown.
+pub async fn run_feed(
+    connector: Arc<dyn Connector>,
+    opts: FeedOptions,
+    publisher: Publisher,
+    topics: Topics,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let mut core = Core::new(connector, opts, publisher, topics)?;
+    let result = core.run(shutdown).await;
+    core.stop_all();
+    core.publisher.flush(Duration::from_secs(10));
+    result
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(cap, base × 2^attempt)].
+pub fn full_jitter(rng: &mut Rng, base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+    ceiling.mul_f64(rng.unit())
+}
+
+#[derive(Debug)]
+struct Conn {
+    started: Instant,
+    stop: ShutdownTrigger,
+    retire_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Core {
+    connector: Arc<dyn Connector>,
+    name: &'static str,
+    opts: FeedOptions,
+    publisher: Publisher,
+    ticks_topic: String,
+    dead_topic: String,
+    tracker: Tracker,
+    rest: Option<RestClient>,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    primary: Option<u64>,
+    successor: Option<u64>,
+    subscribed_once: bool,
+    reconnect_at: Option<Instant>,
+    rotate_after: Option<Instant>,
+    catchup_at: Option<Instant>,
+    max_age: Option<Duration>,
+    attempt: u32,
+    rng: Rng,
+    bad_log: LogLimiter,
+}
+
+impl Core {
+    fn new(
+        connector: Arc<dyn Connector>,
+        opts: FeedOptions,
+        publisher: Publisher,
+        topics: Topics,
+    ) -> Result<Self> {
+        let info = connector.info();
+        let rest = if opts.backfill && info.sequential_ids {
+            Some(RestClient::new(&opts.rest_base(&*connector))?)
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(64);
+        Ok(Self {
+            name: info.name,
+            tracker: Tracker::new(info.sequential_ids, opts.dedupe_window, opts.max_gap),
+            max_age: opts.max_connection_age.or(info.max_connection_age),
+            connector,
+            opts,
+            publisher,
+            ticks_topic: topics.ticks(),
+            dead_topic: topics.deadletter(),
+            rest,
+            tx,
+            rx,
+            conns: HashMap::new(),
+            next_conn: 0,
+            primary: None,
+            successor: None,
+            subscribed_once: false,
+            reconnect_at: Some(Instant::now()),
+            rotate_after: None,
+            catchup_at: None,
+            attempt: 0,
+            rng: Rng::new(crate::now_ms() as u64),
+            bad_log: LogLimiter::new(Duration::from_secs(10)),
+        })
+    }
+
+    async fn run(&mut self, mut shutdown: Shutdown) -> Result<()> {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await?,
+                    None => return Ok(()),
+                },
+                _ = sleep_until_opt(deadline) => self.on_timer().await?,
+            }
+        }
+    }
+
+    fn spawn_conn(&mut self) -> u64 {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (trigger, stop) = shutdown::channel();
+        let cfg = ConnSettings {
+            url: self.opts.url.clone(),
+            symbols: self.opts.symbols.clone(),
+            connect_timeout: self.opts.connect_timeout,
+            ack_timeout: self.opts.ack_timeout,
+            stale_after: self.opts.stale_after,
+            max_batch: self.opts.max_batch,
+        };
+        tokio::spawn(connection::run(
+            id,
+            self.connector.clone(),
+            cfg,
+            self.tx.clone(),
+            stop,
+        ));
+        self.conns.insert(
+            id,
+            Conn {
+                started: Instant::now(),
+                stop: trigger,
+                retire_at: None,
+            },
+        );
+        id
+    }
+
+    fn stop_all(&mut self) {
+        for c in self.conns.values() {
+            c.stop.fire();
+        }
+    }
+
+    fn rotate_at(&self) -> Option<Instant> {
+        let age = self.max_age?;
+        let started = self.conns.get(&self.primary?)?.started;
+        if self.successor.is_some() {
+            return None;
+        }
+        let margin = self.opts.rotate_margin.min(age / 2);
+        let at = started + (age - margin);
+        Some(self.rotate_after.map_or(at, |r| at.max(r)))
+    }
+
+    fn gap_due_at(&self) -> Option<Instant> {
+        let noticed = self.tracker.oldest_gap()?;
+        Some(Instant::from_std(noticed) + self.opts.gap_grace)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let retire = self.conns.values().filter_map(|c| c.retire_at).min();
+        [
+            self.reconnect_at,
+            self.rotate_at(),
+            retire,
+            self.gap_due_at(),
+            self.catchup_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    async fn on_timer(&mut self) -> Result<()> {
+        let now = Instant::now();
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            self.primary = Some(self.spawn_conn());
+        }
+        if self.rotate_at().is_some_and(|t| t <= now) {
+            tracing::info!(
+                feed = self.name,
+                "rotating the connection before the exchange cuts it"
+            );
+            self.successor = Some(self.spawn_conn());
+        }
+        for c in self.conns.values_mut() {
+            if c.retire_at.is_some_and(|t| t <= now) {
+                c.retire_at = None;
+                c.stop.fire();
+            }
+        }
+        if self.gap_due_at().is_some_and(|t| t <= now) {
+            self.fill_gaps(now).await?;
+        }
+        if self.catchup_at.is_some_and(|t| t <= now) {
+            self.catchup_at = None;
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Batch { ticks, bad, .. } => {
+                let received = crate::now_ms();
+                let lag = telemetry::FEED_LAG.with_label_values(&[self.name]);
+                for t in &ticks {
+                    lag.observe((received - t.ts_ms).max(0) as f64 / 1000.0);
+                }
+                let now = std::time::Instant::now();
+                let admitted: Vec<Tick> = ticks
+                    .into_iter()
+                    .filter(|t| self.admit(t, now) != Admit::Duplicate)
+                    .collect();
+                self.publish(admitted, bad).await?;
+            }
+            Event::Subscribed { conn } => self.on_subscribed(conn),
+            Event::Ended { conn, result } => self.on_ended(conn, result),
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, t: &Tick, now: std::time::Instant) -> Admit {
+        let a = self.tracker.admit(&t.symbol, &t.trade_id, t.ts_ms, now);
+        if a == Admit::Duplicate {
+            telemetry::FEED_DUPLICATES
+                .with_label_values(&[self.name])
+                .inc();
+        }
+        a
+    }
+
+    fn on_subscribed(&mut self, conn: u64) {
+        let now = Instant::now();
+        if self.successor == Some(conn) {
+            // Make-before-break: the new connection is live; retire the old after an overlap.
+            if let Some(old) = self.primary.and_then(|p| self.conns.get_mut(&p)) {
+                old.retire_at = Some(now + self.opts.overlap);
+            }
+            self.primary = self.successor.take();
+            tracing::info!(feed = self.name, conn, "rotated to a new connection");
+        } else if self.subscribed_once && self.rest.is_some() {
+            // A reconnect: trades may have happened while we were away.
+            self.tracker.reconnected();
+            self.catchup_at = Some(now + self.opts.gap_grace);
+        }
+        self.subscribed_once = true;
+    }
+
+    fn on_ended(&mut self, conn: u64, result: Result<String>) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let name = self.name;
+        match &result {
+            Ok(why) => tracing::info!(feed = name, conn, why, "connection ended"),
+            Err(e) => {
+                tracing::warn!(feed = name, conn, error = %format!("{e:#}"), "connection failed")
+            }
+        }
+        if self.successor == Some(conn) {
+            // Rotation failed: keep the old connection, try again after a backoff.
+            self.successor = None;
+            let delay = self.backoff(c.started);
+            self.rotate_after = Some(Instant::now() + delay);
+            return;
+        }
+        if self.primary != Some(conn) {
+            return; // a retired connection
+        }
+        self.primary = self.successor.take();
+        if self.primary.is_none() {
+            let delay = self.backoff(c.started);
+            telemetry::FEED_RECONNECTS.with_label_values(&[name]).inc();
+            tracing::info!(feed = name, ?delay, "reconnecting");
+            self.reconnect_at = Some(Instant::now() + delay);
+        }
+    }
+
+    fn backoff(&mut self, started: Instant) -> Duration {
+        if started.elapsed() >= self.opts.healthy_after {
+            self.attempt = 0;
+        }
+        let d = full_jitter(
+            &mut self.rng,
+            self.opts.backoff_base,
+            self.opts.backoff_cap,
+            self.attempt,
+        );
+        self.attempt = self.attempt.saturating_add(1);
+        d
+    }
+
+    async fn publish(&mut self, ticks: Vec<Tick>, bad: Vec<BadFrame>) -> Result<()> {
+        if ticks.is_empty() && bad.is_empty() {
+            return Ok(());
+        }
+        let n = ticks.len() as u64;
+        let mut records: Vec<OutRecord> = ticks
+            .iter()
+            .map(|t| OutRecord {
+                topic: self.ticks_topic.clone(),
+                key: t.key(),
+                payload: codec::encode(t),
+            })
+            .collect();
+        for b in bad {
+            telemetry::FEED_ERRORS.with_label_values(&[self.name]).inc();
+            if let Some(held) = self.bad_log.allow(std::time::Instant::now()) {
+                tracing::warn!(feed = self.name, frame = b.frame_no, reason = %b.reason, held_back = held, "undecodable frame sent to the dead-letter topic");
+            }
+            let dl = DeadLetter::quiet(
+                "ingest",
+                self.name,
+                -1,
+                b.frame_no,
+                b.reason,
+                b.text.as_bytes(),
+            );
+            records.push(dl.into_record(&self.dead_topic));
+        }
+        self.publisher.publish_all(&records).await?;
+        telemetry::FEED_TRADES
+            .with_label_values(&[self.name])
+            .inc_by(n);
+        Ok(())
+    }
+
+    /// Fills the gaps whose grace period is over.
+    async fn fill_gaps(&mut self, now: Instant) -> Result<()> {
+        let due = now
+            .checked_sub(self.opts.gap_grace)
+            .unwrap_or(now)
+            .into_std();
+        let gaps = self.tracker.take_due(due);
+        let clipped = std::mem::take(&mut self.tracker.clipped);
+        let counts = telemetry::FEED_GAP_TRADES.clone();
+        counts
+            .with_label_values(&[self.name, "unfilled"])
+            .inc_by(clipped);
+        for gap in gaps {
+            if gap.attempts == 0 {
+                telemetry::FEED_GAPS.with_label_values(&[self.name]).inc();
+                counts
+                    .with_label_values(&[self.name, "missing"])
+                    .inc_by(gap.len());
+            }
+            let Some(rest) = self.rest.clone() else {
+                counts
+                    .with_label_values(&[self.name, "unfilled"])
+                    .inc_by(gap.len());
+                continue;
+            };
+            self.fill_one(&rest, gap).await?;
+        }
+        Ok(())
+    }
+
+    async fn fill_one(&mut self, rest: &RestClient, gap: Gap) -> Result<()> {
+        let mut want: HashSet<u64> = (gap.from..=gap.to).collect();
+        let fetched = rest
+            .fetch(
+                &*self.connector,
+                &gap.symbol,
+                gap.from,
+                Some(gap.to),
+                gap.after_ms,
+            )
+            .await;
+        let filled = match fetched {
+            Ok(ticks) => {
+                let now = std::time::Instant::now();
+                let mut out = Vec::new();
+                for t in ticks.into_iter().filter(|t| t.symbol == gap.symbol) {
+                    let inside = t
+                        .trade_id
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|id| want.contains(id));
+                    let admit = match inside {
+                        Some(id) => Tracker::admit_fill(&mut want, id),
+                        None => self.admit(&t, now),
+                    };
+                    if admit != Admit::Duplicate {
+                        out.push(t);
+                    }
+                }
+                out
+            }
+            Err(e) => {
+                tracing::warn!(feed = self.name, symbol = %gap.symbol, from = gap.from, to = gap.to, error = %format!("{e:#}"), "backfill failed");
+                Vec::new()
+            }
+        };
+        let n_filled = gap.len() - want.len() as u64;
+        telemetry::FEED_GAP_TRADES
+            .with_label_values(&[self.name, "filled"])
+            .inc_by(n_filled);
+        if n_filled > 0 {
+            tracing::info!(feed = self.name, symbol = %gap.symbol, from = gap.from, to = gap.to, filled = n_filled, "gap filled from REST");
+        }
+        self.publish(filled, Vec::new()).await?;
+        if want.is_empty() {
+            return Ok(());
+        }
+        if gap.attempts + 1 >= GAP_ATTEMPTS {
+            tracing::warn!(feed = self.name, symbol = %gap.symbol, missing = want.len(), "giving up on a gap");
+            telemetry::FEED_GAP_TRADES
+                .with_label_values(&[self.name, "unfilled"])
+                .inc_by(want.len() as u64);
+            return Ok(());
+        }
+        for (from, to) in runs(want) {
+            self.tracker.restore(Gap {
+                from,
+                to,
+                noticed: std::time::Instant::now(),
+                attempts: gap.attempts + 1,
+                ..gap.clone()
+            });
+        }
+        Ok(())
+    }
+
+    /// After a reconnect: symbols without a trade since may have missed some at the end.
+    async fn catch_up(&mut self) -> Result<()> {
+        let Some(rest) = self.rest.clone() else {
+            return Ok(());
+        };
+        for (symbol, next, after_ms) in self.tracker.quiet_since_reconnect() {
+            match rest
+                .fetch(&*self.connector, &symbol, next, None, after_ms)
+                .await
+            {
+                Ok(ticks) => {
+                    let now = std::time::Instant::now();
+                    let new: Vec<Tick> = ticks
+                        .into_iter()
+                        .filter(|t| t.symbol == symbol && self.admit(t, now) != Admit::Duplicate)
+                        .collect();
+                    if !new.is_empty() {
+                        tracing::info!(feed = self.name, %symbol, trades = new.len(), "caught up after reconnect");
+                        telemetry::FEED_GAP_TRADES
+                            .with_label_values(&[self.name, "filled"])
+                            .inc_by(new.len() as u64);
+                    }
+                    self.publish(new, Vec::new()).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(feed = self.name, %symbol, error = %format!("{e:#}"), "catch-up failed")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sorted ids → runs of consecutive ids.
+fn runs(ids: HashSet<u64>) -> Vec<(u64, u64)> {
+    let mut v: Vec<u64> = ids.into_iter().collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for id in v {
+        match out.last_mut() {
+            Some((_, to)) if *to + 1 == id => *to = id,
+            _ => out.push((id, id)),
+        }
+    }
+    out
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let mut rng = Rng::new(1);
+        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(5));
+        for attempt in 0..40 {
+            let d = full_jitter(&mut rng, base, cap, attempt);
+            let ceiling = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+            assert!(d <= ceiling, "attempt {attempt}: {d:?} > {ceiling:?}");
+        }
+        let late: Duration = (0..200).map(|_| full_jitter(&mut rng, base, cap, 10)).sum();
+        assert!(
+            late > Duration::from_secs(200),
+            "mean of late attempts should approach cap/2"
+        );
+    }
+
+    #[test]
+    fn runs_group_consecutive_ids() {
+        let ids: HashSet<u64> = [9, 3, 4, 5, 7].into_iter().collect();
+        assert_eq!(runs(ids), vec![(3, 5), (7, 7), (9, 9)]);
+    }
+
+    #[test]
+    fn rest_base_follows_the_websocket_url() {
+        let c = crate::connectors::lookup("binance").expect("binance");
+        let o = |url: &str| FeedOptions::new(url, vec![]).rest_base(&*c);
+        assert_eq!(
+            o("wss://stream.binance.com:9443/ws"),
+            "https://api.binance.com"
+        );
+        assert_eq!(o("ws://127.0.0.1:9443/ws"), "http://127.0.0.1:9443");
+        assert_eq!(o("wss://example.com/x?y"), "https://example.com");
+        let mut explicit = FeedOptions::new("ws://a/ws", vec![]);
+        explicit.rest_url = Some("http://b".into());
+        assert_eq!(explicit.rest_base(&*c), "http://b");
+    }
+}

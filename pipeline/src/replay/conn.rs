@@ -1,0 +1,218 @@
+//! One websocket connection of the replay exchange: greeting, client requests (subscribe,
+//! ping, …) handled by the exchange's [`ExchangeSim`], heartbeats, and the trades that happen
+//! after the client subscribed, for its symbols, with faults applied.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt as _, StreamExt as _};
+
+use super::faults::{FaultState, GARBAGE};
+use super::market::{Entry, Market};
+use super::sent::SentLog;
+use super::sims::{ClientRequest, ExchangeSim};
+use crate::shutdown::Shutdown;
+
+/// Entries read from the market per batch (one flush per batch).
+const BATCH: usize = 256;
+
+/// Everything a connection shares with the server.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub sim: Arc<dyn ExchangeSim>,
+    pub market: Arc<Market>,
+    pub sent: SentLog,
+    pub faults: super::Faults,
+    /// The market advances on demand (rate 0, not live).
+    pub on_demand: bool,
+    pub heartbeat_every: Duration,
+}
+
+type Tx = SplitSink<WebSocket, Message>;
+type Rx = SplitStream<WebSocket>;
+
+/// Why the connection ended.
+enum End {
+    Closed,
+    Dropped,
+}
+
+pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Shutdown) {
+    shared.sent.connection();
+    let (tx, rx) = socket.split();
+    let mut conn = Conn {
+        symbols: shared.sim.symbols_in_path(&path).into_iter().collect(),
+        subscribed: false,
+        cursor: 0,
+        faults: FaultState::new(&shared.faults),
+        path,
+        shared,
+        tx,
+    };
+    if !conn.symbols.is_empty() {
+        conn.subscribed = true;
+        conn.cursor = conn.shared.market.len();
+    }
+    match conn.run(rx, shutdown).await {
+        Ok(End::Dropped) => {
+            conn.shared.sent.dropped();
+            conn.shared.market.advance_gap(conn.faults.gap_on_drop());
+        }
+        Ok(End::Closed) => {}
+        Err(e) => tracing::debug!(error = %e, "replay connection ended"),
+    }
+}
+
+struct Conn {
+    shared: Shared,
+    path: String,
+    symbols: HashSet<String>,
+    subscribed: bool,
+    /// Next market position to send.
+    cursor: u64,
+    faults: FaultState,
+    tx: Tx,
+}
+
+impl Conn {
+    async fn run(&mut self, mut rx: Rx, mut shutdown: Shutdown) -> Result<End, axum::Error> {
+        for g in self.shared.sim.greeting() {
+            self.tx.feed(Message::text(g)).await?;
+        }
+        self.tx.flush().await?;
+        let heartbeat = self.shared.sim.heartbeat();
+        let mut beat =
+            tokio::time::interval(self.shared.heartbeat_every.max(Duration::from_millis(1)));
+        beat.tick().await;
+        let market = self.shared.market.clone();
+        loop {
+            let cursor = self.cursor;
+            let subscribed = self.subscribed;
+            let on_demand = self.shared.on_demand;
+            let more = async {
+                if on_demand && market.len() <= cursor {
+                    market.advance(1);
+                }
+                market.wait_beyond(cursor).await;
+            };
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(End::Closed),
+                msg = rx.next() => match msg {
+                    Some(Ok(Message::Text(text))) => self.on_client_text(text.as_str()).await?,
+                    Some(Ok(Message::Close(_))) | None => return Ok(End::Closed),
+                    Some(Err(e)) => return Err(e),
+                    // Pings are answered by the websocket layer.
+                    Some(Ok(_)) => {}
+                },
+                _ = beat.tick(), if heartbeat.is_some() => {
+                    if let Some(h) = &heartbeat {
+                        self.tx.send(Message::text(h.clone())).await?;
+                    }
+                }
+                _ = more, if subscribed => {
+                    if let Some(end) = self.send_batch(&mut shutdown).await? {
+                        return Ok(end);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_client_text(&mut self, text: &str) -> Result<(), axum::Error> {
+        let replies = match self.shared.sim.on_client_text(text) {
+            ClientRequest::Subscribe { symbols, replies } => {
+                if !self.subscribed {
+                    self.subscribed = true;
+                    self.cursor = self.shared.market.len();
+                }
+                self.symbols.extend(symbols);
+                replies
+            }
+            ClientRequest::Reply(r) | ClientRequest::Reject(r) => r,
+            ClientRequest::Ignore => Vec::new(),
+        };
+        for r in replies {
+            self.tx.feed(Message::text(r)).await?;
+        }
+        self.tx.flush().await
+    }
+
+    /// Sends what happened since `cursor`, with faults; `Some` when the connection ends.
+    async fn send_batch(&mut self, shutdown: &mut Shutdown) -> Result<Option<End>, axum::Error> {
+        let market = self.shared.market.clone();
+        let mut budget = BATCH;
+        while budget > 0 {
+            let mut entries = market.read(self.cursor, budget);
+            // On demand, the next trade happens as soon as this connection has sent the last
+            // one; the batch is flushed once, at its end.
+            if entries.is_empty() && self.shared.on_demand && market.advance(1) == 1 {
+                entries = market.read(self.cursor, budget);
+            }
+            if entries.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(entries.len());
+            if let Some(end) = self.send_entries(entries, shutdown).await? {
+                return Ok(Some(end));
+            }
+        }
+        self.tx.flush().await?;
+        Ok(None)
+    }
+
+    async fn send_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<End>, axum::Error> {
+        let market = self.shared.market.clone();
+        for entry in entries {
+            let at = self.cursor;
+            self.cursor += 1;
+            let (frame, trade) = match &entry {
+                Entry::Trade { trade, event_ms } => {
+                    if !self.symbols.contains(&trade.symbol) {
+                        continue;
+                    }
+                    let f = self.shared.sim.trade_frame(trade, *event_ms, &self.path);
+                    (f, Some(trade))
+                }
+                Entry::Frame(f) => (f.to_string(), None),
+            };
+            let last = market.is_last(at);
+            if self.faults.skip(last) {
+                continue;
+            }
+            let after = self.faults.after_sent(last);
+            for _ in 0..1 + u8::from(after.duplicate) {
+                self.tx.feed(Message::text(frame.clone())).await?;
+                match trade {
+                    Some(t) => self
+                        .shared
+                        .sent
+                        .trade(&t.symbol, self.shared.sim.trade_id(t)),
+                    None => self.shared.sent.raw_frame(),
+                }
+            }
+            if after.garbage {
+                self.tx.feed(Message::text(GARBAGE)).await?;
+                self.shared.sent.garbage();
+            }
+            if let Some(stall) = after.stall {
+                self.tx.flush().await?;
+                tokio::select! {
+                    _ = shutdown.wait() => return Ok(Some(End::Closed)),
+                    _ = tokio::time::sleep(stall) => {}
+                }
+            }
+            if after.drop {
+                self.tx.flush().await?;
+                return Ok(Some(End::Dropped));
+            }
+        }
+        Ok(None)
+    }
+}
