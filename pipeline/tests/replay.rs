@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -12,6 +13,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use tickcast_pipeline::connectors::binance::Binance;
 use tickcast_pipeline::connectors::{Connector as _, Decoded};
+use tickcast_pipeline::replay::sims::binance::BinanceSim;
+use tickcast_pipeline::replay::sims::{ClientRequest, ExchangeSim, RestReply};
 use tickcast_pipeline::replay::{
     Faults, MarketHandle, ReplayOptions, ReplayServer, SentLog, Source,
 };
@@ -401,4 +404,50 @@ async fn unknown_exchanges_are_refused_with_the_known_names() {
     };
     let err = ReplayServer::bind("127.0.0.1:0", o).await.unwrap_err();
     assert!(err.to_string().contains("binance, binance-agg"), "{err}");
+}
+
+/// Binance with a greeting and a heartbeat, to see both delivered.
+#[derive(Debug)]
+struct Chatty(BinanceSim);
+
+impl ExchangeSim for Chatty {
+    fn name(&self) -> &'static str {
+        "binance"
+    }
+    fn greeting(&self) -> Vec<String> {
+        vec![r#"{"hello":1}"#.into()]
+    }
+    fn heartbeat(&self) -> Option<String> {
+        Some(r#"{"beat":1}"#.into())
+    }
+    fn on_client_text(&self, text: &str) -> ClientRequest {
+        self.0.on_client_text(text)
+    }
+    fn trade_frame(&self, t: &SimTrade, event_ms: i64, path: &str) -> String {
+        self.0.trade_frame(t, event_ms, path)
+    }
+    fn rest(&self, path_and_query: &str, happened: &[SimTrade]) -> Option<RestReply> {
+        self.0.rest(path_and_query, happened)
+    }
+}
+
+#[tokio::test]
+async fn greetings_heartbeats_and_rejections_are_sent() {
+    let o = ReplayOptions {
+        heartbeat_every: Duration::from_millis(100),
+        ..opts(3, Faults::default())
+    };
+    let server = ReplayServer::bind_with("127.0.0.1:0", o, Arc::new(Chatty(BinanceSim::trades())))
+        .await
+        .unwrap();
+    let url = server.url().unwrap();
+    let (_trigger, signal) = shutdown::channel();
+    tokio::spawn(server.run(signal));
+    let (mut ws, _) = connect_async(&url).await.unwrap();
+    ws.send(Message::text("nope")).await.unwrap();
+    let (frames, closed) = collect(&mut ws, Duration::from_millis(500), 4).await;
+    assert!(!closed);
+    assert_eq!(frames[0], r#"{"hello":1}"#);
+    assert!(frames[1].contains(r#""code":3"#), "rejected: {}", frames[1]);
+    assert_eq!(&frames[2..], [r#"{"beat":1}"#, r#"{"beat":1}"#]);
 }

@@ -48,6 +48,7 @@ pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Sh
         subscribed: false,
         cursor: 0,
         faults: FaultState::new(&shared.faults),
+        stalled: false,
         path,
         shared,
         tx,
@@ -56,7 +57,15 @@ pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Sh
         conn.subscribed = true;
         conn.cursor = conn.shared.market.len();
     }
-    match conn.run(rx, shutdown).await {
+    let end = conn.run(rx, shutdown).await;
+    tracing::debug!(
+        cursor = conn.cursor,
+        symbols = ?conn.symbols,
+        market = conn.shared.market.len(),
+        ended = match &end { Ok(End::Dropped) => "dropped", Ok(End::Closed) => "closed", Err(_) => "error" },
+        "replay connection ended"
+    );
+    match end {
         Ok(End::Dropped) => {
             conn.shared.sent.dropped();
             conn.shared.market.advance_gap(conn.faults.gap_on_drop());
@@ -74,6 +83,8 @@ struct Conn {
     /// Next market position to send.
     cursor: u64,
     faults: FaultState,
+    /// A stall just ended: the client is checked before more is sent.
+    stalled: bool,
     tx: Tx,
 }
 
@@ -98,7 +109,9 @@ impl Conn {
                 }
                 market.wait_beyond(cursor).await;
             };
+            // Biased: the client's frames (a close, above all) come before more trades.
             tokio::select! {
+                biased;
                 _ = shutdown.wait() => return Ok(End::Closed),
                 msg = rx.next() => match msg {
                     Some(Ok(Message::Text(text))) => self.on_client_text(text.as_str()).await?,
@@ -158,6 +171,9 @@ impl Conn {
             if let Some(end) = self.send_entries(entries, shutdown).await? {
                 return Ok(Some(end));
             }
+            if std::mem::take(&mut self.stalled) {
+                break;
+            }
         }
         self.tx.flush().await?;
         Ok(None)
@@ -206,6 +222,12 @@ impl Conn {
                 tokio::select! {
                     _ = shutdown.wait() => return Ok(Some(End::Closed)),
                     _ = tokio::time::sleep(stall) => {}
+                }
+                if !after.drop {
+                    // Look at the client before sending more: it may have given up on us
+                    // during the stall, and a real exchange would not send to a closed socket.
+                    self.stalled = true;
+                    return Ok(None);
                 }
             }
             if after.drop {

@@ -99,6 +99,16 @@ impl ReplayServer {
                     crate::connectors::NAMES.join(", ")
                 )
             })?;
+        Self::bind_with(addr, opts, sim).await
+    }
+
+    /// Like [`bind`](Self::bind), speaking `sim`'s protocol instead of the one named by
+    /// `opts.exchange` (which still picks the websocket path of [`url`](Self::url)).
+    pub async fn bind_with(
+        addr: &str,
+        opts: ReplayOptions,
+        sim: Arc<dyn sims::ExchangeSim>,
+    ) -> Result<Self> {
         let market = Market::open(&opts.source, opts.total)?;
         let listener = TcpListener::bind(addr)
             .await
