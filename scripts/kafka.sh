@@ -16,6 +16,7 @@
 #   KAFKA_LIB           jar cache (default ~/.cache/tickcast/kafka-lib-<pom hash>)
 #   KAFKA_HEAP_OPTS     JVM heap (default -Xmx512m -Xms256m)
 #   KAFKA_WAIT_TIMEOUT  seconds `wait` waits (default 120)
+#   KAFKA_TOOL_OPTS     JVM options for `tool` (default: quick start, C1 only, 256 MiB heap)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -78,7 +79,8 @@ ensure_lib() {
 # Run a main class from the Kafka jars with a quiet console logger.
 run_class() {
   local cls="$1"; shift
-  "$(java_bin)" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+  # shellcheck disable=SC2086
+  "$(java_bin)" ${KAFKA_TOOL_OPTS:--Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC} \
     -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2-tools.properties" \
     -cp "$KAFKA_LIB/*" "$cls" "$@"
 }

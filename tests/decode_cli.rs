@@ -192,24 +192,26 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "coinbase",
-            // Advanced Trade `market_trades`: `side` taken as the taker side.
+            // Advanced Trade `market_trades`: `side` is the maker's (see connectors/coinbase.rs),
+            // the tick carries the taker's; trade ids are the integer the text spells
+            // (`000000011` → `11`), the same as the Exchange feed's numeric ids.
             good: vec![
                 tick(
                     "coinbase",
                     "ETH-USD",
-                    "000000011",
+                    "11",
                     "1260.01",
                     "0.30000000",
-                    "buy",
+                    "sell",
                     1675973975396,
                 ),
                 tick(
                     "coinbase",
                     "ETH-USD",
-                    "000000012",
+                    "12",
                     "1260.00",
                     "1.5",
-                    "sell",
+                    "buy",
                     1675973975396,
                 ),
                 tick(
@@ -218,7 +220,7 @@ fn cases() -> Vec<Case> {
                     "550000001",
                     "26500.10",
                     "0.00012",
-                    "sell",
+                    "buy",
                     1695628178100,
                 ),
             ],
@@ -230,7 +232,7 @@ fn cases() -> Vec<Case> {
                     "550000002",
                     "26500.11",
                     "0.1",
-                    "buy",
+                    "sell",
                     1695628178100,
                 ),
                 tick(
@@ -239,7 +241,7 @@ fn cases() -> Vec<Case> {
                     "550000004",
                     "26500.13",
                     "0.2",
-                    "sell",
+                    "buy",
                     1695628178100,
                 ),
             ],

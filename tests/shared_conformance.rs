@@ -321,13 +321,12 @@ fn decode_file(file: &str, path: &Path, name: &str, format: Format) -> Outcome {
                 t.side,
             );
             let wanted = (w.id.as_str(), w.price.clone(), w.size.clone(), w.side);
-            if got != wanted || t.exchange != exchange || t.ingested_ms != 1 {
-                if o.problems.len() < 5 {
-                    o.problems.push(format!(
-                        "{file} line {line}: tick (id, price, size, side) {got:?}, raw frame says {wanted:?} (exchange {})",
-                        t.exchange
-                    ));
-                }
+            let wrong = got != wanted || t.exchange != exchange || t.ingested_ms != 1;
+            if wrong && o.problems.len() < 5 {
+                o.problems.push(format!(
+                    "{file} line {line}: tick (id, price, size, side) {got:?}, raw frame says {wanted:?} (exchange {})",
+                    t.exchange
+                ));
             }
         }
         o.ticks.extend(out);

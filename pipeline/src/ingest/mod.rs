@@ -40,6 +40,9 @@ use tracker::{Admit, Gap, Tracker};
 /// Backfill attempts per gap before its remaining trades are counted as unfilled.
 const GAP_ATTEMPTS: u32 = 3;
 
+/// Waiting batches merged into one publish: at most this many times `max_batch` ticks.
+const MERGE_BATCHES: usize = 16;
+
 /// One feed: an exchange connection for a set of symbols.
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
@@ -358,7 +361,28 @@ impl Core {
 
     async fn on_event(&mut self, ev: Event) -> Result<()> {
         match ev {
-            Event::Batch { ticks, bad, .. } => {
+            Event::Batch {
+                mut ticks, mut bad, ..
+            } => {
+                // Batches already waiting join this one, so one wait for Kafka's acks covers
+                // them all (the connections keep decoding meanwhile). Order is kept: a control
+                // event behind them is handled after they are published.
+                let mut next = None;
+                while ticks.len() < self.opts.max_batch.saturating_mul(MERGE_BATCHES) {
+                    match self.rx.try_recv() {
+                        Ok(Event::Batch {
+                            ticks: t, bad: b, ..
+                        }) => {
+                            ticks.extend(t);
+                            bad.extend(b);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let received = crate::now_ms();
                 let lag = telemetry::FEED_LAG.with_label_values(&[self.name]);
                 for t in &ticks {
@@ -370,11 +394,21 @@ impl Core {
                     .filter(|t| self.admit(t, now) != Admit::Duplicate)
                     .collect();
                 self.publish(admitted, bad).await?;
+                if let Some(ev) = next {
+                    self.on_control(ev);
+                }
             }
-            Event::Subscribed { conn } => self.on_subscribed(conn),
-            Event::Ended { conn, result } => self.on_ended(conn, result),
+            other => self.on_control(other),
         }
         Ok(())
+    }
+
+    fn on_control(&mut self, ev: Event) {
+        match ev {
+            Event::Subscribed { conn } => self.on_subscribed(conn),
+            Event::Ended { conn, result } => self.on_ended(conn, result),
+            Event::Batch { .. } => {}
+        }
     }
 
     fn admit(&mut self, t: &Tick, now: std::time::Instant) -> Admit {
