@@ -145,6 +145,9 @@ pub mod decimal_text {
 
     /// Parses `-?digits(.digits)?` exactly.
     pub fn parse(text: &str) -> Result<Decimal, String> {
+        if let Some(d) = parse_short(text) {
+            return Ok(d);
+        }
         let body = text.strip_prefix('-').unwrap_or(text);
         let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
         let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -152,5 +155,85 @@ pub mod decimal_text {
             return Err(format!("`{text}` is not a plain decimal number"));
         }
         Decimal::from_str(text).map_err(|e| format!("`{text}`: {e}"))
+    }
+
+    /// The common case in one scan, with the same result as `Decimal::from_str`: a
+    /// non-negative `digits(.digits)?` of at most 18 digits (so the mantissa fits an `i64` and
+    /// the scale is at most 18). `None` for anything else, which [`parse`] handles in full.
+    fn parse_short(text: &str) -> Option<Decimal> {
+        let b = text.as_bytes();
+        if b.is_empty() || b.len() > 19 {
+            return None;
+        }
+        let (mut mantissa, mut digits, mut dot) = (0u64, 0u32, None);
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'0'..=b'9' => {
+                    mantissa = mantissa * 10 + u64::from(c - b'0');
+                    digits += 1;
+                }
+                b'.' if dot.is_none() && i > 0 && i + 1 < b.len() => dot = Some(i),
+                _ => return None,
+            }
+        }
+        if digits > 18 {
+            return None;
+        }
+        let scale = dot.map_or(0, |i| (b.len() - i - 1) as u32);
+        Some(Decimal::from_i128_with_scale(i128::from(mantissa), scale))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+
+        #[test]
+        fn short_path_matches_from_str() {
+            let cases = [
+                "0",
+                "1",
+                "0.0",
+                "00.10",
+                "61837.63000000",
+                "0.00009000",
+                "123456789012.5",
+                "999999999999999999",
+                "99999999999999999.9",
+                "0.000000000000000001",
+                "9999999999999999999",
+                "1234567890.123456789",
+                "-1.5",
+                "-0",
+                "1.",
+                ".5",
+                "1..2",
+                "1e5",
+                "+1",
+                "1_0",
+                "",
+                "-",
+                "12a",
+                " 1",
+            ];
+            for text in cases {
+                let short = parse_short(text);
+                let full = Decimal::from_str(text).ok().filter(|_| {
+                    let body = text.strip_prefix('-').unwrap_or(text);
+                    let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
+                    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+                    digits(int) && digits(frac)
+                });
+                if let Some(d) = short {
+                    let full = full.unwrap();
+                    assert_eq!(
+                        (d.mantissa(), d.scale(), d.to_string()),
+                        (full.mantissa(), full.scale(), full.to_string()),
+                        "{text}"
+                    );
+                }
+                assert_eq!(parse(text).ok(), full, "{text}");
+            }
+        }
     }
 }

@@ -10,9 +10,11 @@
 //!   `/api/v3/aggTrades` for aggregate trades.
 //! - `m` is "buyer is the maker": then the taker sold.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
@@ -43,17 +45,41 @@ static AGG_TRADES: ConnectorInfo = ConnectorInfo {
 };
 
 /// Binance spot, `@trade` or `@aggTrade`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Binance {
     agg: bool,
+    /// The last native symbol seen and its canonical form: a stream repeats one symbol, and
+    /// splitting it costs more than comparing it.
+    last_symbol: Mutex<Option<(Box<str>, String)>>,
 }
 
 impl Binance {
     pub fn trades() -> Self {
-        Self { agg: false }
+        Self::new(false)
     }
     pub fn agg_trades() -> Self {
-        Self { agg: true }
+        Self::new(true)
+    }
+    fn new(agg: bool) -> Self {
+        Self {
+            agg,
+            last_symbol: Mutex::new(None),
+        }
+    }
+    /// `BTCUSDT` → `BTC-USDT`, from the cache when it is the last symbol seen.
+    fn canonical(&self, raw: &str) -> Result<String, FrameError> {
+        // A poisoned lock only loses the cache.
+        let mut cache = self.last_symbol.lock().ok();
+        if let Some(Some((last, canonical))) = cache.as_deref()
+            && **last == *raw
+        {
+            return Ok(canonical.clone());
+        }
+        let symbol = split_concatenated(raw).ok_or(FrameError::Symbol(raw.to_string()))?;
+        if let Some(cache) = cache.as_deref_mut() {
+            *cache = Some((raw.into(), symbol.clone()));
+        }
+        Ok(symbol)
     }
     fn stream_suffix(&self) -> &'static str {
         if self.agg { "@aggTrade" } else { "@trade" }
@@ -68,7 +94,7 @@ impl Binance {
 /// {"e":"aggTrade","E":1,"s":"BTCUSDT","a":26129,"p":"0.01633102","q":"4.70443515",
 ///  "f":27781,"l":27781,"T":1498793709153,"m":true,"M":true}
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct Frame<'a> {
     #[serde(borrow)]
     e: Option<&'a str>,
@@ -92,13 +118,148 @@ struct Frame<'a> {
     // Combined-stream envelope.
     #[serde(borrow)]
     stream: Option<&'a str>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    /// Only for a frame nested in `data`: [`Envelope`] reads the outer one.
+    #[serde(borrow, rename = "data")]
+    _data: Option<&'a RawValue>,
     // Acks and errors.
     id: Option<serde_json::Value>,
     code: Option<serde_json::Value>,
     msg: Option<String>,
     error: Option<serde_json::Value>,
+}
+
+/// A frame's `data` as met by the one-pass parse of [`Envelope`].
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // lives on the stack for one frame; boxing would allocate
+enum Data<'a> {
+    /// The event of a trade stream named before `data`, parsed in the same pass.
+    Event(Frame<'a>),
+    /// Anything else, parsed later if at all: another stream, or `data` before `stream`.
+    Raw(&'a RawValue),
+}
+
+/// A whole frame, parsed in one pass: the fields of [`Frame`] and, for a combined-stream
+/// envelope (`{"stream":"btcusdt@trade","data":{…}}`), its `data`, which is parsed as an
+/// event on the spot when `stream` came first and names a trade stream.
+#[derive(Debug)]
+struct Envelope<'a> {
+    /// The outer frame's own fields (its `data` is left `None`; see `data`).
+    f: Frame<'a>,
+    data: Option<Data<'a>>,
+}
+
+/// Names of [`Frame`]'s fields, for [`Envelope`]'s visitor.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(field_identifier)]
+enum Key {
+    #[serde(rename = "e")]
+    E,
+    #[serde(rename = "s")]
+    S,
+    #[serde(rename = "t")]
+    T,
+    #[serde(rename = "a")]
+    A,
+    #[serde(rename = "p")]
+    P,
+    #[serde(rename = "q")]
+    Q,
+    #[serde(rename = "T")]
+    TradeTime,
+    #[serde(rename = "m")]
+    M,
+    #[serde(rename = "u")]
+    U,
+    #[serde(rename = "B")]
+    BigB,
+    #[serde(rename = "stream")]
+    Stream,
+    #[serde(rename = "data")]
+    Data,
+    #[serde(rename = "id")]
+    Id,
+    #[serde(rename = "code")]
+    Code,
+    #[serde(rename = "msg")]
+    Msg,
+    #[serde(rename = "error")]
+    Error,
+    #[serde(other)]
+    Other,
+}
+
+fn is_trade_stream(stream: &str) -> bool {
+    stream.ends_with("@trade") || stream.ends_with("@aggTrade")
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(EnvelopeVisitor(std::marker::PhantomData))
+    }
+}
+
+struct EnvelopeVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+/// Sets a field once, as `#[derive(Deserialize)]` does (a repeated key is an error).
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    seen: &mut bool,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if std::mem::replace(seen, true) {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = map.next_value()?;
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
+    type Value = Envelope<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct Frame")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut f = Frame::default();
+        let mut data = None;
+        let mut seen = [false; 17];
+        while let Some(key) = map.next_key::<Key>()? {
+            let seen = &mut seen[key as usize];
+            match key {
+                Key::E => once(&mut map, &mut f.e, seen, "e")?,
+                Key::S => once(&mut map, &mut f.s, seen, "s")?,
+                Key::T => once(&mut map, &mut f.t, seen, "t")?,
+                Key::A => once(&mut map, &mut f.a, seen, "a")?,
+                Key::P => once(&mut map, &mut f.p, seen, "p")?,
+                Key::Q => once(&mut map, &mut f.q, seen, "q")?,
+                Key::TradeTime => once(&mut map, &mut f.trade_time, seen, "T")?,
+                Key::M => once(&mut map, &mut f.m, seen, "m")?,
+                Key::U => once(&mut map, &mut f.u, seen, "u")?,
+                Key::BigB => once(&mut map, &mut f.big_b, seen, "B")?,
+                Key::Stream => once(&mut map, &mut f.stream, seen, "stream")?,
+                Key::Id => once(&mut map, &mut f.id, seen, "id")?,
+                Key::Code => once(&mut map, &mut f.code, seen, "code")?,
+                Key::Msg => once(&mut map, &mut f.msg, seen, "msg")?,
+                Key::Error => once(&mut map, &mut f.error, seen, "error")?,
+                Key::Data => {
+                    if std::mem::replace(seen, true) {
+                        return Err(de::Error::duplicate_field("data"));
+                    }
+                    data = if f.stream.is_some_and(is_trade_stream) {
+                        map.next_value::<Option<Frame<'a>>>()?.map(Data::Event)
+                    } else {
+                        map.next_value::<Option<&'a RawValue>>()?.map(Data::Raw)
+                    };
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Envelope { f, data })
+    }
 }
 
 /// One row of `/api/v3/historicalTrades` or `/api/v3/aggTrades`.
@@ -136,7 +297,7 @@ fn missing(field: &'static str) -> FrameError {
 
 #[allow(clippy::too_many_arguments)]
 fn tick(
-    symbol_raw: &str,
+    symbol: String,
     id: u64,
     price: &str,
     qty: &str,
@@ -144,8 +305,6 @@ fn tick(
     buyer_is_maker: bool,
     received_ms: i64,
 ) -> Result<Tick, FrameError> {
-    let symbol =
-        split_concatenated(symbol_raw).ok_or(FrameError::Symbol(symbol_raw.to_string()))?;
     Ok(Tick {
         v: SCHEMA_VERSION,
         exchange: "binance".to_string(),
@@ -195,15 +354,13 @@ impl Binance {
         } else {
             f.t.ok_or(missing("t"))?
         };
-        out.push(tick(
+        let (s, p, q) = (
             f.s.ok_or(missing("s"))?,
-            id,
             f.p.ok_or(missing("p"))?,
             f.q.ok_or(missing("q"))?,
-            f.trade_time.ok_or(missing("T"))?,
-            f.m.ok_or(missing("m"))?,
-            received_ms,
-        )?);
+        );
+        let (ts, maker) = (f.trade_time.ok_or(missing("T"))?, f.m.ok_or(missing("m"))?);
+        out.push(tick(self.canonical(s)?, id, p, q, ts, maker, received_ms)?);
         Ok(Decoded::Trades(1))
     }
 }
@@ -242,16 +399,21 @@ impl Connector for Binance {
         received_ms: i64,
         out: &mut Vec<Tick>,
     ) -> Result<Decoded, FrameError> {
-        let f: Frame<'_> = serde_json::from_str(frame).map_err(json_err)?;
-        if let Some(data) = f.data {
-            let Some(stream) = f.stream else {
-                return Err(FrameError::Unrecognised("`data` without `stream`".into()));
-            };
-            if !(stream.ends_with("@trade") || stream.ends_with("@aggTrade")) {
-                return Ok(Decoded::Skipped("not a trade stream"));
+        let Envelope { f, data } = serde_json::from_str(frame).map_err(json_err)?;
+        match data {
+            // `stream` came first and names a trade stream: the event is parsed already.
+            Some(Data::Event(inner)) => return self.decode_event(&inner, received_ms, out),
+            Some(Data::Raw(data)) => {
+                let Some(stream) = f.stream else {
+                    return Err(FrameError::Unrecognised("`data` without `stream`".into()));
+                };
+                if !is_trade_stream(stream) {
+                    return Ok(Decoded::Skipped("not a trade stream"));
+                }
+                let inner: Frame<'_> = serde_json::from_str(data.get()).map_err(json_err)?;
+                return self.decode_event(&inner, received_ms, out);
             }
-            let inner: Frame<'_> = serde_json::from_str(data.get()).map_err(json_err)?;
-            return self.decode_event(&inner, received_ms, out);
+            None => {}
         }
         if let Some(code) = &f.code {
             return Err(FrameError::Exchange(format!(
@@ -322,12 +484,17 @@ impl Connector for Binance {
                 .is_buyer_maker
                 .or(r.is_buyer_maker_long)
                 .ok_or(missing("isBuyerMaker"))?;
-            out.push(tick(
-                &native,
-                id,
+            let (price, qty) = (
                 r.price.ok_or(missing("price"))?,
                 r.qty.ok_or(missing("qty"))?,
-                r.time.ok_or(missing("time"))?,
+            );
+            let time = r.time.ok_or(missing("time"))?;
+            out.push(tick(
+                self.canonical(&native)?,
+                id,
+                price,
+                qty,
+                time,
                 maker,
                 received_ms,
             )?);
@@ -347,7 +514,7 @@ impl Connector for Binance {
 mod tests {
     use super::*;
 
-    fn decode(c: Binance, frame: &str) -> (Result<Decoded, FrameError>, Vec<Tick>) {
+    fn decode(c: &Binance, frame: &str) -> (Result<Decoded, FrameError>, Vec<Tick>) {
         let mut out = Vec::new();
         let r = c.decode(frame, 99, &mut out);
         (r, out)
@@ -399,7 +566,7 @@ mod tests {
             ),
         ];
         for (c, frame, sym, id, price, size, side, ts) in cases {
-            let (r, ticks) = decode(c, frame);
+            let (r, ticks) = decode(&c, frame);
             assert_eq!(r, Ok(Decoded::Trades(1)), "{frame}");
             let t = &ticks[0];
             assert_eq!((t.symbol.as_str(), t.trade_id.as_str()), (sym, id));
@@ -412,7 +579,7 @@ mod tests {
 
     #[test]
     fn acks_and_other_events_are_skipped_explicitly() {
-        let t = Binance::trades();
+        let t = &Binance::trades();
         assert_eq!(decode(t, r#"{"result":null,"id":1}"#).0, Ok(Decoded::Ack));
         assert_eq!(
             decode(t, r#"{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"p":"1","q":"1","f":1,"l":1,"T":1,"m":true}"#).0,
@@ -463,7 +630,7 @@ mod tests {
             r#"[1,2]"#,
         ];
         for frame in bad {
-            let (r, ticks) = decode(Binance::trades(), frame);
+            let (r, ticks) = decode(&Binance::trades(), frame);
             assert!(r.is_err(), "{frame} accepted: {r:?}");
             assert!(ticks.is_empty());
         }
