@@ -15,9 +15,10 @@
 
 pub mod backfill;
 pub mod connection;
+mod gaps;
 pub mod tracker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ use crate::simulator::Rng;
 use crate::telemetry::{self, LogLimiter};
 use backfill::RestClient;
 use connection::{BadFrame, ConnSettings, Event};
-use tracker::{Admit, Gap, Tracker};
+use tracker::{Admit, Tracker};
 
 /// Backfill attempts per gap before its remaining trades are counted as unfilled.
 const GAP_ATTEMPTS: u32 = 3;
@@ -516,148 +517,6 @@ impl Core {
             .inc_by(n);
         Ok(())
     }
-
-    /// Fills the gaps whose grace period is over.
-    async fn fill_gaps(&mut self, now: Instant) -> Result<()> {
-        let due = now
-            .checked_sub(self.opts.gap_grace)
-            .unwrap_or(now)
-            .into_std();
-        let gaps = self.tracker.take_due(due);
-        let clipped = std::mem::take(&mut self.tracker.clipped);
-        let counts = telemetry::FEED_GAP_TRADES.clone();
-        counts
-            .with_label_values(&[self.name, "unfilled"])
-            .inc_by(clipped);
-        for gap in gaps {
-            if gap.attempts == 0 {
-                telemetry::FEED_GAPS.with_label_values(&[self.name]).inc();
-                counts
-                    .with_label_values(&[self.name, "missing"])
-                    .inc_by(gap.len());
-            }
-            let Some(rest) = self.rest.clone() else {
-                counts
-                    .with_label_values(&[self.name, "unfilled"])
-                    .inc_by(gap.len());
-                continue;
-            };
-            self.fill_one(&rest, gap).await?;
-        }
-        Ok(())
-    }
-
-    async fn fill_one(&mut self, rest: &RestClient, gap: Gap) -> Result<()> {
-        let mut want: HashSet<u64> = (gap.from..=gap.to).collect();
-        let fetched = rest
-            .fetch(
-                &*self.connector,
-                &gap.symbol,
-                gap.from,
-                Some(gap.to),
-                gap.after_ms,
-            )
-            .await;
-        let filled = match fetched {
-            Ok(ticks) => {
-                let now = std::time::Instant::now();
-                let mut out = Vec::new();
-                for t in ticks.into_iter().filter(|t| t.symbol == gap.symbol) {
-                    let inside = t
-                        .trade_id
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|id| want.contains(id));
-                    let admit = match inside {
-                        Some(id) => Tracker::admit_fill(&mut want, id),
-                        None => self.admit(&t, now),
-                    };
-                    if admit != Admit::Duplicate {
-                        out.push(t);
-                    }
-                }
-                out
-            }
-            Err(e) => {
-                tracing::warn!(feed = self.name, symbol = %gap.symbol, from = gap.from, to = gap.to, error = %format!("{e:#}"), "backfill failed");
-                Vec::new()
-            }
-        };
-        let n_filled = gap.len() - want.len() as u64;
-        telemetry::FEED_GAP_TRADES
-            .with_label_values(&[self.name, "filled"])
-            .inc_by(n_filled);
-        if n_filled > 0 {
-            tracing::info!(feed = self.name, symbol = %gap.symbol, from = gap.from, to = gap.to, filled = n_filled, "gap filled from REST");
-        }
-        self.publish(filled, Vec::new()).await?;
-        if want.is_empty() {
-            return Ok(());
-        }
-        if gap.attempts + 1 >= GAP_ATTEMPTS {
-            tracing::warn!(feed = self.name, symbol = %gap.symbol, missing = want.len(), "giving up on a gap");
-            telemetry::FEED_GAP_TRADES
-                .with_label_values(&[self.name, "unfilled"])
-                .inc_by(want.len() as u64);
-            return Ok(());
-        }
-        for (from, to) in runs(want) {
-            self.tracker.restore(Gap {
-                from,
-                to,
-                noticed: std::time::Instant::now(),
-                attempts: gap.attempts + 1,
-                ..gap.clone()
-            });
-        }
-        Ok(())
-    }
-
-    /// After a reconnect: symbols without a trade since may have missed some at the end.
-    async fn catch_up(&mut self) -> Result<()> {
-        let Some(rest) = self.rest.clone() else {
-            return Ok(());
-        };
-        for (symbol, next, after_ms) in self.tracker.quiet_since_reconnect() {
-            match rest
-                .fetch(&*self.connector, &symbol, next, None, after_ms)
-                .await
-            {
-                Ok(ticks) => {
-                    let now = std::time::Instant::now();
-                    let new: Vec<Tick> = ticks
-                        .into_iter()
-                        .filter(|t| t.symbol == symbol && self.admit(t, now) != Admit::Duplicate)
-                        .collect();
-                    if !new.is_empty() {
-                        tracing::info!(feed = self.name, %symbol, trades = new.len(), "caught up after reconnect");
-                        telemetry::FEED_GAP_TRADES
-                            .with_label_values(&[self.name, "filled"])
-                            .inc_by(new.len() as u64);
-                    }
-                    self.publish(new, Vec::new()).await?;
-                }
-                Err(e) => {
-                    tracing::warn!(feed = self.name, %symbol, error = %format!("{e:#}"), "catch-up failed")
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Sorted ids → runs of consecutive ids.
-fn runs(ids: HashSet<u64>) -> Vec<(u64, u64)> {
-    let mut v: Vec<u64> = ids.into_iter().collect();
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for id in v {
-        match out.last_mut() {
-            Some((_, to)) if *to + 1 == id => *to = id,
-            _ => out.push((id, id)),
-        }
-    }
-    out
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -685,12 +544,6 @@ mod tests {
             late > Duration::from_secs(200),
             "mean of late attempts should approach cap/2"
         );
-    }
-
-    #[test]
-    fn runs_group_consecutive_ids() {
-        let ids: HashSet<u64> = [9, 3, 4, 5, 7].into_iter().collect();
-        assert_eq!(runs(ids), vec![(3, 5), (7, 7), (9, 9)]);
     }
 
     #[test]
