@@ -18,8 +18,8 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
-    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal,
-    split_concatenated,
+    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing,
+    positive_decimal, split_concatenated,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -282,17 +282,6 @@ struct RestTrade<'a> {
 /// Binance's lower-case stream name for a canonical symbol: `BTC-USDT` → `btcusdt`.
 pub fn stream_symbol(canonical: &str) -> String {
     canonical.replace('-', "").to_ascii_lowercase()
-}
-
-fn json_err(e: serde_json::Error) -> FrameError {
-    FrameError::Json(e.to_string())
-}
-
-fn missing(field: &'static str) -> FrameError {
-    FrameError::Field {
-        field,
-        reason: "missing".into(),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

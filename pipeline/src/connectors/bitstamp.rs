@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal, split_concatenated,
+    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing, positive_decimal,
+    split_concatenated,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -87,13 +88,6 @@ struct Trade<'a> {
 struct ErrorData {
     code: Option<serde_json::Value>,
     message: Option<String>,
-}
-
-fn missing(field: &'static str) -> FrameError {
-    FrameError::Field {
-        field,
-        reason: "missing".into(),
-    }
 }
 
 /// Epoch ms from `microtimestamp` (µs), else from `timestamp` (s).
@@ -194,8 +188,7 @@ impl Connector for Bitstamp {
         received_ms: i64,
         out: &mut Vec<Tick>,
     ) -> Result<Decoded, FrameError> {
-        let f: Frame<'_> =
-            serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+        let f: Frame<'_> = serde_json::from_str(frame).map_err(json_err)?;
         match f.event.ok_or(missing("event"))? {
             "trade" => {
                 let channel = f.channel.ok_or(missing("channel"))?;

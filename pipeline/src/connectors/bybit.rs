@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal, split_concatenated,
+    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing, positive_decimal,
+    split_concatenated,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -102,13 +103,6 @@ struct Trade<'a> {
     p: Option<&'a str>,
     #[serde(borrow)]
     i: Option<&'a str>,
-}
-
-fn missing(field: &'static str) -> FrameError {
-    FrameError::Field {
-        field,
-        reason: "missing".into(),
-    }
 }
 
 fn tick(t: &Trade<'_>, received_ms: i64) -> Result<Tick, FrameError> {
@@ -202,8 +196,7 @@ impl Connector for Bybit {
         received_ms: i64,
         out: &mut Vec<Tick>,
     ) -> Result<Decoded, FrameError> {
-        let f: Frame<'_> =
-            serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+        let f: Frame<'_> = serde_json::from_str(frame).map_err(json_err)?;
         if let Some(topic) = f.topic {
             if topic.starts_with(TOPIC_PREFIX) {
                 return decode_trades(f.data, received_ms, out);

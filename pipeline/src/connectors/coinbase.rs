@@ -42,8 +42,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, parse_canonical,
-    positive_decimal, rfc3339_ms,
+    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing,
+    parse_canonical, positive_decimal, rfc3339_ms,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -159,17 +159,6 @@ struct Event<'a> {
 #[derive(Debug, Deserialize)]
 struct RestError {
     message: Option<String>,
-}
-
-fn missing(field: &'static str) -> FrameError {
-    FrameError::Field {
-        field,
-        reason: "missing".into(),
-    }
-}
-
-fn json_err(e: serde_json::Error) -> FrameError {
-    FrameError::Json(e.to_string())
 }
 
 /// Coinbase reports the MAKER's side (`buy`/`BUY` = a resting bid was hit = the taker sold):

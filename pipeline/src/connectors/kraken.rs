@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, parse_canonical,
-    positive_decimal, rfc3339_ms,
+    BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err,
+    parse_canonical, positive_decimal, rfc3339_ms,
 };
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
@@ -110,10 +110,6 @@ type RestRow<'a> = (
     &'a str,
     u64,
 );
-
-fn json_err(e: serde_json::Error) -> FrameError {
-    FrameError::Json(e.to_string())
-}
 
 /// The exact decimal a JSON number (or numeric string) spells, exponent forms included.
 fn number(field: &'static str, raw: &RawValue) -> Result<Decimal, FrameError> {

@@ -210,6 +210,19 @@ pub fn parse_canonical(symbol: &str) -> Result<String, String> {
         .map_err(|_| format!("`{symbol}` is not a canonical BASE-QUOTE symbol like BTC-USDT"))
 }
 
+/// A required field is absent from a frame.
+pub fn missing(field: &'static str) -> FrameError {
+    FrameError::Field {
+        field,
+        reason: "missing".into(),
+    }
+}
+
+/// A frame that is not JSON (or not the JSON shape expected).
+pub fn json_err(e: serde_json::Error) -> FrameError {
+    FrameError::Json(e.to_string())
+}
+
 /// Parses a decimal price or size given as text, which must be > 0.
 pub fn positive_decimal(field: &'static str, s: &str) -> Result<Decimal, FrameError> {
     let d = crate::domain::decimal_text::parse(s)

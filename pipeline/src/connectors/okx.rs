@@ -23,7 +23,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Connector, ConnectorInfo, Decoded, FrameError, Keepalive, positive_decimal};
+use super::{
+    Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing, positive_decimal,
+};
 use crate::domain::{SCHEMA_VERSION, Side, Tick};
 
 /// The trades channel name.
@@ -97,13 +99,6 @@ struct Trade<'a> {
     side: Option<&'a str>,
     #[serde(borrow)]
     ts: Option<&'a str>,
-}
-
-fn missing(field: &'static str) -> FrameError {
-    FrameError::Field {
-        field,
-        reason: "missing".into(),
-    }
 }
 
 /// Whether an instId is a canonical symbol (spot pair or derivative instrument).
@@ -211,8 +206,7 @@ impl Connector for Okx {
         if frame.trim() == "pong" {
             return Ok(Decoded::Skipped("pong"));
         }
-        let f: Frame<'_> =
-            serde_json::from_str(frame).map_err(|e| FrameError::Json(e.to_string()))?;
+        let f: Frame<'_> = serde_json::from_str(frame).map_err(json_err)?;
         let detail = || {
             format!(
                 "{}: {}",
