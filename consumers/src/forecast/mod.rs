@@ -4,9 +4,15 @@
 //!
 //! Layout:
 //! - [`naive`] — random walk with an EWMA-volatility interval.
+//! - [`garch`] — GARCH(1,1) volatility: recursion, maximum-likelihood fit, multi-step variance.
+//! - [`conformal`] — adaptive conformal inference for interval calibration.
+//! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
 //! - [`stage`] — the stage handler.
 
+pub mod conformal;
+pub mod garch;
 pub mod naive;
+pub mod score;
 pub mod stage;
 
 use tickcast_pipeline::domain::Candle;
