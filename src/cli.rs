@@ -29,6 +29,8 @@ pub enum Command {
     Ingest(crate::ingest_cmd::IngestArgs),
     /// Serve a local exchange simulator (any connector's protocol, REST backfill, faults).
     Replay(crate::replay_cmd::ReplayArgs),
+    /// Score the forecast models on a candle file, against the naive forecast.
+    Backtest(crate::backtest_cmd::BacktestArgs),
     /// Serve the HTTP API.
     Api(ApiArgs),
     /// Apply database migrations and exit.
@@ -168,6 +170,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_stages(args).await,
         Command::Ingest(args) => crate::ingest_cmd::run(args).await,
         Command::Replay(args) => crate::replay_cmd::run(args).await,
+        Command::Backtest(args) => crate::backtest_cmd::run(args),
         Command::Api(args) => api(args).await,
         Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {

@@ -1,5 +1,6 @@
 //! `tickcast` — one binary for every process: wiring only (see the library crates).
 
+mod backtest_cmd;
 mod cli;
 mod decode;
 mod demo;
