@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use tickcast_consumers::backtest::{self, SeriesId};
 use tickcast_consumers::forecast::Forecaster;
+use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_pipeline::interval::Interval;
 
@@ -29,6 +30,9 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Score the models' own intervals, without online calibration.
+    #[arg(long)]
+    pub no_calibration: bool,
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
@@ -62,7 +66,18 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         args.data.display(),
         started.elapsed().as_secs_f64()
     );
-    let models = || vec![Box::new(Naive::default()) as Box<dyn Forecaster>];
+    let calibrate = !args.no_calibration;
+    let models = || {
+        let naive: Box<dyn Forecaster> = Box::new(Naive::default());
+        if calibrate {
+            vec![
+                Box::new(Calibrated::new(naive, CalibrationSettings::default()))
+                    as Box<dyn Forecaster>,
+            ]
+        } else {
+            vec![naive]
+        }
+    };
     let rows = backtest::run(&candles, &args.horizons, &models)?;
     if args.json {
         for r in &rows {

@@ -13,8 +13,10 @@ pub struct Aci {
     pub gamma: f64,
     /// Current working miscoverage level.
     pub alpha_t: f64,
-    /// Recent absolute errors, scaled by the model's own spread.
+    /// Recent absolute errors, scaled by the model's own spread, in arrival order...
     scores: VecDeque<f64>,
+    /// ...and sorted, for the quantile.
+    sorted: Vec<f64>,
     window: usize,
 }
 
@@ -25,6 +27,7 @@ impl Aci {
             gamma,
             alpha_t: target,
             scores: VecDeque::with_capacity(window),
+            sorted: Vec::with_capacity(window),
             window: window.max(1),
         }
     }
@@ -33,11 +36,10 @@ impl Aci {
     /// quantile of recent scaled errors; `None` until there are any. αₜ ≤ 0 gives the largest
     /// score seen (an interval as wide as anything recent), αₜ ≥ 1 gives 0.
     pub fn multiplier(&self) -> Option<f64> {
-        if self.scores.is_empty() {
+        let s = &self.sorted;
+        if s.is_empty() {
             return None;
         }
-        let mut s: Vec<f64> = self.scores.iter().copied().collect();
-        s.sort_by(f64::total_cmp);
         let level = (1.0 - self.alpha_t).clamp(0.0, 1.0);
         let rank = (level * s.len() as f64).ceil() as usize;
         Some(if rank == 0 {
@@ -52,12 +54,19 @@ impl Aci {
     pub fn update(&mut self, scaled_abs_error: f64, covered: bool) {
         let err = if covered { 0.0 } else { 1.0 };
         self.alpha_t += self.gamma * (self.target - err);
-        if self.scores.len() == self.window {
-            self.scores.pop_front();
+        if !scaled_abs_error.is_finite() {
+            return;
         }
-        if scaled_abs_error.is_finite() {
-            self.scores.push_back(scaled_abs_error.abs());
+        if self.scores.len() == self.window
+            && let Some(old) = self.scores.pop_front()
+        {
+            let at = self.sorted.partition_point(|x| x.total_cmp(&old).is_lt());
+            self.sorted.remove(at);
         }
+        let new = scaled_abs_error.abs();
+        self.scores.push_back(new);
+        let at = self.sorted.partition_point(|x| x.total_cmp(&new).is_lt());
+        self.sorted.insert(at, new);
     }
 }
 

@@ -6,9 +6,11 @@
 //! - [`naive`] — random walk with an EWMA-volatility interval.
 //! - [`garch`] — GARCH(1,1) volatility: recursion, maximum-likelihood fit, multi-step variance.
 //! - [`conformal`] — adaptive conformal inference for interval calibration.
+//! - [`calibrated`] — wraps any model and calibrates its intervals online.
 //! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
 //! - [`stage`] — the stage handler.
 
+pub mod calibrated;
 pub mod conformal;
 pub mod garch;
 pub mod naive;
