@@ -105,7 +105,7 @@ fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
         let Some(p) = st.pending.pop_front() else {
             break;
         };
-        if p.due != st.bar || !(close > 0.0) {
+        if p.due != st.bar || close.is_nan() || close <= 0.0 {
             continue;
         }
         let score = (close / p.point).ln().abs() / p.scale;
@@ -122,7 +122,7 @@ fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
 /// The calibrated version of one prediction, remembered until its target bar closes.
 fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -> Prediction {
     let scale = (p.hi95 / p.point).ln() / Z95;
-    if !(p.point > 0.0 && scale.is_finite() && scale > 0.0) {
+    if p.point.is_nan() || p.point <= 0.0 || !scale.is_finite() || scale <= 0.0 {
         return p;
     }
     let mut bounds = [(p.lo80, p.hi80), (p.lo95, p.hi95)];
