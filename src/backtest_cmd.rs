@@ -8,6 +8,7 @@ use clap::Args;
 use tickcast_consumers::backtest::{self, SeriesId};
 use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
+use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_pipeline::interval::Interval;
 
@@ -30,9 +31,21 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Models to run (naive, garch).
+    #[arg(long, value_delimiter = ',', default_value = "naive,garch")]
+    pub models: Vec<String>,
     /// Score the models' own intervals, without online calibration.
     #[arg(long)]
     pub no_calibration: bool,
+}
+
+/// A model by name.
+fn model(name: &str) -> Result<Box<dyn Forecaster>> {
+    match name.trim() {
+        "naive" => Ok(Box::new(Naive::default())),
+        "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
+        other => Err(anyhow!("unknown model `{other}`; known: naive, garch")),
+    }
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
@@ -49,6 +62,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     };
     if args.horizons.is_empty() || args.horizons.contains(&0) {
         return Err(anyhow!("--horizons must be bar counts ≥ 1"));
+    }
+    for m in &args.models {
+        model(m)?;
     }
     let id = SeriesId {
         exchange: args.exchange.clone(),
@@ -67,16 +83,20 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let calibrate = !args.no_calibration;
+    let names = args.models.clone();
     let models = || {
-        let naive: Box<dyn Forecaster> = Box::new(Naive::default());
-        if calibrate {
-            vec![
-                Box::new(Calibrated::new(naive, CalibrationSettings::default()))
-                    as Box<dyn Forecaster>,
-            ]
-        } else {
-            vec![naive]
-        }
+        names
+            .iter()
+            .filter_map(|n| model(n).ok())
+            .map(|m| {
+                if calibrate {
+                    Box::new(Calibrated::new(m, CalibrationSettings::default()))
+                        as Box<dyn Forecaster>
+                } else {
+                    m
+                }
+            })
+            .collect::<Vec<_>>()
     };
     let rows = backtest::run(&candles, &args.horizons, &models)?;
     if args.json {

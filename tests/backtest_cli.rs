@@ -98,4 +98,11 @@ fn mistakes_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/candles.csv"));
     let out = tickcast(&["backtest", "--data", "data.csv"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --symbol"));
+    let out = tickcast(&[
+        "backtest", "--data", "data.csv", "--symbol", "BTC-USDT", "--models", "prophet",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown model `prophet`; known: naive, garch")
+    );
 }

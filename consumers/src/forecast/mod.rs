@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`naive`] — random walk with an EWMA-volatility interval.
 //! - [`garch`] — GARCH(1,1) volatility: recursion, maximum-likelihood fit, multi-step variance.
+//! - [`garch_model`] — the `garch` model: last close with GARCH(1,1) bands, refitted on a window.
 //! - [`conformal`] — adaptive conformal inference for interval calibration.
 //! - [`calibrated`] — wraps any model and calibrates its intervals online.
 //! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
@@ -13,6 +14,7 @@
 pub mod calibrated;
 pub mod conformal;
 pub mod garch;
+pub mod garch_model;
 pub mod naive;
 pub mod score;
 pub mod stage;
