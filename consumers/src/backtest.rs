@@ -7,7 +7,7 @@
 //! Input: CSV (plain or gzip) with a header naming at least `ts_ms,open,high,low,close,volume`
 //! (`ts_ms` = bar open time, epoch ms; other columns ignored), as in `../shared/data/candles_1m/`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -117,8 +117,9 @@ pub fn run(
     // target_ms → (model, horizon, point) waiting for their candle.
     let mut pending: BTreeMap<i64, Vec<(String, u32, Point)>> = BTreeMap::new();
     let mut scores: BTreeMap<(String, u32), Score> = BTreeMap::new();
-    let mut closes: Vec<f64> = Vec::new();
-    let mut steps: Vec<f64> = Vec::new();
+    let mut last_close: Option<f64> = None;
+    // In-sample one-step naive MAE over every step inside a window (MASE's scale).
+    let (mut step_sum, mut step_n) = (0.0f64, 0u64);
     let mut prev: Option<&Candle> = None;
     for c in candles {
         let close = c.close.to_f64().unwrap_or(f64::NAN);
@@ -134,14 +135,15 @@ pub fn run(
                 // A gap: never bridged.
                 stage = fresh();
                 pending.clear();
-                closes.clear();
+                last_close = None;
             }
             _ => {}
         }
-        if let Some(last) = closes.last() {
-            steps.push((close - last).abs());
+        if let Some(last) = last_close {
+            step_sum += (close - last).abs();
+            step_n += 1;
         }
-        closes.push(close);
+        last_close = Some(close);
         for (model, horizon, mut p) in pending.remove(&c.open_ms).unwrap_or_default() {
             p.actual = close;
             scores.entry((model, horizon)).or_default().add(&p);
@@ -163,11 +165,10 @@ pub fn run(
         }
         prev = Some(c);
     }
-    // In-sample one-step naive MAE over every step inside a window.
-    let scale = if steps.is_empty() {
+    let scale = if step_n == 0 {
         f64::NAN
     } else {
-        steps.iter().sum::<f64>() / steps.len() as f64
+        step_sum / step_n as f64
     };
     Ok(scores
         .into_iter()
@@ -213,19 +214,19 @@ pub fn json_line(r: &Row) -> String {
     .to_string()
 }
 
-/// Counts of rows per model, for a quick check.
-pub fn models_seen(rows: &[Row]) -> HashMap<&str, usize> {
-    let mut m = HashMap::new();
-    for r in rows {
-        *m.entry(r.model.as_str()).or_default() += 1;
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::forecast::naive::Naive;
+    use std::collections::HashMap;
+
+    fn models_seen(rows: &[Row]) -> HashMap<&str, usize> {
+        let mut m = HashMap::new();
+        for r in rows {
+            *m.entry(r.model.as_str()).or_default() += 1;
+        }
+        m
+    }
 
     fn id() -> SeriesId {
         SeriesId {

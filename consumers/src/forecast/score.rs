@@ -123,15 +123,6 @@ impl Score {
     }
 }
 
-/// The in-sample one-step naive MAE of a series: the mean absolute change between neighbours.
-pub fn naive_scale(series: &[f64]) -> f64 {
-    if series.len() < 2 {
-        return f64::NAN;
-    }
-    let sum: f64 = series.windows(2).map(|w| (w[1] - w[0]).abs()).sum();
-    sum / (series.len() - 1) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,14 +175,5 @@ mod tests {
         assert!(close(m.winkler95, (6.0 + (8.0 + 40.0)) / 2.0));
         assert!(close(m.directional_accuracy, 0.5));
         assert_eq!(Score::default().summary(1.0), None);
-    }
-
-    #[test]
-    fn naive_scale_is_the_mean_absolute_step() {
-        assert!(close(
-            naive_scale(&[1.0, 3.0, 2.0, 2.0]),
-            (2.0 + 1.0 + 0.0) / 3.0
-        ));
-        assert!(naive_scale(&[1.0]).is_nan());
     }
 }
