@@ -11,7 +11,10 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::conformal::Aci;
-use super::{Forecaster, Prediction, Z80, Z95};
+use anyhow::Result;
+
+use super::state::{Dec, Enc};
+use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
 
 /// Calibrator settings.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +57,7 @@ const LEVELS: [(f64, f64); 2] = [(0.2, Z80), (0.05, Z95)];
 pub struct Calibrated {
     inner: Box<dyn Forecaster>,
     settings: CalibrationSettings,
-    series: HashMap<(String, String, String), SeriesState>,
+    series: HashMap<SeriesKey, SeriesState>,
 }
 
 impl std::fmt::Debug for Calibrated {
@@ -88,7 +91,7 @@ impl Forecaster for Calibrated {
             .iter()
             .zip(preds)
             .map(|(c, ps)| {
-                let key = (c.exchange.clone(), c.symbol.clone(), c.interval.clone());
+                let key = super::series_key(c);
                 let st = self.series.entry(key).or_default();
                 st.bar += 1;
                 let close = c.close.to_f64().unwrap_or(f64::NAN);
@@ -96,6 +99,82 @@ impl Forecaster for Calibrated {
                 ps.into_iter().map(|p| publish(st, p, settings)).collect()
             })
             .collect()
+    }
+    fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let inner = self.inner.save_series(key);
+        let st = self.series.get(key);
+        if inner.is_none() && st.is_none() {
+            return None;
+        }
+        let mut e = Enc::new(1);
+        match &inner {
+            Some(b) => e.bool(true).bytes(b),
+            None => e.bool(false),
+        };
+        let Some(st) = st else {
+            e.bool(false);
+            return Some(e.finish());
+        };
+        e.bool(true).u64(st.bar).u32(st.pending.len() as u32);
+        for p in &st.pending {
+            e.u64(p.due).u32(p.horizon).f64(p.point).f64(p.scale);
+            for (lo, hi) in p.bounds {
+                e.f64(lo).f64(hi);
+            }
+        }
+        let mut cal: Vec<_> = st.cal.iter().collect();
+        cal.sort_by_key(|(k, _)| **k);
+        e.u32(cal.len() as u32);
+        for ((h, level), aci) in cal {
+            e.u32(*h).u8(*level as u8);
+            aci.save(&mut e);
+        }
+        Some(e.finish())
+    }
+
+    fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        if d.bool()? {
+            self.inner.load_series(key, d.bytes()?)?;
+        }
+        if !d.bool()? {
+            d.end()?;
+            self.series.remove(key);
+            return Ok(());
+        }
+        let mut st = SeriesState {
+            bar: d.u64()?,
+            ..SeriesState::default()
+        };
+        for _ in 0..d.u32()? {
+            let (due, horizon, point, scale) = (d.u64()?, d.u32()?, d.f64()?, d.f64()?);
+            let bounds = [(d.f64()?, d.f64()?), (d.f64()?, d.f64()?)];
+            st.pending.push_back(Published {
+                due,
+                horizon,
+                point,
+                scale,
+                bounds,
+            });
+        }
+        for _ in 0..d.u32()? {
+            let (h, level) = (d.u32()?, usize::from(d.u8()?));
+            if level >= LEVELS.len() {
+                anyhow::bail!("checkpoint: interval level {level}");
+            }
+            st.cal.insert((h, level), Aci::load(&mut d)?);
+        }
+        d.end()?;
+        self.series.insert(key.clone(), st);
+        Ok(())
+    }
+
+    fn save_model(&self) -> Option<Vec<u8>> {
+        self.inner.save_model()
+    }
+
+    fn load_model(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.load_model(bytes)
     }
 }
 

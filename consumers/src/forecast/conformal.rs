@@ -5,6 +5,10 @@
 
 use std::collections::VecDeque;
 
+use anyhow::Result;
+
+use super::state::{Dec, Enc};
+
 /// One interval's calibrator.
 #[derive(Debug, Clone)]
 pub struct Aci {
@@ -21,6 +25,35 @@ pub struct Aci {
 }
 
 impl Aci {
+    /// Appends this calibrator's state to a checkpoint.
+    pub fn save(&self, e: &mut Enc) {
+        e.f64(self.target).f64(self.gamma).f64(self.alpha_t);
+        e.u32(self.window as u32).f64s(self.scores.iter());
+    }
+
+    /// Reads a calibrator written by [`Aci::save`].
+    pub fn load(d: &mut Dec<'_>) -> Result<Self> {
+        let (target, gamma, alpha_t) = (d.f64()?, d.f64()?, d.f64()?);
+        let window = (d.u32()? as usize).max(1);
+        let scores: VecDeque<f64> = d.f64s()?.into();
+        if scores.len() > window {
+            anyhow::bail!(
+                "checkpoint: {} scores for a window of {window}",
+                scores.len()
+            );
+        }
+        let mut sorted: Vec<f64> = scores.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        Ok(Self {
+            target,
+            gamma,
+            alpha_t,
+            scores,
+            sorted,
+            window,
+        })
+    }
+
     pub fn new(target: f64, gamma: f64, window: usize) -> Self {
         Self {
             target,

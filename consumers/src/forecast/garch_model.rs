@@ -8,7 +8,10 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::garch::Garch11;
-use super::{Forecaster, Prediction, Z80, Z95};
+use anyhow::Result;
+
+use super::state::{Dec, Enc};
+use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +48,7 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct GarchModel {
     settings: GarchSettings,
-    series: HashMap<(String, String, String), Series>,
+    series: HashMap<SeriesKey, Series>,
 }
 
 impl GarchModel {
@@ -101,7 +104,7 @@ impl Forecaster for GarchModel {
                 if close.is_nan() || close <= 0.0 {
                     return Vec::new();
                 }
-                let key = (c.exchange.clone(), c.symbol.clone(), c.interval.clone());
+                let key = super::series_key(c);
                 let Some(s) = self.series.get_mut(&key) else {
                     self.series.insert(
                         key,
@@ -138,6 +141,42 @@ impl Forecaster for GarchModel {
                 }
             })
             .collect()
+    }
+    fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let s = self.series.get(key)?;
+        let mut e = Enc::new(1);
+        e.f64(s.last_close).f64s(s.returns.iter());
+        match &s.params {
+            Some(p) => e.bool(true).f64(p.omega).f64(p.alpha).f64(p.beta),
+            None => e.bool(false),
+        };
+        e.f64(s.next_var).u32(s.since_fit);
+        Some(e.finish())
+    }
+
+    fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        let last_close = d.f64()?;
+        let returns = d.f64s()?.into();
+        let params = if d.bool()? {
+            Some(Garch11 {
+                omega: d.f64()?,
+                alpha: d.f64()?,
+                beta: d.f64()?,
+            })
+        } else {
+            None
+        };
+        let s = Series {
+            last_close,
+            returns,
+            params,
+            next_var: d.f64()?,
+            since_fit: d.u32()?,
+        };
+        d.end()?;
+        self.series.insert(key.clone(), s);
+        Ok(())
     }
 }
 

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
-use super::{Forecaster, Prediction, Z80, Z95};
+use anyhow::Result;
+
+use super::state::{Dec, Enc};
+use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +26,7 @@ pub struct Naive {
     lambda: f64,
     /// Returns needed before forecasting.
     min_returns: u32,
-    series: HashMap<(String, String, String), Series>,
+    series: HashMap<SeriesKey, Series>,
 }
 
 impl Default for Naive {
@@ -76,7 +79,7 @@ impl Forecaster for Naive {
                 if !(close.is_finite() && close > 0.0) {
                     return Vec::new();
                 }
-                let key = (c.exchange.clone(), c.symbol.clone(), c.interval.clone());
+                let key = super::series_key(c);
                 let s = match self.series.get_mut(&key) {
                     None => {
                         self.series.insert(
@@ -106,6 +109,25 @@ impl Forecaster for Naive {
                 }
             })
             .collect()
+    }
+
+    fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let s = self.series.get(key)?;
+        let mut e = Enc::new(1);
+        e.f64(s.last_close).f64(s.variance).u32(s.returns);
+        Some(e.finish())
+    }
+
+    fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        let s = Series {
+            last_close: d.f64()?,
+            variance: d.f64()?,
+            returns: d.u32()?,
+        };
+        d.end()?;
+        self.series.insert(key.clone(), s);
+        Ok(())
     }
 }
 
