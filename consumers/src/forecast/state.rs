@@ -116,7 +116,7 @@ impl<'a> Dec<'a> {
     /// A run written by [`Enc::f64s`].
     pub fn f64s(&mut self) -> Result<Vec<f64>> {
         let n = self.u32()? as usize;
-        let raw = self.take(n.checked_mul(8).unwrap_or(usize::MAX))?;
+        let raw = self.take(n.saturating_mul(8))?;
         Ok(raw
             .chunks_exact(8)
             .map(|c| {
