@@ -6,10 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use tickcast_consumers::backtest::{self, SeriesId};
-use tickcast_consumers::forecast::Forecaster;
-use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
-use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
-use tickcast_consumers::forecast::naive::Naive;
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
@@ -31,21 +27,16 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
-    /// Models to run (naive, garch).
-    #[arg(long, value_delimiter = ',', default_value = "naive,garch")]
+    /// Models to run (see `tickcast_consumers`' models; the ensemble is added unless
+    /// --no-ensemble).
+    #[arg(long, value_delimiter = ',', default_value = tickcast::models::DEFAULT)]
     pub models: Vec<String>,
+    /// Leave out the `ensemble` forecast.
+    #[arg(long)]
+    pub no_ensemble: bool,
     /// Score the models' own intervals, without online calibration.
     #[arg(long)]
     pub no_calibration: bool,
-}
-
-/// A model by name.
-fn model(name: &str) -> Result<Box<dyn Forecaster>> {
-    match name.trim() {
-        "naive" => Ok(Box::new(Naive::default())),
-        "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
-        other => Err(anyhow!("unknown model `{other}`; known: naive, garch")),
-    }
 }
 
 pub fn run(args: BacktestArgs) -> Result<()> {
@@ -63,9 +54,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     if args.horizons.is_empty() || args.horizons.contains(&0) {
         return Err(anyhow!("--horizons must be bar counts ≥ 1"));
     }
-    for m in &args.models {
-        model(m)?;
-    }
+    tickcast::models::check(&args.models, !args.no_ensemble)?;
     let id = SeriesId {
         exchange: args.exchange.clone(),
         symbol,
@@ -83,22 +72,17 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let calibrate = !args.no_calibration;
-    let names = args.models.clone();
-    let models = || {
-        names
-            .iter()
-            .filter_map(|n| model(n).ok())
-            .map(|m| {
-                if calibrate {
-                    Box::new(Calibrated::new(m, CalibrationSettings::default()))
-                        as Box<dyn Forecaster>
-                } else {
-                    m
-                }
-            })
-            .collect::<Vec<_>>()
+    let stage = || {
+        tickcast::models::stage(
+            &args.models,
+            &args.horizons,
+            !args.no_ensemble,
+            calibrate,
+            "backtest",
+        )
+        .expect("checked above")
     };
-    let rows = backtest::run(&candles, &args.horizons, &models)?;
+    let rows = backtest::run(&candles, &stage)?;
     if args.json {
         for r in &rows {
             println!("{}", backtest::json_line(r));

@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands, their flags and the environment variables behind them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -111,6 +112,15 @@ pub struct StageArgs {
     /// Consumer group prefix; groups are `<prefix><stage>`.
     #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
     pub group_prefix: String,
+    /// Forecasting models (the `ensemble` of them is added unless --no-ensemble).
+    #[arg(long, env = "TICKCAST_MODELS", value_delimiter = ',', default_value = tickcast::models::DEFAULT)]
+    pub models: Vec<String>,
+    /// Do not publish the `ensemble` forecast.
+    #[arg(long, env = "TICKCAST_NO_ENSEMBLE")]
+    pub no_ensemble: bool,
+    /// Seconds between forecast-stage checkpoints to the database.
+    #[arg(long, env = "TICKCAST_CHECKPOINT_SECS", default_value_t = 30.0)]
+    pub checkpoint_secs: f64,
 }
 
 impl StageArgs {
@@ -123,6 +133,13 @@ impl StageArgs {
         cfg.allowed_lateness_ms = self.allowed_lateness_ms.max(0);
         cfg.horizons = self.horizons.clone();
         cfg.group_prefix = self.group_prefix.clone();
+        tickcast::models::check(&self.models, !self.no_ensemble)?;
+        cfg.models = self.models.iter().map(|m| m.trim().to_string()).collect();
+        cfg.ensemble = !self.no_ensemble;
+        if !(self.checkpoint_secs.is_finite() && self.checkpoint_secs > 0.0) {
+            bail!("--checkpoint-secs must be a positive number of seconds");
+        }
+        cfg.checkpoint_every = Duration::from_secs_f64(self.checkpoint_secs);
         Ok(cfg)
     }
 }
@@ -186,9 +203,11 @@ async fn run_stages(args: RunArgs) -> Result<()> {
     let cluster = args.kafka.cluster();
     cluster.ensure_topics(&topics.all()).await?;
     let cfg = args.stage.config(cluster, topics)?;
-    let store = match (&args.database_url, args.stages.contains(&StageKind::Sink)) {
-        (Some(url), true) => Some(store::open(url).await?),
-        (None, true) => bail!("--stages sink needs --database-url or DATABASE_URL"),
+    let needs_store = args.stages.contains(&StageKind::Sink);
+    let wants_store = needs_store || args.stages.contains(&StageKind::Forecast);
+    let store = match &args.database_url {
+        Some(url) if wants_store => Some(store::open(url).await?),
+        None if needs_store => bail!("--stages sink needs --database-url or DATABASE_URL"),
         _ => None,
     };
     let (_trigger, signal) = shutdown_on_signals();

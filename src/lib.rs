@@ -1,12 +1,13 @@
 //! Wiring shared by the `tickcast` binary and the end-to-end tests: which stage reads which
 //! topic, under which consumer group, with which handler. No logic of its own.
 
+pub mod models;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use tickcast_consumers::forecast::naive::Naive;
-use tickcast_consumers::forecast::stage::ForecastStage;
+use tickcast_consumers::forecast::stage::CheckpointSettings;
 use tickcast_consumers::sink::Sink;
 use tickcast_consumers::store::Store;
 use tickcast_pipeline::bus::Cluster;
@@ -44,6 +45,12 @@ pub struct PipelineConfig {
     pub interval: Interval,
     pub allowed_lateness_ms: i64,
     pub horizons: Vec<u32>,
+    /// Forecasting models (see [`models::KNOWN`]).
+    pub models: Vec<String>,
+    /// Publish the `ensemble` forecast too.
+    pub ensemble: bool,
+    /// Time between forecast-stage checkpoints (when the stage has a store).
+    pub checkpoint_every: Duration,
     pub max_batch: usize,
     pub linger: Duration,
 }
@@ -57,6 +64,9 @@ impl PipelineConfig {
             interval: Interval::from_ms(60_000),
             allowed_lateness_ms: 0,
             horizons: vec![1, 5, 15],
+            models: models::DEFAULT.split(',').map(String::from).collect(),
+            ensemble: true,
+            checkpoint_every: Duration::from_secs(30),
             max_batch: 5_000,
             linger: Duration::from_millis(20),
         }
@@ -103,11 +113,20 @@ pub async fn run_stage(
             .await
         }
         StageKind::Forecast => {
-            let handler = ForecastStage::new(
-                vec![Box::new(Naive::default())],
-                cfg.horizons.clone(),
-                t.forecasts(),
-            );
+            let mut handler =
+                models::stage(&cfg.models, &cfg.horizons, cfg.ensemble, true, &t.forecasts())?;
+            match store {
+                Some(store) => {
+                    handler = handler.with_checkpoints(CheckpointSettings {
+                        store,
+                        consumer: cfg.group(kind),
+                        every: cfg.checkpoint_every,
+                    })
+                }
+                None => tracing::warn!(
+                    "forecast stage without a database: model state lives in memory only and warms up again after a restart"
+                ),
+            }
             stage::run(
                 settings,
                 cfg.options(kind, vec![t.candles()]),

@@ -16,7 +16,6 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
-use crate::forecast::Forecaster;
 use crate::forecast::score::{Point, Score, Summary};
 use crate::forecast::stage::ForecastStage;
 
@@ -105,14 +104,13 @@ pub struct Row {
 /// and scores every forecast whose target candle is in the file.
 pub fn run(
     candles: &[Candle],
-    horizons: &[u32],
-    models: &dyn Fn() -> Vec<Box<dyn Forecaster>>,
+    stage: &dyn Fn() -> ForecastStage,
 ) -> Result<Vec<Row>> {
     let Some(first) = candles.first() else {
         bail!("no candles");
     };
     let bar = first.close_ms - first.open_ms;
-    let fresh = || ForecastStage::new(models(), horizons.to_vec(), "backtest");
+    let fresh = stage;
     let mut stage = fresh();
     // target_ms → (model, horizon, point) waiting for their candle.
     let mut pending: BTreeMap<i64, Vec<(String, u32, Point)>> = BTreeMap::new();
@@ -266,8 +264,8 @@ mod tests {
     #[test]
     fn naive_scores_exactly_and_gaps_are_not_bridged() {
         let c = read_candles_csv(CSV.as_bytes(), &id()).expect("valid");
-        let rows = run(&c, &[1, 2], &|| {
-            vec![Box::new(Naive::default()) as Box<dyn Forecaster>]
+        let rows = run(&c, &|| {
+            ForecastStage::new(vec![Box::new(Naive::default())], vec![1, 2], "t")
         })
         .expect("runs");
         // Naive needs one return: first forecasts at the candle 60000 (close 102).

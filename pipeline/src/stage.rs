@@ -43,6 +43,17 @@ pub struct Effects {
 /// The stage-specific step. Tests call it directly.
 pub trait Handler: Send {
     fn handle(&mut self, batch: Vec<Inbound>) -> impl Future<Output = Result<Effects>> + Send;
+
+    /// Called once the batch's records are acknowledged (and with `last` at shutdown, after
+    /// the final batch): a stage that checkpoints its state elsewhere writes it here and
+    /// returns the offsets that checkpoint covers, which are stored instead of the batch's.
+    /// `None` keeps the batch's offsets.
+    fn acknowledged(
+        &mut self,
+        _last: bool,
+    ) -> impl Future<Output = Result<Option<BTreeMap<(String, i32), i64>>>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 /// Batch shape and names for a runner.
@@ -90,7 +101,10 @@ pub async fn run<H: Handler>(
                 .map(|d| d.into_record(&opts.deadletter_topic)),
         );
         publisher.publish_all(&records).await?;
-        let commit = effects.commit.unwrap_or(done);
+        let commit = match handler.acknowledged(false).await? {
+            Some(checkpointed) => checkpointed,
+            None => effects.commit.unwrap_or(done),
+        };
         store_offsets(&consumer, &commit)?;
         telemetry::STAGE_MESSAGES
             .with_label_values(&[&opts.name])
@@ -100,6 +114,11 @@ pub async fn run<H: Handler>(
             .inc_by(dead as u64);
     }
     publisher.flush(Duration::from_secs(10));
+    match handler.acknowledged(true).await {
+        Ok(Some(checkpointed)) => store_offsets(&consumer, &checkpointed)?,
+        Ok(None) => {}
+        Err(e) => tracing::error!(stage = %opts.name, error = %e, "final checkpoint failed"),
+    }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last commit is the usual reason.
         tracing::debug!(stage = %opts.name, error = %e, "final commit");

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    CounterVec,     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -176,6 +176,49 @@ pub static CANDLES: LazyLock<IntCounterVec> =
 /// Forecasts issued per model.
 pub static FORECASTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tickcast_forecasts_total", "Forecasts issued", &["model"]));
+/// Candles the forecast stage skipped as redeliveries (already folded into its state).
+pub static FORECASTS_SKIPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let c = prometheus::IntCounter::new(
+        "tickcast_forecast_redelivered_candles_total",
+        "Candles the forecast stage skipped because its state already held them",
+    )
+    .expect("valid metric definition");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+});
+/// Forecasts scored against their target bar.
+pub static FORECAST_SCORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_forecast_scored_total",
+        "Forecasts scored when their target bar closed",
+        &["model", "horizon"],
+    )
+});
+/// Scored forecasts whose interval covered the actual.
+pub static FORECAST_COVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_forecast_covered_total",
+        "Scored forecasts whose interval at `level` covered the actual",
+        &["model", "horizon", "level"],
+    )
+});
+/// Sums of scored errors (see the forecast scorer's docs for the kinds).
+pub static FORECAST_ERROR_SUM: LazyLock<CounterVec> = LazyLock::new(|| {
+    let c = CounterVec::new(
+        Opts::new(
+            "tickcast_forecast_abs_error_total",
+            "Sums of scored forecast errors: kind=relative (|err|/last), naive_relative, scaled (|err|/one-step naive MAE)",
+        ),
+        &["model", "horizon", "kind"],
+    )
+    .expect("valid metric definition");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+});
 /// Rows written by the sink per table.
 pub static SINK_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

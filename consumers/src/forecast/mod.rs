@@ -6,7 +6,9 @@
 //! - [`naive`] — random walk with an EWMA-volatility interval.
 //! - [`garch`] — GARCH(1,1) volatility: recursion, maximum-likelihood fit, multi-step variance.
 //! - [`garch_model`] — the `garch` model: last close with GARCH(1,1) bands, refitted on a window.
-//! - [`conformal`] — adaptive conformal inference for interval calibration.
+//! - [`conformal`] — quantile tracking, the online interval calibrator.
+//! - [`scorer`] — scores each forecast when its target bar closes; rolling accuracy.
+//! - [`ensemble`] — combines the models, weighted by recent error against naive.
 //! - [`calibrated`] — wraps any model and calibrates its intervals online.
 //! - [`state`] — the binary encoding of model checkpoints.
 //! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
@@ -14,10 +16,12 @@
 
 pub mod calibrated;
 pub mod conformal;
+pub mod ensemble;
 pub mod garch;
 pub mod garch_model;
 pub mod naive;
 pub mod score;
+pub mod scorer;
 pub mod stage;
 pub mod state;
 
@@ -60,6 +64,9 @@ pub trait Forecaster: Send {
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>>;
     /// Restores one series from [`Forecaster::save_series`]'s bytes, replacing what is held.
     fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()>;
+    /// Forgets one series: after a gap in its candles the stage restarts it from scratch, as
+    /// the backtest does (gaps are never bridged).
+    fn reset_series(&mut self, key: &SeriesKey);
     /// Parameters shared by all series (e.g. network weights), for checkpoints; `None` for
     /// models whose state is entirely per series.
     fn save_model(&self) -> Option<Vec<u8>> {

@@ -118,6 +118,10 @@ impl Forecaster for Naive {
         Some(e.finish())
     }
 
+    fn reset_series(&mut self, key: &SeriesKey) {
+        self.series.remove(key);
+    }
+
     fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
         let mut d = Dec::new(bytes, 1)?;
         let s = Series {

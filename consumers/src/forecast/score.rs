@@ -36,19 +36,25 @@ pub fn pinball(q: f64, tau: f64, actual: f64) -> f64 {
     (tau * d).max((tau - 1.0) * d)
 }
 
-/// Running sums over scored points of one model, symbol and horizon.
+/// Running sums over scored points of one model, symbol and horizon. [`Score::add`] keeps plain
+/// sums (the backtest); [`Score::add_decayed`] keeps exponentially weighted ones (the streaming
+/// scorer's rolling window: effective length `1 / (1 − decay)`), with O(1) state.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Score {
+    /// Points scored (not decayed).
     pub n: u64,
+    /// Total weight of the sums (= n without decay).
+    weight: f64,
     abs_err: f64,
     sq_err: f64,
     naive_abs_err: f64,
-    in80: u64,
-    in95: u64,
+    naive_sq_err: f64,
+    in80: f64,
+    in95: f64,
     winkler95: f64,
     pinball: f64,
-    direction_hits: u64,
-    direction_n: u64,
+    direction_hits: f64,
+    direction_n: f64,
 }
 
 /// Averages of a [`Score`].
@@ -72,14 +78,28 @@ pub struct Summary {
 }
 
 impl Score {
+    /// Number of f64 fields in a checkpoint of a score.
+    const FIELDS: usize = 11;
+
     pub fn add(&mut self, p: &Point) {
+        self.add_decayed(p, 1.0);
+    }
+
+    /// Multiplies every sum by `decay`, then adds the point with weight 1.
+    pub fn add_decayed(&mut self, p: &Point, decay: f64) {
         let err = p.actual - p.point;
+        let naive_err = p.actual - p.base;
         self.n += 1;
+        for f in self.sums_mut() {
+            *f *= decay;
+        }
+        self.weight += 1.0;
         self.abs_err += err.abs();
         self.sq_err += err * err;
-        self.naive_abs_err += (p.actual - p.base).abs();
-        self.in80 += u64::from(p.lo80 <= p.actual && p.actual <= p.hi80);
-        self.in95 += u64::from(p.lo95 <= p.actual && p.actual <= p.hi95);
+        self.naive_abs_err += naive_err.abs();
+        self.naive_sq_err += naive_err * naive_err;
+        self.in80 += f64::from(u8::from(p.lo80 <= p.actual && p.actual <= p.hi80));
+        self.in95 += f64::from(u8::from(p.lo95 <= p.actual && p.actual <= p.hi95));
         self.winkler95 += winkler(p.lo95, p.hi95, p.actual, 0.05);
         self.pinball += [
             (p.lo95, 0.025),
@@ -94,9 +114,52 @@ impl Score {
             / 5.0;
         let (said, went) = (p.point - p.base, p.actual - p.base);
         if said != 0.0 && went != 0.0 {
-            self.direction_n += 1;
-            self.direction_hits += u64::from(said.signum() == went.signum());
+            self.direction_n += 1.0;
+            self.direction_hits += f64::from(u8::from(said.signum() == went.signum()));
         }
+    }
+
+    fn sums_mut(&mut self) -> [&mut f64; Self::FIELDS] {
+        [
+            &mut self.weight,
+            &mut self.abs_err,
+            &mut self.sq_err,
+            &mut self.naive_abs_err,
+            &mut self.naive_sq_err,
+            &mut self.in80,
+            &mut self.in95,
+            &mut self.winkler95,
+            &mut self.pinball,
+            &mut self.direction_hits,
+            &mut self.direction_n,
+        ]
+    }
+
+    /// Mean squared error relative to the naive forecast's on the same points (< 1: better
+    /// than naive); `None` before any point or when naive was exact on all of them.
+    pub fn rel_mse(&self) -> Option<f64> {
+        (self.n > 0 && self.naive_sq_err > 0.0).then(|| self.sq_err / self.naive_sq_err)
+    }
+
+    /// Appends the score to a checkpoint.
+    pub fn save(&self, e: &mut super::state::Enc) {
+        e.u64(self.n);
+        let mut copy = *self;
+        for f in copy.sums_mut() {
+            e.f64(*f);
+        }
+    }
+
+    /// Reads a score written by [`Score::save`].
+    pub fn load(d: &mut super::state::Dec<'_>) -> anyhow::Result<Self> {
+        let mut s = Score {
+            n: d.u64()?,
+            ..Score::default()
+        };
+        for f in s.sums_mut() {
+            *f = d.f64()?;
+        }
+        Ok(s)
     }
 
     /// Averages; `scale` is the series' in-sample one-step naive MAE (for MASE). `None` when
@@ -105,7 +168,7 @@ impl Score {
         if self.n == 0 {
             return None;
         }
-        let n = self.n as f64;
+        let n = self.weight;
         let mae = self.abs_err / n;
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         Some(Summary {
@@ -114,11 +177,11 @@ impl Score {
             rmse: (self.sq_err / n).sqrt(),
             mase: ratio(mae, scale),
             rel_mae: ratio(self.abs_err, self.naive_abs_err),
-            coverage80: self.in80 as f64 / n,
-            coverage95: self.in95 as f64 / n,
+            coverage80: self.in80 / n,
+            coverage95: self.in95 / n,
             winkler95: self.winkler95 / n,
             pinball: self.pinball / n,
-            directional_accuracy: ratio(self.direction_hits as f64, self.direction_n as f64),
+            directional_accuracy: ratio(self.direction_hits, self.direction_n),
         })
     }
 }

@@ -1,24 +1,81 @@
-//! The forecast stage: closed candles → one forecast per model and horizon.
+//! The forecast stage: closed candles → one forecast per model and horizon, plus the
+//! `ensemble`, with every forecast scored when its target bar closes.
 //!
-//! Model state lives in memory per process; after a restart each series warms up again (the
-//! naive model needs one candle). Restoring state from checkpoints is future work.
+//! Per candle, in order: a candle at or before the series' newest one is a redelivery and is
+//! skipped (its forecasts went out before); a candle after a gap restarts the series in every
+//! model (gaps are never bridged); the scorer scores the forecasts due at this bar; the models'
+//! predictions (computed for the whole batch at once) become forecasts; the ensemble combines
+//! them; the scorer remembers every forecast.
+//!
+//! Checkpoints (when the stage has a store): every `every`, after the batch's forecasts are
+//! acknowledged, the state of each series touched since the last checkpoint (every model's,
+//! the scorer's, the ensemble's, and the newest candle's open time), the models' shared
+//! parameters and the latest rolling accuracy are written in one transaction; only then are
+//! the input offsets up to that point stored. A crash therefore re-reads at most the candles
+//! since the last checkpoint, and recomputes exactly the forecasts it had sent (the models are
+//! deterministic given their state). A series is restored from the store the first time this
+//! process sees it, so a restart or a partition moving to another process resumes every
+//! series where its checkpoint left it.
 
-use anyhow::Result;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::bus::OutRecord;
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::stage::{Effects, Handler, Inbound};
+use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
-use super::Forecaster;
+use super::ensemble::{Ensemble, EnsembleSettings};
+use super::scorer::{Accuracy, Scorer, ScorerSettings};
+use super::state::{Dec, Enc};
+use super::{Forecaster, Prediction, SeriesKey, series_key};
+use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
+
+/// The ensemble's model name.
+pub const ENSEMBLE: &str = "ensemble";
+
+/// Where and how often the stage checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    pub store: Arc<dyn Store>,
+    /// Consumer group the state belongs to.
+    pub consumer: String,
+    /// Time between checkpoints.
+    pub every: Duration,
+}
 
 /// Stage handler holding every model.
 pub struct ForecastStage {
     models: Vec<Box<dyn Forecaster>>,
     horizons: Vec<u32>,
     output_topic: String,
+    ensemble: Option<Ensemble>,
+    scorer: Scorer,
+    /// Open time of each series' newest candle folded in.
+    newest: HashMap<SeriesKey, i64>,
+    checkpoint: Option<Checkpointer>,
+}
+
+#[derive(Debug)]
+struct Checkpointer {
+    settings: CheckpointSettings,
+    last: Instant,
+    /// Series changed since the last checkpoint.
+    dirty: HashSet<SeriesKey>,
+    /// Series looked up in the store already.
+    looked_up: HashSet<SeriesKey>,
+    models_loaded: bool,
+    /// Latest changed rolling scores, written at the next checkpoint.
+    accuracy: HashMap<(SeriesKey, String, u32), Accuracy>,
+    /// Next offsets of everything handled, and of what the last checkpoint covers.
+    handled: BTreeMap<(String, i32), i64>,
+    covered: BTreeMap<(String, i32), i64>,
 }
 
 impl std::fmt::Debug for ForecastStage {
@@ -27,8 +84,20 @@ impl std::fmt::Debug for ForecastStage {
         f.debug_struct("ForecastStage")
             .field("models", &names)
             .field("horizons", &self.horizons)
+            .field("ensemble", &self.ensemble.is_some())
+            .field("series", &self.newest.len())
             .finish()
     }
+}
+
+/// What one batch produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub forecasts: Vec<Forecast>,
+    /// Rolling scores that changed, per series.
+    pub accuracy: Vec<(SeriesKey, Accuracy)>,
+    /// Candles skipped as redeliveries.
+    pub skipped: usize,
 }
 
 impl ForecastStage {
@@ -41,45 +110,346 @@ impl ForecastStage {
             models,
             horizons,
             output_topic: output_topic.into(),
+            ensemble: None,
+            scorer: Scorer::new(ScorerSettings::default()),
+            newest: HashMap::new(),
+            checkpoint: None,
         }
     }
 
-    /// Forecasts for a batch of candles, in candle order then model order.
+    /// Adds the `ensemble` forecast (needs the `naive` model among the models).
+    pub fn with_ensemble(mut self, settings: EnsembleSettings) -> Self {
+        self.ensemble = Some(Ensemble::new(settings));
+        self
+    }
+
+    pub fn with_scorer(mut self, settings: ScorerSettings) -> Self {
+        self.scorer = Scorer::new(settings);
+        self
+    }
+
+    /// Checkpoints to a store, and restores series from it.
+    pub fn with_checkpoints(mut self, settings: CheckpointSettings) -> Self {
+        self.checkpoint = Some(Checkpointer {
+            settings,
+            last: Instant::now(),
+            dirty: HashSet::new(),
+            looked_up: HashSet::new(),
+            models_loaded: false,
+            accuracy: HashMap::new(),
+            handled: BTreeMap::new(),
+            covered: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Forecasts for a batch of candles, in candle order then model order (the ensemble last).
     pub fn forecasts(&mut self, candles: &[&Candle]) -> Vec<Forecast> {
-        let mut out = Vec::new();
-        for model in &mut self.models {
-            let name = model.name();
-            let before = out.len();
-            let preds = model.update(candles, &self.horizons);
-            for (c, ps) in candles.iter().zip(preds) {
-                let bar = Interval::parse(&c.interval)
-                    .map(Interval::ms)
-                    .unwrap_or(c.close_ms - c.open_ms);
-                for p in ps {
-                    out.push(Forecast {
-                        v: SCHEMA_VERSION,
-                        exchange: c.exchange.clone(),
-                        symbol: c.symbol.clone(),
-                        interval: c.interval.clone(),
-                        model: name.to_string(),
-                        horizon: p.horizon,
-                        base_ms: c.open_ms,
-                        target_ms: c.open_ms + i64::from(p.horizon) * bar,
-                        last: rust_decimal::prelude::ToPrimitive::to_f64(&c.close)
-                            .unwrap_or(f64::NAN),
-                        point: p.point,
-                        lo80: p.lo80,
-                        hi80: p.hi80,
-                        lo95: p.lo95,
-                        hi95: p.hi95,
-                    });
+        self.process(candles).forecasts
+    }
+
+    /// Runs a batch: skips redeliveries, restarts series after gaps, scores, forecasts.
+    pub fn process(&mut self, candles: &[&Candle]) -> Output {
+        let mut out = Output::default();
+        // Split the batch where a series restarts, so a reset never wipes a bar of the same
+        // batch that came before it.
+        let mut chunk: Vec<&Candle> = Vec::with_capacity(candles.len());
+        let mut in_chunk: HashSet<SeriesKey> = HashSet::new();
+        for &c in candles {
+            let key = series_key(c);
+            let bar = bar_ms(c);
+            match self.newest.get(&key) {
+                Some(&newest) if c.open_ms <= newest => {
+                    out.skipped += 1;
+                    continue;
+                }
+                Some(&newest) if c.open_ms != newest + bar => {
+                    if in_chunk.contains(&key) {
+                        self.run_chunk(&chunk, &mut out);
+                        chunk.clear();
+                        in_chunk.clear();
+                    }
+                    self.reset_series(&key);
+                }
+                _ => {}
+            }
+            self.newest.insert(key.clone(), c.open_ms);
+            in_chunk.insert(key);
+            chunk.push(c);
+        }
+        self.run_chunk(&chunk, &mut out);
+        telemetry::FORECASTS_SKIPPED.inc_by(out.skipped as u64);
+        out
+    }
+
+    fn reset_series(&mut self, key: &SeriesKey) {
+        for m in &mut self.models {
+            m.reset_series(key);
+        }
+        self.scorer.reset_series(key);
+        if let Some(e) = &mut self.ensemble {
+            e.reset_series(key);
+        }
+    }
+
+    fn run_chunk(&mut self, candles: &[&Candle], out: &mut Output) {
+        if candles.is_empty() {
+            return;
+        }
+        let preds: Vec<Vec<Vec<Prediction>>> = self
+            .models
+            .iter_mut()
+            .map(|m| m.update(candles, &self.horizons))
+            .collect();
+        let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
+        for (i, c) in candles.iter().enumerate() {
+            let key = series_key(c);
+            for a in self.scorer.observe(&key, c) {
+                out.accuracy.push((key.clone(), a));
+            }
+            let last = c.close.to_f64().unwrap_or(f64::NAN);
+            let before = out.forecasts.len();
+            for (m, name) in names.iter().enumerate() {
+                for p in &preds[m][i] {
+                    out.forecasts.push(forecast(c, name, p, last));
                 }
             }
-            telemetry::FORECASTS
-                .with_label_values(&[name])
-                .inc_by((out.len() - before) as u64);
+            if let Some(ens) = &mut self.ensemble {
+                let members: Vec<(&str, &[Prediction])> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(m, name)| (*name, preds[m][i].as_slice()))
+                    .collect();
+                for p in ens.combine(&key, last, &members, &self.scorer) {
+                    out.forecasts.push(forecast(c, ENSEMBLE, &p, last));
+                }
+            }
+            for f in &out.forecasts[before..] {
+                self.scorer.record(&key, f);
+                telemetry::FORECASTS.with_label_values(&[&f.model]).inc();
+            }
+            if let Some(cp) = &mut self.checkpoint {
+                cp.dirty.insert(key);
+            }
         }
-        out
+    }
+
+    /// Everything held for one series, as one checkpoint blob.
+    fn save_series(&self, key: &SeriesKey) -> Option<SeriesCheckpoint> {
+        let newest = *self.newest.get(key)?;
+        let mut e = Enc::new(1);
+        e.u32(self.models.len() as u32);
+        for m in &self.models {
+            e.bytes(m.name().as_bytes());
+            match m.save_series(key) {
+                Some(b) => e.bool(true).bytes(&b),
+                None => e.bool(false),
+            };
+        }
+        for part in [
+            self.scorer.save_series(key),
+            self.ensemble.as_ref().and_then(|x| x.save_series(key)),
+        ] {
+            match part {
+                Some(b) => e.bool(true).bytes(&b),
+                None => e.bool(false),
+            };
+        }
+        Some(SeriesCheckpoint {
+            exchange: key.0.clone(),
+            symbol: key.1.clone(),
+            interval: key.2.clone(),
+            last_open_ms: newest,
+            state: e.finish(),
+        })
+    }
+
+    /// Restores one series from its checkpoint blob. A model the blob does not name starts
+    /// the series fresh; a blob naming a model this stage does not run is ignored for it.
+    fn load_series(&mut self, cp: &SeriesCheckpoint) -> Result<()> {
+        let key: SeriesKey = (cp.exchange.clone(), cp.symbol.clone(), cp.interval.clone());
+        let mut d = Dec::new(&cp.state, 1)?;
+        for _ in 0..d.u32()? {
+            let name = String::from_utf8(d.bytes()?.to_vec())?;
+            let state = if d.bool()? { Some(d.bytes()?) } else { None };
+            if let (Some(m), Some(state)) =
+                (self.models.iter_mut().find(|m| m.name() == name), state)
+            {
+                m.load_series(&key, state)
+                    .with_context(|| format!("model {name}"))?;
+            }
+        }
+        if d.bool()? {
+            self.scorer.load_series(&key, d.bytes()?)?;
+        }
+        if d.bool()? {
+            let b = d.bytes()?;
+            if let Some(e) = &mut self.ensemble {
+                e.load_series(&key, b)?;
+            }
+        }
+        d.end()?;
+        self.newest.insert(key, cp.last_open_ms);
+        Ok(())
+    }
+
+    /// Restores, from the store, shared parameters (once) and the series of this batch not
+    /// seen before.
+    async fn restore(&mut self, candles: &[Candle]) -> Result<()> {
+        let Some(cp) = &mut self.checkpoint else {
+            return Ok(());
+        };
+        let store = cp.settings.store.clone();
+        let consumer = cp.settings.consumer.clone();
+        let load_models = !cp.models_loaded;
+        cp.models_loaded = true;
+        // Series never seen, and series whose next candle is not the next bar: after a gap, or
+        // after their partition moved to another process and back, the store may hold newer
+        // state than this process.
+        let mut keys: Vec<SeriesKey> = Vec::new();
+        for c in candles {
+            let k = series_key(c);
+            let ask = match self.newest.get(&k) {
+                None => cp.looked_up.insert(k.clone()),
+                Some(&newest) => c.open_ms > newest + bar_ms(c),
+            };
+            if ask && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        if load_models {
+            for (name, bytes) in store.load_model_states(&consumer).await? {
+                if let Some(m) = self.models.iter_mut().find(|m| m.name() == name) {
+                    m.load_model(&bytes)
+                        .with_context(|| format!("restoring model {name}"))?;
+                    tracing::info!(model = %name, bytes = bytes.len(), "model parameters restored");
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows = store.load_series_states(&consumer, &keys).await?;
+        let n = rows.len();
+        for row in &rows {
+            let key = (row.exchange.clone(), row.symbol.clone(), row.interval.clone());
+            if self.newest.get(&key).is_some_and(|&n| n >= row.last_open_ms) {
+                continue;
+            }
+            if let Err(e) = self.load_series(row) {
+                // A checkpoint we cannot read is a bug to see, not a reason to stop: the series
+                // starts fresh.
+                tracing::error!(exchange = %row.exchange, symbol = %row.symbol, error = %e, "series checkpoint unreadable; starting it fresh");
+                self.reset_series(&key);
+                self.newest.remove(&key);
+            }
+        }
+        if n > 0 {
+            tracing::info!(series = n, "series restored from checkpoint");
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint of everything changed since the last one.
+    async fn write_checkpoint(&mut self) -> Result<()> {
+        let Some(cp) = &self.checkpoint else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut dirty: Vec<&SeriesKey> = cp.dirty.iter().collect();
+        dirty.sort();
+        let series: Vec<SeriesCheckpoint> =
+            dirty.iter().filter_map(|k| self.save_series(k)).collect();
+        let models: Vec<(String, Vec<u8>)> = self
+            .models
+            .iter()
+            .filter_map(|m| Some((m.name().to_string(), m.save_model()?)))
+            .collect();
+        let mut accuracy: Vec<AccuracyRow> = cp
+            .accuracy
+            .iter()
+            .map(|((k, model, h), a)| accuracy_row(k, model, *h, a))
+            .collect();
+        accuracy.sort_by(|a, b| {
+            (&a.exchange, &a.symbol, &a.model, a.horizon).cmp(&(
+                &b.exchange,
+                &b.symbol,
+                &b.model,
+                b.horizon,
+            ))
+        });
+        let checkpoint = Checkpoint {
+            series,
+            models,
+            accuracy,
+        };
+        cp.settings
+            .store
+            .save_checkpoint(&cp.settings.consumer, &checkpoint)
+            .await
+            .context("writing the forecast checkpoint")?;
+        tracing::debug!(
+            series = checkpoint.series.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        if let Some(cp) = &mut self.checkpoint {
+            cp.dirty.clear();
+            cp.accuracy.clear();
+            cp.covered = cp.handled.clone();
+            cp.last = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+fn bar_ms(c: &Candle) -> i64 {
+    Interval::parse(&c.interval)
+        .map(Interval::ms)
+        .unwrap_or(c.close_ms - c.open_ms)
+}
+
+fn forecast(c: &Candle, model: &str, p: &Prediction, last: f64) -> Forecast {
+    Forecast {
+        v: SCHEMA_VERSION,
+        exchange: c.exchange.clone(),
+        symbol: c.symbol.clone(),
+        interval: c.interval.clone(),
+        model: model.to_string(),
+        horizon: p.horizon,
+        base_ms: c.open_ms,
+        target_ms: c.open_ms + i64::from(p.horizon) * bar_ms(c),
+        last,
+        point: p.point,
+        lo80: p.lo80,
+        hi80: p.hi80,
+        lo95: p.lo95,
+        hi95: p.hi95,
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn accuracy_row(k: &SeriesKey, model: &str, horizon: u32, a: &Accuracy) -> AccuracyRow {
+    let s = &a.summary;
+    AccuracyRow {
+        exchange: k.0.clone(),
+        symbol: k.1.clone(),
+        interval: k.2.clone(),
+        model: model.to_string(),
+        horizon: horizon as i32,
+        ts_ms: a.ts_ms,
+        n: s.n as i64,
+        mae: s.mae,
+        rmse: s.rmse,
+        mase: finite(s.mase),
+        rel_mae: finite(s.rel_mae),
+        coverage80: s.coverage80,
+        coverage95: s.coverage95,
+        winkler95: s.winkler95,
+        directional_accuracy: finite(s.directional_accuracy),
     }
 }
 
@@ -100,9 +470,20 @@ impl Handler for ForecastStage {
                 )),
             }
         }
+        self.restore(&candles).await?;
         let refs: Vec<&Candle> = candles.iter().collect();
-        let mut records = Vec::new();
-        for f in self.forecasts(&refs) {
+        let out = self.process(&refs);
+        if let Some(cp) = &mut self.checkpoint {
+            for (k, a) in out.accuracy {
+                cp.accuracy.insert((k, a.model.clone(), a.horizon), a);
+            }
+            for (tp, next) in batch_offsets(&batch) {
+                let e = cp.handled.entry(tp).or_insert(next);
+                *e = (*e).max(next);
+            }
+        }
+        let mut records = Vec::with_capacity(out.forecasts.len());
+        for f in out.forecasts {
             // A model that produced a non-finite value is a bug worth seeing, not a message to send.
             match f.check() {
                 Ok(()) => records.push(OutRecord {
@@ -120,5 +501,15 @@ impl Handler for ForecastStage {
             dead,
             commit: None,
         })
+    }
+
+    async fn acknowledged(&mut self, last: bool) -> Result<Option<BTreeMap<(String, i32), i64>>> {
+        let Some(cp) = &self.checkpoint else {
+            return Ok(None);
+        };
+        if last || cp.last.elapsed() >= cp.settings.every {
+            self.write_checkpoint().await?;
+        }
+        Ok(self.checkpoint.as_ref().map(|cp| cp.covered.clone()))
     }
 }

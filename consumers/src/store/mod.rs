@@ -65,6 +65,58 @@ pub struct ForecastQuery {
     pub limit: i64,
 }
 
+/// One series' forecast-stage checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesCheckpoint {
+    pub exchange: String,
+    pub symbol: String,
+    pub interval: String,
+    /// Open time of the newest candle folded into `state`.
+    pub last_open_ms: i64,
+    pub state: Vec<u8>,
+}
+
+/// The latest rolling score of one series, model and horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyRow {
+    pub exchange: String,
+    pub symbol: String,
+    pub interval: String,
+    pub model: String,
+    pub horizon: i32,
+    /// Open time of the bar scored last.
+    pub ts_ms: i64,
+    pub n: i64,
+    pub mae: f64,
+    pub rmse: f64,
+    pub mase: Option<f64>,
+    pub rel_mae: Option<f64>,
+    pub coverage80: f64,
+    pub coverage95: f64,
+    pub winkler95: f64,
+    pub directional_accuracy: Option<f64>,
+}
+
+/// What the forecast stage writes at a checkpoint, in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Checkpoint {
+    pub series: Vec<SeriesCheckpoint>,
+    /// (model, shared parameters).
+    pub models: Vec<(String, Vec<u8>)>,
+    pub accuracy: Vec<AccuracyRow>,
+}
+
+/// Filters for accuracy reads.
+#[derive(Debug, Default, Clone)]
+pub struct AccuracyQuery {
+    pub exchange: Option<String>,
+    pub symbol: Option<String>,
+    pub interval: Option<String>,
+    pub model: Option<String>,
+    pub horizon: Option<i32>,
+    pub limit: i64,
+}
+
 /// The one persistence boundary.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -81,6 +133,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>>;
     /// Number of (candle, forecast) rows stored.
     async fn row_counts(&self) -> Result<(i64, i64)>;
+    /// Writes a forecast-stage checkpoint of consumer group `consumer` in one transaction.
+    async fn save_checkpoint(&self, consumer: &str, cp: &Checkpoint) -> Result<()>;
+    /// The checkpoints of the given series (exchange, symbol, interval) that exist.
+    async fn load_series_states(
+        &self,
+        consumer: &str,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<SeriesCheckpoint>>;
+    /// Every model's shared parameters stored for `consumer`.
+    async fn load_model_states(&self, consumer: &str) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Latest rolling scores, ordered by exchange, symbol, interval, model, horizon.
+    async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>>;
 }
 
 /// Opens the store a URL names and applies its migrations.
@@ -148,6 +212,194 @@ pub(crate) fn forecast_key(f: &Forecast) -> (String, String, String, String, u32
         f.base_ms,
     )
 }
+
+/// Upserts one series checkpoint (both dialects).
+pub(crate) const SAVE_SERIES_SQL: &str = "insert into series_state \
+    (consumer, exchange, symbol, interval, last_open_ms, state) values ($1, $2, $3, $4, $5, $6) \
+    on conflict (consumer, exchange, symbol, interval) do update set \
+    last_open_ms = excluded.last_open_ms, state = excluded.state, updated_at = excluded.updated_at";
+
+/// Reads one series checkpoint (both dialects).
+pub(crate) const LOAD_SERIES_SQL: &str = "select exchange, symbol, interval, last_open_ms, state \
+    from series_state where consumer = $1 and exchange = $2 and symbol = $3 and interval = $4";
+
+/// Upserts one model's shared parameters (both dialects).
+pub(crate) const SAVE_MODEL_SQL: &str = "insert into model_state (consumer, model, state) \
+    values ($1, $2, $3) on conflict (consumer, model) do update set \
+    state = excluded.state, updated_at = excluded.updated_at";
+
+/// Reads every model's shared parameters (both dialects).
+pub(crate) const LOAD_MODELS_SQL: &str =
+    "select model, state from model_state where consumer = $1 order by model";
+
+/// Upserts one accuracy row (both dialects).
+pub(crate) const SAVE_ACCURACY_SQL: &str = "insert into accuracy (exchange, symbol, interval, \
+    model, horizon, ts_ms, n, mae, rmse, mase, rel_mae, coverage80, coverage95, winkler95, \
+    directional_accuracy) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+    on conflict (exchange, symbol, interval, model, horizon) do update set ts_ms = excluded.ts_ms, \
+    n = excluded.n, mae = excluded.mae, rmse = excluded.rmse, mase = excluded.mase, \
+    rel_mae = excluded.rel_mae, coverage80 = excluded.coverage80, \
+    coverage95 = excluded.coverage95, winkler95 = excluded.winkler95, \
+    directional_accuracy = excluded.directional_accuracy";
+
+/// Reads accuracy rows; filters are optional (both dialects; `$6` is the limit).
+pub(crate) const ACCURACY_SQL: &str = "select exchange, symbol, interval, model, horizon, ts_ms, \
+    n, mae, rmse, mase, rel_mae, coverage80, coverage95, winkler95, directional_accuracy \
+    from accuracy where ($1 is null or exchange = $1) and ($2 is null or symbol = $2) \
+    and ($3 is null or interval = $3) and ($4 is null or model = $4) \
+    and ($5 is null or horizon = $5) \
+    order by exchange, symbol, interval, model, horizon limit $6";
+
+/// A row of [`ACCURACY_SQL`].
+pub(crate) type AccuracyTuple = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    i64,
+    i64,
+    f64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    f64,
+    f64,
+    f64,
+    Option<f64>,
+);
+
+pub(crate) fn accuracy_from(t: AccuracyTuple) -> AccuracyRow {
+    AccuracyRow {
+        exchange: t.0,
+        symbol: t.1,
+        interval: t.2,
+        model: t.3,
+        horizon: t.4,
+        ts_ms: t.5,
+        n: t.6,
+        mae: t.7,
+        rmse: t.8,
+        mase: t.9,
+        rel_mae: t.10,
+        coverage80: t.11,
+        coverage95: t.12,
+        winkler95: t.13,
+        directional_accuracy: t.14,
+    }
+}
+
+/// Binds and runs the checkpoint statements in a transaction; one body for both dialects.
+macro_rules! save_checkpoint_in {
+    ($tx:expr, $consumer:expr, $cp:expr) => {{
+        for s in &$cp.series {
+            sqlx::query($crate::store::SAVE_SERIES_SQL)
+                .bind($consumer)
+                .bind(&s.exchange)
+                .bind(&s.symbol)
+                .bind(&s.interval)
+                .bind(s.last_open_ms)
+                .bind(&s.state)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for (model, state) in &$cp.models {
+            sqlx::query($crate::store::SAVE_MODEL_SQL)
+                .bind($consumer)
+                .bind(model)
+                .bind(state)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for a in &$cp.accuracy {
+            sqlx::query($crate::store::SAVE_ACCURACY_SQL)
+                .bind(&a.exchange)
+                .bind(&a.symbol)
+                .bind(&a.interval)
+                .bind(&a.model)
+                .bind(a.horizon)
+                .bind(a.ts_ms)
+                .bind(a.n)
+                .bind(a.mae)
+                .bind(a.rmse)
+                .bind(a.mase)
+                .bind(a.rel_mae)
+                .bind(a.coverage80)
+                .bind(a.coverage95)
+                .bind(a.winkler95)
+                .bind(a.directional_accuracy)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(crate) use save_checkpoint_in;
+
+/// Bodies of the checkpoint and accuracy methods; one text for both dialects (the trait's
+/// `async_trait` signatures are written out in each store).
+macro_rules! load_series_body {
+    ($pool:expr, $consumer:expr, $keys:expr) => {{
+        let mut out = Vec::new();
+        for (exchange, symbol, interval) in $keys {
+            let row: Option<(String, String, String, i64, Vec<u8>)> =
+                sqlx::query_as($crate::store::LOAD_SERIES_SQL)
+                    .bind($consumer)
+                    .bind(exchange)
+                    .bind(symbol)
+                    .bind(interval)
+                    .fetch_optional($pool)
+                    .await?;
+            if let Some((exchange, symbol, interval, last_open_ms, state)) = row {
+                out.push($crate::store::SeriesCheckpoint {
+                    exchange,
+                    symbol,
+                    interval,
+                    last_open_ms,
+                    state,
+                });
+            }
+        }
+        Ok(out)
+    }};
+}
+pub(crate) use load_series_body;
+
+macro_rules! load_models_body {
+    ($pool:expr, $consumer:expr) => {{
+        Ok(sqlx::query_as($crate::store::LOAD_MODELS_SQL)
+            .bind($consumer)
+            .fetch_all($pool)
+            .await?)
+    }};
+}
+pub(crate) use load_models_body;
+
+macro_rules! accuracy_body {
+    ($pool:expr, $q:expr) => {{
+        let q = $q;
+        let rows: Vec<$crate::store::AccuracyTuple> = sqlx::query_as($crate::store::ACCURACY_SQL)
+            .bind(&q.exchange)
+            .bind(&q.symbol)
+            .bind(&q.interval)
+            .bind(&q.model)
+            .bind(q.horizon)
+            .bind($crate::store::clamp_limit(q.limit))
+            .fetch_all($pool)
+            .await?;
+        Ok(rows.into_iter().map($crate::store::accuracy_from).collect())
+    }};
+}
+pub(crate) use accuracy_body;
+
+macro_rules! save_checkpoint_body {
+    ($pool:expr, $consumer:expr, $cp:expr) => {{
+        let mut tx = $pool.begin().await?;
+        $crate::store::save_checkpoint_in!(tx, $consumer, $cp);
+        tx.commit().await?;
+        Ok(())
+    }};
+}
+pub(crate) use save_checkpoint_body;
 
 /// Clamps a requested page size.
 pub fn clamp_limit(limit: i64) -> i64 {

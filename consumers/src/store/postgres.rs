@@ -10,7 +10,7 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
 use super::{
-    CandleQuery, ForecastQuery, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+    AccuracyQuery, AccuracyRow, Checkpoint, SeriesCheckpoint,     CandleQuery, ForecastQuery, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
 };
 
 /// Postgres-backed [`Store`].
@@ -134,6 +134,26 @@ async fn upsert_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn save_checkpoint(&self, consumer: &str, cp: &Checkpoint) -> Result<()> {
+        super::save_checkpoint_body!(self.pool, consumer, cp)
+    }
+
+    async fn load_series_states(
+        &self,
+        consumer: &str,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<SeriesCheckpoint>> {
+        super::load_series_body!(&self.pool, consumer, keys)
+    }
+
+    async fn load_model_states(&self, consumer: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        super::load_models_body!(&self.pool, consumer)
+    }
+
+    async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>> {
+        super::accuracy_body!(&self.pool, q)
     }
 
     async fn row_counts(&self) -> Result<(i64, i64)> {

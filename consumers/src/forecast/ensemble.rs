@@ -1,0 +1,388 @@
+//! The `ensemble` forecast: a weighted combination of the models, per series and horizon,
+//! built to never do worse than the naive forecast.
+//!
+//! Weights come from each model's rolling squared error relative to the naive forecast on the
+//! same points (`rel_mse`, from the [`Scorer`]): a model earns a weight only once it has at
+//! least `min_points` scored forecasts and `rel_mse < 1`, i.e. it has recently beaten naive.
+//! Its raw weight is `1 / rel_mse`; naive's is 1. After normalising, naive keeps at least
+//! `naive_floor`. Weights are recomputed only every `cooldown` bars per series and horizon, so
+//! they do not chase noise. When no model has beaten naive — the usual case for crypto points —
+//! the ensemble's point is exactly the naive forecast.
+//!
+//! Point: `Σ wᵢ·pointᵢ`. Interval bounds: the weighted geometric mean of the members' bounds
+//! (quantile averaging in log space), then calibrated online like every model's.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use super::calibrated::{CalibrationSettings, SeriesState as CalSeries};
+use super::scorer::Scorer;
+use super::state::{Dec, Enc};
+use super::{Prediction, SeriesKey};
+
+/// The name of the model the ensemble always includes.
+pub const NAIVE: &str = "naive";
+
+/// A model's relative MSE counts as at least this (a perfect recent record gets a large,
+/// finite weight).
+const MIN_REL_MSE: f64 = 1e-3;
+
+/// Ensemble settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EnsembleSettings {
+    /// Smallest weight naive keeps.
+    pub naive_floor: f64,
+    /// Scored forecasts a model needs before it can earn a weight.
+    pub min_points: u64,
+    /// Bars between weight updates per series and horizon.
+    pub cooldown: u64,
+    pub calibration: CalibrationSettings,
+}
+
+impl Default for EnsembleSettings {
+    fn default() -> Self {
+        Self {
+            naive_floor: 0.5,
+            min_points: 200,
+            cooldown: 60,
+            calibration: CalibrationSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Weights {
+    /// (model, weight), naive first; weights sum to 1.
+    of: Vec<(String, f64)>,
+    set_at_bar: u64,
+}
+
+#[derive(Debug, Default)]
+struct SeriesEnsemble {
+    bar: u64,
+    weights: HashMap<u32, Weights>,
+    cal: CalSeries,
+}
+
+/// Combines the members' predictions.
+#[derive(Debug, Default)]
+pub struct Ensemble {
+    settings: EnsembleSettings,
+    series: HashMap<SeriesKey, SeriesEnsemble>,
+}
+
+/// Weights from the members' rolling scores for one series and horizon.
+fn weights(
+    settings: &EnsembleSettings,
+    scorer: &Scorer,
+    key: &SeriesKey,
+    horizon: u32,
+    members: &[&str],
+) -> Vec<(String, f64)> {
+    let mut raw: Vec<(String, f64)> = vec![(NAIVE.to_string(), 1.0)];
+    for m in members.iter().filter(|m| **m != NAIVE) {
+        let Some(score) = scorer.score(key, m, horizon) else {
+            continue;
+        };
+        if score.n < settings.min_points {
+            continue;
+        }
+        if let Some(rel) = score.rel_mse()
+            && rel < 1.0
+        {
+            raw.push(((*m).to_string(), 1.0 / rel.max(MIN_REL_MSE)));
+        }
+    }
+    let total: f64 = raw.iter().map(|(_, w)| w).sum();
+    let mut w: Vec<(String, f64)> = raw.into_iter().map(|(m, x)| (m, x / total)).collect();
+    if w[0].1 < settings.naive_floor {
+        let others = 1.0 - w[0].1;
+        let scale = (1.0 - settings.naive_floor) / others;
+        w[0].1 = settings.naive_floor;
+        for x in &mut w[1..] {
+            x.1 *= scale;
+        }
+    }
+    w
+}
+
+impl Ensemble {
+    pub fn new(settings: EnsembleSettings) -> Self {
+        Self {
+            settings,
+            series: HashMap::new(),
+        }
+    }
+
+    /// One bar of a series: `members` are (model, its predictions for this bar). Returns the
+    /// ensemble's predictions, none while naive has none.
+    pub fn combine(
+        &mut self,
+        key: &SeriesKey,
+        close: f64,
+        members: &[(&str, &[Prediction])],
+        scorer: &Scorer,
+    ) -> Vec<Prediction> {
+        let settings = self.settings;
+        let s = self.series.entry(key.clone()).or_default();
+        s.bar += 1;
+        s.cal.advance(close, settings.calibration);
+        let Some((_, naive)) = members.iter().find(|(m, _)| *m == NAIVE) else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
+        let mut out = Vec::with_capacity(naive.len());
+        for np in naive.iter() {
+            let h = np.horizon;
+            let due = s
+                .weights
+                .get(&h)
+                .is_none_or(|w| s.bar >= w.set_at_bar + settings.cooldown);
+            if due {
+                let of = weights(&settings, scorer, key, h, &names);
+                s.weights.insert(
+                    h,
+                    Weights {
+                        of,
+                        set_at_bar: s.bar,
+                    },
+                );
+            }
+            let Some(w) = s.weights.get(&h) else {
+                continue;
+            };
+            // The weighted members that have a prediction for h now, renormalised.
+            let mut parts: Vec<(f64, &Prediction)> = Vec::with_capacity(w.of.len());
+            for (m, wt) in &w.of {
+                let p = members
+                    .iter()
+                    .find(|(name, _)| name == m)
+                    .and_then(|(_, ps)| ps.iter().find(|p| p.horizon == h));
+                if let Some(p) = p {
+                    parts.push((*wt, p));
+                }
+            }
+            let total: f64 = parts.iter().map(|(w, _)| w).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let mean = |f: &dyn Fn(&Prediction) -> f64| {
+                parts.iter().map(|(w, p)| w * f(p)).sum::<f64>() / total
+            };
+            let geo = |f: &dyn Fn(&Prediction) -> f64| mean(&|p| f(p).ln()).exp();
+            let combined = Prediction {
+                horizon: h,
+                point: mean(&|p| p.point),
+                lo80: geo(&|p| p.lo80),
+                hi80: geo(&|p| p.hi80),
+                lo95: geo(&|p| p.lo95),
+                hi95: geo(&|p| p.hi95),
+            };
+            out.push(s.cal.publish(combined, settings.calibration));
+        }
+        out
+    }
+
+    /// The weights in force for a series and horizon (naive first).
+    pub fn weights_of(&self, key: &SeriesKey, horizon: u32) -> Option<&[(String, f64)]> {
+        Some(&self.series.get(key)?.weights.get(&horizon)?.of)
+    }
+
+    pub fn reset_series(&mut self, key: &SeriesKey) {
+        self.series.remove(key);
+    }
+
+    pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let s = self.series.get(key)?;
+        let mut e = Enc::new(1);
+        e.u64(s.bar);
+        let mut ws: Vec<_> = s.weights.iter().collect();
+        ws.sort_by_key(|(h, _)| **h);
+        e.u32(ws.len() as u32);
+        for (h, w) in ws {
+            e.u32(*h).u64(w.set_at_bar).u32(w.of.len() as u32);
+            for (m, x) in &w.of {
+                e.bytes(m.as_bytes()).f64(*x);
+            }
+        }
+        s.cal.save(&mut e);
+        Some(e.finish())
+    }
+
+    pub fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        let bar = d.u64()?;
+        let mut weights = HashMap::new();
+        for _ in 0..d.u32()? {
+            let (h, set_at_bar) = (d.u32()?, d.u64()?);
+            let mut of = Vec::new();
+            for _ in 0..d.u32()? {
+                of.push((String::from_utf8(d.bytes()?.to_vec())?, d.f64()?));
+            }
+            weights.insert(h, Weights { of, set_at_bar });
+        }
+        let cal = CalSeries::load(&mut d)?;
+        d.end()?;
+        self.series.insert(
+            key.clone(),
+            SeriesEnsemble { bar, weights, cal },
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::scorer::ScorerSettings;
+    use crate::forecast::{series_key, synthetic_candles};
+    use rust_decimal::prelude::ToPrimitive as _;
+    use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
+
+    fn pred(h: u32, point: f64) -> Prediction {
+        Prediction {
+            horizon: h,
+            point,
+            lo80: point * 0.99,
+            hi80: point * 1.01,
+            lo95: point * 0.98,
+            hi95: point * 1.02,
+        }
+    }
+
+    /// Feeds `bars` candles: naive forecasts the last close, `good` forecasts the next close
+    /// exactly (an oracle), `bad` is 1% off. Returns the ensemble and the last combination.
+    fn run(bars: usize, settings: EnsembleSettings) -> (Ensemble, Vec<Prediction>, SeriesKey) {
+        let cs = synthetic_candles(&["BTC-USDT"], bars + 1, 4);
+        let key = series_key(&cs[0]);
+        let mut scorer = Scorer::new(ScorerSettings::default());
+        let mut ens = Ensemble::new(settings);
+        let mut last = Vec::new();
+        for i in 0..bars {
+            let c = &cs[i];
+            scorer.observe(&key, c);
+            let close = c.close.to_f64().unwrap_or(f64::NAN);
+            let next = cs[i + 1].close.to_f64().unwrap_or(f64::NAN);
+            let members: Vec<(&str, Vec<Prediction>)> = vec![
+                ("naive", vec![pred(1, close)]),
+                ("good", vec![pred(1, next)]),
+                ("bad", vec![pred(1, close * 1.01)]),
+            ];
+            for (m, ps) in &members {
+                for p in ps {
+                    scorer.record(
+                        &key,
+                        &Forecast {
+                            v: SCHEMA_VERSION,
+                            exchange: c.exchange.clone(),
+                            symbol: c.symbol.clone(),
+                            interval: c.interval.clone(),
+                            model: (*m).into(),
+                            horizon: 1,
+                            base_ms: c.open_ms,
+                            target_ms: c.open_ms + 60_000,
+                            last: close,
+                            point: p.point,
+                            lo80: p.lo80,
+                            hi80: p.hi80,
+                            lo95: p.lo95,
+                            hi95: p.hi95,
+                        },
+                    );
+                }
+            }
+            let refs: Vec<(&str, &[Prediction])> =
+                members.iter().map(|(m, p)| (*m, p.as_slice())).collect();
+            last = ens.combine(&key, close, &refs, &scorer);
+        }
+        (ens, last, key)
+    }
+
+    #[test]
+    fn is_exactly_naive_until_a_model_has_earned_weight() {
+        let s = EnsembleSettings {
+            min_points: 50,
+            cooldown: 10,
+            ..EnsembleSettings::default()
+        };
+        let (ens, last, key) = run(40, s);
+        assert_eq!(ens.weights_of(&key, 1), Some(&[("naive".to_string(), 1.0)][..]));
+        let cs = synthetic_candles(&["BTC-USDT"], 41, 4);
+        assert_eq!(last[0].point, cs[39].close.to_f64().unwrap_or(0.0));
+    }
+
+    #[test]
+    fn a_model_that_beats_naive_earns_weight_the_bad_one_none_naive_keeps_its_floor() {
+        let s = EnsembleSettings {
+            min_points: 50,
+            cooldown: 10,
+            naive_floor: 0.5,
+            ..EnsembleSettings::default()
+        };
+        let (ens, last, key) = run(200, s);
+        let w = ens.weights_of(&key, 1).expect("weights");
+        // The oracle has rel_mse 0: raw weight 1/MIN_REL_MSE, then naive is lifted to its floor.
+        assert_eq!(w.len(), 2, "bad never gets weight: {w:?}");
+        assert_eq!((w[0].0.as_str(), w[0].1), ("naive", 0.5));
+        assert_eq!(w[1].0, "good");
+        assert!((w[1].1 - 0.5).abs() < 1e-12);
+        // The combination is halfway between naive and the oracle.
+        let cs = synthetic_candles(&["BTC-USDT"], 201, 4);
+        let (c, next) = (
+            cs[199].close.to_f64().unwrap_or(0.0),
+            cs[200].close.to_f64().unwrap_or(0.0),
+        );
+        assert!((last[0].point - (c + next) / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weights_follow_the_formula_and_the_floor() {
+        let s = EnsembleSettings {
+            min_points: 0,
+            naive_floor: 0.0,
+            ..EnsembleSettings::default()
+        };
+        let key: SeriesKey = ("x".into(), "BTC-USDT".into(), "1m".into());
+        let mut scorer = Scorer::new(ScorerSettings { window: 1e12 });
+        let cs = synthetic_candles(&["BTC-USDT"], 3, 9);
+        let k2 = series_key(&cs[0]);
+        assert_ne!(key, k2);
+        scorer.observe(&k2, &cs[0]);
+        let c0 = cs[0].close.to_f64().unwrap_or(0.0);
+        let c1 = cs[1].close.to_f64().unwrap_or(0.0);
+        // Model "half" forecasts halfway between last and actual: squared error ¼ of naive's.
+        let f = |model: &str, point: f64| Forecast {
+            v: SCHEMA_VERSION,
+            exchange: cs[0].exchange.clone(),
+            symbol: cs[0].symbol.clone(),
+            interval: "1m".into(),
+            model: model.into(),
+            horizon: 1,
+            base_ms: 0,
+            target_ms: 60_000,
+            last: c0,
+            point,
+            lo80: point,
+            hi80: point,
+            lo95: point,
+            hi95: point,
+        };
+        scorer.record(&k2, &f("half", (c0 + c1) / 2.0));
+        scorer.observe(&k2, &cs[1]);
+        let w = weights(&s, &scorer, &k2, 1, &["naive", "half"]);
+        // raw: naive 1, half 1/0.25 = 4 → 0.2 / 0.8.
+        assert!((w[0].1 - 0.2).abs() < 1e-9 && (w[1].1 - 0.8).abs() < 1e-9, "{w:?}");
+        let floored = weights(
+            &EnsembleSettings {
+                naive_floor: 0.5,
+                ..s
+            },
+            &scorer,
+            &k2,
+            1,
+            &["naive", "half"],
+        );
+        assert!((floored[0].1 - 0.5).abs() < 1e-9 && (floored[1].1 - 0.5).abs() < 1e-9);
+    }
+}

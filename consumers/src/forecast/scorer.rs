@@ -1,0 +1,333 @@
+//! The streaming scorer: every published forecast waits for the candle of its target bar; when
+//! that candle closes the forecast is scored (error, inside or outside each interval, the naive
+//! forecast's error on the same point) into exponentially weighted rolling sums per series,
+//! model and horizon ([`Score::add_decayed`]; effective window `window` points). The rolling
+//! scores feed the ensemble's weights, the `accuracy` table and the Prometheus counters:
+//!
+//! - `tickcast_forecast_scored_total{model,horizon}` — forecasts scored;
+//! - `tickcast_forecast_covered_total{model,horizon,level}` — of those, inside the interval;
+//! - `tickcast_forecast_abs_error_total{model,horizon,kind}` — sums of `kind="relative"`
+//!   |actual − point| / last, `kind="naive_relative"` |actual − last| / last, and `kind="scaled"`
+//!   |actual − point| / the series' one-step naive MAE.
+//!
+//! So, over any range: coverage = covered / scored, relative MAE = relative / naive_relative,
+//! MASE = scaled / scored, aggregated over every series of the model and horizon.
+//!
+//! A forecast whose target bar never arrives (the series had a gap) is dropped unscored.
+
+use std::collections::{HashMap, VecDeque};
+
+use anyhow::Result;
+use rust_decimal::prelude::ToPrimitive as _;
+use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_pipeline::telemetry;
+
+use super::SeriesKey;
+use super::score::{Point, Score, Summary};
+use super::state::{Dec, Enc};
+
+/// Scorer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ScorerSettings {
+    /// Effective number of recent points in the rolling scores.
+    pub window: f64,
+}
+
+impl Default for ScorerSettings {
+    fn default() -> Self {
+        Self { window: 500.0 }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Track {
+    /// (target_ms, forecast) in target order.
+    pending: VecDeque<(i64, Point)>,
+    score: Score,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SeriesScores {
+    tracks: HashMap<(String, u32), Track>,
+    last_close: Option<f64>,
+    /// Rolling one-step naive MAE (MASE's scale).
+    step: Score,
+}
+
+/// One rolling score that changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accuracy {
+    pub model: String,
+    pub horizon: u32,
+    /// Open time of the bar that was scored last.
+    pub ts_ms: i64,
+    pub summary: Summary,
+}
+
+/// Scores every series' forecasts.
+#[derive(Debug, Default)]
+pub struct Scorer {
+    settings: ScorerSettings,
+    series: HashMap<SeriesKey, SeriesScores>,
+}
+
+impl Scorer {
+    pub fn new(settings: ScorerSettings) -> Self {
+        Self {
+            settings,
+            series: HashMap::new(),
+        }
+    }
+
+    fn decay(&self) -> f64 {
+        1.0 - 1.0 / self.settings.window.max(1.0)
+    }
+
+    /// Scores the forecasts whose target bar this candle is; returns the rolling scores that
+    /// changed.
+    pub fn observe(&mut self, key: &SeriesKey, c: &Candle) -> Vec<Accuracy> {
+        let decay = self.decay();
+        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        let s = self.series.entry(key.clone()).or_default();
+        if let Some(last) = s.last_close
+            && close.is_finite()
+        {
+            let step = Point {
+                actual: close,
+                base: last,
+                point: last,
+                lo80: last,
+                hi80: last,
+                lo95: last,
+                hi95: last,
+            };
+            s.step.add_decayed(&step, decay);
+        }
+        if close.is_finite() {
+            s.last_close = Some(close);
+        }
+        let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
+        let mut changed = Vec::new();
+        for ((model, horizon), t) in &mut s.tracks {
+            let mut hit = false;
+            while let Some(&(target, mut p)) = t.pending.front() {
+                if target > c.open_ms {
+                    break;
+                }
+                t.pending.pop_front();
+                if target < c.open_ms || !close.is_finite() {
+                    continue;
+                }
+                p.actual = close;
+                t.score.add_decayed(&p, decay);
+                hit = true;
+                export(model, *horizon, &p, scale);
+            }
+            if hit && let Some(summary) = t.score.summary(scale) {
+                changed.push(Accuracy {
+                    model: model.clone(),
+                    horizon: *horizon,
+                    ts_ms: c.open_ms,
+                    summary,
+                });
+            }
+        }
+        changed.sort_by(|a, b| (&a.model, a.horizon).cmp(&(&b.model, b.horizon)));
+        changed
+    }
+
+    /// Remembers a published forecast until its target bar closes.
+    pub fn record(&mut self, key: &SeriesKey, f: &Forecast) {
+        let t = self
+            .series
+            .entry(key.clone())
+            .or_default()
+            .tracks
+            .entry((f.model.clone(), f.horizon))
+            .or_default();
+        let p = Point {
+            actual: f64::NAN,
+            base: f.last,
+            point: f.point,
+            lo80: f.lo80,
+            hi80: f.hi80,
+            lo95: f.lo95,
+            hi95: f.hi95,
+        };
+        let at = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
+        t.pending.insert(at, (f.target_ms, p));
+    }
+
+    /// The rolling score of one series, model and horizon.
+    pub fn score(&self, key: &SeriesKey, model: &str, horizon: u32) -> Option<&Score> {
+        self.series
+            .get(key)?
+            .tracks
+            .get(&(model.to_string(), horizon))
+            .map(|t| &t.score)
+    }
+
+    /// Forgets a series (after a gap).
+    pub fn reset_series(&mut self, key: &SeriesKey) {
+        self.series.remove(key);
+    }
+
+    pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let s = self.series.get(key)?;
+        let mut e = Enc::new(1);
+        match s.last_close {
+            Some(c) => e.bool(true).f64(c),
+            None => e.bool(false),
+        };
+        s.step.save(&mut e);
+        let mut tracks: Vec<_> = s.tracks.iter().collect();
+        tracks.sort_by(|a, b| a.0.cmp(b.0));
+        e.u32(tracks.len() as u32);
+        for ((model, horizon), t) in tracks {
+            e.bytes(model.as_bytes()).u32(*horizon);
+            t.score.save(&mut e);
+            e.u32(t.pending.len() as u32);
+            for (target, p) in &t.pending {
+                e.i64(*target).f64(p.base).f64(p.point);
+                e.f64(p.lo80).f64(p.hi80).f64(p.lo95).f64(p.hi95);
+            }
+        }
+        Some(e.finish())
+    }
+
+    pub fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        let mut s = SeriesScores {
+            last_close: if d.bool()? { Some(d.f64()?) } else { None },
+            step: Score::load(&mut d)?,
+            ..SeriesScores::default()
+        };
+        for _ in 0..d.u32()? {
+            let model = String::from_utf8(d.bytes()?.to_vec())?;
+            let horizon = d.u32()?;
+            let mut t = Track {
+                score: Score::load(&mut d)?,
+                ..Track::default()
+            };
+            for _ in 0..d.u32()? {
+                let target = d.i64()?;
+                let (base, point) = (d.f64()?, d.f64()?);
+                let (lo80, hi80, lo95, hi95) = (d.f64()?, d.f64()?, d.f64()?, d.f64()?);
+                t.pending.push_back((
+                    target,
+                    Point {
+                        actual: f64::NAN,
+                        base,
+                        point,
+                        lo80,
+                        hi80,
+                        lo95,
+                        hi95,
+                    },
+                ));
+            }
+            s.tracks.insert((model, horizon), t);
+        }
+        d.end()?;
+        self.series.insert(key.clone(), s);
+        Ok(())
+    }
+}
+
+/// Adds one scored point to the Prometheus counters.
+fn export(model: &str, horizon: u32, p: &Point, scale: f64) {
+    let h = horizon.to_string();
+    telemetry::FORECAST_SCORED
+        .with_label_values(&[model, &h])
+        .inc();
+    for (level, lo, hi) in [("80", p.lo80, p.hi80), ("95", p.lo95, p.hi95)] {
+        if lo <= p.actual && p.actual <= hi {
+            telemetry::FORECAST_COVERED
+                .with_label_values(&[model, &h, level])
+                .inc();
+        }
+    }
+    let err = (p.actual - p.point).abs();
+    let add = |kind: &str, v: f64| {
+        if v.is_finite() {
+            telemetry::FORECAST_ERROR_SUM
+                .with_label_values(&[model, &h, kind])
+                .inc_by(v);
+        }
+    };
+    add("relative", err / p.base);
+    add("naive_relative", (p.actual - p.base).abs() / p.base);
+    add("scaled", err / scale);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::{series_key, synthetic_candles};
+    use tickcast_pipeline::domain::SCHEMA_VERSION;
+
+    fn forecast(c: &Candle, model: &str, h: u32, point: f64, half: f64) -> Forecast {
+        let last = c.close.to_f64().unwrap_or(f64::NAN);
+        Forecast {
+            v: SCHEMA_VERSION,
+            exchange: c.exchange.clone(),
+            symbol: c.symbol.clone(),
+            interval: c.interval.clone(),
+            model: model.into(),
+            horizon: h,
+            base_ms: c.open_ms,
+            target_ms: c.open_ms + i64::from(h) * 60_000,
+            last,
+            point,
+            lo80: point - half,
+            hi80: point + half,
+            lo95: point - 2.0 * half,
+            hi95: point + 2.0 * half,
+        }
+    }
+
+    #[test]
+    fn scores_each_forecast_when_its_target_bar_closes() {
+        let cs = synthetic_candles(&["BTC-USDT"], 4, 1);
+        let key = series_key(&cs[0]);
+        let close = |i: usize| cs[i].close.to_f64().unwrap_or(f64::NAN);
+        // Window 1: no decay, plain sums.
+        let mut s = Scorer::new(ScorerSettings { window: 1.0 });
+        assert!(s.observe(&key, &cs[0]).is_empty());
+        // h=1 from bar 0 hits bar 1 exactly; h=2 from bar 0 lands on bar 2.
+        s.record(&key, &forecast(&cs[0], "m", 1, close(1), 0.0));
+        s.record(&key, &forecast(&cs[0], "m", 2, close(0) + 1.0, 0.5));
+        let a1 = s.observe(&key, &cs[1]);
+        assert_eq!(a1.len(), 1);
+        assert_eq!((a1[0].horizon, a1[0].ts_ms), (1, 60_000));
+        assert_eq!(a1[0].summary.mae, 0.0);
+        assert_eq!(a1[0].summary.coverage80, 1.0, "degenerate interval at the actual");
+        let a2 = s.observe(&key, &cs[2]);
+        assert_eq!(a2.len(), 1);
+        let err = (close(2) - (close(0) + 1.0)).abs();
+        assert!((a2[0].summary.mae - err).abs() < 1e-9);
+        assert!((a2[0].summary.rel_mae - err / (close(2) - close(0)).abs()).abs() < 1e-9);
+        assert_eq!(a2[0].summary.coverage95, f64::from(u8::from(err <= 1.0)));
+        assert!(s.observe(&key, &cs[3]).is_empty(), "nothing pending");
+    }
+
+    #[test]
+    fn forecasts_for_a_missing_bar_are_dropped_and_state_round_trips() {
+        let cs = synthetic_candles(&["BTC-USDT"], 5, 2);
+        let key = series_key(&cs[0]);
+        let mut s = Scorer::new(ScorerSettings::default());
+        s.observe(&key, &cs[0]);
+        s.record(&key, &forecast(&cs[0], "m", 1, 1.0, 1.0));
+        s.record(&key, &forecast(&cs[0], "m", 3, 1.0, 1.0));
+        // Bar 1 never arrives: the h=1 forecast is dropped when bar 2 closes.
+        assert!(s.observe(&key, &cs[2]).is_empty());
+        let saved = s.save_series(&key).expect("state");
+        let mut r = Scorer::new(ScorerSettings::default());
+        r.load_series(&key, &saved).expect("loads");
+        assert_eq!(r.save_series(&key), Some(saved));
+        let a = r.observe(&key, &cs[3]);
+        assert_eq!(a.len(), 1, "the h=3 forecast survived the restore");
+        assert_eq!(a[0].summary.n, 1);
+        assert!(r.load_series(&key, &[1, 0]).is_err(), "truncated");
+    }
+}
