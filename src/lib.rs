@@ -113,8 +113,13 @@ pub async fn run_stage(
             .await
         }
         StageKind::Forecast => {
-            let mut handler =
-                models::stage(&cfg.models, &cfg.horizons, cfg.ensemble, true, &t.forecasts())?;
+            let mut handler = models::stage(
+                &cfg.models,
+                &cfg.horizons,
+                cfg.ensemble,
+                true,
+                &t.forecasts(),
+            )?;
             match store {
                 Some(store) => {
                     handler = handler.with_checkpoints(CheckpointSettings {

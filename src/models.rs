@@ -44,7 +44,9 @@ pub fn check(names: &[String], with_ensemble: bool) -> Result<()> {
         }
     }
     if with_ensemble && !names.iter().any(|n| n.trim() == ensemble::NAIVE) {
-        bail!("the ensemble needs the naive model: add `naive` to the models or pass --no-ensemble");
+        bail!(
+            "the ensemble needs the naive model: add `naive` to the models or pass --no-ensemble"
+        );
     }
     Ok(())
 }
@@ -85,7 +87,8 @@ mod tests {
         let v = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
         assert!(check(&v("naive,garch"), true).is_ok());
         assert!(check(&v("garch"), false).is_ok());
-        let err = |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).err().expect("error"));
+        let err =
+            |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).err().expect("error"));
         assert!(err("garch", true).contains("needs the naive model"));
         assert!(err("naive,arima", true).contains("unknown model `arima`; known: naive, garch"));
         assert!(err("naive,naive", true).contains("listed twice"));

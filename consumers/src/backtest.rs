@@ -102,10 +102,7 @@ pub struct Row {
 
 /// Replays `candles` (one series, in time order) through a forecast stage built by `models`
 /// and scores every forecast whose target candle is in the file.
-pub fn run(
-    candles: &[Candle],
-    stage: &dyn Fn() -> ForecastStage,
-) -> Result<Vec<Row>> {
+pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<Row>> {
     let Some(first) = candles.first() else {
         bail!("no candles");
     };

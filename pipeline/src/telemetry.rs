@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    CounterVec,     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The process-wide registry that `/metrics` exposes.

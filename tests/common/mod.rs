@@ -196,6 +196,9 @@ impl Env {
         cfg.group_prefix = self.group_prefix.clone();
         cfg.interval = Interval::from_ms(60_000);
         cfg.horizons = horizons.to_vec();
+        // naive and the ensemble of it: both forecast from a series' second candle on.
+        cfg.models = vec!["naive".into()];
+        cfg.ensemble = true;
         cfg
     }
 }
@@ -244,12 +247,12 @@ pub fn expected_candles(seed: u64, n: usize) -> Vec<Candle> {
     out
 }
 
-/// Forecast rows the naive model must produce for `candles`: every closed candle but the first
-/// of each series, times the horizons.
+/// Forecast rows the naive model and the ensemble (see [`Env::config`]) must produce for
+/// `candles`: every closed candle but the first of each series, times the horizons, twice.
 pub fn expected_forecast_count(candles: &[Candle], horizons: &[u32]) -> usize {
     let series: std::collections::BTreeSet<&str> =
         candles.iter().map(|c| c.symbol.as_str()).collect();
-    (candles.len() - series.len()) * horizons.len()
+    2 * (candles.len() - series.len()) * horizons.len()
 }
 
 /// Every row of the store, sorted as [`expected_candles`] sorts.

@@ -224,10 +224,8 @@ impl Ensemble {
         }
         let cal = CalSeries::load(&mut d)?;
         d.end()?;
-        self.series.insert(
-            key.clone(),
-            SeriesEnsemble { bar, weights, cal },
-        );
+        self.series
+            .insert(key.clone(), SeriesEnsemble { bar, weights, cal });
         Ok(())
     }
 }
@@ -307,7 +305,10 @@ mod tests {
             ..EnsembleSettings::default()
         };
         let (ens, last, key) = run(40, s);
-        assert_eq!(ens.weights_of(&key, 1), Some(&[("naive".to_string(), 1.0)][..]));
+        assert_eq!(
+            ens.weights_of(&key, 1),
+            Some(&[("naive".to_string(), 1.0)][..])
+        );
         let cs = synthetic_candles(&["BTC-USDT"], 41, 4);
         assert_eq!(last[0].point, cs[39].close.to_f64().unwrap_or(0.0));
     }
@@ -372,7 +373,10 @@ mod tests {
         scorer.observe(&k2, &cs[1]);
         let w = weights(&s, &scorer, &k2, 1, &["naive", "half"]);
         // raw: naive 1, half 1/0.25 = 4 → 0.2 / 0.8.
-        assert!((w[0].1 - 0.2).abs() < 1e-9 && (w[1].1 - 0.8).abs() < 1e-9, "{w:?}");
+        assert!(
+            (w[0].1 - 0.2).abs() < 1e-9 && (w[1].1 - 0.8).abs() < 1e-9,
+            "{w:?}"
+        );
         let floored = weights(
             &EnsembleSettings {
                 naive_floor: 0.5,

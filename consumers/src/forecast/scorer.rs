@@ -301,7 +301,10 @@ mod tests {
         assert_eq!(a1.len(), 1);
         assert_eq!((a1[0].horizon, a1[0].ts_ms), (1, 60_000));
         assert_eq!(a1[0].summary.mae, 0.0);
-        assert_eq!(a1[0].summary.coverage80, 1.0, "degenerate interval at the actual");
+        assert_eq!(
+            a1[0].summary.coverage80, 1.0,
+            "degenerate interval at the actual"
+        );
         let a2 = s.observe(&key, &cs[2]);
         assert_eq!(a2.len(), 1);
         let err = (close(2) - (close(0) + 1.0)).abs();

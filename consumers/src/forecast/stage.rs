@@ -306,14 +306,19 @@ impl ForecastStage {
         // Series never seen, and series whose next candle is not the next bar: after a gap, or
         // after their partition moved to another process and back, the store may hold newer
         // state than this process.
+        // Only each series' first candle in the batch tells.
         let mut keys: Vec<SeriesKey> = Vec::new();
+        let mut first: HashSet<SeriesKey> = HashSet::new();
         for c in candles {
             let k = series_key(c);
+            if !first.insert(k.clone()) {
+                continue;
+            }
             let ask = match self.newest.get(&k) {
                 None => cp.looked_up.insert(k.clone()),
                 Some(&newest) => c.open_ms > newest + bar_ms(c),
             };
-            if ask && !keys.contains(&k) {
+            if ask {
                 keys.push(k);
             }
         }
@@ -330,12 +335,21 @@ impl ForecastStage {
             return Ok(());
         }
         let rows = store.load_series_states(&consumer, &keys).await?;
-        let n = rows.len();
+        let mut n = 0;
         for row in &rows {
-            let key = (row.exchange.clone(), row.symbol.clone(), row.interval.clone());
-            if self.newest.get(&key).is_some_and(|&n| n >= row.last_open_ms) {
+            let key = (
+                row.exchange.clone(),
+                row.symbol.clone(),
+                row.interval.clone(),
+            );
+            if self
+                .newest
+                .get(&key)
+                .is_some_and(|&n| n >= row.last_open_ms)
+            {
                 continue;
             }
+            n += 1;
             if let Err(e) = self.load_series(row) {
                 // A checkpoint we cannot read is a bug to see, not a reason to stop: the series
                 // starts fresh.

@@ -14,7 +14,8 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
 use super::{
-    AccuracyQuery, AccuracyRow, Checkpoint, SeriesCheckpoint,     CandleQuery, ForecastQuery, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
+    SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
 };
 
 /// SQLite-backed [`Store`].
