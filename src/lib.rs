@@ -41,8 +41,9 @@ pub struct PipelineConfig {
     pub topics: Topics,
     /// Consumer groups are `<group_prefix><stage>`.
     pub group_prefix: String,
-    pub interval: Interval,
-    pub allowed_lateness_ms: i64,
+    /// Candle intervals, lateness, empty-window and idle policies (see
+    /// [`tickcast_pipeline::candles`]).
+    pub candles: CandleOptions,
     pub horizons: Vec<u32>,
     pub max_batch: usize,
     pub linger: Duration,
@@ -54,8 +55,7 @@ impl PipelineConfig {
             cluster,
             topics,
             group_prefix: "tickcast-".to_string(),
-            interval: Interval::from_ms(60_000),
-            allowed_lateness_ms: 0,
+            candles: CandleOptions::new([Interval::from_ms(60_000)]),
             horizons: vec![1, 5, 15],
             max_batch: 5_000,
             linger: Duration::from_millis(20),
@@ -89,11 +89,7 @@ pub async fn run_stage(
     let t = &cfg.topics;
     match kind {
         StageKind::Candles => {
-            let opts = CandleOptions {
-                interval: cfg.interval,
-                allowed_lateness_ms: cfg.allowed_lateness_ms,
-            };
-            let handler = CandleBuilder::new(opts, t.candles());
+            let handler = CandleBuilder::new(cfg.candles.clone(), t.candles());
             stage::run(
                 settings,
                 cfg.options(kind, vec![t.ticks()]),
