@@ -1,5 +1,6 @@
-//! `tickcast backtest --data FILE`: a candle file through the streaming forecast code, scored
-//! per model and horizon against the naive forecast (see `tickcast_consumers::backtest`).
+//! `tickcast backtest --data FILE`: a candle or trade file through the streaming code (trades
+//! through the candles stage's builder, candles through the forecast stage), scored per model and
+//! horizon against the naive forecast (see `tickcast_consumers::backtest`).
 
 use std::path::PathBuf;
 
@@ -10,15 +11,19 @@ use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
-    /// Candle CSV (plain or .gz) with a header naming ts_ms,open,high,low,close,volume.
+    /// CSV (plain or .gz) of candles (header naming ts_ms,open,high,low,close,volume) or of
+    /// trades (trade_time_ms,trade_id,price,qty,is_buyer_maker), told apart by the header.
     #[arg(long)]
     pub data: PathBuf,
     /// Forecast horizons in bars.
     #[arg(long, value_delimiter = ',', default_value = "1,5,15,60")]
     pub horizons: Vec<u32>,
-    /// Bar interval of the file.
+    /// Bar interval of a candle file, or the candles to build from a trade file.
     #[arg(long, default_value = "1m")]
     pub interval: String,
+    /// Trade files: how late (event time, ms) a trade may come and still count in its window.
+    #[arg(long, default_value_t = 0)]
+    pub allowed_lateness_ms: i64,
     /// Canonical symbol (default: guessed from the file name).
     #[arg(long)]
     pub symbol: Option<String>,
@@ -61,8 +66,22 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         interval,
     };
     let started = std::time::Instant::now();
-    let candles = backtest::read_candles_csv(backtest::open(&args.data)?, &id)
+    let data = backtest::read_data(backtest::open(&args.data)?, &id, args.allowed_lateness_ms)
         .with_context(|| format!("reading {}", args.data.display()))?;
+    let candles = data.candles;
+    if let Some(s) = &data.stats {
+        eprintln!(
+            "backtest: {} trades → {} candles of {} ({} empty, {} duplicates, {} late, {} gaps \
+             left unfilled)",
+            data.trades,
+            candles.len(),
+            id.interval,
+            s.empty_candles,
+            s.duplicates,
+            s.late_ticks,
+            s.unfilled_gaps
+        );
+    }
     eprintln!(
         "backtest: {} candles of {} {} from {} ({:.1}s to read)",
         candles.len(),

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
+use tickcast_pipeline::candles::CandleOptions;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -95,12 +96,30 @@ pub struct RunArgs {
 /// Stage tuning shared by `run` and `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct StageArgs {
-    /// Candle interval (e.g. 1s, 1m, 1h).
-    #[arg(long, env = "TICKCAST_INTERVAL", default_value = "1m", value_parser = Interval::parse)]
-    pub interval: Interval,
+    /// Candle intervals built side by side (e.g. 1s,1m,1h).
+    #[arg(
+        long,
+        alias = "interval",
+        env = "TICKCAST_INTERVALS",
+        value_delimiter = ',',
+        default_value = "1m",
+        value_parser = Interval::parse
+    )]
+    pub intervals: Vec<Interval>,
     /// How late (event time, ms) a tick may arrive and still count in its window.
     #[arg(long, env = "TICKCAST_ALLOWED_LATENESS_MS", default_value_t = 0)]
     pub allowed_lateness_ms: i64,
+    /// Most explicit empty candles (trades = 0, OHLC = previous close) per gap; 0: none.
+    #[arg(long, env = "TICKCAST_MAX_EMPTY_WINDOWS", default_value_t = CandleOptions::DEFAULT_MAX_EMPTY_WINDOWS)]
+    pub max_empty_windows: u32,
+    /// How far (ms) the exchange's watermark must pass an idle symbol's window before it
+    /// closes; `off`: only a symbol's own ticks close its windows.
+    #[arg(long, env = "TICKCAST_IDLE_GRACE_MS", default_value = "60000", value_parser = parse_grace)]
+    pub idle_grace_ms: IdleGrace,
+    /// Byte budget of the candle state committed with each offset (keep it under the broker's
+    /// `offset.metadata.max.bytes`, 4096 by default).
+    #[arg(long, env = "TICKCAST_CANDLE_STATE_MAX_BYTES", default_value_t = CandleOptions::DEFAULT_STATE_MAX_BYTES)]
+    pub candle_state_max_bytes: usize,
     /// Forecast horizons in bars.
     #[arg(
         long,
@@ -129,8 +148,11 @@ impl StageArgs {
             bail!("--horizons must list bar counts ≥ 1, e.g. 1,5,15");
         }
         let mut cfg = PipelineConfig::new(cluster, topics);
-        cfg.interval = self.interval;
-        cfg.allowed_lateness_ms = self.allowed_lateness_ms.max(0);
+        cfg.candles = CandleOptions::new(self.intervals.iter().copied());
+        cfg.candles.allowed_lateness_ms = self.allowed_lateness_ms.max(0);
+        cfg.candles.max_empty_windows = self.max_empty_windows;
+        cfg.candles.idle_grace_ms = self.idle_grace_ms.0;
+        cfg.candles.state_max_bytes = self.candle_state_max_bytes;
         cfg.horizons = self.horizons.clone();
         cfg.group_prefix = self.group_prefix.clone();
         tickcast::models::check(&self.models, !self.no_ensemble)?;
@@ -141,6 +163,20 @@ impl StageArgs {
         }
         cfg.checkpoint_every = Duration::from_secs_f64(self.checkpoint_secs);
         Ok(cfg)
+    }
+}
+
+/// `--idle-grace-ms`: milliseconds, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleGrace(pub Option<i64>);
+
+fn parse_grace(s: &str) -> Result<IdleGrace, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(IdleGrace(None));
+    }
+    match s.parse::<i64>() {
+        Ok(ms) if ms >= 0 => Ok(IdleGrace(Some(ms))),
+        _ => Err(format!("`{s}`: expected milliseconds ≥ 0 or `off`")),
     }
 }
 

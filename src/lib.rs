@@ -42,8 +42,9 @@ pub struct PipelineConfig {
     pub topics: Topics,
     /// Consumer groups are `<group_prefix><stage>`.
     pub group_prefix: String,
-    pub interval: Interval,
-    pub allowed_lateness_ms: i64,
+    /// Candle intervals, lateness, empty-window and idle policies (see
+    /// [`tickcast_pipeline::candles`]).
+    pub candles: CandleOptions,
     pub horizons: Vec<u32>,
     /// Forecasting models (see [`models::KNOWN`]).
     pub models: Vec<String>,
@@ -61,8 +62,7 @@ impl PipelineConfig {
             cluster,
             topics,
             group_prefix: "tickcast-".to_string(),
-            interval: Interval::from_ms(60_000),
-            allowed_lateness_ms: 0,
+            candles: CandleOptions::new([Interval::from_ms(60_000)]),
             horizons: vec![1, 5, 15],
             models: models::DEFAULT.split(',').map(String::from).collect(),
             ensemble: true,
@@ -99,11 +99,7 @@ pub async fn run_stage(
     let t = &cfg.topics;
     match kind {
         StageKind::Candles => {
-            let opts = CandleOptions {
-                interval: cfg.interval,
-                allowed_lateness_ms: cfg.allowed_lateness_ms,
-            };
-            let handler = CandleBuilder::new(opts, t.candles());
+            let handler = CandleBuilder::new(cfg.candles.clone(), t.candles());
             stage::run(
                 settings,
                 cfg.options(kind, vec![t.ticks()]),

@@ -1,5 +1,5 @@
-//! `tickcast backtest` as a user runs it: a candle CSV in, one JSON object per model and horizon
-//! out, with the exact scores of the naive model on a hand-checked series, and clear errors.
+//! `tickcast backtest` as a user runs it: a candle or trade CSV in, one JSON object per model and
+//! horizon out, with the exact scores of the naive model on hand-checked series, and clear errors.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -82,6 +82,74 @@ fn json_lines_carry_the_exact_scores() {
         (Some(2), Some(2))
     );
     assert!((lines[1]["mae"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Trades whose 1-minute candles close at 100, 102, 99, 103, 101, (no trade: an explicit empty
+/// candle at 101), 95, 96; the last trade opens a window that never closes. A duplicate and a
+/// late trade change nothing.
+const TRADES: &str = "local_ts_ns,trade_time_ms,symbol,trade_id,price,qty,is_buyer_maker
+0,1000,BTCUSDT,1,101,1,true
+0,50000,BTCUSDT,2,100,1,false
+0,61000,BTCUSDT,3,103,1,false
+0,119000,BTCUSDT,4,102,1,true
+0,119000,BTCUSDT,4,102,1,true
+0,150000,BTCUSDT,5,99,2,false
+0,190000,BTCUSDT,6,103,1,false
+0,100000,BTCUSDT,7,50,1,false
+0,250000,BTCUSDT,8,101,1,true
+0,370000,BTCUSDT,9,95,1,true
+0,430000,BTCUSDT,10,96,1,true
+0,490000,BTCUSDT,11,97,1,true
+";
+
+#[test]
+fn trades_make_candles_through_the_stream_code_and_score_exactly() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bt-trades-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("binance_spot_BTCUSDT_trades.csv");
+    std::fs::write(&file, TRADES).unwrap();
+    let out = tickcast(&[
+        "backtest",
+        "--data",
+        file.to_str().unwrap(),
+        "--models",
+        "naive",
+        "--horizons",
+        "1,2",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "12 trades → 8 candles of 1m (1 empty, 1 duplicates, 1 late, 0 gaps left unfilled)"
+        ),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // h=1 from the second candle on: |99-102| + |103-99| + |101-103| + |101-101| + |95-101|
+    // + |96-95| = 16 over 6 points.
+    assert_eq!(
+        (
+            lines[0]["model"].as_str(),
+            lines[0]["horizon"].as_u64(),
+            lines[0]["n"].as_u64()
+        ),
+        (Some("naive"), Some(1), Some(6))
+    );
+    assert!((lines[0]["mae"].as_f64().unwrap() - 16.0 / 6.0).abs() < 1e-12);
+    // h=2: |103-102| + |101-99| + |101-103| + |95-101| + |96-101| = 16 over 5 points.
+    assert_eq!(
+        (lines[1]["horizon"].as_u64(), lines[1]["n"].as_u64()),
+        (Some(2), Some(5))
+    );
+    assert!((lines[1]["mae"].as_f64().unwrap() - 16.0 / 5.0).abs() < 1e-12);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

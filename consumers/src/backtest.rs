@@ -4,16 +4,24 @@
 //! same points ([`crate::forecast::score`]). Gaps are never bridged: after a missing bar the
 //! models restart and forecasts that pointed across the gap are dropped.
 //!
-//! Input: CSV (plain or gzip) with a header naming at least `ts_ms,open,high,low,close,volume`
-//! (`ts_ms` = bar open time, epoch ms; other columns ignored), as in `../shared/data/candles_1m/`.
+//! Input: CSV (plain or gzip) with a header, told apart by its columns ([`read_data`]):
+//! - candles: at least `ts_ms,open,high,low,close,volume` (`ts_ms` = bar open time, epoch ms;
+//!   other columns ignored), as in `../shared/data/candles_1m/`;
+//! - trades: at least `trade_time_ms,trade_id,price,qty,is_buyer_maker`, as in
+//!   `../shared/data/trades/`. Trades become ticks and go through the candles stage's own
+//!   [`CandleBuilder`] (event-time windows, de-duplication, late ticks, explicit empty windows)
+//!   at the series' interval, so the backtest sees exactly the candles the stream would publish.
+//!   The window open when the file ends is never closed by a watermark, so it is not emitted.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use rust_decimal::prelude::ToPrimitive as _;
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION, decimal_text};
+use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats};
+use tickcast_pipeline::codec::Message as _;
+use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
 use crate::forecast::score::{Point, Score, Summary};
@@ -37,24 +45,88 @@ pub fn open(path: &Path) -> Result<Box<dyn Read>> {
     })
 }
 
-/// Reads candles from CSV; a bad row is an error naming its line.
-pub fn read_candles_csv(input: impl Read, id: &SeriesId) -> Result<Vec<Candle>> {
+/// What a CSV file holds, told by its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Candles,
+    Trades,
+}
+
+const CANDLE_COLUMNS: [&str; 6] = ["ts_ms", "open", "high", "low", "close", "volume"];
+const TRADE_COLUMNS: [&str; 5] = [
+    "trade_time_ms",
+    "trade_id",
+    "price",
+    "qty",
+    "is_buyer_maker",
+];
+
+/// Candles from a data file, and, for a trade file, what the candles stage did with the trades.
+#[derive(Debug, Clone)]
+pub struct Data {
+    pub kind: DataKind,
+    pub candles: Vec<Candle>,
+    /// Trade rows read (0 for a candle file).
+    pub trades: u64,
+    /// The candle builder's counts (trade files only).
+    pub stats: Option<CandleStats>,
+}
+
+type CsvLines = Lines<BufReader<Box<dyn Read>>>;
+
+/// The header's columns, and the index of each of `names` in it.
+fn columns(header: &str, names: &[&str]) -> Result<Vec<usize>> {
+    let cols: Vec<&str> = header.trim().split(',').map(str::trim).collect();
+    names
+        .iter()
+        .map(|name| {
+            cols.iter()
+                .position(|c| c == name)
+                .ok_or_else(|| anyhow!("no `{name}` column in header `{}`", header.trim()))
+        })
+        .collect()
+}
+
+/// Which kind of file a header starts: trades when it names every trade column, else candles.
+pub fn detect(header: &str) -> DataKind {
+    if columns(header, &TRADE_COLUMNS).is_ok() {
+        DataKind::Trades
+    } else {
+        DataKind::Candles
+    }
+}
+
+/// Reads a candle or a trade file (see the module doc); trades are windowed at `id.interval`
+/// with `allowed_lateness_ms`.
+pub fn read_data(input: Box<dyn Read>, id: &SeriesId, allowed_lateness_ms: i64) -> Result<Data> {
     let mut lines = BufReader::new(input).lines();
     let header = lines.next().context("empty file: no header")??;
-    let cols: Vec<&str> = header.trim().split(',').map(str::trim).collect();
-    let col = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| anyhow!("no `{name}` column in header `{header}`"))
-    };
-    let idx = [
-        col("ts_ms")?,
-        col("open")?,
-        col("high")?,
-        col("low")?,
-        col("close")?,
-        col("volume")?,
-    ];
+    match detect(&header) {
+        DataKind::Candles => Ok(Data {
+            kind: DataKind::Candles,
+            candles: candles_from_lines(&header, lines, id)?,
+            trades: 0,
+            stats: None,
+        }),
+        DataKind::Trades => trades_from_lines(&header, lines, id, allowed_lateness_ms),
+    }
+}
+
+/// Reads candles from CSV; a bad row is an error naming its line.
+pub fn read_candles_csv(input: impl Read + 'static, id: &SeriesId) -> Result<Vec<Candle>> {
+    let mut lines = BufReader::new(Box::new(input) as Box<dyn Read>).lines();
+    let header = lines.next().context("empty file: no header")??;
+    candles_from_lines(&header, lines, id)
+}
+
+fn candles_from_lines(header: &str, lines: CsvLines, id: &SeriesId) -> Result<Vec<Candle>> {
+    let idx = columns(header, &CANDLE_COLUMNS).with_context(|| {
+        format!(
+            "expected candles ({}) or trades ({})",
+            CANDLE_COLUMNS.join(","),
+            TRADE_COLUMNS.join(",")
+        )
+    })?;
     let bar = id.interval.ms();
     let mut out = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -90,6 +162,71 @@ pub fn read_candles_csv(input: impl Read, id: &SeriesId) -> Result<Vec<Candle>> 
         out.push(row().with_context(|| format!("line {}: `{line}`", n + 2))?);
     }
     Ok(out)
+}
+
+/// One trade row as a tick; `is_buyer_maker = true` means the aggressor sold.
+fn trade_tick(f: &[&str], idx: &[usize], id: &SeriesId) -> Result<Tick> {
+    let get = |i: usize| {
+        f.get(idx[i])
+            .copied()
+            .ok_or_else(|| anyhow!("missing column `{}`", TRADE_COLUMNS[i]))
+    };
+    let dec = |i: usize| {
+        get(i).and_then(|s| {
+            decimal_text::parse(s).map_err(|e| anyhow!("`{}`: {e}", TRADE_COLUMNS[i]))
+        })
+    };
+    let ts_ms: i64 = get(0)?.parse().context("trade_time_ms")?;
+    let side = match get(4)?.to_ascii_lowercase().as_str() {
+        "true" | "1" => Side::Sell,
+        "false" | "0" => Side::Buy,
+        other => bail!("is_buyer_maker: `{other}` is not true or false"),
+    };
+    let tick = Tick {
+        v: SCHEMA_VERSION,
+        exchange: id.exchange.clone(),
+        symbol: id.symbol.clone(),
+        trade_id: get(1)?.to_string(),
+        price: dec(2)?,
+        size: dec(3)?,
+        side,
+        ts_ms,
+        ingested_ms: ts_ms,
+    };
+    tick.check().map_err(|e| anyhow!("{e}"))?;
+    Ok(tick)
+}
+
+/// Trades through the candles stage's [`CandleBuilder`], one tick at a time, in file order (the
+/// line number stands in for the Kafka offset).
+fn trades_from_lines(
+    header: &str,
+    lines: CsvLines,
+    id: &SeriesId,
+    allowed_lateness_ms: i64,
+) -> Result<Data> {
+    let idx = columns(header, &TRADE_COLUMNS)?;
+    let mut opts = CandleOptions::new([id.interval]);
+    opts.allowed_lateness_ms = allowed_lateness_ms.max(0);
+    opts.idle_grace_ms = None; // one symbol: nothing else moves its exchange's watermark
+    let mut builder = CandleBuilder::new(opts, "backtest");
+    let (mut candles, mut trades) = (Vec::new(), 0u64);
+    for (n, line) in lines.enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let tick = trade_tick(&f, &idx, id).with_context(|| format!("line {}: `{line}`", n + 2))?;
+        builder.push(&tick, ("file", 0, n as i64), &mut candles);
+        trades += 1;
+    }
+    Ok(Data {
+        kind: DataKind::Trades,
+        candles,
+        trades,
+        stats: Some(builder.stats().clone()),
+    })
 }
 
 /// One line of the backtest's result.
@@ -279,6 +416,88 @@ mod tests {
         assert_eq!(h2.n, 2);
         assert!((h2.mae - (1.0 + 2.0) / 2.0).abs() < 1e-12);
         assert_eq!(models_seen(&rows).get("naive"), Some(&2));
+    }
+
+    /// Hand-checked: a duplicate, an out-of-order trade within its window, a late trade, an
+    /// empty window, and the last window left open.
+    const TRADES: &str = "trade_time_ms,trade_id,price,qty,is_buyer_maker,extra
+1000,1,100.5,0.5,true,x
+20000,2,101,0.25,false,x
+59999,3,99.5,1,true,x
+59999,3,99.5,1,true,x
+61000,4,102,2,false,x
+130000,5,103,1,true,x
+125000,6,100,1,false,x
+50000,7,98,1,true,x
+250000,8,104,1,false,x
+";
+
+    fn ohlcv(c: &Candle) -> (i64, String, String, String, String, String, u64) {
+        (
+            c.open_ms,
+            c.open.to_string(),
+            c.high.to_string(),
+            c.low.to_string(),
+            c.close.to_string(),
+            c.volume.normalize().to_string(),
+            c.trades,
+        )
+    }
+
+    #[test]
+    fn trades_become_the_candles_the_stream_would_publish() {
+        let input: Box<dyn Read> = Box::new(TRADES.as_bytes());
+        let data = read_data(input, &id(), 0).expect("valid");
+        assert_eq!((data.kind, data.trades), (DataKind::Trades, 9));
+        let s = |x: &str| x.to_string();
+        let got: Vec<_> = data.candles.iter().map(ohlcv).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, s("100.5"), s("101"), s("99.5"), s("99.5"), s("1.75"), 3),
+                (60_000, s("102"), s("102"), s("102"), s("102"), s("2"), 1),
+                // Opened by the earliest trade (125 s), closed by the latest (130 s).
+                (120_000, s("100"), s("103"), s("100"), s("103"), s("2"), 2),
+                (180_000, s("103"), s("103"), s("103"), s("103"), s("0"), 0),
+            ]
+        );
+        assert!(
+            data.candles
+                .iter()
+                .all(|c| c.interval == "1m" && c.symbol == "BTC-USDT")
+        );
+        let stats = data.stats.expect("stats");
+        assert_eq!(
+            (stats.duplicates, stats.late_ticks, stats.empty_candles),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn gzip_trades_are_read_and_bad_rows_named() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("tickcast-trades-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("binance_spot_BTCUSDT_trades.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).expect("create"),
+            flate2::Compression::default(),
+        );
+        gz.write_all(TRADES.as_bytes()).expect("write");
+        gz.finish().expect("finish");
+        let data = read_data(open(&path).expect("open"), &id(), 0).expect("valid");
+        assert_eq!((data.kind, data.candles.len()), (DataKind::Trades, 4));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        let bad: Box<dyn Read> =
+            Box::new("trade_time_ms,trade_id,price,qty,is_buyer_maker\n1,1,0,1,true\n".as_bytes());
+        let err = format!("{:#}", read_data(bad, &id(), 0).expect_err("zero price"));
+        assert!(err.contains("line 2") && err.contains("price"), "{err}");
+        let neither: Box<dyn Read> = Box::new("a,b\n1,2\n".as_bytes());
+        let err = format!("{:#}", read_data(neither, &id(), 0).expect_err("unknown"));
+        assert!(
+            err.contains("expected candles") && err.contains("trades ("),
+            "{err}"
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl KafkaSettings {
             .set("enable.partition.eof", "false")
             .create_with_context(LoggingContext {
                 group: group.to_string(),
+                revoked: Arc::default(),
             })
             .with_context(|| format!("creating consumer for group {group}"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -96,10 +97,21 @@ impl KafkaSettings {
     }
 }
 
-/// Logs rebalances; one per consumer.
+/// Logs rebalances and remembers revoked partitions for the stage runner; one per consumer.
 #[derive(Debug, Clone)]
 pub struct LoggingContext {
     group: String,
+    revoked: Arc<std::sync::Mutex<Vec<(String, i32)>>>,
+}
+
+impl LoggingContext {
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.revoked
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
 }
 
 impl rdkafka::ClientContext for LoggingContext {}
@@ -111,7 +123,14 @@ impl ConsumerContext for LoggingContext {
                 tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned")
             }
             Rebalance::Revoke(tpl) => {
-                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked")
+                tracing::info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
+                if let Ok(mut v) = self.revoked.lock() {
+                    v.extend(
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_string(), e.partition())),
+                    );
+                }
             }
             Rebalance::Error(e) => {
                 tracing::warn!(group = %self.group, error = %e, "rebalance error")

@@ -3,8 +3,15 @@
 //! acknowledgement → store the input offsets. Stored offsets are committed in the background
 //! and synchronously at shutdown, so a crash re-delivers at most the batches whose effects were
 //! not acknowledged; deterministic outputs keyed by natural keys make that harmless.
+//!
+//! Stateful handlers (the candles stage) may attach a state snapshot to each committed offset as
+//! Kafka commit metadata ([`Resume::metadata`]); the runner hands it back through
+//! [`Handler::assigned`] before the first batch of a partition it was (re)assigned, and reports
+//! partitions taken away through [`Handler::revoked`]. For such handlers every batch's plan is
+//! also committed explicitly, because librdkafka's automatic commit skips a stored offset equal
+//! to the committed one, even when its metadata changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -34,10 +41,29 @@ pub struct Effects {
     pub records: Vec<OutRecord>,
     /// Inputs that could not be processed; produced to the dead-letter topic.
     pub dead: Vec<DeadLetter>,
-    /// Next offsets to store per (topic, partition). `None`: everything in the batch is done.
+    /// Where to resume per (topic, partition). `None`: everything in the batch is done.
     /// A stage that keeps inputs in open state (e.g. open candle windows) returns the offset of
-    /// the oldest input it still needs, so a restart re-reads it.
-    pub commit: Option<BTreeMap<(String, i32), i64>>,
+    /// the oldest input it still needs, so a restart re-reads it, and may attach its state.
+    pub commit: Option<BTreeMap<(String, i32), Resume>>,
+}
+
+/// Where a partition resumes after a restart, and the state that goes with that position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Next offset to read.
+    pub offset: i64,
+    /// Committed with the offset as Kafka commit metadata (a string the broker bounds by
+    /// `offset.metadata.max.bytes`, 4096 by default); `None` commits none.
+    pub metadata: Option<String>,
+}
+
+impl Resume {
+    pub fn at(offset: i64) -> Self {
+        Self {
+            offset,
+            metadata: None,
+        }
+    }
 }
 
 /// The stage-specific step. Tests call it directly.
@@ -54,6 +80,20 @@ pub trait Handler: Send {
     ) -> impl Future<Output = Result<Option<BTreeMap<(String, i32), i64>>>> + Send {
         std::future::ready(Ok(None))
     }
+
+    /// Whether the handler keeps per-partition state in commit metadata. When true the runner
+    /// reads the committed metadata of every partition it starts reading and calls
+    /// [`Handler::assigned`], and commits every batch's plan explicitly.
+    fn restores_state(&self) -> bool {
+        false
+    }
+
+    /// A partition starts (again) at its committed offset; `metadata` is what was committed
+    /// with it (empty when nothing was). Called before the first batch that holds it.
+    fn assigned(&mut self, _topic: &str, _partition: i32, _metadata: &str) {}
+
+    /// A partition left this consumer (rebalance): forget its state.
+    fn revoked(&mut self, _topic: &str, _partition: i32) {}
 }
 
 /// Batch shape and names for a runner.
@@ -78,48 +118,54 @@ pub async fn run<H: Handler>(
     let consumer = settings.consumer(&opts.group, &opts.inputs)?;
     let publisher = Publisher::new(settings)?;
     tracing::info!(stage = %opts.name, group = %opts.group, inputs = ?opts.inputs, "stage started");
+    let stateful = handler.restores_state();
+    // Next offset expected per partition this consumer reads; a partition missing here (new,
+    // or revoked since) or a message below it (re-read after a rebalance) restores state first.
+    let mut expected: HashMap<(String, i32), i64> = HashMap::new();
+    let mut last_plan: BTreeMap<(String, i32), Resume> = BTreeMap::new();
     loop {
         let batch = tokio::select! {
             _ = shutdown.wait() => break,
             b = next_batch(&consumer, &opts) => b,
         };
+        for tp in consumer.context().take_revoked() {
+            expected.remove(&tp);
+            last_plan.remove(&tp);
+            handler.revoked(&tp.0, tp.1);
+        }
         if batch.is_empty() {
+            if let Some(checkpointed) = handler.acknowledged(false).await? {
+                store_offsets(&consumer, &resume_at(checkpointed))?;
+            }
             continue;
         }
-        let done = batch_offsets(&batch);
-        let n = batch.len();
-        let effects = handler
-            .handle(batch)
-            .await
-            .with_context(|| format!("stage {}", opts.name))?;
-        let mut records = effects.records;
-        let dead = effects.dead.len();
-        records.extend(
-            effects
-                .dead
-                .into_iter()
-                .map(|d| d.into_record(&opts.deadletter_topic)),
-        );
-        publisher.publish_all(&records).await?;
-        let commit = match handler.acknowledged(false).await? {
-            Some(checkpointed) => checkpointed,
-            None => effects.commit.unwrap_or(done),
-        };
-        store_offsets(&consumer, &commit)?;
-        telemetry::STAGE_MESSAGES
-            .with_label_values(&[&opts.name])
-            .inc_by(n as u64);
-        telemetry::DEAD_LETTERS
-            .with_label_values(&[&opts.name])
-            .inc_by(dead as u64);
+        for segment in split_at_rewinds(batch) {
+            if stateful {
+                restore(&consumer, &mut handler, &segment, &expected)?;
+            }
+            for m in &segment {
+                expected.insert((m.topic.clone(), m.partition), m.offset + 1);
+            }
+            let plan = step(&mut handler, &publisher, &opts, segment).await?;
+            store_offsets(&consumer, &plan)?;
+            if stateful {
+                commit_async(&consumer, &plan);
+                last_plan.extend(plan);
+            }
+        }
     }
     publisher.flush(Duration::from_secs(10));
     match handler.acknowledged(true).await {
-        Ok(Some(checkpointed)) => store_offsets(&consumer, &checkpointed)?,
+        Ok(Some(checkpointed)) => store_offsets(&consumer, &resume_at(checkpointed))?,
         Ok(None) => {}
         Err(e) => tracing::error!(stage = %opts.name, error = %e, "final checkpoint failed"),
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+    if stateful && !last_plan.is_empty() {
+        // The last plan with its metadata: an offset-only commit would skip unchanged offsets.
+        if let Err(e) = consumer.commit(&plan_list(&last_plan)?, CommitMode::Sync) {
+            tracing::warn!(stage = %opts.name, error = %e, "final commit with state");
+        }
+    } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last commit is the usual reason.
         tracing::debug!(stage = %opts.name, error = %e, "final commit");
     }
@@ -127,15 +173,128 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-/// Waits for one message, then collects more until `max_batch` or `linger` passes.
+/// One batch through the handler; outputs and dead letters published and acknowledged.
+/// Returns where each partition resumes.
+async fn step<H: Handler>(
+    handler: &mut H,
+    publisher: &Publisher,
+    opts: &StageOptions,
+    batch: Vec<Inbound>,
+) -> Result<BTreeMap<(String, i32), Resume>> {
+    let done = batch_offsets(&batch);
+    let n = batch.len();
+    let effects = handler
+        .handle(batch)
+        .await
+        .with_context(|| format!("stage {}", opts.name))?;
+    let mut records = effects.records;
+    let dead = effects.dead.len();
+    records.extend(
+        effects
+            .dead
+            .into_iter()
+            .map(|d| d.into_record(&opts.deadletter_topic)),
+    );
+    publisher.publish_all(&records).await?;
+    telemetry::STAGE_MESSAGES
+        .with_label_values(&[&opts.name])
+        .inc_by(n as u64);
+    telemetry::DEAD_LETTERS
+        .with_label_values(&[&opts.name])
+        .inc_by(dead as u64);
+    if let Some(checkpointed) = handler.acknowledged(false).await? {
+        return Ok(resume_at(checkpointed));
+    }
+    Ok(effects.commit.unwrap_or_else(|| {
+        done.into_iter()
+            .map(|(tp, next)| (tp, Resume::at(next)))
+            .collect()
+    }))
+}
+
+/// Plain next offsets as resume points without state.
+fn resume_at(offsets: BTreeMap<(String, i32), i64>) -> BTreeMap<(String, i32), Resume> {
+    offsets
+        .into_iter()
+        .map(|(tp, next)| (tp, Resume::at(next)))
+        .collect()
+}
+
+/// Splits a batch where a partition's offsets go back (it was revoked and assigned again while
+/// the batch was collected), so every piece reads each partition forwards.
+pub fn split_at_rewinds(batch: Vec<Inbound>) -> Vec<Vec<Inbound>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<Inbound> = Vec::new();
+    let mut last: HashMap<(String, i32), i64> = HashMap::new();
+    for m in batch {
+        let tp = (m.topic.clone(), m.partition);
+        if last.get(&tp).is_some_and(|&prev| m.offset <= prev) {
+            out.push(std::mem::take(&mut cur));
+            last.clear();
+        }
+        last.insert(tp, m.offset);
+        cur.push(m);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Hands the committed metadata of every partition that starts in `batch` (new to this
+/// consumer, or read again from an earlier offset) to the handler.
+fn restore<H: Handler>(
+    consumer: &StreamConsumer<LoggingContext>,
+    handler: &mut H,
+    batch: &[Inbound],
+    expected: &HashMap<(String, i32), i64>,
+) -> Result<()> {
+    let mut starting: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let tp = (m.topic.clone(), m.partition);
+        if starting.contains_key(&tp) {
+            continue;
+        }
+        if expected.get(&tp).is_none_or(|&next| m.offset < next) {
+            starting.insert(tp, m.offset);
+        }
+    }
+    if starting.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in starting.keys() {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .context("reading committed offsets and their state")?;
+    for ((topic, partition), first) in &starting {
+        let metadata = committed
+            .find_partition(topic, *partition)
+            .map(|e| e.metadata().to_string())
+            .unwrap_or_default();
+        tracing::info!(topic = %topic, partition, first_offset = first, state_bytes = metadata.len(), "restoring partition state");
+        handler.assigned(topic, *partition, &metadata);
+    }
+    Ok(())
+}
+
+/// How long the runner waits for a message before it calls [`Handler::acknowledged`] anyway,
+/// so a stage that checkpoints on a timer also does so when its input goes quiet.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Waits for one message (an empty batch after [`IDLE_TICK`]), then collects more until
+/// `max_batch` or `linger` passes.
 async fn next_batch(
     consumer: &StreamConsumer<LoggingContext>,
     opts: &StageOptions,
 ) -> Vec<Inbound> {
     let mut batch = Vec::new();
-    match consumer.recv().await {
-        Ok(m) => batch.push(to_inbound(&m)),
-        Err(e) => {
+    match tokio::time::timeout(IDLE_TICK, consumer.recv()).await {
+        Err(_) => return batch,
+        Ok(Ok(m)) => batch.push(to_inbound(&m)),
+        Ok(Err(e)) => {
             tracing::warn!(stage = %opts.name, error = %e, "consume error");
             tokio::time::sleep(Duration::from_millis(100)).await;
             return batch;
@@ -175,17 +334,36 @@ pub fn batch_offsets(batch: &[Inbound]) -> BTreeMap<(String, i32), i64> {
     out
 }
 
+fn plan_list(plan: &BTreeMap<(String, i32), Resume>) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), resume) in plan {
+        let mut e = tpl.add_partition(topic, *partition);
+        e.set_offset(rdkafka::Offset::Offset(resume.offset))?;
+        if let Some(m) = &resume.metadata {
+            e.set_metadata(m);
+        }
+    }
+    Ok(tpl)
+}
+
 fn store_offsets(
     consumer: &StreamConsumer<LoggingContext>,
-    offsets: &BTreeMap<(String, i32), i64>,
+    plan: &BTreeMap<(String, i32), Resume>,
 ) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in offsets {
-        tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))?;
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
+    if let Err(e) = consumer.store_offsets(&plan_list(plan)?) {
         // A partition revoked during the batch cannot be stored; its new owner re-reads it.
         tracing::warn!(error = %e, "storing offsets");
     }
     Ok(())
+}
+
+fn commit_async(consumer: &StreamConsumer<LoggingContext>, plan: &BTreeMap<(String, i32), Resume>) {
+    match plan_list(plan) {
+        Ok(tpl) => {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "committing offsets with state");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "commit plan"),
+    }
 }

@@ -170,6 +170,56 @@ pub static LATE_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["exchange"],
     )
 });
+/// (late tick, interval) pairs: a tick late for two of the stage's intervals counts twice here
+/// and once in [`LATE_TICKS`].
+pub static LATE_TICK_WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_late_tick_windows_total",
+        "Late ticks per interval whose window had already closed",
+        &["exchange", "interval"],
+    )
+});
+/// Ticks re-read after a restart whose windows had all been emitted before it: skipped.
+pub static REPLAYED_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_candle_replayed_ticks_total",
+        "Ticks re-read after a restart whose windows were already emitted (skipped)",
+        &["exchange"],
+    )
+});
+/// Explicit candles for windows without trades (trades = 0, OHLC = previous close).
+pub static EMPTY_CANDLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_empty_candles_total",
+        "Empty windows emitted as explicit candles",
+        &["exchange", "interval"],
+    )
+});
+/// Gaps longer than the empty-window bound: the rest of the gap is left without candles.
+pub static CANDLE_GAPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_candle_gaps_total",
+        "Gaps longer than the empty-window bound, left unfilled",
+        &["exchange", "interval"],
+    )
+});
+/// Windows closed by the idle rule (the exchange's watermark moved on) rather than by the
+/// symbol's own watermark.
+pub static IDLE_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_candle_idle_closed_total",
+        "Windows of idle symbols closed by the exchange watermark",
+        &["exchange", "interval"],
+    )
+});
+/// Candle-state entries left out of a commit because the state exceeded its byte budget.
+pub static CANDLE_STATE_TRUNCATED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_candle_state_truncated_total",
+        "Candle state entries dropped from commit metadata to fit its byte budget",
+        &["stage"],
+    )
+});
 /// Candles closed.
 pub static CANDLES: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("tickcast_candles_total", "Candles closed", &["exchange"]));

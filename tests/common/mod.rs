@@ -194,7 +194,7 @@ impl Env {
     pub fn config(&self, horizons: &[u32]) -> PipelineConfig {
         let mut cfg = PipelineConfig::new(self.cluster.clone(), self.topics.clone());
         cfg.group_prefix = self.group_prefix.clone();
-        cfg.interval = Interval::from_ms(60_000);
+        cfg.candles.intervals = vec![Interval::from_ms(60_000)];
         cfg.horizons = horizons.to_vec();
         // naive and the ensemble of it: both forecast from a series' second candle on.
         cfg.models = vec!["naive".into()];

@@ -59,6 +59,8 @@ pub struct ForecastStage {
     scorer: Scorer,
     /// Open time of each series' newest candle folded in.
     newest: HashMap<SeriesKey, i64>,
+    /// The input partition each series arrives on.
+    partition_of: HashMap<SeriesKey, (String, i32)>,
     checkpoint: Option<Checkpointer>,
 }
 
@@ -113,6 +115,7 @@ impl ForecastStage {
             ensemble: None,
             scorer: Scorer::new(ScorerSettings::default()),
             newest: HashMap::new(),
+            partition_of: HashMap::new(),
             checkpoint: None,
         }
     }
@@ -473,7 +476,17 @@ impl Handler for ForecastStage {
         let mut dead = Vec::new();
         for m in &batch {
             match codec::decode::<Candle>(&m.payload) {
-                Ok(c) => candles.push(c),
+                Ok(c) => {
+                    let k = series_key(&c);
+                    if self
+                        .partition_of
+                        .get(&k)
+                        .is_none_or(|p| p.1 != m.partition || p.0 != m.topic)
+                    {
+                        self.partition_of.insert(k, (m.topic.clone(), m.partition));
+                    }
+                    candles.push(c)
+                }
                 Err(e) => dead.push(DeadLetter::new(
                     "forecast",
                     &m.topic,
@@ -515,6 +528,40 @@ impl Handler for ForecastStage {
             dead,
             commit: None,
         })
+    }
+
+    /// A partition moved to another process: forget its series. What was not checkpointed
+    /// yet is re-read by the new owner from the last checkpoint's offsets; if the partition
+    /// comes back, its series are restored from the store again.
+    fn revoked(&mut self, topic: &str, partition: i32) {
+        let gone: Vec<SeriesKey> = self
+            .partition_of
+            .iter()
+            .filter(|(_, p)| p.0 == topic && p.1 == partition)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.reset_series(k);
+            self.newest.remove(k);
+            self.partition_of.remove(k);
+            if let Some(cp) = &mut self.checkpoint {
+                cp.dirty.remove(k);
+                cp.looked_up.remove(k);
+                cp.accuracy.retain(|(key, _, _), _| key != k);
+            }
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            cp.handled.remove(&(topic.to_string(), partition));
+            cp.covered.remove(&(topic.to_string(), partition));
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                topic,
+                partition,
+                series = gone.len(),
+                "partition revoked; its series dropped from memory"
+            );
+        }
     }
 
     async fn acknowledged(&mut self, last: bool) -> Result<Option<BTreeMap<(String, i32), i64>>> {
