@@ -88,7 +88,7 @@ mod tests {
         assert!(check(&v("naive,garch"), true).is_ok());
         assert!(check(&v("garch"), false).is_ok());
         let err =
-            |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).err().expect("error"));
+            |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).expect_err("error"));
         assert!(err("garch", true).contains("needs the naive model"));
         assert!(err("naive,arima", true).contains("unknown model `arima`; known: naive, garch"));
         assert!(err("naive,naive", true).contains("listed twice"));
