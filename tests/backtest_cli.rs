@@ -48,7 +48,17 @@ fn json_lines_carry_the_exact_scores() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
+    // naive and the ensemble (GARCH needs 200 returns: no points here), sorted by model.
+    assert_eq!(lines.len(), 4);
+    let (ensemble, lines) = lines.split_at(2);
+    for (e, n) in ensemble.iter().zip(lines) {
+        assert_eq!(e["model"].as_str(), Some("ensemble"));
+        // Nothing has beaten naive: the ensemble's point is naive's.
+        for k in ["horizon", "n", "mae", "rmse", "rel_mae"] {
+            assert_eq!(e[k], n[k], "{k}");
+        }
+    }
+
     let keys = [
         "model",
         "horizon",
@@ -62,7 +72,7 @@ fn json_lines_carry_the_exact_scores() {
         "winkler95",
         "directional_accuracy",
     ];
-    for l in &lines {
+    for l in lines {
         for k in keys {
             assert!(l.get(k).is_some(), "{k} missing in {l}");
         }
@@ -115,6 +125,7 @@ fn trades_make_candles_through_the_stream_code_and_score_exactly() {
         file.to_str().unwrap(),
         "--models",
         "naive",
+        "--no-ensemble",
         "--horizons",
         "1,2",
         "--json",
