@@ -41,12 +41,24 @@ struct Published {
 #[derive(Debug, Default)]
 pub(crate) struct SeriesState {
     bar: u64,
-    pending: VecDeque<Published>,
+    /// Per horizon, predictions waiting for their outcome, in due order (FIFO).
+    pending: Vec<(u32, VecDeque<Published>)>,
     /// (horizon, level index) → calibrator; level 0 = 80%, 1 = 95%.
     cal: HashMap<(u32, usize), QuantileTracker>,
 }
 
 impl SeriesState {
+    fn queue(&mut self, horizon: u32) -> &mut VecDeque<Published> {
+        let at = match self.pending.iter().position(|(h, _)| *h == horizon) {
+            Some(i) => i,
+            None => {
+                self.pending.push((horizon, VecDeque::new()));
+                self.pending.len() - 1
+            }
+        };
+        &mut self.pending[at].1
+    }
+
     /// A new bar closed at `close`: scores the predictions due now.
     pub(crate) fn advance(&mut self, close: f64, settings: CalibrationSettings) {
         self.bar += 1;
@@ -59,8 +71,9 @@ impl SeriesState {
     }
 
     pub(crate) fn save(&self, e: &mut Enc) {
-        e.u64(self.bar).u32(self.pending.len() as u32);
-        for p in &self.pending {
+        let n: usize = self.pending.iter().map(|(_, q)| q.len()).sum();
+        e.u64(self.bar).u32(n as u32);
+        for p in self.pending.iter().flat_map(|(_, q)| q) {
             e.u64(p.due).u32(p.horizon);
             for (lo, hi) in p.bounds {
                 e.f64(lo).f64(hi);
@@ -83,7 +96,7 @@ impl SeriesState {
         for _ in 0..d.u32()? {
             let (due, horizon) = (d.u64()?, d.u32()?);
             let bounds = [(d.f64()?, d.f64()?), (d.f64()?, d.f64()?)];
-            st.pending.push_back(Published {
+            st.queue(horizon).push_back(Published {
                 due,
                 horizon,
                 bounds,
@@ -202,19 +215,22 @@ impl Forecaster for Calibrated {
 
 /// Scores every prediction whose target bar is this one.
 fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
-    while st.pending.front().is_some_and(|p| p.due <= st.bar) {
-        let Some(p) = st.pending.pop_front() else {
-            break;
-        };
-        if p.due != st.bar || close.is_nan() || close <= 0.0 {
-            continue;
-        }
-        for (i, (target, z)) in LEVELS.iter().enumerate() {
-            let (lo, hi) = p.bounds[i];
-            st.cal
-                .entry((p.horizon, i))
-                .or_insert_with(|| QuantileTracker::new(*target, settings.step, *z))
-                .update(lo <= close && close <= hi);
+    let bar = st.bar;
+    for (_, queue) in &mut st.pending {
+        while queue.front().is_some_and(|p| p.due <= bar) {
+            let Some(p) = queue.pop_front() else {
+                break;
+            };
+            if p.due != bar || close.is_nan() || close <= 0.0 {
+                continue;
+            }
+            for (i, (target, z)) in LEVELS.iter().enumerate() {
+                let (lo, hi) = p.bounds[i];
+                st.cal
+                    .entry((p.horizon, i))
+                    .or_insert_with(|| QuantileTracker::new(*target, settings.step, *z))
+                    .update(lo <= close && close <= hi);
+            }
         }
     }
 }
@@ -237,15 +253,11 @@ fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -
     // The 95% interval never sits inside the 80% one.
     bounds[1] = (bounds[1].0.min(bounds[0].0), bounds[1].1.max(bounds[0].1));
     let due = st.bar + u64::from(p.horizon);
-    let at = st.pending.partition_point(|q| q.due <= due);
-    st.pending.insert(
-        at,
-        Published {
-            due,
-            horizon: p.horizon,
-            bounds,
-        },
-    );
+    st.queue(p.horizon).push_back(Published {
+        due,
+        horizon: p.horizon,
+        bounds,
+    });
     Prediction {
         lo80: bounds[0].0,
         hi80: bounds[0].1,

@@ -125,7 +125,10 @@ impl Ensemble {
         scorer: &Scorer,
     ) -> Vec<Prediction> {
         let settings = self.settings;
-        let s = self.series.entry(key.clone()).or_default();
+        let s = match self.series.get_mut(key) {
+            Some(s) => s,
+            None => self.series.entry(key.clone()).or_default(),
+        };
         s.bar += 1;
         s.cal.advance(close, settings.calibration);
         let Some((_, naive)) = members.iter().find(|(m, _)| *m == NAIVE) else {

@@ -64,6 +64,14 @@ impl Garch11 {
     /// finer grids around the best point. Deterministic. `None` with fewer than 30 returns or
     /// no variance.
     pub fn fit(returns: &[f64]) -> Option<Self> {
+        Self::fit_from(returns, None)
+    }
+
+    /// Maximum-likelihood fit by a shrinking grid search over (α, β), ω set by variance
+    /// targeting. From scratch the first grid spans α ∈ [0, 0.4], β ∈ [0, 0.999) (3 rounds of
+    /// 25×25); warm-started from `prev` (a refit on a window that moved a little) it spans
+    /// ±0.05 around the previous (α, β) (3 rounds of 9×9, about 8× cheaper).
+    pub fn fit_from(returns: &[f64], prev: Option<&Self>) -> Option<Self> {
         if returns.len() < 30 {
             return None;
         }
@@ -79,9 +87,19 @@ impl Garch11 {
             beta,
         };
         let (mut best, mut best_nll) = (model(0.05, 0.9), f64::INFINITY);
-        let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = (0.0, 0.4, 0.0, 0.999);
+        let (steps, (mut a_lo, mut a_hi, mut b_lo, mut b_hi)) = match prev {
+            Some(p) => (
+                8,
+                (
+                    (p.alpha - 0.05).max(0.0),
+                    p.alpha + 0.05,
+                    (p.beta - 0.05).max(0.0),
+                    (p.beta + 0.05).min(0.999),
+                ),
+            ),
+            None => (24, (0.0, 0.4, 0.0, 0.999)),
+        };
         for _ in 0..3 {
-            let steps = 24;
             for i in 0..=steps {
                 for j in 0..=steps {
                     let a = a_lo + (a_hi - a_lo) * f64::from(i) / f64::from(steps);

@@ -29,7 +29,7 @@ impl Default for GarchSettings {
         Self {
             window: 1_000,
             min_returns: 200,
-            refit_every: 240,
+            refit_every: 1_440,
         }
     }
 }
@@ -42,6 +42,16 @@ struct Series {
     /// Variance of the next return.
     next_var: f64,
     since_fit: u32,
+}
+
+/// A fixed pseudo-random offset per series (FNV-1a of exchange and symbol): the same in
+/// every process and every run.
+fn stagger(c: &Candle) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in c.exchange.bytes().chain([0]).chain(c.symbol.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// GARCH(1,1) volatility bands around the last close.
@@ -61,7 +71,7 @@ impl GarchModel {
 
     fn refit(s: &mut Series) {
         let returns: Vec<f64> = s.returns.iter().copied().collect();
-        if let Some(p) = Garch11::fit(&returns) {
+        if let Some(p) = Garch11::fit_from(&returns, s.params.as_ref()) {
             let n = returns.len() as f64;
             let var0 = returns.iter().map(|r| r * r).sum::<f64>() / n;
             s.next_var = p.variances(&returns, var0).last().copied().unwrap_or(var0);
@@ -133,7 +143,13 @@ impl Forecaster for GarchModel {
                     Some(_) => settings.refit_every > 0 && s.since_fit >= settings.refit_every,
                 };
                 if due {
+                    let first = s.params.is_none();
                     Self::refit(s);
+                    if first && settings.refit_every > 0 {
+                        // Spread the series' refits over the refit period, so that series which
+                        // started together do not all refit on the same bar.
+                        s.since_fit = stagger(c) % settings.refit_every;
+                    }
                 }
                 match &s.params {
                     Some(p) => predict(close, p, s.next_var, horizons),

@@ -48,7 +48,8 @@ struct Track {
 
 #[derive(Debug, Default, Clone)]
 struct SeriesScores {
-    tracks: HashMap<(String, u32), Track>,
+    /// ((model, horizon), track); a few dozen at most, scanned without allocating.
+    tracks: Vec<((String, u32), Track)>,
     last_close: Option<f64>,
     /// Rolling one-step naive MAE (MASE's scale).
     step: Score,
@@ -64,11 +65,23 @@ pub struct Accuracy {
     pub summary: Summary,
 }
 
+/// Sums for the Prometheus counters, added up per batch and exported once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    scored: u64,
+    covered80: u64,
+    covered95: u64,
+    relative: f64,
+    naive_relative: f64,
+    scaled: f64,
+}
+
 /// Scores every series' forecasts.
 #[derive(Debug, Default)]
 pub struct Scorer {
     settings: ScorerSettings,
     series: HashMap<SeriesKey, SeriesScores>,
+    unexported: Vec<((String, u32), Sums)>,
 }
 
 impl Scorer {
@@ -76,6 +89,7 @@ impl Scorer {
         Self {
             settings,
             series: HashMap::new(),
+            unexported: Vec::new(),
         }
     }
 
@@ -88,7 +102,10 @@ impl Scorer {
     pub fn observe(&mut self, key: &SeriesKey, c: &Candle) -> Vec<Accuracy> {
         let decay = self.decay();
         let close = c.close.to_f64().unwrap_or(f64::NAN);
-        let s = self.series.entry(key.clone()).or_default();
+        let s = match self.series.get_mut(key) {
+            Some(s) => s,
+            None => self.series.entry(key.clone()).or_default(),
+        };
         if let Some(last) = s.last_close
             && close.is_finite()
         {
@@ -121,7 +138,7 @@ impl Scorer {
                 p.actual = close;
                 t.score.add_decayed(&p, decay);
                 hit = true;
-                export(model, *horizon, &p, scale);
+                add_sums(&mut self.unexported, model, *horizon, &p, scale);
             }
             if hit && let Some(summary) = t.score.summary(scale) {
                 changed.push(Accuracy {
@@ -138,13 +155,22 @@ impl Scorer {
 
     /// Remembers a published forecast until its target bar closes.
     pub fn record(&mut self, key: &SeriesKey, f: &Forecast) {
-        let t = self
-            .series
-            .entry(key.clone())
-            .or_default()
+        let s = match self.series.get_mut(key) {
+            Some(s) => s,
+            None => self.series.entry(key.clone()).or_default(),
+        };
+        let at = s
             .tracks
-            .entry((f.model.clone(), f.horizon))
-            .or_default();
+            .iter()
+            .position(|((m, h), _)| *h == f.horizon && *m == f.model);
+        let t = match at {
+            Some(i) => &mut s.tracks[i].1,
+            None => {
+                s.tracks
+                    .push(((f.model.clone(), f.horizon), Track::default()));
+                &mut s.tracks.last_mut().expect("just pushed").1
+            }
+        };
         let p = Point {
             actual: f64::NAN,
             base: f.last,
@@ -154,8 +180,13 @@ impl Scorer {
             lo95: f.lo95,
             hi95: f.hi95,
         };
-        let at = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
-        t.pending.insert(at, (f.target_ms, p));
+        // Targets of one model and horizon only grow; a redelivery out of order is placed.
+        if t.pending.back().is_none_or(|(x, _)| *x <= f.target_ms) {
+            t.pending.push_back((f.target_ms, p));
+        } else {
+            let at = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
+            t.pending.insert(at, (f.target_ms, p));
+        }
     }
 
     /// The rolling score of one series, model and horizon.
@@ -163,8 +194,9 @@ impl Scorer {
         self.series
             .get(key)?
             .tracks
-            .get(&(model.to_string(), horizon))
-            .map(|t| &t.score)
+            .iter()
+            .find(|((m, h), _)| *h == horizon && m == model)
+            .map(|(_, t)| &t.score)
     }
 
     /// Forgets a series (after a gap).
@@ -180,7 +212,7 @@ impl Scorer {
             None => e.bool(false),
         };
         s.step.save(&mut e);
-        let mut tracks: Vec<_> = s.tracks.iter().collect();
+        let mut tracks: Vec<_> = s.tracks.iter().map(|(k, t)| (k, t)).collect();
         tracks.sort_by(|a, b| a.0.cmp(b.0));
         e.u32(tracks.len() as u32);
         for ((model, horizon), t) in tracks {
@@ -226,7 +258,7 @@ impl Scorer {
                     },
                 ));
             }
-            s.tracks.insert((model, horizon), t);
+            s.tracks.push(((model, horizon), t));
         }
         d.end()?;
         self.series.insert(key.clone(), s);
@@ -234,30 +266,59 @@ impl Scorer {
     }
 }
 
-/// Adds one scored point to the Prometheus counters.
-fn export(model: &str, horizon: u32, p: &Point, scale: f64) {
-    let h = horizon.to_string();
-    telemetry::FORECAST_SCORED
-        .with_label_values(&[model, &h])
-        .inc();
-    for (level, lo, hi) in [("80", p.lo80, p.hi80), ("95", p.lo95, p.hi95)] {
-        if lo <= p.actual && p.actual <= hi {
-            telemetry::FORECAST_COVERED
-                .with_label_values(&[model, &h, level])
-                .inc();
-        }
-    }
-    let err = (p.actual - p.point).abs();
-    let add = |kind: &str, v: f64| {
-        if v.is_finite() {
-            telemetry::FORECAST_ERROR_SUM
-                .with_label_values(&[model, &h, kind])
-                .inc_by(v);
+/// Adds one scored point to the sums not yet exported.
+fn add_sums(
+    sums: &mut Vec<((String, u32), Sums)>,
+    model: &str,
+    horizon: u32,
+    p: &Point,
+    scale: f64,
+) {
+    let at = match sums
+        .iter()
+        .position(|((m, h), _)| *h == horizon && m == model)
+    {
+        Some(i) => i,
+        None => {
+            sums.push(((model.to_string(), horizon), Sums::default()));
+            sums.len() - 1
         }
     };
-    add("relative", err / p.base);
-    add("naive_relative", (p.actual - p.base).abs() / p.base);
-    add("scaled", err / scale);
+    let s = &mut sums[at].1;
+    s.scored += 1;
+    s.covered80 += u64::from(p.lo80 <= p.actual && p.actual <= p.hi80);
+    s.covered95 += u64::from(p.lo95 <= p.actual && p.actual <= p.hi95);
+    let err = (p.actual - p.point).abs();
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    s.relative += finite(err / p.base);
+    s.naive_relative += finite((p.actual - p.base).abs() / p.base);
+    s.scaled += finite(err / scale);
+}
+
+impl Scorer {
+    /// Adds everything scored since the last call to the Prometheus counters.
+    pub fn export_metrics(&mut self) {
+        for ((model, horizon), s) in self.unexported.drain(..) {
+            let h = horizon.to_string();
+            telemetry::FORECAST_SCORED
+                .with_label_values(&[&model, &h])
+                .inc_by(s.scored);
+            for (level, n) in [("80", s.covered80), ("95", s.covered95)] {
+                telemetry::FORECAST_COVERED
+                    .with_label_values(&[&model, &h, level])
+                    .inc_by(n);
+            }
+            for (kind, v) in [
+                ("relative", s.relative),
+                ("naive_relative", s.naive_relative),
+                ("scaled", s.scaled),
+            ] {
+                telemetry::FORECAST_ERROR_SUM
+                    .with_label_values(&[&model, &h, kind])
+                    .inc_by(v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

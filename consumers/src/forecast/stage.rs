@@ -182,6 +182,17 @@ impl ForecastStage {
         }
         self.run_chunk(&chunk, &mut out);
         telemetry::FORECASTS_SKIPPED.inc_by(out.skipped as u64);
+        self.scorer.export_metrics();
+        let mut per_model: Vec<(&str, u64)> = Vec::new();
+        for f in &out.forecasts {
+            match per_model.iter_mut().find(|(m, _)| *m == f.model) {
+                Some((_, n)) => *n += 1,
+                None => per_model.push((&f.model, 1)),
+            }
+        }
+        for (m, n) in per_model {
+            telemetry::FORECASTS.with_label_values(&[m]).inc_by(n);
+        }
         out
     }
 
@@ -229,7 +240,6 @@ impl ForecastStage {
             }
             for f in &out.forecasts[before..] {
                 self.scorer.record(&key, f);
-                telemetry::FORECASTS.with_label_values(&[&f.model]).inc();
             }
             if let Some(cp) = &mut self.checkpoint {
                 cp.dirty.insert(key);
