@@ -14,12 +14,14 @@
 
 pub mod calibrated;
 pub mod conformal;
+pub mod ets;
 pub mod garch;
 pub mod garch_model;
 pub mod naive;
 pub mod score;
 pub mod stage;
 pub mod state;
+pub mod trend;
 
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
