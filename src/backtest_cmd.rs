@@ -8,8 +8,10 @@ use clap::Args;
 use tickcast_consumers::backtest::{self, SeriesId};
 use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
+use tickcast_consumers::forecast::ets::{EtsModel, EtsSettings};
 use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
+use tickcast_consumers::forecast::trend::{TrendModel, TrendSettings};
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
@@ -31,7 +33,7 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
-    /// Models to run (naive, garch).
+    /// Models to run (naive, garch, trend, ets).
     #[arg(long, value_delimiter = ',', default_value = "naive,garch")]
     pub models: Vec<String>,
     /// Score the models' own intervals, without online calibration.
@@ -44,7 +46,11 @@ fn model(name: &str) -> Result<Box<dyn Forecaster>> {
     match name.trim() {
         "naive" => Ok(Box::new(Naive::default())),
         "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
-        other => Err(anyhow!("unknown model `{other}`; known: naive, garch")),
+        "trend" => Ok(Box::new(TrendModel::new(TrendSettings::default()))),
+        "ets" => Ok(Box::new(EtsModel::new(EtsSettings::default()))),
+        other => Err(anyhow!(
+            "unknown model `{other}`; known: naive, garch, trend, ets"
+        )),
     }
 }
 

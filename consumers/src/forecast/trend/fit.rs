@@ -155,10 +155,15 @@ impl Design {
                 x[j * n + i] = *v;
             }
         }
+        // A hinge column is zero up to its changepoint: each product starts at the later one.
+        let start: Vec<usize> = (0..p)
+            .map(|j| x[j * n..(j + 1) * n].iter().position(|v| *v != 0.0).unwrap_or(n))
+            .collect();
         let mut gram = vec![0.0; p * p];
         for a in 0..p {
             for b in a..p {
-                let g = dot(&x[a * n..(a + 1) * n], &x[b * n..(b + 1) * n]);
+                let from = start[a].max(start[b]);
+                let g = dot(&x[a * n + from..(a + 1) * n], &x[b * n + from..(b + 1) * n]);
                 gram[a * p + b] = g;
                 gram[b * p + a] = g;
             }
@@ -296,6 +301,8 @@ pub fn fit(
     };
     let mut problem = Lasso::new(design, &c, s);
     let mut sigma2 = (design.rss(&ys, &theta) / n as f64).max(1e-300);
+    // The σ² before the last plain step, for Steffensen's extrapolation of the fixed point.
+    let mut before: Option<f64> = None;
     for _ in 0..MAX_OUTER {
         problem.set_sigma2(sigma2);
         problem.solve(&mut theta);
@@ -303,11 +310,25 @@ pub fn fit(
         let nf = n as f64;
         // (√(n² + 16·RSS) − n)/8 without the cancellation.
         let next = (2.0 * rss / (nf + (nf * nf + 16.0 * rss).sqrt())).max(1e-300);
-        let settled = (next - sigma2).abs() <= 1e-12 * sigma2;
-        sigma2 = next;
-        if settled {
+        if (next - sigma2).abs() <= 1e-12 * sigma2 {
+            sigma2 = next;
             break;
         }
+        // Two plain steps x0 → x1 → x2, then x0 − (x1 − x0)²/(x2 − 2·x1 + x0), kept only
+        // when it lands near them; the loop ends on a plain step, so the answer is a fixed
+        // point either way.
+        sigma2 = match before.take() {
+            Some(x0) => {
+                let (x1, x2) = (sigma2, next);
+                let jump = x0 - (x1 - x0).powi(2) / (x2 - 2.0 * x1 + x0);
+                let (lo, hi) = (x1.min(x2), x1.max(x2));
+                if jump.is_finite() && jump > lo / 4.0 && jump < hi * 4.0 { jump } else { x2 }
+            }
+            None => {
+                before = Some(sigma2);
+                next
+            }
+        };
     }
     if theta.iter().any(|v| !v.is_finite()) {
         return None;
@@ -392,10 +413,12 @@ impl<'a> Lasso<'a> {
             .sum()
     }
 
-    /// Minimises over θ (σ fixed), in place: a few descent sweeps find a support, the
-    /// active-set search finishes exactly; descent to tolerance if that search stalls.
+    /// Minimises over θ (σ fixed), in place: the active-set search from θ's support (warm
+    /// after the first σ step), else from the support a few descent sweeps find; descent to
+    /// tolerance if that search stalls too.
     fn solve(&self, theta: &mut [f64]) {
-        if self.descend(theta, WARM_SWEEPS) || self.feature_sign(theta) {
+        if self.feature_sign(theta) || self.descend(theta, WARM_SWEEPS) || self.feature_sign(theta)
+        {
             return;
         }
         self.descend(theta, MAX_SWEEPS);
@@ -469,7 +492,9 @@ impl<'a> Lasso<'a> {
             let consistent = active
                 .iter()
                 .all(|&i| !self.l1[i] || (best[i] != 0.0 && best[i].signum() == sign[i]));
-            if best_f > current + 1e-15 * current.abs().max(1.0) {
+            // A sign-consistent target is the exact minimiser on its signs: take it even if
+            // rounding puts it a hair above the current point; otherwise insist on progress.
+            if !consistent && best_f > current + 1e-12 * current.abs().max(1.0) {
                 return false;
             }
             theta.copy_from_slice(&best);
