@@ -27,7 +27,10 @@ fn main() -> Result<()> {
         bail!("usage: forecast_cost trend|ets FILE [symbols] [warm] [measured] [window] [refit]");
     };
     let num = |i: usize| -> Result<Option<usize>> {
-        args.get(i).map(|a| a.parse::<usize>()).transpose().map_err(Into::into)
+        args.get(i)
+            .map(|a| a.parse::<usize>())
+            .transpose()
+            .map_err(Into::into)
     };
     let symbols = num(3)?.unwrap_or(1_000);
     let measured = num(5)?.unwrap_or(240);

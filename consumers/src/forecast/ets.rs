@@ -208,7 +208,9 @@ impl EtsModel {
         let h_max = horizons.iter().copied().max().unwrap_or(0);
         let due = match &s.fit {
             None => s.window.len() >= st.min_obs.max(8),
-            Some(f) => (s.bars + phase) % u64::from(every) == 0 || !f.covers(s.since_fit, h_max),
+            Some(f) => {
+                (s.bars + phase).is_multiple_of(u64::from(every)) || !f.covers(s.since_fit, h_max)
+            }
         };
         if due {
             let data: Vec<f64> = s.window.iter().copied().collect();
@@ -314,7 +316,9 @@ mod tests {
         y.iter()
             .enumerate()
             .map(|(i, v)| {
-                let p = Decimal::from_f64_retain(v.exp()).expect("finite").round_dp(10);
+                let p = Decimal::from_f64_retain(v.exp())
+                    .expect("finite")
+                    .round_dp(10);
                 Candle {
                     v: SCHEMA_VERSION,
                     exchange: "x".into(),
@@ -362,8 +366,14 @@ mod tests {
             let k = s.since_fit as usize;
             if k == 0 && !checked_fit {
                 // The bar of a fit: augurs' own forecast on the same window.
-                let window: Vec<f64> = cs[i + 1 - s.window.len()..=i].iter().map(log_close).collect();
-                let fitted = AutoETS::new(1, "AZN").expect("spec").fit(&window).expect("fit");
+                let window: Vec<f64> = cs[i + 1 - s.window.len()..=i]
+                    .iter()
+                    .map(log_close)
+                    .collect();
+                let fitted = AutoETS::new(1, "AZN")
+                    .expect("spec")
+                    .fit(&window)
+                    .expect("fit");
                 let f95 = fitted.predict(15, 0.95).expect("predict");
                 let iv = f95.intervals.expect("intervals");
                 for p in &out[0] {

@@ -14,6 +14,7 @@
 //! window's time axis must have no holes.
 
 pub mod fit;
+mod lasso;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -154,7 +155,7 @@ impl TrendModel {
             None => s.window.len() >= settings.min_obs.max(3),
             Some(_) => {
                 settings.refit_every > 0
-                    && (s.bars + phase) % u64::from(settings.refit_every) == 0
+                    && (s.bars + phase).is_multiple_of(u64::from(settings.refit_every))
             }
         };
         if due {
@@ -353,9 +354,14 @@ mod tests {
         assert_eq!(first, Some(199));
         assert_eq!(fits[0], 199);
         for w in fits[1..].iter() {
-            assert_eq!((*w as u64 + 1 + phase) % 50, 0, "{fits:?}");
+            assert!((*w as u64 + 1 + phase).is_multiple_of(50), "{fits:?}");
         }
-        assert_eq!(fits.len(), 1 + (200..500).filter(|b| (b + 1 + phase) % 50 == 0).count());
+        assert_eq!(
+            fits.len(),
+            1 + (200..500)
+                .filter(|b| (b + 1 + phase).is_multiple_of(50))
+                .count()
+        );
     }
 
     #[test]
@@ -368,7 +374,10 @@ mod tests {
         }
         // 200 series over 50 slots: 4 each on average; none empty-handed by far, none piled up.
         assert!(per_phase.iter().all(|&c| c <= 12), "{per_phase:?}");
-        assert!(per_phase.iter().filter(|&&c| c == 0).count() < 10, "{per_phase:?}");
+        assert!(
+            per_phase.iter().filter(|&&c| c == 0).count() < 10,
+            "{per_phase:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `trend` model's fit on one window: Prophet's linear-growth model and its maximum a
-//! posteriori estimate, solved by coordinate descent with an exact active-set finish.
+//! posteriori estimate, solved exactly by an active-set lasso method and a scalar σ step.
 //!
 //! On the window's `n` values `y_0 … y_{n−1}` (log closes, one per bar), scaled as Prophet's
 //! `scaling='minmax'` does, `ỹ_i = (y_i − min y) / (max y − min y)`, and on the scaled time
@@ -25,15 +25,19 @@
 //! F(θ, σ) = n·ln σ + RSS(θ)/(2σ²) + Σ|δ_j|/τ + (k² + m²)/50 + Σ(a² + b²)/(2s²) + 2σ²
 //! ```
 //!
-//! by blocks. For fixed σ it is a lasso with a ridge part,
+//! by blocks ([`super::lasso`] for the θ step). For fixed σ it is a lasso with a ridge part,
 //! `½·RSS + λ·Σ|δ_j| + ½·Σ μ_i·θ_i²` with `λ = σ²/τ`, `μ = σ²/25` on `k, m` and `σ²/s²` on the
-//! Fourier terms, solved by cyclic coordinate descent on the Gram form
-//! (`θ_i ← soft(c_i − Σ_{l≠i} G_il·θ_l, λ_i) / (G_ii + μ_i)`, `G = XᵀX`, `c = Xᵀỹ`) and
-//! finished exactly: on the support `A` found by descent, with the signs `z` of its `δ`, solve
-//! `(G_AA + diag μ_A)·θ_A = c_A − λ·z_A` by Cholesky and accept it when the signs hold and every
-//! coefficient outside `A` meets the optimality condition `|c_j − (Gθ)_j| ≤ λ`. For fixed θ,
-//! `∂F/∂σ = 0` gives `4σ⁴ + nσ² − RSS = 0`, so `σ² = (√(n² + 16·RSS) − n)/8 = 2·RSS/(n + √(n² + 16·RSS))`. The two steps
-//! alternate until σ² settles; each step lowers `F`.
+//! Fourier terms, on the Gram form (`G = XᵀX`, `c = Xᵀỹ`): feature-sign search solves it
+//! exactly — on a support `A` with the signs `z` of its `δ` fixed, the minimiser solves
+//! `(G_AA + diag μ_A)·θ_A = c_A − λ·z_A` (Cholesky), and it is optimal once the signs hold and
+//! every coefficient outside `A` meets `|c_j − (Gθ)_j| ≤ λ` — starting from the previous
+//! support, else from the one a few sweeps of coordinate descent
+//! (`θ_i ← soft(c_i − Σ_{l≠i} G_il·θ_l, λ_i) / (G_ii + μ_i)`) find. For fixed θ,
+//! `∂F/∂σ = 0` gives `4σ⁴ + nσ² − RSS = 0`, so
+//! `σ² = (√(n² + 16·RSS) − n)/8 = 2·RSS/(n + √(n² + 16·RSS))`. The two steps alternate, with
+//! Steffensen's extrapolation of σ² every second step, until a plain step leaves σ² unchanged
+//! (relative 1e-12): a stationary point of `F`, as Prophet's L-BFGS finds (the benchmark in
+//! `scripts/bench-trend.sh` compares the two optima on Prophet's own objective).
 
 use std::f64::consts::TAU;
 
@@ -159,7 +163,12 @@ impl Design {
         }
         // A hinge column is zero up to its changepoint: each product starts at the later one.
         let start: Vec<usize> = (0..p)
-            .map(|j| x[j * n..(j + 1) * n].iter().position(|v| *v != 0.0).unwrap_or(n))
+            .map(|j| {
+                x[j * n..(j + 1) * n]
+                    .iter()
+                    .position(|v| *v != 0.0)
+                    .unwrap_or(n)
+            })
             .collect();
         let mut gram = vec![0.0; p * p];
         for a in 0..p {
@@ -271,12 +280,7 @@ const MAX_OUTER: usize = 50;
 /// The MAP fit of the window `y` (length `design.layout.n`). `warm` (coefficients of a
 /// previous fit with the same layout) starts the descent; the optimum does not depend on it
 /// beyond the solver's tolerance. `None` on a length mismatch or non-finite data.
-pub fn fit(
-    design: &Design,
-    y: &[f64],
-    s: &FitSettings,
-    warm: Option<&[f64]>,
-) -> Option<TrendFit> {
+pub fn fit(design: &Design, y: &[f64], s: &FitSettings, warm: Option<&[f64]>) -> Option<TrendFit> {
     let layout = &design.layout;
     let (n, p) = (layout.n, layout.p());
     if y.len() != n || y.iter().any(|v| !v.is_finite()) {
@@ -321,7 +325,11 @@ pub fn fit(
                 let (x1, x2) = (sigma2, next);
                 let jump = x0 - (x1 - x0).powi(2) / (x2 - 2.0 * x1 + x0);
                 let (lo, hi) = (x1.min(x2), x1.max(x2));
-                if jump.is_finite() && jump > lo / 4.0 && jump < hi * 4.0 { jump } else { x2 }
+                if jump.is_finite() && jump > lo / 4.0 && jump < hi * 4.0 {
+                    jump
+                } else {
+                    x2
+                }
             }
             None => {
                 before = Some(sigma2);
@@ -404,15 +412,24 @@ mod tests {
             // Slopes mid-segment within 0.5% of the truth.
             for (bar, want) in [(138.0, slopes[0]), (575.0, slopes[1]), (1_150.0, slopes[2])] {
                 let got = f.slope(bar);
-                assert!((got - want).abs() < 0.005 * want.abs(), "τ {tau}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 0.005 * want.abs(),
+                    "τ {tau}: {got} vs {want}"
+                );
             }
             // Slope changes in log price per bar; the largest sit exactly on the true bars and,
             // with their grid neighbours, add up to the true change within 3%.
             let per_bar: Vec<f64> = f.deltas().iter().map(|d| d * f.y_scale / 1_439.0).collect();
             for (j, change) in [(5, slopes[1] - slopes[0]), (18, slopes[2] - slopes[1])] {
                 let near: f64 = per_bar[j - 1..=j + 1].iter().sum();
-                assert!((near - change).abs() < 0.03 * change.abs(), "τ {tau}: {near} vs {change}");
-                assert!(per_bar[j].abs() > 0.9 * change.abs(), "τ {tau}: {per_bar:?}");
+                assert!(
+                    (near - change).abs() < 0.03 * change.abs(),
+                    "τ {tau}: {near} vs {change}"
+                );
+                assert!(
+                    per_bar[j].abs() > 0.9 * change.abs(),
+                    "τ {tau}: {per_bar:?}"
+                );
             }
             // Elsewhere: below 2% of the smaller change at Prophet's τ, exactly zero at τ/10.
             for (j, d) in per_bar.iter().enumerate() {
@@ -488,7 +505,11 @@ mod tests {
             if tau <= 0.0005 {
                 // … and at last none: the fit is the straight line.
                 assert_eq!(nonzero, 0, "τ {tau}");
-                assert!((f.slope(700.0) - ols).abs() < 1e-3 * ols, "{}", f.slope(700.0));
+                assert!(
+                    (f.slope(700.0) - ols).abs() < 1e-3 * ols,
+                    "{}",
+                    f.slope(700.0)
+                );
             }
         }
         assert!(last.0 == 0 && last.1 == 0.0);

@@ -1,5 +1,6 @@
 //! The fixed-σ step of the `trend` fit ([`super::fit`]): a lasso with a ridge part on the Gram
-//! form, solved by coordinate descent and finished exactly by feature-sign search.
+//! form, solved exactly by feature-sign search (from the previous support, else from the one a
+//! few coordinate-descent sweeps find), with coordinate descent to tolerance as the fallback.
 
 use super::fit::{Design, FitSettings, dot};
 
@@ -148,8 +149,11 @@ impl<'a> Lasso<'a> {
                 let (from, to) = (theta[i], target[i]);
                 if self.l1[i] && from != 0.0 && to.signum() != from.signum() {
                     let t = from / (from - to);
-                    let mut point: Vec<f64> =
-                        theta.iter().zip(&target).map(|(a, b)| a + t * (b - a)).collect();
+                    let mut point: Vec<f64> = theta
+                        .iter()
+                        .zip(&target)
+                        .map(|(a, b)| a + t * (b - a))
+                        .collect();
                     point[i] = 0.0;
                     let f = self.objective(&point);
                     if f < best_f {
@@ -168,7 +172,11 @@ impl<'a> Lasso<'a> {
             theta.copy_from_slice(&best);
             current = best_f;
             for i in (0..self.p).filter(|&i| self.l1[i]) {
-                sign[i] = if theta[i] == 0.0 { 0.0 } else { theta[i].signum() };
+                sign[i] = if theta[i] == 0.0 {
+                    0.0
+                } else {
+                    theta[i].signum()
+                };
             }
             if !consistent {
                 continue;
@@ -179,7 +187,9 @@ impl<'a> Lasso<'a> {
                 .map(|j| (j, self.c[j] - q[j]))
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()));
             match worst {
-                Some((j, g)) if g.abs() > self.lambda * (1.0 + 1e-10) + 1e-15 => sign[j] = g.signum(),
+                Some((j, g)) if g.abs() > self.lambda * (1.0 + 1e-10) + 1e-15 => {
+                    sign[j] = g.signum()
+                }
                 _ => return true,
             }
         }
