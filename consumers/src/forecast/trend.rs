@@ -2,10 +2,11 @@
 //! Fourier seasonality ([`fit`]), fitted on the log closes of a rolling window, refitted every
 //! `refit_every` bars and extrapolated in between.
 //!
-//! Per series: the last `window` log closes. The first fit comes once `min_obs` are held, and
-//! later fits every `refit_every` bars, at the bars where `(bars + phase) mod refit_every = 0`
-//! with `phase` a hash of the series key, so that refits of many series are spread evenly over
-//! the bars. `k` bars after a fit on `n` bars the window's last bar is `n − 1 + k` on the fit's
+//! Per series: the last `window` log closes (while the window fills, fits use its last
+//! `⌊len/60⌋·60` bars, so that few designs are built). The first fit comes once `min_obs` are
+//! held, and later fits every `refit_every` bars, at the bars where
+//! `(bars + phase) mod refit_every = 0` with `phase` a hash of the series key, so that refits of
+//! many series are spread evenly over the bars. `k` bars after a fit on `n` bars the window's last bar is `n − 1 + k` on the fit's
 //! axis, and the forecast for horizon `h` is the fitted curve at bar `n − 1 + k + h`: the trend
 //! continued with its last slope, plus seasonality. The interval is
 //! `exp(f ± z·sd)` with `sd² = y_scale²·(σ² + 2·S·λ̄²·u³/3)`, `u = (k + h)/(n − 1)` (observation
@@ -16,6 +17,7 @@
 pub mod fit;
 mod lasso;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::{Result, bail};
@@ -26,6 +28,10 @@ use tickcast_pipeline::interval::Interval;
 use super::state::{Dec, Enc};
 use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
 use fit::{Design, FitSettings, Layout, TrendFit};
+
+/// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
+/// lengths (and so designs, built once each and shared) occur.
+const WARMUP_STEP: usize = 60;
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,8 +85,8 @@ impl Series {
 pub struct TrendModel {
     settings: TrendSettings,
     series: HashMap<SeriesKey, Series>,
-    /// The design of a full window, shared by every series (it depends on `n` alone).
-    full: Option<Design>,
+    /// Designs by window length, shared by every series (a design depends on `n` alone).
+    designs: HashMap<usize, Design>,
 }
 
 impl TrendModel {
@@ -88,25 +94,28 @@ impl TrendModel {
         Self {
             settings,
             series: HashMap::new(),
-            full: None,
+            designs: HashMap::new(),
         }
     }
 
     /// Fits the series' window; keeps the old fit when the new one fails.
-    fn refit(settings: &TrendSettings, full: &mut Option<Design>, s: &mut Series) {
-        let y: Vec<f64> = s.window.iter().copied().collect();
-        let n = y.len();
-        let fresh;
-        let design = if n == settings.window {
-            if full.as_ref().is_none_or(|d| d.layout.n != n) {
-                *full = Layout::new(n, &settings.fit).map(Design::new);
-            }
-            full.as_ref()
+    fn refit(settings: &TrendSettings, designs: &mut HashMap<usize, Design>, s: &mut Series) {
+        let len = s.window.len();
+        let n = if len >= settings.window || len < WARMUP_STEP {
+            len
         } else {
-            fresh = Layout::new(n, &settings.fit).map(Design::new);
-            fresh.as_ref()
+            len / WARMUP_STEP * WARMUP_STEP
         };
-        let Some(design) = design else { return };
+        let design = match designs.entry(n) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let Some(layout) = Layout::new(n, &settings.fit) else {
+                    return;
+                };
+                v.insert(Design::new(layout))
+            }
+        };
+        let y: Vec<f64> = s.window.iter().skip(len - n).copied().collect();
         let warm = s
             .fit
             .as_ref()
@@ -159,7 +168,7 @@ impl TrendModel {
             }
         };
         if due {
-            Self::refit(&settings, &mut self.full, s);
+            Self::refit(&settings, &mut self.designs, s);
         }
         match &s.fit {
             Some(f) => predict(f, s.since_fit, horizons),
