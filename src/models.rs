@@ -6,21 +6,25 @@ use anyhow::{Result, anyhow, bail};
 use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
 use tickcast_consumers::forecast::ensemble::{self, EnsembleSettings};
+use tickcast_consumers::forecast::ets::{EtsModel, EtsSettings};
 use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_consumers::forecast::stage::{ENSEMBLE, ForecastStage};
+use tickcast_consumers::forecast::trend::{TrendModel, TrendSettings};
 
 /// Every model name, in the order the stage runs them.
-pub const KNOWN: &[&str] = &["naive", "garch"];
+pub const KNOWN: &[&str] = &["naive", "garch", "ets", "trend"];
 
 /// Models run when none are named.
-pub const DEFAULT: &str = "naive,garch";
+pub const DEFAULT: &str = "naive,garch,ets,trend";
 
 /// One model by name, uncalibrated.
 pub fn model(name: &str) -> Result<Box<dyn Forecaster>> {
     match name.trim() {
         "naive" => Ok(Box::new(Naive::default())),
         "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
+        "ets" => Ok(Box::new(EtsModel::new(EtsSettings::default()))),
+        "trend" => Ok(Box::new(TrendModel::new(TrendSettings::default()))),
         other => Err(anyhow!(
             "unknown model `{other}`; known: {}",
             KNOWN.join(", ")
@@ -90,7 +94,10 @@ mod tests {
         let err =
             |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).expect_err("error"));
         assert!(err("garch", true).contains("needs the naive model"));
-        assert!(err("naive,arima", true).contains("unknown model `arima`; known: naive, garch"));
+        assert!(
+            err("naive,arima", true)
+                .contains("unknown model `arima`; known: naive, garch, ets, trend")
+        );
         assert!(err("naive,naive", true).contains("listed twice"));
         assert!(err("naive,ensemble", true).contains("not a model to list"));
         assert!(check(&[], false).is_err());

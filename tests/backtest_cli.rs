@@ -182,6 +182,6 @@ fn mistakes_get_clear_errors() {
     ]);
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("unknown model `prophet`; known: naive, garch")
+            .contains("unknown model `prophet`; known: naive, garch, ets, trend")
     );
 }

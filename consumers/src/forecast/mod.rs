@@ -9,6 +9,8 @@
 //! - [`conformal`] — quantile tracking, the online interval calibrator.
 //! - [`scorer`] — scores each forecast when its target bar closes; rolling accuracy.
 //! - [`ensemble`] — combines the models, weighted by recent error against naive.
+//! - [`ets`] — AutoETS (augurs) on log prices, refitted on a rolling window.
+//! - [`trend`] — Prophet-style trend: piecewise-linear with L1 changepoints + Fourier seasonality.
 //! - [`calibrated`] — wraps any model and calibrates its intervals online.
 //! - [`state`] — the binary encoding of model checkpoints.
 //! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
@@ -17,6 +19,7 @@
 pub mod calibrated;
 pub mod conformal;
 pub mod ensemble;
+pub mod ets;
 pub mod garch;
 pub mod garch_model;
 pub mod naive;
@@ -24,6 +27,7 @@ pub mod score;
 pub mod scorer;
 pub mod stage;
 pub mod state;
+pub mod trend;
 
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;

@@ -1,0 +1,421 @@
+//! The `trend` model: Prophet's piecewise-linear trend with L1-penalised changepoints and a
+//! Fourier seasonality ([`fit`]), fitted on the log closes of a rolling window, refitted every
+//! `refit_every` bars and extrapolated in between.
+//!
+//! Per series: the last `window` log closes (while the window fills, fits use its last
+//! `⌊len/60⌋·60` bars, so that few designs are built). The first fit comes once `min_obs` are
+//! held, and later fits every `refit_every` bars, at the bars where
+//! `(bars + phase) mod refit_every = 0` with `phase` a hash of the series key, so that refits of
+//! many series are spread evenly over the bars. `k` bars after a fit on `n` bars the window's last bar is `n − 1 + k` on the fit's
+//! axis, and the forecast for horizon `h` is the fitted curve at bar `n − 1 + k + h`: the trend
+//! continued with its last slope, plus seasonality. The interval is
+//! `exp(f ± z·sd)` with `sd² = y_scale²·(σ² + 2·S·λ̄²·u³/3)`, `u = (k + h)/(n − 1)` (observation
+//! noise plus Prophet's trend uncertainty, see [`fit::TrendFit::variance`]), so bounds stay
+//! positive. A bar that does not follow the previous one (a gap) restarts the series: the
+//! window's time axis must have no holes.
+
+pub mod fit;
+mod lasso;
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+
+use anyhow::{Result, bail};
+use rust_decimal::prelude::ToPrimitive as _;
+use tickcast_pipeline::domain::Candle;
+use tickcast_pipeline::interval::Interval;
+
+use super::state::{Dec, Enc};
+use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
+use fit::{Design, FitSettings, Layout, TrendFit};
+
+/// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
+/// lengths (and so designs, built once each and shared) occur.
+const WARMUP_STEP: usize = 60;
+
+/// Model settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrendSettings {
+    /// Bars fitted (Prophet-sized: one day of minutes).
+    pub window: usize,
+    /// Bars needed before the first fit.
+    pub min_obs: usize,
+    /// Bars between refits of a series; 0 = never refit after the first fit.
+    pub refit_every: u32,
+    pub fit: FitSettings,
+}
+
+impl Default for TrendSettings {
+    fn default() -> Self {
+        Self {
+            window: 1_440,
+            min_obs: 720,
+            refit_every: 60,
+            fit: FitSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    /// Log closes, oldest first.
+    window: VecDeque<f64>,
+    last_open_ms: i64,
+    /// Bars folded in since the series was first seen (drives the refit schedule).
+    bars: u64,
+    fit: Option<TrendFit>,
+    /// Bars since the last fit.
+    since_fit: u32,
+}
+
+impl Series {
+    fn new(open_ms: i64) -> Self {
+        Self {
+            window: VecDeque::new(),
+            last_open_ms: open_ms,
+            bars: 0,
+            fit: None,
+            since_fit: 0,
+        }
+    }
+}
+
+/// Prophet-style trend and seasonality on a rolling window of log closes.
+#[derive(Debug, Default)]
+pub struct TrendModel {
+    settings: TrendSettings,
+    series: HashMap<SeriesKey, Series>,
+    /// Designs by window length, shared by every series (a design depends on `n` alone).
+    designs: HashMap<usize, Design>,
+}
+
+impl TrendModel {
+    pub fn new(settings: TrendSettings) -> Self {
+        Self {
+            settings,
+            series: HashMap::new(),
+            designs: HashMap::new(),
+        }
+    }
+
+    /// Fits the series' window; keeps the old fit when the new one fails.
+    fn refit(settings: &TrendSettings, designs: &mut HashMap<usize, Design>, s: &mut Series) {
+        let len = s.window.len();
+        let n = if len >= settings.window || len < WARMUP_STEP {
+            len
+        } else {
+            len / WARMUP_STEP * WARMUP_STEP
+        };
+        let design = match designs.entry(n) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let Some(layout) = Layout::new(n, &settings.fit) else {
+                    return;
+                };
+                v.insert(Design::new(layout))
+            }
+        };
+        let y: Vec<f64> = s.window.iter().skip(len - n).copied().collect();
+        let warm = s
+            .fit
+            .as_ref()
+            .filter(|f| f.layout == design.layout)
+            .map(|f| f.coef.as_slice());
+        if let Some(f) = fit::fit(design, &y, &settings.fit, warm) {
+            s.fit = Some(f);
+            s.since_fit = 0;
+        }
+    }
+
+    fn fold(&mut self, c: &Candle, horizons: &[u32]) -> Vec<Prediction> {
+        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        if !close.is_finite() || close <= 0.0 {
+            return Vec::new();
+        }
+        let bar = Interval::parse(&c.interval)
+            .map(Interval::ms)
+            .unwrap_or(c.close_ms - c.open_ms);
+        let key = super::series_key(c);
+        let settings = self.settings;
+        let phase = schedule_phase(&key, settings.refit_every);
+        let s = self
+            .series
+            .entry(key)
+            .or_insert_with(|| Series::new(c.open_ms));
+        if !s.window.is_empty() {
+            if c.open_ms <= s.last_open_ms {
+                return Vec::new();
+            }
+            if c.open_ms != s.last_open_ms + bar {
+                *s = Series {
+                    bars: s.bars,
+                    ..Series::new(c.open_ms)
+                };
+            }
+        }
+        s.last_open_ms = c.open_ms;
+        if s.window.len() == settings.window.max(3) {
+            s.window.pop_front();
+        }
+        s.window.push_back(close.ln());
+        s.bars += 1;
+        s.since_fit = s.since_fit.saturating_add(1);
+        let due = match s.fit {
+            None => s.window.len() >= settings.min_obs.max(3),
+            Some(_) => {
+                settings.refit_every > 0
+                    && (s.bars + phase).is_multiple_of(u64::from(settings.refit_every))
+            }
+        };
+        if due {
+            Self::refit(&settings, &mut self.designs, s);
+        }
+        match &s.fit {
+            Some(f) => predict(f, s.since_fit, horizons),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Where in the refit cycle a series sits: FNV-1a of its key, modulo the cycle.
+pub(super) fn schedule_phase(key: &SeriesKey, every: u32) -> u64 {
+    if every == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [&key.0, &key.1, &key.2] {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h % u64::from(every)
+}
+
+/// Forecasts `k` bars after the fit.
+fn predict(f: &TrendFit, k: u32, horizons: &[u32]) -> Vec<Prediction> {
+    let end = (f.layout.n - 1) as f64;
+    horizons
+        .iter()
+        .map(|&h| {
+            let steps = f64::from(k) + f64::from(h);
+            let mean = f.value(end + steps);
+            let sd = f.variance(steps).max(0.0).sqrt();
+            let band = |z: f64| ((mean - z * sd).exp(), (mean + z * sd).exp());
+            let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
+            Prediction {
+                horizon: h,
+                point: mean.exp(),
+                lo80,
+                hi80,
+                lo95,
+                hi95,
+            }
+        })
+        .collect()
+}
+
+impl Forecaster for TrendModel {
+    fn name(&self) -> &'static str {
+        "trend"
+    }
+
+    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
+        candles.iter().map(|c| self.fold(c, horizons)).collect()
+    }
+
+    fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
+        let s = self.series.get(key)?;
+        let mut e = Enc::new(1);
+        e.f64s(s.window.iter())
+            .i64(s.last_open_ms)
+            .u64(s.bars)
+            .u32(s.since_fit);
+        match &s.fit {
+            Some(f) => e
+                .bool(true)
+                .u32(f.layout.n as u32)
+                .f64s(f.coef.iter())
+                .f64(f.y_min)
+                .f64(f.y_scale)
+                .f64(f.sigma),
+            None => e.bool(false),
+        };
+        Some(e.finish())
+    }
+
+    fn reset_series(&mut self, key: &SeriesKey) {
+        self.series.remove(key);
+    }
+
+    fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
+        let mut d = Dec::new(bytes, 1)?;
+        let window: VecDeque<f64> = d.f64s()?.into();
+        let last_open_ms = d.i64()?;
+        let bars = d.u64()?;
+        let since_fit = d.u32()?;
+        let fit = if d.bool()? {
+            let n = d.u32()? as usize;
+            let Some(layout) = Layout::new(n, &self.settings.fit) else {
+                bail!("trend checkpoint: a fit on {n} bars is impossible");
+            };
+            let coef = d.f64s()?;
+            if coef.len() != layout.p() {
+                bail!(
+                    "trend checkpoint: {} coefficients, the settings give {}",
+                    coef.len(),
+                    layout.p()
+                );
+            }
+            Some(TrendFit {
+                layout,
+                coef,
+                y_min: d.f64()?,
+                y_scale: d.f64()?,
+                sigma: d.f64()?,
+            })
+        } else {
+            None
+        };
+        d.end()?;
+        if window.len() > self.settings.window.max(3) {
+            bail!(
+                "trend checkpoint holds {} bars, the window is {}",
+                window.len(),
+                self.settings.window
+            );
+        }
+        self.series.insert(
+            key.clone(),
+            Series {
+                window,
+                last_open_ms,
+                bars,
+                fit,
+                since_fit,
+            },
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::{check_resume, synthetic_candles};
+
+    fn small() -> TrendSettings {
+        TrendSettings {
+            window: 300,
+            min_obs: 200,
+            refit_every: 50,
+            fit: FitSettings {
+                period: 100,
+                fourier_order: 2,
+                ..FitSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn resumes_from_its_checkpoint_exactly() {
+        let candles = synthetic_candles(&["BTC-USDT", "ETH-USDT"], 700, 11);
+        let make = || Box::new(TrendModel::new(small())) as Box<dyn Forecaster>;
+        // Mid-way between refits, after the window is full.
+        check_resume(&make, &candles, 2 * 523 + 1, &[1, 5, 15]).expect("resumes");
+        // During warm-up fits.
+        check_resume(&make, &candles, 2 * 230, &[1, 5, 15]).expect("resumes");
+    }
+
+    #[test]
+    fn forecasts_extrapolate_the_fit_and_refit_on_schedule() {
+        let candles = synthetic_candles(&["BTC-USDT"], 500, 4);
+        let mut m = TrendModel::new(small());
+        let key = crate::forecast::series_key(&candles[0]);
+        let phase = schedule_phase(&key, 50);
+        let mut first = None;
+        let mut fits = Vec::new();
+        let mut last_fit: Option<TrendFit> = None;
+        for (i, c) in candles.iter().enumerate() {
+            let out = m.update(&[c], &[1, 7]);
+            let s = &m.series[&key];
+            if out[0].is_empty() {
+                assert!(s.fit.is_none());
+                continue;
+            }
+            first.get_or_insert(i);
+            if s.fit != last_fit {
+                fits.push(i);
+                last_fit = s.fit.clone();
+            }
+            // The point is the fitted curve k + h bars past the fit's last bar.
+            let f = s.fit.as_ref().expect("fit");
+            let end = (f.layout.n - 1) as f64;
+            let k = f64::from(s.since_fit);
+            for p in &out[0] {
+                let steps = k + f64::from(p.horizon);
+                let mean = f.value(end + steps);
+                assert!((p.point.ln() - mean).abs() < 1e-12);
+                let sd = f.variance(steps).sqrt();
+                assert!((p.hi95.ln() - mean - Z95 * sd).abs() < 1e-12);
+                assert!((mean - p.lo80.ln() - Z80 * sd).abs() < 1e-12);
+                assert!(p.lo95 < p.lo80 && p.lo80 < p.point && p.point < p.hi80);
+                assert!(p.hi80 < p.hi95 && p.lo95 > 0.0);
+            }
+        }
+        // 200 bars → the first fit at bar 199; then at the bars where (bars + phase) % 50 = 0.
+        assert_eq!(first, Some(199));
+        assert_eq!(fits[0], 199);
+        for w in fits[1..].iter() {
+            assert!((*w as u64 + 1 + phase).is_multiple_of(50), "{fits:?}");
+        }
+        assert_eq!(
+            fits.len(),
+            1 + (200..500)
+                .filter(|b| (b + 1 + phase).is_multiple_of(50))
+                .count()
+        );
+    }
+
+    #[test]
+    fn refits_of_many_series_are_spread_over_the_bars() {
+        let names: Vec<String> = (0..200).map(|i| format!("S{i}-USDT")).collect();
+        let key = |n: &str| ("x".to_string(), n.to_string(), "1m".to_string());
+        let mut per_phase = vec![0u32; 50];
+        for n in &names {
+            per_phase[schedule_phase(&key(n), 50) as usize] += 1;
+        }
+        // 200 series over 50 slots: 4 each on average; none empty-handed by far, none piled up.
+        assert!(per_phase.iter().all(|&c| c <= 12), "{per_phase:?}");
+        assert!(
+            per_phase.iter().filter(|&&c| c == 0).count() < 10,
+            "{per_phase:?}"
+        );
+    }
+
+    #[test]
+    fn a_gap_restarts_the_series_and_bad_closes_are_skipped() {
+        let mut candles = synthetic_candles(&["BTC-USDT"], 500, 5);
+        for c in &mut candles[250..] {
+            c.open_ms += 3_600_000;
+            c.close_ms += 3_600_000;
+        }
+        let mut m = TrendModel::new(small());
+        let out: Vec<bool> = candles
+            .iter()
+            .map(|c| !m.update(&[c], &[1])[0].is_empty())
+            .collect();
+        assert!(out[249], "forecasting before the gap");
+        assert!(!out[250] && !out[448], "warming up again after the gap");
+        assert!(out[449], "200 bars after the gap");
+        let mut zero = candles[499].clone();
+        zero.open_ms += 60_000;
+        zero.close = rust_decimal::Decimal::ZERO;
+        assert!(m.update(&[&zero], &[1])[0].is_empty());
+        // An old bar again is ignored.
+        assert!(m.update(&[&candles[10]], &[1])[0].is_empty());
+        let key = crate::forecast::series_key(&candles[0]);
+        assert_eq!(m.series[&key].window.len(), 250);
+        assert!(m.load_series(&key, &[1, 2, 3]).is_err());
+    }
+}
