@@ -16,8 +16,8 @@ use std::time::Instant;
 use tickcast_consumers::forecast::synthetic_candles;
 use tickcast_pipeline::domain::Candle;
 
-const WARM_BARS: usize = 320;
-const BARS: usize = 480;
+const WARM_BARS: usize = 760;
+const BARS: usize = 360;
 const HORIZONS: [u32; 4] = [1, 5, 15, 60];
 
 struct Run {

@@ -44,10 +44,31 @@ pub(crate) struct SeriesState {
     /// Per horizon, predictions waiting for their outcome, in due order (FIFO).
     pending: Vec<(u32, VecDeque<Published>)>,
     /// (horizon, level index) → calibrator; level 0 = 80%, 1 = 95%.
-    cal: HashMap<(u32, usize), QuantileTracker>,
+    cal: Vec<((u32, usize), QuantileTracker)>,
 }
 
 impl SeriesState {
+    /// The tracker of one horizon and level (index into [`LEVELS`]), made on first use.
+    fn tracker(
+        &mut self,
+        horizon: u32,
+        level: usize,
+        settings: CalibrationSettings,
+    ) -> &mut QuantileTracker {
+        let at = match self.cal.iter().position(|(k, _)| *k == (horizon, level)) {
+            Some(i) => i,
+            None => {
+                let (target, z) = LEVELS[level];
+                self.cal.push((
+                    (horizon, level),
+                    QuantileTracker::new(target, settings.step, z),
+                ));
+                self.cal.len() - 1
+            }
+        };
+        &mut self.cal[at].1
+    }
+
     fn queue(&mut self, horizon: u32) -> &mut VecDeque<Published> {
         let at = match self.pending.iter().position(|(h, _)| *h == horizon) {
             Some(i) => i,
@@ -79,7 +100,7 @@ impl SeriesState {
                 e.f64(lo).f64(hi);
             }
         }
-        let mut cal: Vec<_> = self.cal.iter().collect();
+        let mut cal: Vec<_> = self.cal.iter().map(|(k, c)| (k, c)).collect();
         cal.sort_by_key(|(k, _)| **k);
         e.u32(cal.len() as u32);
         for ((h, level), c) in cal {
@@ -107,7 +128,7 @@ impl SeriesState {
             if level >= LEVELS.len() {
                 anyhow::bail!("checkpoint: interval level {level}");
             }
-            st.cal.insert((h, level), QuantileTracker::load(d)?);
+            st.cal.push(((h, level), QuantileTracker::load(d)?));
         }
         Ok(st)
     }
@@ -216,20 +237,17 @@ impl Forecaster for Calibrated {
 /// Scores every prediction whose target bar is this one.
 fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
     let bar = st.bar;
-    for (_, queue) in &mut st.pending {
-        while queue.front().is_some_and(|p| p.due <= bar) {
-            let Some(p) = queue.pop_front() else {
+    for qi in 0..st.pending.len() {
+        while st.pending[qi].1.front().is_some_and(|p| p.due <= bar) {
+            let Some(p) = st.pending[qi].1.pop_front() else {
                 break;
             };
             if p.due != bar || close.is_nan() || close <= 0.0 {
                 continue;
             }
-            for (i, (target, z)) in LEVELS.iter().enumerate() {
-                let (lo, hi) = p.bounds[i];
-                st.cal
-                    .entry((p.horizon, i))
-                    .or_insert_with(|| QuantileTracker::new(*target, settings.step, *z))
-                    .update(lo <= close && close <= hi);
+            for (i, (lo, hi)) in p.bounds.iter().enumerate() {
+                st.tracker(p.horizon, i, settings)
+                    .update(*lo <= close && close <= *hi);
             }
         }
     }
@@ -242,13 +260,9 @@ fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -
         return p;
     }
     let mut bounds = [(p.lo80, p.hi80), (p.lo95, p.hi95)];
-    for (i, (target, z)) in LEVELS.iter().enumerate() {
-        let tracker = st
-            .cal
-            .entry((p.horizon, i))
-            .or_insert_with(|| QuantileTracker::new(*target, settings.step, *z));
-        let m = tracker.multiplier();
-        bounds[i] = (p.point * (-m * scale).exp(), p.point * (m * scale).exp());
+    for (i, bound) in bounds.iter_mut().enumerate() {
+        let m = st.tracker(p.horizon, i, settings).multiplier();
+        *bound = (p.point * (-m * scale).exp(), p.point * (m * scale).exp());
     }
     // The 95% interval never sits inside the 80% one.
     bounds[1] = (bounds[1].0.min(bounds[0].0), bounds[1].1.max(bounds[0].1));

@@ -44,6 +44,8 @@ struct Track {
     /// (target_ms, forecast) in target order.
     pending: VecDeque<(i64, Point)>,
     score: Score,
+    /// Open time of the bar scored last.
+    last_ms: i64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -97,9 +99,8 @@ impl Scorer {
         1.0 - 1.0 / self.settings.window.max(1.0)
     }
 
-    /// Scores the forecasts whose target bar this candle is; returns the rolling scores that
-    /// changed.
-    pub fn observe(&mut self, key: &SeriesKey, c: &Candle) -> Vec<Accuracy> {
+    /// Scores the forecasts whose target bar this candle is. Returns how many were scored.
+    pub fn observe(&mut self, key: &SeriesKey, c: &Candle) -> usize {
         let decay = self.decay();
         let close = c.close.to_f64().unwrap_or(f64::NAN);
         let s = match self.series.get_mut(key) {
@@ -124,9 +125,8 @@ impl Scorer {
             s.last_close = Some(close);
         }
         let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
-        let mut changed = Vec::new();
+        let mut scored = 0;
         for ((model, horizon), t) in &mut s.tracks {
-            let mut hit = false;
             while let Some(&(target, mut p)) = t.pending.front() {
                 if target > c.open_ms {
                     break;
@@ -137,20 +137,34 @@ impl Scorer {
                 }
                 p.actual = close;
                 t.score.add_decayed(&p, decay);
-                hit = true;
+                t.last_ms = c.open_ms;
+                scored += 1;
                 add_sums(&mut self.unexported, model, *horizon, &p, scale);
             }
-            if hit && let Some(summary) = t.score.summary(scale) {
-                changed.push(Accuracy {
+        }
+        scored
+    }
+
+    /// The rolling scores of one series, per model and horizon with any scored point.
+    pub fn accuracy(&self, key: &SeriesKey) -> Vec<Accuracy> {
+        let Some(s) = self.series.get(key) else {
+            return Vec::new();
+        };
+        let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
+        let mut out: Vec<Accuracy> = s
+            .tracks
+            .iter()
+            .filter_map(|((model, horizon), t)| {
+                Some(Accuracy {
                     model: model.clone(),
                     horizon: *horizon,
-                    ts_ms: c.open_ms,
-                    summary,
-                });
-            }
-        }
-        changed.sort_by(|a, b| (&a.model, a.horizon).cmp(&(&b.model, b.horizon)));
-        changed
+                    ts_ms: t.last_ms,
+                    summary: t.score.summary(scale)?,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.model, a.horizon).cmp(&(&b.model, b.horizon)));
+        out
     }
 
     /// Remembers a published forecast until its target bar closes.
@@ -216,7 +230,7 @@ impl Scorer {
         tracks.sort_by(|a, b| a.0.cmp(b.0));
         e.u32(tracks.len() as u32);
         for ((model, horizon), t) in tracks {
-            e.bytes(model.as_bytes()).u32(*horizon);
+            e.bytes(model.as_bytes()).u32(*horizon).i64(t.last_ms);
             t.score.save(&mut e);
             e.u32(t.pending.len() as u32);
             for (target, p) in &t.pending {
@@ -237,7 +251,9 @@ impl Scorer {
         for _ in 0..d.u32()? {
             let model = String::from_utf8(d.bytes()?.to_vec())?;
             let horizon = d.u32()?;
+            let last_ms = d.i64()?;
             let mut t = Track {
+                last_ms,
                 score: Score::load(&mut d)?,
                 ..Track::default()
             };
@@ -354,25 +370,31 @@ mod tests {
         let close = |i: usize| cs[i].close.to_f64().unwrap_or(f64::NAN);
         // Window 1: no decay, plain sums.
         let mut s = Scorer::new(ScorerSettings { window: 1.0 });
-        assert!(s.observe(&key, &cs[0]).is_empty());
+        assert_eq!(s.observe(&key, &cs[0]), 0);
         // h=1 from bar 0 hits bar 1 exactly; h=2 from bar 0 lands on bar 2.
         s.record(&key, &forecast(&cs[0], "m", 1, close(1), 0.0));
         s.record(&key, &forecast(&cs[0], "m", 2, close(0) + 1.0, 0.5));
-        let a1 = s.observe(&key, &cs[1]);
-        assert_eq!(a1.len(), 1);
+        assert_eq!(s.observe(&key, &cs[1]), 1);
+        let a1 = s.accuracy(&key);
+        assert_eq!(a1.len(), 1, "the h=2 track has nothing scored yet");
         assert_eq!((a1[0].horizon, a1[0].ts_ms), (1, 60_000));
         assert_eq!(a1[0].summary.mae, 0.0);
         assert_eq!(
             a1[0].summary.coverage80, 1.0,
             "degenerate interval at the actual"
         );
-        let a2 = s.observe(&key, &cs[2]);
-        assert_eq!(a2.len(), 1);
+        assert_eq!(s.observe(&key, &cs[2]), 1);
+        let a2: Vec<Accuracy> = s
+            .accuracy(&key)
+            .into_iter()
+            .filter(|a| a.horizon == 2)
+            .collect();
+        assert_eq!((a2.len(), a2[0].ts_ms), (1, 120_000));
         let err = (close(2) - (close(0) + 1.0)).abs();
         assert!((a2[0].summary.mae - err).abs() < 1e-9);
         assert!((a2[0].summary.rel_mae - err / (close(2) - close(0)).abs()).abs() < 1e-9);
         assert_eq!(a2[0].summary.coverage95, f64::from(u8::from(err <= 1.0)));
-        assert!(s.observe(&key, &cs[3]).is_empty(), "nothing pending");
+        assert_eq!(s.observe(&key, &cs[3]), 0, "nothing pending");
     }
 
     #[test]
@@ -384,13 +406,18 @@ mod tests {
         s.record(&key, &forecast(&cs[0], "m", 1, 1.0, 1.0));
         s.record(&key, &forecast(&cs[0], "m", 3, 1.0, 1.0));
         // Bar 1 never arrives: the h=1 forecast is dropped when bar 2 closes.
-        assert!(s.observe(&key, &cs[2]).is_empty());
+        assert_eq!(s.observe(&key, &cs[2]), 0);
+        assert!(s.accuracy(&key).is_empty());
         let saved = s.save_series(&key).expect("state");
         let mut r = Scorer::new(ScorerSettings::default());
         r.load_series(&key, &saved).expect("loads");
         assert_eq!(r.save_series(&key), Some(saved));
-        let a = r.observe(&key, &cs[3]);
-        assert_eq!(a.len(), 1, "the h=3 forecast survived the restore");
+        assert_eq!(
+            r.observe(&key, &cs[3]),
+            1,
+            "the h=3 forecast survived the restore"
+        );
+        let a = r.accuracy(&key);
         assert_eq!(a[0].summary.n, 1);
         assert!(r.load_series(&key, &[1, 0]).is_err(), "truncated");
     }

@@ -73,8 +73,6 @@ struct Checkpointer {
     /// Series looked up in the store already.
     looked_up: HashSet<SeriesKey>,
     models_loaded: bool,
-    /// Latest changed rolling scores, written at the next checkpoint.
-    accuracy: HashMap<(SeriesKey, String, u32), Accuracy>,
     /// Next offsets of everything handled, and of what the last checkpoint covers.
     handled: BTreeMap<(String, i32), i64>,
     covered: BTreeMap<(String, i32), i64>,
@@ -96,8 +94,6 @@ impl std::fmt::Debug for ForecastStage {
 #[derive(Debug, Default)]
 pub struct Output {
     pub forecasts: Vec<Forecast>,
-    /// Rolling scores that changed, per series.
-    pub accuracy: Vec<(SeriesKey, Accuracy)>,
     /// Candles skipped as redeliveries.
     pub skipped: usize,
 }
@@ -139,7 +135,6 @@ impl ForecastStage {
             dirty: HashSet::new(),
             looked_up: HashSet::new(),
             models_loaded: false,
-            accuracy: HashMap::new(),
             handled: BTreeMap::new(),
             covered: BTreeMap::new(),
         });
@@ -218,9 +213,7 @@ impl ForecastStage {
         let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
         for (i, c) in candles.iter().enumerate() {
             let key = series_key(c);
-            for a in self.scorer.observe(&key, c) {
-                out.accuracy.push((key.clone(), a));
-            }
+            self.scorer.observe(&key, c);
             let last = c.close.to_f64().unwrap_or(f64::NAN);
             let before = out.forecasts.len();
             for (m, name) in names.iter().enumerate() {
@@ -392,19 +385,15 @@ impl ForecastStage {
             .iter()
             .filter_map(|m| Some((m.name().to_string(), m.save_model()?)))
             .collect();
-        let mut accuracy: Vec<AccuracyRow> = cp
-            .accuracy
+        let accuracy: Vec<AccuracyRow> = dirty
             .iter()
-            .map(|((k, model, h), a)| accuracy_row(k, model, *h, a))
+            .flat_map(|k| {
+                self.scorer
+                    .accuracy(k)
+                    .into_iter()
+                    .map(move |a| accuracy_row(k, &a))
+            })
             .collect();
-        accuracy.sort_by(|a, b| {
-            (&a.exchange, &a.symbol, &a.model, a.horizon).cmp(&(
-                &b.exchange,
-                &b.symbol,
-                &b.model,
-                b.horizon,
-            ))
-        });
         let checkpoint = Checkpoint {
             series,
             models,
@@ -422,7 +411,6 @@ impl ForecastStage {
         );
         if let Some(cp) = &mut self.checkpoint {
             cp.dirty.clear();
-            cp.accuracy.clear();
             cp.covered = cp.handled.clone();
             cp.last = Instant::now();
         }
@@ -459,14 +447,14 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-fn accuracy_row(k: &SeriesKey, model: &str, horizon: u32, a: &Accuracy) -> AccuracyRow {
+fn accuracy_row(k: &SeriesKey, a: &Accuracy) -> AccuracyRow {
     let s = &a.summary;
     AccuracyRow {
         exchange: k.0.clone(),
         symbol: k.1.clone(),
         interval: k.2.clone(),
-        model: model.to_string(),
-        horizon: horizon as i32,
+        model: a.model.clone(),
+        horizon: a.horizon as i32,
         ts_ms: a.ts_ms,
         n: s.n as i64,
         mae: s.mae,
@@ -511,9 +499,6 @@ impl Handler for ForecastStage {
         let refs: Vec<&Candle> = candles.iter().collect();
         let out = self.process(&refs);
         if let Some(cp) = &mut self.checkpoint {
-            for (k, a) in out.accuracy {
-                cp.accuracy.insert((k, a.model.clone(), a.horizon), a);
-            }
             for (tp, next) in batch_offsets(&batch) {
                 let e = cp.handled.entry(tp).or_insert(next);
                 *e = (*e).max(next);
@@ -557,7 +542,6 @@ impl Handler for ForecastStage {
             if let Some(cp) = &mut self.checkpoint {
                 cp.dirty.remove(k);
                 cp.looked_up.remove(k);
-                cp.accuracy.retain(|(key, _, _), _| key != k);
             }
         }
         if let Some(cp) = &mut self.checkpoint {
