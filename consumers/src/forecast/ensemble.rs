@@ -3,9 +3,12 @@
 //!
 //! Weights come from each model's rolling squared error relative to the naive forecast on the
 //! same points (`rel_mse`, from the [`Scorer`]): a model earns a weight only once it has at
-//! least `min_points` scored forecasts and `rel_mse < max_rel_mse` (0.95: clearly better than
-//! naive recently, not by noise — with the bar at 1.0, AutoETS earned weight by chance on real
-//! BTC bars and the ensemble's MAE at 60 bars came out 0.5% worse than naive's).
+//! least `min_points` scored forecasts, at least `min_independent` independent ones (errors of
+//! h-bar forecasts made one bar apart overlap, so the rolling window holds about
+//! `window / h` independent outcomes), and `rel_mse < max_rel_mse` (0.95): clearly better than
+//! naive recently, not by chance. With the bar at 1.0 and no independence rule, AutoETS earned
+//! weight by chance on real BTC bars and the ensemble's MAE at 60 bars came out 0.5% worse than
+//! naive's; with 0.95 alone, still 0.5% worse at 60 bars.
 //! Its raw weight is `1 / rel_mse`; naive's is 1. After normalising, naive keeps at least
 //! `naive_floor`. Weights are recomputed only every `cooldown` bars per series and horizon, so
 //! they do not chase noise. When no model has beaten naive — the usual case for crypto points —
@@ -39,6 +42,8 @@ pub struct EnsembleSettings {
     pub min_points: u64,
     /// Rolling MSE relative to naive's below which a model earns a weight.
     pub max_rel_mse: f64,
+    /// Independent outcomes (effective window points ÷ horizon) a model needs.
+    pub min_independent: f64,
     /// Bars between weight updates per series and horizon.
     pub cooldown: u64,
     pub calibration: CalibrationSettings,
@@ -50,6 +55,7 @@ impl Default for EnsembleSettings {
             naive_floor: 0.5,
             min_points: 200,
             max_rel_mse: 0.95,
+            min_independent: 30.0,
             cooldown: 60,
             calibration: CalibrationSettings::default(),
         }
@@ -90,7 +96,9 @@ fn weights(
         let Some(score) = scorer.score(key, m, horizon) else {
             continue;
         };
-        if score.n < settings.min_points {
+        if score.n < settings.min_points
+            || score.effective_points() / f64::from(horizon.max(1)) < settings.min_independent
+        {
             continue;
         }
         if let Some(rel) = score.rel_mse()
@@ -349,6 +357,7 @@ mod tests {
     fn weights_follow_the_formula_and_the_floor() {
         let s = EnsembleSettings {
             min_points: 0,
+            min_independent: 1.0,
             naive_floor: 0.0,
             ..EnsembleSettings::default()
         };
@@ -402,6 +411,13 @@ mod tests {
             ..s
         };
         let w = weights(&strict, &scorer, &k2, 1, &["naive", "half"]);
+        assert_eq!(w, vec![("naive".to_string(), 1.0)]);
+        // One outcome is not two independent ones.
+        let few = EnsembleSettings {
+            min_independent: 2.0,
+            ..s
+        };
+        let w = weights(&few, &scorer, &k2, 1, &["naive", "half"]);
         assert_eq!(w, vec![("naive".to_string(), 1.0)]);
     }
 }

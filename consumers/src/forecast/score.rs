@@ -135,6 +135,12 @@ impl Score {
         ]
     }
 
+    /// Effective number of points in the sums (the count without decay; about the window
+    /// length with it).
+    pub fn effective_points(&self) -> f64 {
+        self.weight
+    }
+
     /// Mean squared error relative to the naive forecast's on the same points (< 1: better
     /// than naive); `None` before any point or when naive was exact on all of them.
     pub fn rel_mse(&self) -> Option<f64> {
