@@ -187,13 +187,21 @@ impl Ensemble {
                 parts.iter().map(|(w, p)| w * f(p)).sum::<f64>() / total
             };
             let geo = |f: &dyn Fn(&Prediction) -> f64| mean(&|p| f(p).ln()).exp();
-            let combined = Prediction {
-                horizon: h,
-                point: mean(&|p| p.point),
-                lo80: geo(&|p| p.lo80),
-                hi80: geo(&|p| p.hi80),
-                lo95: geo(&|p| p.lo95),
-                hi95: geo(&|p| p.hi95),
+            let combined = if let [(_, only)] = parts.as_slice() {
+                // One member (the usual case: naive alone): its prediction as it is.
+                Prediction {
+                    horizon: h,
+                    ..**only
+                }
+            } else {
+                Prediction {
+                    horizon: h,
+                    point: mean(&|p| p.point),
+                    lo80: geo(&|p| p.lo80),
+                    hi80: geo(&|p| p.hi80),
+                    lo95: geo(&|p| p.lo95),
+                    hi95: geo(&|p| p.hi95),
+                }
             };
             out.push(s.cal.publish(combined, settings.calibration));
         }
