@@ -288,7 +288,6 @@ mod tests {
     use crate::forecast::naive::Naive;
     use crate::forecast::stage::ForecastStage;
     use rust_decimal::Decimal;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
     use tickcast_pipeline::simulator::Rng;
 
     /// A fat-tailed random walk: 90% of returns sd 0.1%, 10% sd 0.6%, so normal bands from a
@@ -301,20 +300,7 @@ mod tests {
                 let sd = if rng.unit() < 0.1 { 0.006 } else { 0.001 };
                 price *= (sd * rng.normal()).exp();
                 let p = Decimal::new((price * 100.0).round() as i64, 2);
-                Candle {
-                    v: SCHEMA_VERSION,
-                    exchange: "x".into(),
-                    symbol: "BTC-USDT".into(),
-                    interval: "1m".into(),
-                    open_ms: i as i64 * 60_000,
-                    close_ms: (i as i64 + 1) * 60_000,
-                    open: p,
-                    high: p,
-                    low: p,
-                    close: p,
-                    volume: Decimal::ONE,
-                    trades: 1,
-                }
+                crate::forecast::flat_candle(i, p)
             })
             .collect()
     }

@@ -306,7 +306,6 @@ mod tests {
     use super::*;
     use crate::forecast::{Z80, Z95, check_resume, series_key, synthetic_candles};
     use rust_decimal::Decimal;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
     use tickcast_pipeline::simulator::Rng;
 
     fn small() -> EtsSettings {
@@ -325,20 +324,7 @@ mod tests {
                 let p = Decimal::from_f64_retain(v.exp())
                     .expect("finite")
                     .round_dp(10);
-                Candle {
-                    v: SCHEMA_VERSION,
-                    exchange: "x".into(),
-                    symbol: "BTC-USDT".into(),
-                    interval: "1m".into(),
-                    open_ms: i as i64 * 60_000,
-                    close_ms: (i as i64 + 1) * 60_000,
-                    open: p,
-                    high: p,
-                    low: p,
-                    close: p,
-                    volume: Decimal::ONE,
-                    trades: 1,
-                }
+                crate::forecast::flat_candle(i, p)
             })
             .collect()
     }

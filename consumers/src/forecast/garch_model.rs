@@ -204,7 +204,6 @@ impl Forecaster for GarchModel {
 mod tests {
     use super::*;
     use rust_decimal::Decimal;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
     use tickcast_pipeline::simulator::Rng;
 
     fn candles(n: usize, seed: u64) -> Vec<Candle> {
@@ -214,20 +213,7 @@ mod tests {
             .map(|i| {
                 price *= (0.002 * rng.normal()).exp();
                 let p = Decimal::new((price * 10_000.0).round() as i64, 4);
-                Candle {
-                    v: SCHEMA_VERSION,
-                    exchange: "x".into(),
-                    symbol: "BTC-USDT".into(),
-                    interval: "1m".into(),
-                    open_ms: i as i64 * 60_000,
-                    close_ms: (i as i64 + 1) * 60_000,
-                    open: p,
-                    high: p,
-                    low: p,
-                    close: p,
-                    volume: Decimal::ONE,
-                    trades: 1,
-                }
+                crate::forecast::flat_candle(i, p)
             })
             .collect()
     }

@@ -129,6 +129,25 @@ pub fn check_resume(
     Ok(())
 }
 
+/// A 1-minute BTC-USDT candle of exchange `x` for bar `i` (open time `i` minutes) whose open,
+/// high, low and close are all `price`, for tests and benchmarks.
+pub fn flat_candle(i: usize, price: rust_decimal::Decimal) -> Candle {
+    Candle {
+        v: tickcast_pipeline::domain::SCHEMA_VERSION,
+        exchange: "x".into(),
+        symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
+        open_ms: i as i64 * 60_000,
+        close_ms: (i as i64 + 1) * 60_000,
+        open: price,
+        high: price,
+        low: price,
+        close: price,
+        volume: rust_decimal::Decimal::ONE,
+        trades: 1,
+    }
+}
+
 /// A seeded fat-tailed random walk of 1-minute candles for each symbol, interleaved in time
 /// order (all symbols' bar `i`, then bar `i + 1`), for tests and benchmarks: 90% of log returns
 /// have sd 0.1%, 10% have sd 0.6%, so volatility bands have something to learn.
