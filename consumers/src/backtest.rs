@@ -281,19 +281,11 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             scores.entry((model, horizon)).or_default().add(&p);
         }
         for f in stage.forecasts(&[c]) {
-            pending.entry(f.target_ms).or_default().push((
-                f.model,
-                f.horizon,
-                Point {
-                    actual: f64::NAN,
-                    base: f.last,
-                    point: f.point,
-                    lo80: f.lo80,
-                    hi80: f.hi80,
-                    lo95: f.lo95,
-                    hi95: f.hi95,
-                },
-            ));
+            let p = Point::from_forecast(&f);
+            pending
+                .entry(f.target_ms)
+                .or_default()
+                .push((f.model, f.horizon, p));
         }
         prev = Some(c);
     }

@@ -17,6 +17,21 @@ pub struct Point {
     pub hi95: f64,
 }
 
+impl Point {
+    /// A published forecast, its actual not known yet (NaN).
+    pub fn from_forecast(f: &tickcast_pipeline::domain::Forecast) -> Self {
+        Self {
+            actual: f64::NAN,
+            base: f.last,
+            point: f.point,
+            lo80: f.lo80,
+            hi80: f.hi80,
+            lo95: f.lo95,
+            hi95: f.hi95,
+        }
+    }
+}
+
 /// Winkler (interval) score of a central `1 - alpha` interval: its width, plus `2/alpha` times
 /// the distance by which the actual falls outside.
 pub fn winkler(lo: f64, hi: f64, actual: f64, alpha: f64) -> f64 {

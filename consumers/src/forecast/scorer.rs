@@ -185,15 +185,7 @@ impl Scorer {
                 &mut s.tracks.last_mut().expect("just pushed").1
             }
         };
-        let p = Point {
-            actual: f64::NAN,
-            base: f.last,
-            point: f.point,
-            lo80: f.lo80,
-            hi80: f.hi80,
-            lo95: f.lo95,
-            hi95: f.hi95,
-        };
+        let p = Point::from_forecast(f);
         // Targets of one model and horizon only grow; a redelivery out of order is placed.
         if t.pending.back().is_none_or(|(x, _)| *x <= f.target_ms) {
             t.pending.push_back((f.target_ms, p));
