@@ -10,6 +10,7 @@ use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
 use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
+use tickcast_lstm::{LstmModel, LstmSettings};
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
@@ -31,7 +32,7 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
-    /// Models to run (naive, garch).
+    /// Models to run (naive, garch, lstm, lstm=CHECKPOINT).
     #[arg(long, value_delimiter = ',', default_value = "naive,garch")]
     pub models: Vec<String>,
     /// Score the models' own intervals, without online calibration.
@@ -44,7 +45,17 @@ fn model(name: &str) -> Result<Box<dyn Forecaster>> {
     match name.trim() {
         "naive" => Ok(Box::new(Naive::default())),
         "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
-        other => Err(anyhow!("unknown model `{other}`; known: naive, garch")),
+        // Trains inline (reproducible); `lstm=FILE` starts from a `tickcast train` checkpoint.
+        "lstm" => Ok(Box::new(LstmModel::new(LstmSettings::default())?)),
+        other => match other.strip_prefix("lstm=") {
+            Some(path) => Ok(Box::new(LstmModel::new(LstmSettings {
+                init: Some(PathBuf::from(path)),
+                ..LstmSettings::default()
+            })?)),
+            None => Err(anyhow!(
+                "unknown model `{other}`; known: naive, garch, lstm[=CHECKPOINT]"
+            )),
+        },
     }
 }
 

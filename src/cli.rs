@@ -31,6 +31,8 @@ pub enum Command {
     Replay(crate::replay_cmd::ReplayArgs),
     /// Score the forecast models on a candle file, against the naive forecast.
     Backtest(crate::backtest_cmd::BacktestArgs),
+    /// Pre-train the LSTM forecaster on candle files and write its checkpoint.
+    Train(crate::train_cmd::TrainArgs),
     /// Serve the HTTP API.
     Api(ApiArgs),
     /// Apply database migrations and exit.
@@ -171,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => crate::ingest_cmd::run(args).await,
         Command::Replay(args) => crate::replay_cmd::run(args).await,
         Command::Backtest(args) => crate::backtest_cmd::run(args),
+        Command::Train(args) => crate::train_cmd::run(args),
         Command::Api(args) => api(args).await,
         Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {
