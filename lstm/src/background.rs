@@ -146,6 +146,6 @@ impl Drop for Background {
         // Closing the job channel ends the thread's loop; it is not joined so that dropping a
         // model never blocks on a training run.
         self.jobs = None;
-        drop(self.thread.take());
+        self.thread = None;
     }
 }

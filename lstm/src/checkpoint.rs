@@ -28,7 +28,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn f32s(b: &[u8]) -> Result<Vec<f32>> {
-    ensure!(b.len() % 4 == 0, "f32 run of {} bytes", b.len());
+    ensure!(b.len().is_multiple_of(4), "f32 run of {} bytes", b.len());
     Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
@@ -202,7 +202,7 @@ pub(crate) fn load_series(bytes: &[u8], hidden: usize, capacity: usize) -> Resul
     let flat = f32s(d.bytes()?)?;
     d.end()?;
     ensure!(
-        flat.len() % BAR_VALUES == 0,
+        flat.len().is_multiple_of(BAR_VALUES),
         "series checkpoint: ragged history"
     );
     let mut history = History::default();

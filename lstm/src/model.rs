@@ -255,7 +255,7 @@ impl LstmModel {
             net,
             series: HashMap::new(),
             next_train_ms: None,
-            rng: Rng(settings.seed ^ 0x5EED_0F_BA7C4E5),
+            rng: Rng(settings.seed ^ 0x5EED_F00D_BA7C_4E55),
             last_loss: None,
             background: None,
             settings,
@@ -648,8 +648,8 @@ impl Forecaster for LstmModel {
         self.collect_background();
         let mut out = vec![Vec::new(); candles.len()];
         let mut start = 0;
-        for i in 0..candles.len() {
-            if self.training_due(candles[i]) {
+        for (i, c) in candles.iter().enumerate() {
+            if self.training_due(c) {
                 self.process(&candles[start..i], horizons, &mut out[start..i]);
                 start = i;
                 self.fire_training();
