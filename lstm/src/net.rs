@@ -251,26 +251,23 @@ impl LstmNet {
     }
 
     /// Runs `x` (time-major `T × B × F`) from a zero state and returns the head's outputs for
-    /// steps `burn_in..T`, time-major `((T − burn_in)·B) × O`. The input projection of all
-    /// steps is one matmul; each step then adds one `B × H · H × 4H` matmul.
+    /// steps `burn_in..T`, time-major `((T − burn_in)·B) × O`. Each step is the streaming step's
+    /// one matmul of `[xₜ | hₜ₋₁]`; `xₜ` is cut from the input, which carries no gradient, so
+    /// the backward pass stays linear in `T` (cutting steps out of a projection of all steps
+    /// would give every step a gradient the size of the whole projection: quadratic in `T`).
     pub fn sequence(&self, x: Tensor<3>, burn_in: usize) -> Tensor<2> {
         let [steps, batch, inputs] = x.dims();
         let hidden = self.hidden();
+        let x = x.detach();
         let w = self.w.val();
-        let wx = w.clone().narrow(0, 0, inputs);
-        let wh = w.narrow(0, inputs, hidden);
-        let xp = x.reshape([steps * batch, inputs]).matmul(wx) + self.b.val().unsqueeze::<2>();
-        let device = xp.device();
+        let b = self.b.val().unsqueeze::<2>();
+        let device = w.device();
         let mut h = Tensor::<2>::zeros([batch, hidden], &device);
         let mut c = Tensor::<2>::zeros([batch, hidden], &device);
         let mut kept = Vec::with_capacity(steps.saturating_sub(burn_in));
         for t in 0..steps {
-            let zx = xp.clone().narrow(0, t * batch, batch);
-            let z = if t == 0 {
-                zx
-            } else {
-                zx + h.matmul(wh.clone())
-            };
+            let xt = x.clone().narrow(0, t, 1).reshape([batch, inputs]);
+            let z = Tensor::cat(vec![xt, h], 1).matmul(w.clone()) + b.clone();
             (h, c) = Self::cell(z, c, hidden);
             if t >= burn_in {
                 kept.push(h.clone());
