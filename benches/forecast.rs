@@ -29,7 +29,15 @@ struct Run {
 
 fn run(models: &str, candles: &[Candle], symbols: usize, ensemble: bool) -> Run {
     let names: Vec<String> = models.split(',').map(String::from).collect();
-    let mut stage = tickcast::models::stage(&names, &HORIZONS, ensemble, true, "bench").unwrap();
+    let mut stage = tickcast::models::stage(
+        &names,
+        &HORIZONS,
+        ensemble,
+        true,
+        Default::default(),
+        "bench",
+    )
+    .unwrap();
     let bars: Vec<Vec<&Candle>> = candles
         .chunks(symbols)
         .map(|bar| bar.iter().collect())

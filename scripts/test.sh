@@ -22,9 +22,10 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 t_all="$(now)"
 
-# --- Build prerequisites (rdkafka-sys builds librdkafka from source) --------
+# --- Build prerequisites (rdkafka-sys builds librdkafka from source; Mesa's
+# lavapipe is the Vulkan device of the LSTM's wgpu test) ----------------------
 need=()
-for pkg in gcc g++ make cmake pkg-config zlib1g-dev; do
+for pkg in gcc g++ make cmake pkg-config zlib1g-dev mesa-vulkan-drivers libvulkan1; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
@@ -106,12 +107,26 @@ log "cargo test --workspace $*"
 set +e
 cargo test --workspace "$@"
 status=$?
+if [[ $status -eq 0 ]]; then
+  # The LSTM on burn's wgpu backend against its CPU backend: the one target built with the
+  # `wgpu` feature (heavy), run on Mesa's lavapipe here.
+  t2="$(now)"
+  log "cargo test -p tickcast-lstm --features wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
+  cargo test -p tickcast-lstm --features wgpu --test wgpu -- --nocapture
+  status=$?
+  log "wgpu test done in $(since "$t2")s"
+fi
 if [[ $status -eq 0 && -n "${TICKCAST_SHARED:-}" ]]; then
-  # The suite on the real recordings in ../shared (exchange frames), kept separate so the
+  # The suites on the real data in ../shared (exchange frames, candles), kept separate so the
   # repository's own tests never depend on ../shared.
   log "cargo test --test shared_conformance (recordings in $TICKCAST_SHARED)"
   cargo test --test shared_conformance -- --nocapture
   status=$?
+  if [[ $status -eq 0 ]]; then
+    log "cargo test -p tickcast-lstm --test shared_lstm (LSTM trains on real candles)"
+    cargo test -p tickcast-lstm --test shared_lstm -- --nocapture
+    status=$?
+  fi
 fi
 set -e
 log "cargo test exited $status; total $(since "$t_all")s"

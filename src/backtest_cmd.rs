@@ -32,7 +32,7 @@ pub struct BacktestArgs {
     /// One JSON object per model and horizon, one per line.
     #[arg(long)]
     pub json: bool,
-    /// Models to run (see `tickcast_consumers`' models; the ensemble is added unless
+    /// Models to run (naive, garch, ets, trend, lstm, lstm=CHECKPOINT; the ensemble is added unless
     /// --no-ensemble).
     #[arg(long, value_delimiter = ',', default_value = tickcast::models::DEFAULT)]
     pub models: Vec<String>,
@@ -97,6 +97,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             &args.horizons,
             !args.no_ensemble,
             calibrate,
+            tickcast::models::Options::default(),
             "backtest",
         )
         .expect("checked above")

@@ -33,6 +33,8 @@ pub enum Command {
     Replay(crate::replay_cmd::ReplayArgs),
     /// Score the forecast models on a candle file, against the naive forecast.
     Backtest(crate::backtest_cmd::BacktestArgs),
+    /// Pre-train the LSTM forecaster on candle files and write its checkpoint.
+    Train(crate::train_cmd::TrainArgs),
     /// Serve the HTTP API.
     Api(ApiArgs),
     /// Apply database migrations and exit.
@@ -137,6 +139,10 @@ pub struct StageArgs {
     /// Do not publish the `ensemble` forecast.
     #[arg(long, env = "TICKCAST_NO_ENSEMBLE")]
     pub no_ensemble: bool,
+    /// The LSTM's device: `flex` (CPU) or `wgpu` (GPU; needs a build with `--features wgpu`,
+    /// falls back to `flex` with a warning when no adapter works).
+    #[arg(long, env = "TICKCAST_LSTM_DEVICE", default_value = "flex")]
+    pub lstm_device: tickcast_lstm::DeviceChoice,
     /// Seconds between forecast-stage checkpoints to the database.
     #[arg(long, env = "TICKCAST_CHECKPOINT_SECS", default_value_t = 30.0)]
     pub checkpoint_secs: f64,
@@ -158,6 +164,7 @@ impl StageArgs {
         tickcast::models::check(&self.models, !self.no_ensemble)?;
         cfg.models = self.models.iter().map(|m| m.trim().to_string()).collect();
         cfg.ensemble = !self.no_ensemble;
+        cfg.lstm_device = self.lstm_device;
         if !(self.checkpoint_secs.is_finite() && self.checkpoint_secs > 0.0) {
             bail!("--checkpoint-secs must be a positive number of seconds");
         }
@@ -224,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => crate::ingest_cmd::run(args).await,
         Command::Replay(args) => crate::replay_cmd::run(args).await,
         Command::Backtest(args) => crate::backtest_cmd::run(args),
+        Command::Train(args) => crate::train_cmd::run(args),
         Command::Api(args) => api(args).await,
         Command::Decode(args) => crate::decode::run(args),
         Command::Migrate(db) => {

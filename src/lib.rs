@@ -50,6 +50,8 @@ pub struct PipelineConfig {
     pub models: Vec<String>,
     /// Publish the `ensemble` forecast too.
     pub ensemble: bool,
+    /// The LSTM's device.
+    pub lstm_device: tickcast_lstm::DeviceChoice,
     /// Time between forecast-stage checkpoints (when the stage has a store).
     pub checkpoint_every: Duration,
     pub max_batch: usize,
@@ -66,6 +68,7 @@ impl PipelineConfig {
             horizons: vec![1, 5, 15],
             models: models::DEFAULT.split(',').map(String::from).collect(),
             ensemble: true,
+            lstm_device: tickcast_lstm::DeviceChoice::Flex,
             checkpoint_every: Duration::from_secs(30),
             max_batch: 5_000,
             linger: Duration::from_millis(20),
@@ -114,6 +117,10 @@ pub async fn run_stage(
                 &cfg.horizons,
                 cfg.ensemble,
                 true,
+                models::Options {
+                    live: true,
+                    device: cfg.lstm_device,
+                },
                 &t.forecasts(),
             )?;
             match store {

@@ -6,6 +6,7 @@ mod decode;
 mod demo;
 mod ingest_cmd;
 mod replay_cmd;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::Parser as _;

@@ -2,7 +2,9 @@
 //! list of names. Used by `tickcast run`, `tickcast demo` and `tickcast backtest`, so all three
 //! run exactly the same models.
 
-use anyhow::{Result, anyhow, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, anyhow, bail};
 use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
 use tickcast_consumers::forecast::ensemble::{self, EnsembleSettings};
@@ -11,25 +13,61 @@ use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_consumers::forecast::stage::{ENSEMBLE, ForecastStage};
 use tickcast_consumers::forecast::trend::{TrendModel, TrendSettings};
+use tickcast_lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
 
-/// Every model name, in the order the stage runs them.
-pub const KNOWN: &[&str] = &["naive", "garch", "ets", "trend"];
+/// Every model name, in the order the stage runs them. `lstm=CHECKPOINT` is `lstm` started
+/// from a `tickcast train` checkpoint.
+pub const KNOWN: &[&str] = &["naive", "garch", "ets", "trend", "lstm"];
 
 /// Models run when none are named.
-pub const DEFAULT: &str = "naive,garch,ets,trend";
+pub const DEFAULT: &str = "naive,garch,ets,trend,lstm";
+
+/// How the models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// A live stage: the LSTM trains on a background thread and swaps the new weights in.
+    /// Otherwise (backtests, tests) it trains inline, so results are reproducible.
+    pub live: bool,
+    /// The LSTM's device (`wgpu` needs the `wgpu` cargo feature; falls back to `flex`).
+    pub device: DeviceChoice,
+}
 
 /// One model by name, uncalibrated.
-pub fn model(name: &str) -> Result<Box<dyn Forecaster>> {
+pub fn model(name: &str, opts: Options) -> Result<Box<dyn Forecaster>> {
+    let lstm = |init: Option<&str>| -> Result<Box<dyn Forecaster>> {
+        Ok(Box::new(LstmModel::new(LstmSettings {
+            init: init.map(PathBuf::from),
+            device: opts.device,
+            training: if opts.live {
+                Training::Background
+            } else {
+                Training::Inline
+            },
+            ..LstmSettings::default()
+        })?))
+    };
     match name.trim() {
         "naive" => Ok(Box::new(Naive::default())),
         "garch" => Ok(Box::new(GarchModel::new(GarchSettings::default()))),
         "ets" => Ok(Box::new(EtsModel::new(EtsSettings::default()))),
         "trend" => Ok(Box::new(TrendModel::new(TrendSettings::default()))),
-        other => Err(anyhow!(
-            "unknown model `{other}`; known: {}",
-            KNOWN.join(", ")
-        )),
+        "lstm" => lstm(None),
+        other => match other.strip_prefix("lstm=") {
+            Some(path) if !path.trim().is_empty() => {
+                lstm(Some(path.trim())).with_context(|| format!("model `{other}`"))
+            }
+            _ => Err(anyhow!(
+                "unknown model `{other}`; known: {}, lstm=CHECKPOINT",
+                KNOWN.join(", ")
+            )),
+        },
     }
+}
+
+/// The name a model publishes under (`lstm=FILE` is `lstm`).
+fn base(name: &str) -> &str {
+    let n = name.trim();
+    n.split_once('=').map_or(n, |(b, _)| b)
 }
 
 /// Checks a list of model names: known, not repeated, and `naive` present when the ensemble
@@ -42,9 +80,11 @@ pub fn check(names: &[String], with_ensemble: bool) -> Result<()> {
         if n.trim() == ENSEMBLE {
             bail!("`ensemble` is not a model to list: it is on unless --no-ensemble");
         }
-        model(n)?;
-        if names[..i].iter().any(|m| m.trim() == n.trim()) {
-            bail!("model `{}` listed twice", n.trim());
+        if !KNOWN.contains(&n.trim()) {
+            model(n, Options::default())?;
+        }
+        if names[..i].iter().any(|m| base(m) == base(n)) {
+            bail!("model `{}` listed twice", base(n));
         }
     }
     if with_ensemble && !names.iter().any(|n| n.trim() == ensemble::NAIVE) {
@@ -62,12 +102,13 @@ pub fn stage(
     horizons: &[u32],
     with_ensemble: bool,
     calibrate: bool,
+    opts: Options,
     topic: &str,
 ) -> Result<ForecastStage> {
     check(names, with_ensemble)?;
     let mut models = Vec::with_capacity(names.len());
     for n in names {
-        let m = model(n)?;
+        let m = model(n, opts)?;
         models.push(if calibrate {
             Box::new(Calibrated::new(m, CalibrationSettings::default())) as Box<dyn Forecaster>
         } else {
@@ -94,11 +135,12 @@ mod tests {
         let err =
             |names: &str, ens: bool| format!("{:#}", check(&v(names), ens).expect_err("error"));
         assert!(err("garch", true).contains("needs the naive model"));
-        assert!(
-            err("naive,arima", true)
-                .contains("unknown model `arima`; known: naive, garch, ets, trend")
-        );
+        assert!(err("naive,arima", true).contains(
+            "unknown model `arima`; known: naive, garch, ets, trend, lstm, lstm=CHECKPOINT"
+        ));
         assert!(err("naive,naive", true).contains("listed twice"));
+        assert!(err("naive,lstm,lstm=x.bin", true).contains("model `lstm` listed twice"));
+        assert!(err("naive,lstm=/nonexistent.bin", true).contains("model `lstm=/nonexistent.bin`"));
         assert!(err("naive,ensemble", true).contains("not a model to list"));
         assert!(check(&[], false).is_err());
     }

@@ -56,7 +56,8 @@ fn spawn_stage(env: &Env) -> Child {
 /// What an uninterrupted stage publishes for these candles.
 fn reference(candles: &[Candle]) -> BTreeMap<Key, Forecast> {
     let models: Vec<String> = MODELS.split(',').map(String::from).collect();
-    let mut stage = tickcast::models::stage(&models, &[1, 5], true, true, "x").unwrap();
+    let mut stage =
+        tickcast::models::stage(&models, &[1, 5], true, true, Default::default(), "x").unwrap();
     let refs: Vec<&Candle> = candles.iter().collect();
     let mut out = BTreeMap::new();
     for chunk in refs.chunks(97) {

@@ -1,0 +1,117 @@
+//! LSTM costs on `flex`, with the shapes of `scripts/bench_lstm.py` (PyTorch):
+//! - `train_step/h64`: one gradient step (forward, pinball loss, backward, Adam) on 256
+//!   sequences × 64 steps, 4 inputs, hidden 64, 20 outputs — and `h32`;
+//! - `inference/h64`: the forward of the same batch without gradients;
+//! - `stream_step/h64` and `h32`: one streaming step for 1,000 series with carried state,
+//!   uploads and the read-back included;
+//! - `model_bar/1000`: `LstmModel::update` for one closed bar of 1,000 series (features, the
+//!   batched step, predictions for horizons 1, 5, 15, 60), the model's cost per bar.
+//!
+//! `cargo bench -p tickcast-lstm --bench lstm` (or `scripts/bench-lstm.sh` for the comparison).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
+use tickcast_lstm::features::N_FEATURES;
+use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
+use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, train_step};
+use tickcast_lstm::{LstmModel, LstmSettings, Training};
+use tickcast_pipeline::domain::Candle;
+
+const BATCH: usize = 256;
+const STEPS: usize = 64;
+const OUTPUTS: usize = 20;
+const SERIES: usize = 1_000;
+
+fn weights(hidden: usize) -> Weights {
+    let dims = Dims {
+        inputs: N_FEATURES,
+        hidden,
+        outputs: OUTPUTS,
+    };
+    Weights::init(dims, &[0.0; OUTPUTS], 1).expect("weights")
+}
+
+fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut rng = Rng(5);
+    let tau = [0.025f32, 0.1, 0.5, 0.9, 0.975].repeat(OUTPUTS / 5);
+    let shape = BatchShape {
+        batch: BATCH,
+        steps: STEPS,
+        burn_in: 0,
+    };
+    let batch = Batch {
+        shape,
+        x: random(STEPS * BATCH * N_FEATURES, &mut rng),
+        y: random(STEPS * BATCH * OUTPUTS, &mut rng),
+    };
+    let mut g = c.benchmark_group("lstm");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
+    for hidden in [64, 32] {
+        let ad = device.clone().autodiff();
+        let mut w = weights(hidden);
+        let mut adam = Adam::new(w.dims.parameters());
+        let s = AdamSettings::default();
+        g.bench_function(format!("train_step/h{hidden}"), |b| {
+            b.iter(|| train_step(&mut w, &mut adam, &s, &batch, &tau, &ad).expect("step"))
+        });
+    }
+    {
+        let net = LstmNet::new(&weights(64), &device);
+        g.bench_function("inference/h64", |b| {
+            b.iter(|| {
+                let x = Tensor::<3>::from_data(
+                    TensorData::new(batch.x.clone(), [STEPS, BATCH, N_FEATURES]),
+                    &device,
+                );
+                read(net.sequence(x, 0)).expect("forward")
+            })
+        });
+    }
+    for hidden in [64, 32] {
+        let net = LstmNet::new(&weights(hidden), &device);
+        let xh = random(SERIES * (N_FEATURES + hidden), &mut rng);
+        let cs = random(SERIES * hidden, &mut rng);
+        g.bench_function(format!("stream_step/h{hidden}"), |b| {
+            b.iter(|| {
+                net.step_host(black_box(xh.clone()), black_box(cs.clone()), SERIES)
+                    .expect("step")
+            })
+        });
+    }
+    {
+        let symbols: Vec<String> = (0..SERIES).map(|i| format!("S{i}-USDT")).collect();
+        let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+        let candles = synthetic_candles(&names, 60, 3);
+        let refs: Vec<&Candle> = candles.iter().collect();
+        let mut model = LstmModel::on_device(
+            LstmSettings {
+                training: Training::Off,
+                ..LstmSettings::default()
+            },
+            device.clone(),
+        )
+        .expect("model");
+        // Warm every series up, then time one bar (the last) again and again: the features
+        // keep moving on, which costs the same as fresh bars.
+        model.update(&refs[..SERIES * 59], &[1, 5, 15, 60]);
+        let bar = &refs[SERIES * 59..];
+        g.bench_function("model_bar/1000", |b| {
+            b.iter(|| model.update(black_box(bar), &[1, 5, 15, 60]))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
