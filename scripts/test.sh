@@ -23,9 +23,11 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 t_all="$(now)"
 
 # --- Build prerequisites (rdkafka-sys builds librdkafka from source; Mesa's
-# lavapipe is the Vulkan device of the LSTM's wgpu test) ----------------------
+# lavapipe is the Vulkan device of the LSTM's wgpu test; Chromium runs the dashboard's
+# browser test; python3-venv hosts schemathesis) ------------------------------
 need=()
-for pkg in gcc g++ make cmake pkg-config zlib1g-dev mesa-vulkan-drivers libvulkan1; do
+for pkg in gcc g++ make cmake pkg-config zlib1g-dev curl mesa-vulkan-drivers libvulkan1 \
+  chromium python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
@@ -115,6 +117,14 @@ if [[ $status -eq 0 ]]; then
   cargo test -p tickcast-lstm --features wgpu --test wgpu -- --nocapture
   status=$?
   log "wgpu test done in $(since "$t2")s"
+fi
+if [[ $status -eq 0 ]]; then
+  # Property-based API test against /openapi.json of a running demo (bounded examples).
+  t3="$(now)"
+  log "scripts/schemathesis.sh"
+  bash scripts/schemathesis.sh --max-examples "${SCHEMATHESIS_EXAMPLES:-25}"
+  status=$?
+  log "schemathesis done in $(since "$t3")s"
 fi
 if [[ $status -eq 0 && -n "${TICKCAST_SHARED:-}" ]]; then
   # The suites on the real data in ../shared (exchange frames, candles), kept separate so the

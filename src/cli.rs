@@ -194,6 +194,22 @@ pub struct ApiArgs {
     pub listen: String,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Serve no live websocket stream and do not check the broker in /readyz (the API then
+    /// needs only the database).
+    #[arg(long, env = "TICKCAST_API_NO_LIVE")]
+    pub no_live: bool,
+    /// Bearer token that authorises mutations (alert rules). Unset: mutations are refused.
+    /// Never logged.
+    #[arg(long, env = "TICKCAST_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// How long answers of /api/v1/forecasts/latest are reused, in milliseconds (0: never).
+    #[arg(long, env = "TICKCAST_LATEST_CACHE_MS", default_value_t = 500)]
+    pub latest_cache_ms: u64,
+    /// Consumer group prefix (the live stream's group is `<prefix>api-live-<pid>-…`).
+    #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
+    pub group_prefix: String,
 }
 
 /// Fires the returned signal on Ctrl-C or SIGTERM.
@@ -273,5 +289,19 @@ async fn api(args: ApiArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     println!("tickcast API at http://{}", listener.local_addr()?);
     let (_trigger, signal) = shutdown_on_signals();
-    tickcast_api::serve(listener, tickcast_api::AppState { store }, signal).await
+    let mut state = tickcast_api::AppState::new(store)
+        .with_token(args.api_token.as_deref())
+        .with_latest_ttl(Duration::from_millis(args.latest_cache_ms));
+    if !args.no_live {
+        let cluster = args.kafka.cluster();
+        let hub = tickcast_api::live::Hub::new(4096);
+        hub.follow_kafka(
+            cluster.settings(),
+            &Topics::new(&args.kafka.topic_prefix),
+            &args.group_prefix,
+            signal.clone(),
+        )?;
+        state = state.with_live(hub).with_broker(cluster.settings().clone());
+    }
+    tickcast_api::serve(listener, state, signal).await
 }

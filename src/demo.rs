@@ -49,6 +49,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let topics = Topics::default();
     cluster.ensure_topics(&topics.all()).await?;
     let cfg: PipelineConfig = args.stage.config(cluster, topics.clone())?;
+    let topics_for_api = topics.clone();
 
     let (db_path, temporary) = match &args.db {
         Some(p) => (p.clone(), false),
@@ -95,11 +96,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         topics,
         signal.clone(),
     ));
-    tasks.spawn(tickcast_api::serve(
-        listener,
-        tickcast_api::AppState { store },
-        signal.clone(),
-    ));
+    let hub = tickcast_api::live::Hub::new(4096);
+    hub.follow_kafka(&settings, &topics_for_api, "tickcast-", signal.clone())?;
+    let state = tickcast_api::AppState::new(store)
+        .with_live(hub)
+        .with_broker(settings.clone());
+    let addr = listener.local_addr()?;
+    tasks.spawn(tickcast_api::serve(listener, state, signal.clone()));
     if args.status_every > 0 {
         tasks.spawn(status_lines(
             Duration::from_secs(args.status_every),
@@ -111,18 +114,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "tickcast demo is running (simulated market on {feed_url}, embedded broker, SQLite {})",
         db_path.display()
     );
-    println!(
-        "  API:      http://{}/api/v1/candles?symbol=BTC-USDT",
-        args.listen
-    );
-    println!(
-        "  forecasts http://{}/api/v1/forecasts?symbol=BTC-USDT&horizon=1",
-        args.listen
-    );
-    println!(
-        "  metrics:  http://{}/metrics   (Ctrl-C to stop)",
-        args.listen
-    );
+    println!("  dashboard: http://{addr}/");
+    println!("  API:       http://{addr}/api/v1/forecasts/latest?symbol=BTC-USDT  (all routes: http://{addr}/openapi.json)");
+    println!("  metrics:   http://{addr}/metrics   (Ctrl-C to stop)");
 
     let mut first_error = None;
     while let Some(r) = tasks.join_next().await {

@@ -11,7 +11,8 @@ use common::Mode;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tickcast_consumers::store::{Pos, SinkBatch};
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_consumers::store::{AccuracyRow, Checkpoint};
+use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::shutdown;
 
 fn candle(minute: i64) -> Candle {
@@ -29,6 +30,34 @@ fn candle(minute: i64) -> Candle {
         close: p,
         volume: Decimal::ONE,
         trades: 1,
+    }
+}
+
+fn forecast(model: &str, horizon: u32, base_minute: i64) -> Forecast {
+    let last = 100.0 + base_minute as f64;
+    Forecast {
+        v: SCHEMA_VERSION,
+        exchange: "binance".into(),
+        symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
+        model: model.into(),
+        horizon,
+        base_ms: base_minute * 60_000,
+        target_ms: (base_minute + i64::from(horizon)) * 60_000,
+        last,
+        point: last + 0.5,
+        lo80: last - 1.0,
+        hi80: last + 1.0,
+        lo95: last - 2.0,
+        hi95: last + 2.0,
+    }
+}
+
+fn pos(topic: &str, offset: i64) -> Pos {
+    Pos {
+        topic: topic.into(),
+        partition: 0,
+        offset,
     }
 }
 
@@ -53,12 +82,71 @@ async fn api(mode: Mode) {
         ..Default::default()
     };
     store.write_batch("sink", &batch).await.unwrap();
+    // Forecasts for bars 0..30 of two models and two horizons, written in two batches, the
+    // second redelivering an old one: `latest` keeps the newest base bar of each.
+    let mut fs: Vec<Forecast> = Vec::new();
+    for m in 0..30 {
+        for model in ["naive", "ensemble"] {
+            for h in [1, 5] {
+                fs.push(forecast(model, h, m));
+            }
+        }
+    }
+    let first = SinkBatch {
+        forecasts: fs[..80].iter().enumerate().map(|(i, f)| (pos("f", i as i64), f.clone())).collect(),
+        offsets: BTreeMap::from([(("f".into(), 0), 80)]),
+        ..Default::default()
+    };
+    store.write_batch("sink", &first).await.unwrap();
+    let second = SinkBatch {
+        forecasts: fs[80..]
+            .iter()
+            .chain([&forecast("naive", 1, 3)])
+            .enumerate()
+            .map(|(i, f)| (pos("f", 80 + i as i64), f.clone()))
+            .collect(),
+        offsets: BTreeMap::from([(("f".into(), 0), 121)]),
+        ..Default::default()
+    };
+    store.write_batch("sink", &second).await.unwrap();
+    let old_alone = SinkBatch {
+        forecasts: vec![(pos("f", 121), forecast("ensemble", 5, 2))],
+        offsets: BTreeMap::from([(("f".into(), 0), 122)]),
+        ..Default::default()
+    };
+    store.write_batch("sink", &old_alone).await.unwrap();
+    store
+        .save_checkpoint(
+            "forecast",
+            &Checkpoint {
+                accuracy: vec![AccuracyRow {
+                    exchange: "binance".into(),
+                    symbol: "BTC-USDT".into(),
+                    interval: "1m".into(),
+                    model: "ensemble".into(),
+                    horizon: 1,
+                    ts_ms: 1_740_000,
+                    n: 29,
+                    mae: 0.5,
+                    rmse: 0.5,
+                    mase: Some(0.5),
+                    rel_mae: Some(1.0),
+                    coverage80: 1.0,
+                    coverage95: 1.0,
+                    winkler95: 4.0,
+                    directional_accuracy: None,
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, signal) = shutdown::channel();
     let server = tokio::spawn(tickcast_api::serve(
         listener,
-        tickcast_api::AppState { store },
+        tickcast_api::AppState::new(store),
         signal,
     ));
     let http = reqwest::Client::new();
@@ -94,8 +182,94 @@ async fn api(mode: Mode) {
         (Some(3), vec![720_000, 780_000, 840_000])
     );
     assert_eq!(page["data"][0]["close"], Value::from("112"));
-    let (_, body) = get("/api/v1/forecasts?symbol=BTC-USDT").await;
+    let (_, body) = get("/api/v1/forecasts?symbol=ETH-USDT").await;
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 0);
+    let (_, body) = get("/api/v1/forecasts?symbol=BTC-USDT&model=naive&horizon=5&limit=2").await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let bases: Vec<i64> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["base_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(bases, vec![28 * 60_000, 29 * 60_000], "{body}");
+
+    // Latest: one row per model and horizon, each from the newest base bar (29), in key order.
+    let (status, body) = get("/api/v1/forecasts/latest?symbol=BTC-USDT").await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let rows: Vec<(String, i64, i64, f64)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["model"].as_str().unwrap().to_string(),
+                f["horizon"].as_i64().unwrap(),
+                f["base_ms"].as_i64().unwrap(),
+                f["point"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let at = 29 * 60_000;
+    assert_eq!(
+        rows,
+        vec![
+            ("ensemble".to_string(), 1, at, 129.5),
+            ("ensemble".to_string(), 5, at, 129.5),
+            ("naive".to_string(), 1, at, 129.5),
+            ("naive".to_string(), 5, at, 129.5),
+        ]
+    );
+    let (_, body) = get("/api/v1/forecasts/latest?model=naive&horizon=1").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 1, "{body}");
+
+    // Series and accuracy.
+    let (status, body) = get("/api/v1/symbols").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"exchange": "binance", "symbol": "BTC-USDT", "interval": "1m",
+            "candles": 30, "first_open_ms": 0, "last_open_ms": 29 * 60_000}]),
+        "{body}"
+    );
+    let (status, body) = get("/api/v1/accuracy?model=ensemble").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["data"][0]["rel_mae"], Value::from(1.0));
+    assert_eq!(v["data"][0]["winkler95"], Value::from(4.0));
+    let (_, body) = get("/api/v1/accuracy?model=naive").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 0);
+
+    // Ops: readiness (store only: this server has no broker), the OpenAPI document, and no
+    // live stream without a broker.
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::json!({"ready": true, "checks": [{"name": "store", "ok": true}]})
+    );
+    let (status, body) = get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/symbols",
+        "/api/v1/candles",
+        "/api/v1/forecasts",
+        "/api/v1/forecasts/latest",
+        "/api/v1/accuracy",
+        "/api/v1/stream",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
+    }
+    let (status, body) = get("/api/v1/stream").await;
+    assert_eq!(status, 503, "{body}");
 
     // Bad parameters: 400 with the field named.
     let cases = [
@@ -106,9 +280,15 @@ async fn api(mode: Mode) {
         ("/api/v1/candles?limit=10001", Some("limit")),
         ("/api/v1/candles?from=10&to=5", Some("from")),
         ("/api/v1/forecasts?horizon=0", Some("horizon")),
-        ("/api/v1/candles?limit=abc", None),
-        ("/api/v1/candles?colour=red", None),
+        ("/api/v1/candles?limit=abc", Some("limit")),
+        ("/api/v1/candles?colour=red", Some("colour")),
         ("/api/v1/candles?horizon=1", None),
+        ("/api/v1/forecasts/latest?horizon=-3", Some("horizon")),
+        ("/api/v1/forecasts/latest?symbol=BTC_USDT", Some("symbol")),
+        ("/api/v1/accuracy?limit=0", Some("limit")),
+        ("/api/v1/accuracy?from=1", None),
+        ("/api/v1/stream?kinds=bars", Some("kinds")),
+        ("/api/v1/stream?symbols=btc", Some("symbols")),
     ];
     for (path, field) in cases {
         let (status, body) = get(path).await;
@@ -123,8 +303,11 @@ async fn api(mode: Mode) {
             assert_eq!(v["field"], Value::from(f), "{path}: {body}");
         }
     }
-    let (status, _) = get("/api/v1/nothing").await;
+    let (status, body) = get("/api/v1/nothing").await;
     assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    let r = http.post(format!("{base}/api/v1/candles")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
 
     trigger.fire();
     server.await.unwrap().unwrap();

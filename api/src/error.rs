@@ -1,8 +1,8 @@
-//! The one API error type. 4xx bodies say exactly what was wrong; 5xx bodies hide details,
-//! which are logged instead.
+//! The one API error type. 4xx bodies say exactly what was wrong (and name the field when one
+//! parameter is at fault); 5xx bodies hide details, which are logged instead.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -13,15 +13,26 @@ pub enum ApiError {
     BadParam { field: String, reason: String },
     /// The request could not be parsed at all.
     BadRequest(String),
+    /// No or a wrong bearer token.
+    Unauthorized(String),
+    /// The operation is not allowed here (e.g. mutations without a configured token).
+    Forbidden(String),
+    NotFound(String),
+    MethodNotAllowed(String),
+    /// A dependency (store, broker, live stream) is not available.
+    Unavailable(String),
     /// Anything on our side.
     Internal(anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+    /// The parameter or body field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -31,6 +42,39 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadParam { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A query string that did not deserialise: a 400 naming the parameter when the message
+/// says which (`unknown field `x``, or `x: invalid digit…`).
+pub fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let detail = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    if let Some(rest) = detail.strip_prefix("unknown field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        return ApiError::param(name, format!("unknown parameter ({detail})"));
+    }
+    if let Some((name, reason)) = detail.split_once(": ")
+        && !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return ApiError::param(name, reason);
+    }
+    ApiError::BadRequest(text)
 }
 
 impl From<anyhow::Error> for ApiError {
@@ -41,34 +85,29 @@ impl From<anyhow::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
+        let status = self.status();
+        let (error, field) = match self {
             ApiError::BadParam { field, reason } => {
-                let msg = format!("invalid `{field}`: {reason}");
-                (
-                    StatusCode::BAD_REQUEST,
-                    Json(Body {
-                        error: &msg,
-                        field: Some(&field),
-                    }),
-                )
-                    .into_response()
+                (format!("invalid `{field}`: {reason}"), Some(field))
             }
-            ApiError::BadRequest(msg) => (
-                StatusCode::BAD_REQUEST,
-                Json(Body {
-                    error: &msg,
-                    field: None,
-                }),
-            )
-                .into_response(),
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::MethodNotAllowed(m)
+            | ApiError::Unavailable(m) => (m, None),
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "request failed");
-                let body = Body {
-                    error: "internal error",
-                    field: None,
-                };
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+                ("internal error".to_string(), None)
             }
+        };
+        let mut resp = (status, Json(ErrorBody { error, field })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
+        resp
     }
 }

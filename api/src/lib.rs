@@ -1,54 +1,138 @@
-//! The HTTP API (axum): versioned JSON under `/api/v1`, `/healthz` and Prometheus `/metrics`.
-//! It reads the store and holds no state of its own, so any number can run.
+//! The HTTP API (axum): versioned JSON under `/api/v1`, a websocket stream of live records, the
+//! OpenAPI document, `/healthz`, `/readyz` and Prometheus `/metrics`. It reads the store (and
+//! follows the topics for the live stream) and holds no state of its own beyond short caches,
+//! so any number can run.
 //!
 //! Layout:
-//! - [`routes`] — `/api/v1` resources (candles, forecasts).
+//! - [`dashboard`] — `GET /`, the built-in live page (assets embedded).
+//! - [`routes`] — `/api/v1` read resources (symbols, candles, forecasts, accuracy).
+//! - [`live`] — `/api/v1/stream`, the websocket fan-out.
+//! - [`auth`] — bearer-token check for mutations.
+//! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
+//! - [`openapi`] — `/openapi.json`.
 //! - [`error`] — the one error type and its JSON bodies.
 
+pub mod auth;
+pub mod cache;
+pub mod dashboard;
 pub mod error;
+pub mod health;
+pub mod live;
+pub mod openapi;
 pub mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use tickcast_consumers::store::Store;
+use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::shutdown::Shutdown;
 use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::ApiError;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub body_bytes: usize,
+    /// Longest a request may take (408 beyond). Websocket connections are not limited once
+    /// upgraded.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// The live stream, when this process follows the topics.
+    pub live: Option<live::Hub>,
+    /// The broker `/readyz` checks, when this process uses one.
+    pub broker: Option<KafkaSettings>,
+    pub auth: auth::Auth,
+    pub latest: Arc<cache::TtlCache>,
+    pub limits: Limits,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+impl AppState {
+    /// Read-only state over a store: no live stream, no broker check, mutations disabled,
+    /// `latest` answers cached for 500 ms.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            live: None,
+            broker: None,
+            auth: auth::Auth::default(),
+            latest: Arc::new(cache::TtlCache::new(Duration::from_millis(500))),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_live(mut self, hub: live::Hub) -> Self {
+        self.live = Some(hub);
+        self
+    }
+
+    pub fn with_broker(mut self, settings: KafkaSettings) -> Self {
+        self.broker = Some(settings);
+        self
+    }
+
+    /// Mutations need `Authorization: Bearer <token>`; `None` disables them.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.auth = auth::Auth::new(token);
+        self
+    }
+
+    pub fn with_latest_ttl(mut self, ttl: Duration) -> Self {
+        self.latest = Arc::new(cache::TtlCache::new(ttl));
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
-async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        tickcast_pipeline::telemetry::render(),
-    )
-}
-
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "no such route"})),
-    )
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
 }
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
+    let limits = state.limits;
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(routes::router())
+        .route("/api/v1/stream", get(live::stream))
         .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this route".into())
+        })
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.timeout,
+        ))
         .with_state(state)
 }
 

@@ -1,42 +1,57 @@
-//! `/api/v1` resources: candles and forecasts.
+//! `/api/v1` read resources: series, candles, forecasts (range and latest), accuracy.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tickcast_consumers::store::{CandleQuery, ForecastQuery};
+use tickcast_consumers::store::{AccuracyQuery, AccuracyRow, CandleQuery, ForecastQuery, SeriesInfo};
 use tickcast_pipeline::codec::{check_exchange, check_symbol};
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::interval::Interval;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// Default and maximum page size.
 pub const DEFAULT_LIMIT: i64 = 500;
 pub const MAX_LIMIT: i64 = 10_000;
 
 /// A page of results.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub count: usize,
 }
 
-/// Query parameters shared by both resources.
-#[derive(Debug, Default, Deserialize)]
+/// Query parameters shared by the resources.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesParams {
+    /// Lower-case exchange id, e.g. `binance`.
+    #[param(pattern = r"^[a-z0-9_]{1,32}$")]
     pub exchange: Option<String>,
+    /// Canonical `BASE-QUOTE`, e.g. `BTC-USDT`.
+    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
     pub symbol: Option<String>,
+    /// Candle interval, e.g. `1m`.
+    #[param(pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
     pub interval: Option<String>,
+    /// Model name (forecasts and accuracy only), e.g. `ensemble`.
+    #[param(min_length = 1, max_length = 64)]
     pub model: Option<String>,
+    /// Horizon in bars, ≥ 1 (forecasts and accuracy only).
+    #[param(minimum = 1)]
     pub horizon: Option<i32>,
-    /// Inclusive lower time bound, epoch ms.
+    /// Inclusive lower time bound, epoch ms (`open_ms` of candles, `target_ms` of forecasts).
     pub from: Option<i64>,
     /// Exclusive upper time bound, epoch ms.
     pub to: Option<i64>,
+    /// Page size, 1–10000 (default 500).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
 }
 
@@ -52,7 +67,7 @@ struct Filters {
 
 fn parse(q: Result<Query<SeriesParams>, QueryRejection>) -> Result<SeriesParams, ApiError> {
     q.map(|Query(p)| p)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+        .map_err(|e| crate::error::query_error(&e))
 }
 
 fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
@@ -99,7 +114,9 @@ fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
 
 /// `GET /api/v1/candles?exchange=&symbol=&interval=&from=&to=&limit=` — newest `limit` candles
 /// with `from ≤ open_ms < to`, oldest first.
-async fn candles(
+#[utoipa::path(get, path = "/api/v1/candles", tag = "data", params(SeriesParams),
+    responses((status = 200, body = Page<Candle>), (status = 400, body = ErrorBody)))]
+pub async fn candles(
     State(state): State<AppState>,
     q: Result<Query<SeriesParams>, QueryRejection>,
 ) -> Result<Json<Page<Candle>>, ApiError> {
@@ -129,25 +146,110 @@ async fn candles(
 
 /// `GET /api/v1/forecasts?exchange=&symbol=&interval=&model=&horizon=&from=&to=&limit=` —
 /// newest `limit` forecasts with `from ≤ target_ms < to`, oldest first.
-async fn forecasts(
+#[utoipa::path(get, path = "/api/v1/forecasts", tag = "data", params(SeriesParams),
+    responses((status = 200, body = Page<Forecast>), (status = 400, body = ErrorBody)))]
+pub async fn forecasts(
     State(state): State<AppState>,
     q: Result<Query<SeriesParams>, QueryRejection>,
 ) -> Result<Json<Page<Forecast>>, ApiError> {
     let p = parse(q)?;
-    let f = filters(&p)?;
+    let data = state.store.forecasts(&forecast_query(&p)?).await?;
+    Ok(Json(Page {
+        count: data.len(),
+        data,
+    }))
+}
+
+fn check_model_horizon(p: &SeriesParams) -> Result<(), ApiError> {
     if p.horizon.is_some_and(|h| h < 1) {
         return Err(ApiError::param("horizon", "must be at least 1"));
     }
+    if let Some(m) = &p.model
+        && !(1..=64).contains(&m.len())
+    {
+        return Err(ApiError::param("model", "must be 1 to 64 characters"));
+    }
+    Ok(())
+}
+
+fn forecast_query(p: &SeriesParams) -> Result<ForecastQuery, ApiError> {
+    let f = filters(p)?;
+    check_model_horizon(p)?;
+    Ok(ForecastQuery {
+        exchange: f.exchange,
+        symbol: f.symbol,
+        interval: f.interval,
+        model: p.model.clone(),
+        horizon: p.horizon,
+        from_ms: f.from,
+        to_ms: f.to,
+        limit: f.limit,
+    })
+}
+
+/// `GET /api/v1/forecasts/latest` — the newest forecast per series, model and horizon,
+/// ordered by exchange, symbol, interval, model, horizon. Answers are cached for a short time
+/// (`--latest-cache-ms`), so this is cheap to poll.
+#[utoipa::path(get, path = "/api/v1/forecasts/latest", tag = "data", params(SeriesParams),
+    responses((status = 200, body = Page<Forecast>), (status = 400, body = ErrorBody)))]
+pub async fn latest_forecasts(
+    State(state): State<AppState>,
+    q: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = parse(q)?;
+    let query = forecast_query(&p)?;
+    let key = format!("{query:?}");
+    let store = state.store.clone();
+    let body = state
+        .latest
+        .get_or_fetch(key, || async move {
+            let data = store.latest_forecasts(&query).await?;
+            Ok(serde_json::to_vec(&Page {
+                count: data.len(),
+                data,
+            })?)
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /api/v1/symbols` — every series with stored candles.
+#[utoipa::path(get, path = "/api/v1/symbols", tag = "data",
+    responses((status = 200, body = Page<SeriesInfo>)))]
+pub async fn symbols(State(state): State<AppState>) -> Result<Json<Page<SeriesInfo>>, ApiError> {
+    let data = state.store.series().await?;
+    Ok(Json(Page {
+        count: data.len(),
+        data,
+    }))
+}
+
+/// `GET /api/v1/accuracy` — the rolling scores per series, model and horizon (exponentially
+/// weighted over about the last 500 scored forecasts): MAE, RMSE, MASE, MAE relative to the
+/// naive forecast's on the same points, coverage of the 80/95% intervals, Winkler score,
+/// directional accuracy.
+#[utoipa::path(get, path = "/api/v1/accuracy", tag = "data", params(SeriesParams),
+    responses((status = 200, body = Page<AccuracyRow>), (status = 400, body = ErrorBody)))]
+pub async fn accuracy(
+    State(state): State<AppState>,
+    q: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Json<Page<AccuracyRow>>, ApiError> {
+    let p = parse(q)?;
+    if p.from.is_some() || p.to.is_some() {
+        return Err(ApiError::BadRequest(
+            "`from` and `to` do not apply to accuracy: it is the latest rolling score".into(),
+        ));
+    }
+    let f = filters(&p)?;
+    check_model_horizon(&p)?;
     let data = state
         .store
-        .forecasts(&ForecastQuery {
+        .accuracy(&AccuracyQuery {
             exchange: f.exchange,
             symbol: f.symbol,
             interval: f.interval,
             model: p.model.clone(),
             horizon: p.horizon,
-            from_ms: f.from,
-            to_ms: f.to,
             limit: f.limit,
         })
         .await?;
@@ -159,6 +261,9 @@ async fn forecasts(
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/symbols", get(symbols))
         .route("/api/v1/candles", get(candles))
         .route("/api/v1/forecasts", get(forecasts))
+        .route("/api/v1/forecasts/latest", get(latest_forecasts))
+        .route("/api/v1/accuracy", get(accuracy))
 }

@@ -95,6 +95,42 @@ impl KafkaSettings {
             .with_context(|| format!("subscribing group {group} to {topics:?}"))?;
         Ok(consumer)
     }
+
+    /// A consumer that follows `topics` from their current end, in a group of its own
+    /// (`group`, which should be unique per process) that never commits: for live views such
+    /// as the API's websocket stream, which want what happens next, not history.
+    pub fn tail_consumer(&self, group: &str, topics: &[String]) -> Result<StreamConsumer> {
+        let consumer: StreamConsumer = self
+            .base_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .set("enable.partition.eof", "false")
+            .create()
+            .with_context(|| format!("creating tail consumer {group}"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        rdkafka::consumer::Consumer::subscribe(&consumer, &names)
+            .with_context(|| format!("subscribing {group} to {topics:?}"))?;
+        Ok(consumer)
+    }
+
+    /// Whether the cluster answers a metadata request within `timeout` (blocking; call it
+    /// off the async runtime).
+    pub fn reachable(&self, timeout: Duration) -> Result<()> {
+        let client: rdkafka::consumer::BaseConsumer = self
+            .base_config()
+            .create()
+            .context("creating Kafka client")?;
+        rdkafka::consumer::Consumer::fetch_metadata(&client, None, timeout)
+            .map(|_| ())
+            .with_context(|| format!("Kafka at {} did not answer", self.bootstrap))
+    }
 }
 
 /// Logs rebalances and remembers revoked partitions for the stage runner; one per consumer.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The taker's side of a trade: `buy` means the aggressor bought (lifted the offer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Buy,
@@ -23,6 +23,7 @@ pub enum Side {
 ///  "size":"0.00120","side":"sell","ts_ms":1723075200123,"ingested_ms":1723075200150}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tick {
     pub v: u32,
@@ -33,8 +34,10 @@ pub struct Tick {
     /// The exchange's trade id, as a string (some exchanges use UUIDs).
     pub trade_id: String,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "64250.5")]
     pub price: Decimal,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "0.0012")]
     pub size: Decimal,
     pub side: Side,
     /// Exchange event (trade) time, epoch milliseconds UTC.
@@ -45,6 +48,7 @@ pub struct Tick {
 
 /// One OHLCV bar over the event-time window `[open_ms, open_ms + interval)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Candle {
     pub v: u32,
@@ -57,15 +61,20 @@ pub struct Candle {
     /// Window end (exclusive), epoch milliseconds UTC.
     pub close_ms: i64,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "64250.5")]
     pub open: Decimal,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "64250.5")]
     pub high: Decimal,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "64250.5")]
     pub low: Decimal,
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "64250.5")]
     pub close: Decimal,
     /// Sum of trade sizes in base units.
     #[serde(with = "decimal_text")]
+    #[schema(value_type = String, example = "12.5")]
     pub volume: Decimal,
     /// Number of trades in the window.
     pub trades: u64,
@@ -73,6 +82,7 @@ pub struct Candle {
 
 /// A forecast of the close of the bar `horizon` bars after the bar that opened at `base_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forecast {
     pub v: u32,

@@ -353,9 +353,7 @@ impl Pipeline {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_addr = listener.local_addr().unwrap();
         if parts.api {
-            let state = tickcast_api::AppState {
-                store: env.store.clone(),
-            };
+            let state = tickcast_api::AppState::new(env.store.clone());
             tasks.spawn(tickcast_api::serve(listener, state, signal.clone()));
         }
         Pipeline {

@@ -77,7 +77,7 @@ pub struct SeriesCheckpoint {
 }
 
 /// The latest rolling score of one series, model and horizon.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AccuracyRow {
     pub exchange: String,
     pub symbol: String,
@@ -117,6 +117,19 @@ pub struct AccuracyQuery {
     pub limit: i64,
 }
 
+/// One series with stored candles.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SeriesInfo {
+    pub exchange: String,
+    pub symbol: String,
+    pub interval: String,
+    /// Stored candles.
+    pub candles: i64,
+    /// Open time of the oldest and newest stored candle, epoch ms.
+    pub first_open_ms: i64,
+    pub last_open_ms: i64,
+}
+
 /// The one persistence boundary.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -145,6 +158,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn load_model_states(&self, consumer: &str) -> Result<Vec<(String, Vec<u8>)>>;
     /// Latest rolling scores, ordered by exchange, symbol, interval, model, horizon.
     async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>>;
+    /// The newest forecast per series, model and horizon (the query's time range and limit
+    /// apply to `target_ms` and the row count), ordered by exchange, symbol, interval, model,
+    /// horizon.
+    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>>;
+    /// Every series with stored candles, ordered by exchange, symbol, interval.
+    async fn series(&self) -> Result<Vec<SeriesInfo>>;
 }
 
 /// Opens the store a URL names and applies its migrations.
@@ -400,6 +419,102 @@ macro_rules! save_checkpoint_body {
     }};
 }
 pub(crate) use save_checkpoint_body;
+
+/// Of several forecasts for one series, model and horizon, the one with the newest base bar:
+/// what the sink writes to `forecasts_latest` (one row per key, so a batch never updates a row
+/// twice in one statement).
+pub(crate) fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> {
+    let mut newest: BTreeMap<(&str, &str, &str, &str, u32), &'a Forecast> = BTreeMap::new();
+    for f in rows {
+        let key = (
+            f.exchange.as_str(),
+            f.symbol.as_str(),
+            f.interval.as_str(),
+            f.model.as_str(),
+            f.horizon,
+        );
+        match newest.get(&key) {
+            Some(old) if old.base_ms > f.base_ms => {}
+            _ => {
+                newest.insert(key, f);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// Upsert clause of `forecasts_latest`: a row moves only forward in time, so a redelivered old
+/// forecast never replaces a newer one (both dialects).
+pub(crate) const UPSERT_LATEST: &str = "on conflict (exchange, symbol, interval, model, horizon)
+    do update set base_ms = excluded.base_ms, target_ms = excluded.target_ms,
+    last = excluded.last, point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80,
+    lo95 = excluded.lo95, hi95 = excluded.hi95
+    where excluded.base_ms >= forecasts_latest.base_ms";
+
+/// [`Store::latest_forecasts`], Postgres (typed nulls).
+pub(crate) const LATEST_SQL_PG: &str = "select exchange, symbol, interval, model, horizon, \
+    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95 from forecasts_latest \
+    where ($1::text is null or exchange = $1) and ($2::text is null or symbol = $2) \
+    and ($3::text is null or interval = $3) and ($4::text is null or model = $4) \
+    and ($5::int is null or horizon = $5) and ($6::bigint is null or target_ms >= $6) \
+    and ($7::bigint is null or target_ms < $7) \
+    order by exchange, symbol, interval, model, horizon limit $8";
+
+/// [`Store::latest_forecasts`], SQLite.
+pub(crate) const LATEST_SQL_SQLITE: &str = "select exchange, symbol, interval, model, horizon, \
+    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95 from forecasts_latest \
+    where ($1 is null or exchange = $1) and ($2 is null or symbol = $2) \
+    and ($3 is null or interval = $3) and ($4 is null or model = $4) \
+    and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6) \
+    and ($7 is null or target_ms < $7) \
+    order by exchange, symbol, interval, model, horizon limit $8";
+
+macro_rules! latest_body {
+    ($pool:expr, $q:expr, $sql:expr) => {{
+        let q = $q;
+        let rows = sqlx::query($sql)
+            .bind(&q.exchange)
+            .bind(&q.symbol)
+            .bind(&q.interval)
+            .bind(&q.model)
+            .bind(q.horizon)
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind($crate::store::clamp_limit(q.limit))
+            .fetch_all($pool)
+            .await?;
+        rows.iter().map(super::rows::forecast_from).collect()
+    }};
+}
+pub(crate) use latest_body;
+
+/// [`Store::series`] (both dialects).
+pub(crate) const SERIES_SQL: &str = "select exchange, symbol, interval, count(*), min(open_ms), \
+    max(open_ms) from candles group by exchange, symbol, interval \
+    order by exchange, symbol, interval";
+
+macro_rules! series_body {
+    ($pool:expr) => {{
+        let rows: Vec<(String, String, String, i64, i64, i64)> =
+            sqlx::query_as($crate::store::SERIES_SQL)
+                .fetch_all($pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(exchange, symbol, interval, candles, first_open_ms, last_open_ms)| {
+                $crate::store::SeriesInfo {
+                    exchange,
+                    symbol,
+                    interval,
+                    candles,
+                    first_open_ms,
+                    last_open_ms,
+                }
+            })
+            .collect())
+    }};
+}
+pub(crate) use series_body;
 
 /// Clamps a requested page size.
 pub fn clamp_limit(limit: i64) -> i64 {

@@ -10,7 +10,7 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
 use super::{
-    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
+    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint, SeriesInfo,
     SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
 };
 
@@ -96,22 +96,32 @@ async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) ->
     Ok(())
 }
 
-async fn upsert_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]) -> Result<()> {
+/// Forecast rows as `unnest` arrays, `$1`…`$13` in column order.
+const FORECAST_ROWS: &str = "select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
+    $5::int[], $6::bigint[], $7::bigint[], $8::float8[], $9::float8[], $10::float8[],
+    $11::float8[], $12::float8[], $13::float8[])";
+
+/// Every forecast, keyed by its base bar.
+const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, horizon, base_ms)
+    do update set target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
+    lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
+
+async fn upsert_forecasts(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    conflict: &str,
+    rows: &[&Forecast],
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let text = |f: fn(&Forecast) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
     let num = |f: fn(&Forecast) -> f64| rows.iter().map(|r| f(r)).collect::<Vec<f64>>();
-    sqlx::query(
-        "insert into forecasts (exchange, symbol, interval, model, horizon, base_ms, target_ms,
-                                last, point, lo80, hi80, lo95, hi95)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-                              $7::bigint[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
-                              $12::float8[], $13::float8[])
-         on conflict (exchange, symbol, interval, model, horizon, base_ms) do update set
-           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
-           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95",
-    )
+    let sql = format!(
+        "insert into {table} (exchange, symbol, interval, model, horizon, base_ms, target_ms,
+                              last, point, lo80, hi80, lo95, hi95) {FORECAST_ROWS} {conflict}"
+    );
+    sqlx::query(&sql)
     .bind(text(|f| f.exchange.clone()))
     .bind(text(|f| f.symbol.clone()))
     .bind(text(|f| f.interval.clone()))
@@ -127,7 +137,7 @@ async fn upsert_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]
     .bind(num(|f| f.hi95))
     .execute(&mut **tx)
     .await
-    .context("upserting forecasts")?;
+    .with_context(|| format!("upserting {table}"))?;
     Ok(())
 }
 
@@ -174,7 +184,9 @@ impl Store for PgStore {
         let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
         let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
         upsert_candles(&mut tx, &candles).await?;
-        upsert_forecasts(&mut tx, &forecasts).await?;
+        upsert_forecasts(&mut tx, "forecasts", UPSERT_FORECASTS, &forecasts).await?;
+        let latest = super::newest_per_series(&forecasts);
+        upsert_forecasts(&mut tx, "forecasts_latest", super::UPSERT_LATEST, &latest).await?;
         for ((topic, partition), next) in &batch.offsets {
             sqlx::query(
                 "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)
@@ -225,6 +237,14 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(candle_from).collect()
+    }
+
+    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
+        super::latest_body!(&self.pool, q, super::LATEST_SQL_PG)
+    }
+
+    async fn series(&self) -> Result<Vec<SeriesInfo>> {
+        super::series_body!(&self.pool)
     }
 
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {

@@ -14,7 +14,7 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
 use super::{
-    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
+    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint, SeriesInfo,
     SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
 };
 
@@ -88,15 +88,23 @@ async fn upsert_candle(tx: &mut Transaction<'_, Sqlite>, c: &Candle) -> Result<(
     Ok(())
 }
 
-async fn upsert_forecast(tx: &mut Transaction<'_, Sqlite>, f: &Forecast) -> Result<()> {
-    sqlx::query(
-        "insert into forecasts (exchange, symbol, interval, model, horizon, base_ms, target_ms,
-                                last, point, lo80, hi80, lo95, hi95)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-         on conflict (exchange, symbol, interval, model, horizon, base_ms) do update set
-           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
-           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95",
-    )
+/// Every forecast, keyed by its base bar.
+const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, horizon, base_ms)
+    do update set target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
+    lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
+
+async fn upsert_forecast(
+    tx: &mut Transaction<'_, Sqlite>,
+    table: &str,
+    conflict: &str,
+    f: &Forecast,
+) -> Result<()> {
+    let sql = format!(
+        "insert into {table} (exchange, symbol, interval, model, horizon, base_ms, target_ms,
+                              last, point, lo80, hi80, lo95, hi95)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) {conflict}"
+    );
+    sqlx::query(&sql)
     .bind(&f.exchange)
     .bind(&f.symbol)
     .bind(&f.interval)
@@ -112,7 +120,7 @@ async fn upsert_forecast(tx: &mut Transaction<'_, Sqlite>, f: &Forecast) -> Resu
     .bind(f.hi95)
     .execute(&mut **tx)
     .await
-    .context("upserting forecast")?;
+    .with_context(|| format!("upserting {table}"))?;
     Ok(())
 }
 
@@ -162,7 +170,10 @@ impl Store for SqliteStore {
             upsert_candle(&mut tx, c).await?;
         }
         for f in &forecasts {
-            upsert_forecast(&mut tx, f).await?;
+            upsert_forecast(&mut tx, "forecasts", UPSERT_FORECASTS, f).await?;
+        }
+        for f in super::newest_per_series(&forecasts) {
+            upsert_forecast(&mut tx, "forecasts_latest", super::UPSERT_LATEST, f).await?;
         }
         for ((topic, partition), next) in &batch.offsets {
             sqlx::query(
@@ -214,6 +225,14 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(candle_from).collect()
+    }
+
+    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
+        super::latest_body!(&self.pool, q, super::LATEST_SQL_SQLITE)
+    }
+
+    async fn series(&self) -> Result<Vec<SeriesInfo>> {
+        super::series_body!(&self.pool)
     }
 
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
