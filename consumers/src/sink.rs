@@ -82,6 +82,14 @@ impl Handler for Sink {
             forecasts,
             skipped,
         } = self.store.write_batch(&self.consumer, &rows).await?;
+        let now = tickcast_pipeline::now_ms();
+        let candle_times = rows.candles.iter().map(|(_, c)| c.close_ms);
+        telemetry::observe_end_to_end("sink", "candle", now, candle_times);
+        let forecast_times = rows
+            .forecasts
+            .iter()
+            .map(|(_, f)| telemetry::forecast_event_ms(f));
+        telemetry::observe_end_to_end("sink", "forecast", now, forecast_times);
         telemetry::SINK_ROWS
             .with_label_values(&["candles"])
             .inc_by(candles as u64);

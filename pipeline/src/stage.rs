@@ -10,14 +10,18 @@
 //! partitions taken away through [`Handler::revoked`]. For such handlers every batch's plan is
 //! also committed explicitly, because librdkafka's automatic commit skips a stored offset equal
 //! to the committed one, even when its metadata changed.
+//!
+//! Every few seconds the runner reports its consumer lag per input partition
+//! ([`telemetry::CONSUMER_LAG`], see [`LagReporter`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{Message as _, TopicPartitionList};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::bus::{KafkaSettings, LoggingContext, OutRecord, Publisher};
 use crate::deadletter::DeadLetter;
@@ -115,8 +119,9 @@ pub async fn run<H: Handler>(
     mut handler: H,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    let consumer = settings.consumer(&opts.group, &opts.inputs)?;
+    let consumer = Arc::new(settings.consumer(&opts.group, &opts.inputs)?);
     let publisher = Publisher::new(settings)?;
+    let mut lag_report = LagReporter::new(&opts.name);
     tracing::info!(stage = %opts.name, group = %opts.group, inputs = ?opts.inputs, "stage started");
     let stateful = handler.restores_state();
     // Next offset expected per partition this consumer reads; a partition missing here (new,
@@ -124,6 +129,7 @@ pub async fn run<H: Handler>(
     let mut expected: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_plan: BTreeMap<(String, i32), Resume> = BTreeMap::new();
     loop {
+        lag_report.poll(&consumer).await;
         let batch = tokio::select! {
             _ = shutdown.wait() => break,
             b = next_batch(&consumer, &opts) => b,
@@ -154,6 +160,7 @@ pub async fn run<H: Handler>(
             }
         }
     }
+    lag_report.stop().await;
     publisher.flush(Duration::from_secs(10));
     match handler.acknowledged(true).await {
         Ok(Some(checkpointed)) => store_offsets(&consumer, &resume_at(checkpointed))?,
@@ -280,6 +287,168 @@ fn restore<H: Handler>(
     Ok(())
 }
 
+/// How often the runner measures its consumer lag.
+pub const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long one partition's high-watermark query may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sets [`telemetry::CONSUMER_LAG`] for every partition assigned to the runner's consumer, every
+/// [`LAG_EVERY`]. Asking the broker for high watermarks blocks, so each measurement runs on the
+/// blocking pool, one at a time, and the runner picks the result up on a later turn of its loop.
+/// Partitions that left the assignment leave the gauge.
+#[derive(Debug)]
+pub struct LagReporter {
+    stage: String,
+    next_at: tokio::time::Instant,
+    running: Option<tokio::task::JoinHandle<Vec<PartitionLag>>>,
+    reported: HashSet<(String, i32)>,
+}
+
+/// One partition's lag as measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+impl LagReporter {
+    pub fn new(stage: &str) -> Self {
+        Self {
+            stage: stage.to_string(),
+            next_at: tokio::time::Instant::now(),
+            running: None,
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Publishes a finished measurement and starts the next one when it is due. Never waits for
+    /// the broker.
+    pub async fn poll(&mut self, consumer: &Arc<StreamConsumer<LoggingContext>>) {
+        if self.running.as_ref().is_some_and(|j| j.is_finished())
+            && let Some(job) = self.running.take()
+        {
+            match job.await {
+                Ok(lags) => self.publish(&lags),
+                Err(e) => tracing::warn!(stage = %self.stage, error = %e, "lag measurement"),
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if self.running.is_none() && now >= self.next_at {
+            self.next_at = now + LAG_EVERY;
+            let consumer = Arc::clone(consumer);
+            self.running = Some(tokio::task::spawn_blocking(move || measure_lag(&consumer)));
+        }
+    }
+
+    /// Waits for a measurement in flight, then removes this stage's partitions from the gauge.
+    pub async fn stop(&mut self) {
+        if let Some(job) = self.running.take() {
+            let _ = job.await;
+        }
+        self.publish(&[]);
+    }
+
+    fn publish(&mut self, lags: &[PartitionLag]) {
+        let now: HashSet<(String, i32)> = lags
+            .iter()
+            .map(|l| (l.topic.clone(), l.partition))
+            .collect();
+        for (topic, partition) in self.reported.difference(&now) {
+            let _ = telemetry::CONSUMER_LAG.remove_label_values(&[
+                &self.stage,
+                topic,
+                &partition.to_string(),
+            ]);
+        }
+        for l in lags {
+            telemetry::CONSUMER_LAG
+                .with_label_values(&[&self.stage, &l.topic, &l.partition.to_string()])
+                .set(l.lag);
+        }
+        self.reported = now;
+    }
+}
+
+/// Lag of every assigned partition: high watermark minus the position, where the position is
+/// the next offset handed to the stage, else the committed offset, else (nothing read or
+/// committed yet: the consumer starts at the earliest offset) the low watermark. Blocking.
+fn measure_lag(consumer: &StreamConsumer<LoggingContext>) -> Vec<PartitionLag> {
+    let positions = match consumer.position() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading positions for lag");
+            return Vec::new();
+        }
+    };
+    let unread: Vec<(String, i32)> = positions
+        .elements()
+        .iter()
+        .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let committed = committed_of(consumer, &unread);
+    let mut out = Vec::new();
+    for e in positions.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let (low, high) = match consumer.fetch_watermarks(topic, partition, WATERMARK_TIMEOUT) {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::debug!(topic, partition, error = %err, "fetching watermarks for lag");
+                continue;
+            }
+        };
+        let position = match e.offset() {
+            Offset::Offset(p) => p,
+            _ => committed
+                .get(&(topic.to_string(), partition))
+                .copied()
+                .unwrap_or(low),
+        };
+        out.push(PartitionLag {
+            topic: topic.to_string(),
+            partition,
+            lag: lag(high, position),
+        });
+    }
+    out
+}
+
+/// Committed offsets of the given partitions (those with one). Blocking.
+fn committed_of(
+    consumer: &StreamConsumer<LoggingContext>,
+    partitions: &[(String, i32)],
+) -> HashMap<(String, i32), i64> {
+    if partitions.is_empty() {
+        return HashMap::new();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    match consumer.committed_offsets(tpl, WATERMARK_TIMEOUT) {
+        Ok(got) => got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading committed offsets for lag");
+            HashMap::new()
+        }
+    }
+}
+
+/// Messages behind: `high − position`, never negative (a position read just after the
+/// watermark may run ahead of it).
+pub fn lag(high: i64, position: i64) -> i64 {
+    high.saturating_sub(position).max(0)
+}
+
 /// How long the runner waits for a message before it calls [`Handler::acknowledged`] anyway,
 /// so a stage that checkpoints on a timer also does so when its input goes quiet.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -365,5 +534,23 @@ fn commit_async(consumer: &StreamConsumer<LoggingContext>, plan: &BTreeMap<(Stri
             }
         }
         Err(e) => tracing::warn!(error = %e, "commit plan"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag;
+
+    #[test]
+    fn lag_is_high_watermark_minus_position_never_negative() {
+        // (high watermark, position, lag)
+        let cases = [(0, 0, 0), (10, 0, 10), (10, 7, 3), (10, 10, 0), (10, 12, 0)];
+        for (high, position, want) in cases {
+            assert_eq!(
+                lag(high, position),
+                want,
+                "high {high}, position {position}"
+            );
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Metrics (one Prometheus registry for the process) and logging set-up. Label values are few:
-//! stage, exchange, table.
+//! Metrics (one Prometheus registry for the process), their HTTP endpoint ([`serve_metrics`])
+//! and logging set-up. Label values are few: stage, exchange, table, topic and partition.
 
 use std::sync::LazyLock;
 
@@ -281,6 +281,73 @@ pub static SINK_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static OPEN_WINDOWS: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge("tickcast_open_windows", "Open candle windows", &["stage"]));
 
+/// Messages a stage has not read yet, per input partition: the partition's high watermark minus
+/// the stage's position in it. Reported by the stage runner every few seconds; a partition
+/// leaves the gauge when it is revoked.
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "tickcast_consumer_lag",
+        "Messages not yet read by a stage: partition high watermark minus the stage's position",
+        &["stage", "topic", "partition"],
+    )
+});
+/// End-to-end latency: wall-clock time when a stage produced or stored a record minus the event
+/// time of the newest trades it reflects (the close of its bar: a candle's `close_ms`, a
+/// forecast's base bar close). `record` is `candle` or `forecast`.
+pub static END_TO_END: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "tickcast_end_to_end_latency_seconds",
+        "Time from the close of a record's bar (event time) to the stage producing or storing it",
+        &["stage", "record"],
+        vec![
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+        ],
+    )
+});
+
+/// Observes [`END_TO_END`] once per event time (epoch ms) at wall-clock `now_ms`; an event
+/// time in the future (clock skew) counts as zero.
+pub fn observe_end_to_end(
+    stage: &str,
+    record: &str,
+    now_ms: i64,
+    events_ms: impl IntoIterator<Item = i64>,
+) {
+    let h = END_TO_END.with_label_values(&[stage, record]);
+    for event in events_ms {
+        h.observe(now_ms.saturating_sub(event).max(0) as f64 / 1000.0);
+    }
+}
+
+/// The event time a forecast reflects: the close of its base bar (`base_ms` plus one bar, the
+/// bar length being `(target_ms − base_ms) / horizon`).
+pub fn forecast_event_ms(f: &crate::domain::Forecast) -> i64 {
+    let bar = (f.target_ms - f.base_ms) / i64::from(f.horizon.max(1));
+    f.base_ms + bar
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` fires, for
+/// processes that run no API. Every other path is 404.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    mut shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    use axum::http::header;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                render(),
+            )
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}
+
 /// Prometheus text exposition of every metric.
 pub fn render() -> String {
     let mut buf = Vec::new();
@@ -296,4 +363,85 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Forecast, SCHEMA_VERSION};
+
+    fn forecast(horizon: u32, base_ms: i64, target_ms: i64) -> Forecast {
+        Forecast {
+            v: SCHEMA_VERSION,
+            exchange: "binance".into(),
+            symbol: "BTC-USDT".into(),
+            interval: "1m".into(),
+            model: "naive".into(),
+            horizon,
+            base_ms,
+            target_ms,
+            last: 1.0,
+            point: 1.0,
+            lo80: 1.0,
+            hi80: 1.0,
+            lo95: 1.0,
+            hi95: 1.0,
+        }
+    }
+
+    #[test]
+    fn forecast_event_time_is_the_close_of_its_base_bar() {
+        // (horizon, base_ms, target_ms, event_ms)
+        let cases = [
+            (1, 60_000, 120_000, 120_000),
+            (5, 60_000, 360_000, 120_000),
+            (15, 0, 4_500_000, 300_000),
+        ];
+        for (h, base, target, want) in cases {
+            assert_eq!(forecast_event_ms(&forecast(h, base, target)), want, "h={h}");
+        }
+    }
+
+    #[test]
+    fn end_to_end_latency_is_seconds_since_the_event_clamped_at_zero() {
+        observe_end_to_end("e2e_test", "candle", 10_000, [7_500, 9_000, 12_000]);
+        let h = END_TO_END.with_label_values(&["e2e_test", "candle"]);
+        assert_eq!(h.get_sample_count(), 3);
+        assert_eq!(h.get_sample_sum(), 3.5);
+    }
+
+    #[tokio::test]
+    async fn serve_metrics_answers_get_metrics_and_stops_on_shutdown() {
+        FEED_TRADES
+            .with_label_values(&["serve_metrics_test"])
+            .inc_by(3);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (trigger, signal) = crate::shutdown::channel();
+        let server = tokio::spawn(serve_metrics(listener, signal));
+
+        let resp = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+        let body = resp.text().await.expect("body");
+        assert!(
+            body.contains("tickcast_feed_trades_total{exchange=\"serve_metrics_test\"} 3"),
+            "{body}"
+        );
+        let other = reqwest::get(format!("http://{addr}/"))
+            .await
+            .expect("GET /");
+        assert_eq!(other.status(), 404);
+
+        trigger.fire();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("server stops on shutdown")
+            .expect("server task");
+        assert!(stopped.is_ok(), "{stopped:?}");
+    }
 }

@@ -504,6 +504,12 @@ impl Handler for ForecastStage {
                 *e = (*e).max(next);
             }
         }
+        telemetry::observe_end_to_end(
+            "forecast",
+            "forecast",
+            tickcast_pipeline::now_ms(),
+            out.forecasts.iter().map(telemetry::forecast_event_ms),
+        );
         let mut records = Vec::with_capacity(out.forecasts.len());
         for f in out.forecasts {
             // A model that produced a non-finite value is a bug worth seeing, not a message to send.
