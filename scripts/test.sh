@@ -99,6 +99,8 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 log "services ready after $(since "$t_all")s"
 
 # --- Checks: cheap ones first, fail fast ----------------------------------
+log "scripts/check-monitoring.sh (promtool check config/rules, test rules; dashboards JSON)"
+bash scripts/check-monitoring.sh
 if [[ "${TICKCAST_SKIP_LINT:-}" != 1 ]]; then
   log "cargo fmt --all -- --check"
   cargo fmt --all -- --check

@@ -41,6 +41,29 @@ pub enum Command {
     Migrate(DbArgs),
     /// Decode raw exchange frames (one per line) into ticks as JSON lines.
     Decode(crate::decode::DecodeArgs),
+    /// Create the topics (if missing) and exit.
+    Topics(KafkaArgs),
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (for container health checks).
+    Healthcheck(HealthcheckArgs),
+    /// Print every subcommand's settings: flag, environment variable, default.
+    ConfigReference(ConfigReferenceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to check, e.g. http://127.0.0.1:8080/readyz.
+    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigReferenceArgs {
+    /// One JSON object per setting instead of a Markdown table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach Kafka and name topics.
@@ -84,7 +107,7 @@ pub struct DbArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Stages to run in this process.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, env = "TICKCAST_STAGES", value_delimiter = ',', required = true)]
     pub stages: Vec<StageKind>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -93,6 +116,35 @@ pub struct RunArgs {
     pub database_url: Option<String>,
     #[command(flatten)]
     pub stage: StageArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where a process without the API serves its Prometheus metrics.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve `GET /metrics` on this address (e.g. 0.0.0.0:9100); off when unset.
+    #[arg(long, env = "TICKCAST_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Binds the metrics listener (an error names the address) and serves it until `signal`.
+    pub async fn spawn(&self, signal: Shutdown) -> Result<()> {
+        let Some(addr) = &self.metrics_addr else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-addr {addr}"))?;
+        println!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = tickcast_pipeline::telemetry::serve_metrics(listener, signal).await {
+                tracing::error!(error = %format!("{e:#}"), "metrics server stopped");
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Stage tuning shared by `run` and `demo`.
@@ -250,11 +302,37 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => crate::train_cmd::run(args),
         Command::Api(args) => api(args).await,
         Command::Decode(args) => crate::decode::run(args),
+        Command::Topics(kafka) => {
+            let topics = Topics::new(&kafka.topic_prefix);
+            kafka.cluster().ensure_topics(&topics.all()).await?;
+            println!("topics ready: {}", topics.all().join(", "));
+            Ok(())
+        }
+        Command::Healthcheck(args) => healthcheck(&args).await,
+        Command::ConfigReference(args) => {
+            print!("{}", crate::reference::render(args.json));
+            Ok(())
+        }
         Command::Migrate(db) => {
             let s = store::open(&db.database_url).await?;
             println!("migrations applied ({})", s.backend());
             Ok(())
         }
+    }
+}
+
+async fn healthcheck(args: &HealthcheckArgs) -> Result<()> {
+    let timeout = Duration::from_secs_f64(args.timeout_secs.clamp(0.1, 300.0));
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let resp = client
+        .get(&args.url)
+        .send()
+        .await
+        .with_context(|| format!("GET {}", args.url))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        bail!("GET {}: {}", args.url, resp.status())
     }
 }
 
@@ -271,6 +349,7 @@ async fn run_stages(args: RunArgs) -> Result<()> {
         _ => None,
     };
     let (_trigger, signal) = shutdown_on_signals();
+    args.metrics.spawn(signal.clone()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for kind in args.stages {
         let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());

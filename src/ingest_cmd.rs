@@ -30,7 +30,7 @@ use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::{self, Connector};
 use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
 
-use crate::cli::{KafkaArgs, shutdown_on_signals};
+use crate::cli::{KafkaArgs, MetricsArgs, shutdown_on_signals};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -64,6 +64,8 @@ pub struct IngestArgs {
     pub no_backfill: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// The config file.
@@ -231,6 +233,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     cluster.ensure_topics(&topics.all()).await?;
     let publisher = Publisher::new(cluster.settings())?;
     let (_trigger, signal) = shutdown_on_signals();
+    args.metrics.spawn(signal.clone()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for f in feeds {
         println!(

@@ -5,6 +5,7 @@ mod cli;
 mod decode;
 mod demo;
 mod ingest_cmd;
+mod reference;
 mod replay_cmd;
 mod train_cmd;
 
