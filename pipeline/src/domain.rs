@@ -105,7 +105,14 @@ pub enum AlertState {
     Resolved,
 }
 
-/// One alert state transition. `id` is deterministic so redelivery is idempotent.
+/// One alert state transition (the alert stage's output, see `tickcast_consumers::alerts`).
+/// `id` is deterministic so redelivery is idempotent.
+///
+/// ```json
+/// {"v":1,"id":"5d0f…","rule":"btc-above-70k","exchange":"binance","symbol":"BTC-USDT",
+///  "interval":"1m","model":"ensemble","horizon":5,"state":"firing","ts_ms":1723075200000,
+///  "value":70012.5,"threshold":70000.0,"message":"binance BTC-USDT 1m ensemble h5: lo95 70012.5 above 70000"}
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
@@ -114,13 +121,18 @@ pub struct Alert {
     pub rule: String,
     pub exchange: String,
     pub symbol: String,
+    /// Candle interval of the series, e.g. `1m`.
+    pub interval: String,
     pub model: String,
     pub horizon: u32,
     pub state: AlertState,
-    /// Event time of the transition, epoch milliseconds UTC.
+    /// Event time of the transition (open time of the bar that moved the state), epoch
+    /// milliseconds UTC.
     pub ts_ms: i64,
     /// The value that was compared with the rule's threshold.
     pub value: f64,
+    /// What `value` was compared with.
+    pub threshold: f64,
     pub message: String,
 }
 
