@@ -419,12 +419,13 @@ fn anomaly_reading((lo, hi): (f64, f64), hysteresis: f64, close: f64) -> Reading
 fn describe(r: &Rule, reading: &Reading, state: AlertState) -> String {
     let (v, t) = (reading.value, reading.threshold);
     let what = match r.condition {
-        Condition::Above { on, .. } => format!("{} {v} (above {t})", on.name()),
-        Condition::Below { on, .. } => format!("{} {v} (below {t})", on.name()),
-        Condition::Change { .. } => format!("predicted change {v}% (beyond ±{t}%)"),
-        Condition::Anomaly { band } => {
-            format!("close {v} (outside the {}% band at {t})", band.percent())
-        }
+        Condition::Above { on, .. } => format!("{} {v} (rule: above {t})", on.name()),
+        Condition::Below { on, .. } => format!("{} {v} (rule: below {t})", on.name()),
+        Condition::Change { .. } => format!("predicted change {v}% (rule: beyond ±{t}%)"),
+        Condition::Anomaly { band } => format!(
+            "close {v} (rule: outside the {}% band; nearest bound {t})",
+            band.percent()
+        ),
     };
     let verb = match state {
         AlertState::Pending => "pending",

@@ -123,6 +123,7 @@ pub struct DeliveryRow {
     pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_ms: i64,
+    /// The error of the last failed try (kept once delivered).
     pub last_error: Option<String>,
     pub updated_ms: i64,
 }
@@ -185,8 +186,10 @@ pub(crate) const CLAIM_SQL_SQLITE: &str = "update alert_deliveries set next_ms =
     where endpoint = $1 and status = 'pending' and next_ms <= $2 order by ts_ms, event_id limit $4) \
     returning event_id, body, attempts, ts_ms";
 
+/// Records a try's outcome; a delivered row keeps the error of its last failed try, if any.
 pub(crate) const FINISH_SQL: &str = "update alert_deliveries set status = $3, attempts = $4, \
-    next_ms = $5, last_error = $6, updated_ms = $7 where endpoint = $1 and event_id = $2";
+    next_ms = $5, last_error = coalesce($6, last_error), updated_ms = $7 \
+    where endpoint = $1 and event_id = $2";
 pub(crate) const NEXT_DUE_SQL: &str =
     "select min(next_ms) from alert_deliveries where endpoint = $1 and status = 'pending'";
 pub(crate) const DELIVERIES_SQL: &str = "select endpoint, event_id, status, attempts, next_ms, \
