@@ -325,16 +325,26 @@ async fn restart_in_the_middle_of_a_for_duration_resumes_exactly() {
     let values = [
         99.0, 101.0, 102.0, 101.0, 101.0, 103.0, 90.0, 101.0, 101.0, 101.0, 101.0,
     ];
+    let closes = [
+        "", "99", "99", "120", "115", "100", "100", "100", "100", "100", "100",
+    ];
+    // F(0), then per bar b: the candle of bar b (checked against F(b − 1)'s band), F(b).
     let inputs = || -> Vec<In> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(b, v)| point(1, b as i64, *v))
-            .collect()
+        let mut v = vec![point(1, 0, values[0])];
+        for b in 1..values.len() {
+            v.push(In::C(candle("BTC-USDT", b as i64, closes[b])));
+            v.push(point(1, b as i64, values[b]));
+        }
+        v
     };
-    let rules = [rule(
-        r#"{"id":"held","interval":"1m","model":"m","horizon":1,"kind":"above","threshold":100,"for_bars":3}"#,
-    )];
+    let rules = [
+        rule(
+            r#"{"id":"held","interval":"1m","model":"m","horizon":1,"kind":"above","threshold":100,"for_bars":3}"#,
+        ),
+        rule(
+            r#"{"id":"held-anomaly","interval":"1m","model":"m","horizon":1,"kind":"anomaly","band":95,"for_bars":1}"#,
+        ),
+    ];
     for (store, _dir) in stores("alerts_restart").await {
         put_rules(store.as_ref(), &rules).await;
         // Uninterrupted, on a consumer group of its own.
@@ -347,19 +357,24 @@ async fn restart_in_the_middle_of_a_for_duration_resumes_exactly() {
             shape(&straight),
             want(&[
                 ("held", Pending, 1),
+                ("held-anomaly", Pending, 3),
+                ("held-anomaly", Firing, 4),
                 ("held", Firing, 4),
+                ("held-anomaly", Resolved, 5),
                 ("held", Resolved, 6),
                 ("held", Pending, 7),
-                ("held", Firing, 10)
+                ("held", Firing, 10),
             ]),
         );
 
-        // Interrupted: bars 0–2 checkpointed (pending since bar 1), bar 3 handled but never
-        // acknowledged (a crash), then a new process from the checkpoint's offsets.
+        // Interrupted: everything up to F(3) checkpointed (`held` pending since bar 1,
+        // `held-anomaly` pending since bar 3 with F(3)'s band awaiting bar 4), the candle of
+        // bar 4 and F(4) handled but never acknowledged (a crash), then a new process from the
+        // checkpoint's offsets.
         let all = inputs();
         let mut first = stage(&store);
         let mut feed = Feed::new();
-        let mut events = drive(&mut first, &mut feed, &one_by_one(all[..3].to_vec())).await;
+        let mut events = drive(&mut first, &mut feed, &one_by_one(all[..7].to_vec())).await;
         let covered = first
             .acknowledged(false)
             .await
@@ -367,19 +382,26 @@ async fn restart_in_the_middle_of_a_for_duration_resumes_exactly() {
             .expect("offsets");
         assert_eq!(
             covered,
-            BTreeMap::from([(("tickcast.forecasts.v1".to_string(), 0), 3)])
+            BTreeMap::from([
+                (("tickcast.candles.v1".to_string(), 0), 3),
+                (("tickcast.forecasts.v1".to_string(), 0), 4),
+            ])
         );
         let lost = first
-            .handle(feed.messages(&all[3..4]))
+            .handle(feed.messages(&all[7..9]))
             .await
             .expect("handle");
-        assert!(lost.records.is_empty());
+        assert_eq!(
+            lost.records.len(),
+            2,
+            "firing events that a restart sends again"
+        );
         drop(first);
 
         let mut second = stage(&store);
         let mut feed = Feed::new();
-        feed.next_f = 3;
-        let resumed = drive(&mut second, &mut feed, &one_by_one(all[3..].to_vec())).await;
+        (feed.next_c, feed.next_f) = (3, 4);
+        let resumed = drive(&mut second, &mut feed, &one_by_one(all[7..].to_vec())).await;
         events.extend(resumed);
         assert_eq!(events, straight, "restart on {}", store.backend());
     }

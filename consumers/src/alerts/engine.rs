@@ -64,7 +64,8 @@ struct Series {
     /// Per rule id (a rule names one model and horizon, so this is the instance of
     /// (rule, series, model, horizon)).
     machines: BTreeMap<String, Instance>,
-    /// (target_ms, model, horizon) → bands.
+    /// (target_ms, model, horizon) → bands (a list in JSON, whose map keys are strings).
+    #[serde(with = "entries")]
     awaiting: BTreeMap<(i64, String, u32), Bands>,
     /// open_ms → close, newest [`RECENT_CLOSES`].
     closes: BTreeMap<i64, f64>,
@@ -291,9 +292,8 @@ impl Engine {
     }
 
     /// The state of one series, as JSON (`None` when nothing is held).
-    pub fn save_series(&self, key: &SeriesKey) -> Option<String> {
-        let s = self.series.get(key)?;
-        serde_json::to_string(s).ok()
+    pub fn save_series(&self, key: &SeriesKey) -> Result<Option<String>, serde_json::Error> {
+        self.series.get(key).map(serde_json::to_string).transpose()
     }
 
     /// Restores one series from [`Engine::save_series`]'s JSON, then reconciles it with the
@@ -317,6 +317,29 @@ impl Engine {
     /// Series held.
     pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
         self.series.keys()
+    }
+}
+
+/// A map as a list of (key, value) pairs, for keys JSON cannot hold as object keys.
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 

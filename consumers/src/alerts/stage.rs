@@ -281,17 +281,17 @@ impl AlertStage {
     async fn write_checkpoint(&mut self) -> Result<()> {
         let mut dirty: Vec<&SeriesKey> = self.dirty.iter().collect();
         dirty.sort();
-        let series: Vec<AlertSeriesState> = dirty
-            .iter()
-            .filter_map(|k| {
-                Some(AlertSeriesState {
+        let mut series: Vec<AlertSeriesState> = Vec::with_capacity(dirty.len());
+        for k in dirty {
+            if let Some(state) = self.engine.save_series(k)? {
+                series.push(AlertSeriesState {
                     exchange: k.0.clone(),
                     symbol: k.1.clone(),
                     interval: k.2.clone(),
-                    state: self.engine.save_series(k)?,
-                })
-            })
-            .collect();
+                    state,
+                });
+            }
+        }
         let cp = AlertCheckpoint {
             events: std::mem::take(&mut self.unsaved),
             endpoints: self.webhooks.iter().map(|w| w.name.clone()).collect(),
