@@ -88,7 +88,8 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             point(3, 0, 10.0),
             In::C(candle("ETH-USDT", 2, "1")),
         ];
-        let cases: [(&str, Vec<In>, Vec<(String, AlertState, i64)>); 5] = [
+        type Case = (&'static str, Vec<In>, Vec<(String, AlertState, i64)>);
+        let cases: [Case; 5] = [
             (
                 "above on lo95, for 2 bars, hysteresis 2",
                 above,
@@ -204,7 +205,8 @@ async fn event_filters(store: &dyn Store, newest_first: &[AlertEvent]) {
         f(&mut q);
         q
     };
-    let cases: [(&str, AlertEventQuery, Box<dyn Fn(&AlertEvent) -> bool>); 6] = [
+    type Keep = Box<dyn Fn(&AlertEvent) -> bool>;
+    let cases: [(&str, AlertEventQuery, Keep); 6] = [
         (
             "rule",
             q(|q| q.rule_id = Some("big-move".into())),

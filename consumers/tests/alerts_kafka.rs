@@ -83,21 +83,28 @@ fn f(bar: i64, point: f64) -> In {
     In::F(fc("m", 1, bar, 100.0, point, (point - 10.0, point + 10.0)))
 }
 
+/// The services and names one test run uses.
+struct Env {
+    kafka: KafkaSettings,
+    topics: Topics,
+    group: String,
+    store: Arc<dyn Store>,
+    alerts_in: rdkafka::consumer::StreamConsumer<tickcast_pipeline::bus::LoggingContext>,
+}
+
 /// Runs the stage until `n` more events are on the alerts topic; returns them.
-async fn phase(
-    kafka: &KafkaSettings,
-    topics: &Topics,
-    group: &str,
-    store: &Arc<dyn Store>,
-    cfg: AlertConfig,
-    alerts_in: &rdkafka::consumer::StreamConsumer<tickcast_pipeline::bus::LoggingContext>,
-    inputs: &[In],
-    n: usize,
-) -> Vec<AlertEvent> {
+async fn phase(env: &Env, cfg: AlertConfig, inputs: &[In], n: usize) -> Vec<AlertEvent> {
+    let Env {
+        kafka,
+        topics,
+        group,
+        store,
+        alerts_in,
+    } = env;
     let (trigger, signal) = shutdown::channel();
     let opts = StageOptions {
         name: "alert".into(),
-        group: group.into(),
+        group: group.clone(),
         inputs: cfg.settings.inputs(),
         deadletter_topic: topics.deadletter(),
         max_batch: 1_000,
@@ -184,6 +191,13 @@ async fn alert_stage_on_kafka_resumes_mid_for_after_a_restart() {
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let env = Env {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        group: group.clone(),
+        store: store.clone(),
+        alerts_in,
+    };
     let config = || {
         let mut settings = AlertSettings::new(&topics, group.clone());
         settings.checkpoint_every = Duration::from_millis(100);
@@ -204,32 +218,10 @@ async fn alert_stage_on_kafka_resumes_mid_for_after_a_restart() {
         In::C(candle("BTC-USDT", 1, "150")),
         f(1, 101.0),
     ];
-    let mut events = phase(
-        &kafka,
-        &topics,
-        &group,
-        &store,
-        config(),
-        &alerts_in,
-        &first,
-        2,
-    )
-    .await;
+    let mut events = phase(&env, config(), &first, 2).await;
     // Phase 2, a new process: firing at bar 2 only if the pending timer survived.
     let second = vec![f(2, 101.0), In::C(candle("BTC-USDT", 2, "100")), f(3, 50.0)];
-    events.extend(
-        phase(
-            &kafka,
-            &topics,
-            &group,
-            &store,
-            config(),
-            &alerts_in,
-            &second,
-            3,
-        )
-        .await,
-    );
+    events.extend(phase(&env, config(), &second, 3).await);
 
     assert_eq!(
         per_rule(&events),

@@ -88,9 +88,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(rules: Vec<Rule>) -> Self {
-        let mut e = Self::default();
-        e.rules = rules.into_iter().map(active).collect();
-        e
+        Self {
+            rules: rules.into_iter().map(active).collect(),
+            ..Self::default()
+        }
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
@@ -408,7 +409,7 @@ fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading>
             }
         }
         Condition::Change { percent } => {
-            if !(f.last > 0.0) {
+            if f.last.is_nan() || f.last <= 0.0 {
                 return None;
             }
             let v = (f.point / f.last - 1.0) * 100.0;

@@ -180,7 +180,8 @@ mod tests {
             for_ms,
             cooldown_ms,
         };
-        let cases: [(&str, Vec<f64>, Timing, Vec<(i64, AlertState)>); 7] = [
+        type Case = (&'static str, Vec<f64>, Timing, Vec<(i64, AlertState)>);
+        let cases: [Case; 7] = [
             (
                 "for 0 fires at once, resolves below threshold − hysteresis",
                 vec![90.0, 101.0, 99.0, 96.0, 95.0, 90.0],
