@@ -314,11 +314,6 @@ impl Engine {
         self.series.remove(key);
         self.dirty.remove(key);
     }
-
-    /// Series held.
-    pub fn series_keys(&self) -> impl Iterator<Item = &SeriesKey> {
-        self.series.keys()
-    }
 }
 
 /// A map as a list of (key, value) pairs, for keys JSON cannot hold as object keys.
