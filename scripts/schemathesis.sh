@@ -25,7 +25,7 @@ fi
 
 work="$(mktemp -d)"
 out="$work/demo.out"
-"$bin" demo --listen 127.0.0.1:0 --intervals 10s --history-minutes 15 --models naive,garch \
+"$bin" demo --listen 127.0.0.1:0 --intervals 10s --history-minutes 15 --models naive \
   --horizons 1,3 --status-every 0 --db "$work/demo.db" >"$out" 2>"$work/demo.err" &
 demo=$!
 cleanup() { kill "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -rf "$work"; }

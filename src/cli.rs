@@ -195,6 +195,40 @@ pub struct StageArgs {
     /// falls back to `flex` with a warning when no adapter works).
     #[arg(long, env = "TICKCAST_LSTM_DEVICE", default_value = "flex")]
     pub lstm_device: tickcast_lstm::DeviceChoice,
+    /// Alert rules (YAML, see monitoring/alerts.example.yaml) synced into the database at
+    /// start-up; rules can also be managed through the API.
+    #[arg(long, env = "TICKCAST_ALERT_RULES")]
+    pub alert_rules: Option<std::path::PathBuf>,
+    /// Webhook that receives every alert event (JSON POST, signed with HMAC-SHA256).
+    #[arg(long, env = "TICKCAST_ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+    /// Secret of the webhook signature header `X-Tickcast-Signature: sha256=<hex>`. Never logged.
+    #[arg(
+        long,
+        env = "TICKCAST_ALERT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub alert_webhook_secret: String,
+    /// Tries per event before it becomes a dead letter.
+    #[arg(long, env = "TICKCAST_ALERT_WEBHOOK_MAX_TRIES", default_value_t = 8)]
+    pub alert_webhook_max_tries: u32,
+    /// Backoff after the first failed try, doubling per try.
+    #[arg(
+        long,
+        env = "TICKCAST_ALERT_WEBHOOK_BACKOFF_MS",
+        default_value_t = 1000
+    )]
+    pub alert_webhook_backoff_ms: u64,
+    #[arg(
+        long,
+        env = "TICKCAST_ALERT_WEBHOOK_MAX_BACKOFF_MS",
+        default_value_t = 300_000
+    )]
+    pub alert_webhook_max_backoff_ms: u64,
+    /// How often the alert stage re-reads its rules from the database.
+    #[arg(long, env = "TICKCAST_ALERT_RELOAD_MS", default_value_t = 5000)]
+    pub alert_reload_ms: u64,
     /// Seconds between forecast-stage checkpoints to the database.
     #[arg(long, env = "TICKCAST_CHECKPOINT_SECS", default_value_t = 30.0)]
     pub checkpoint_secs: f64,
@@ -221,6 +255,26 @@ impl StageArgs {
             bail!("--checkpoint-secs must be a positive number of seconds");
         }
         cfg.checkpoint_every = Duration::from_secs_f64(self.checkpoint_secs);
+        cfg.alerts.rules_file = self.alert_rules.clone();
+        cfg.alerts.reload_every = Duration::from_millis(self.alert_reload_ms.max(100));
+        if let Some(url) = self
+            .alert_webhook_url
+            .as_ref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            if self.alert_webhook_max_tries == 0 {
+                bail!("--alert-webhook-max-tries must be at least 1");
+            }
+            let mut w = tickcast_consumers::alerts::WebhookSettings::new(
+                "default",
+                url.clone(),
+                tickcast_consumers::alerts::Secret::new(self.alert_webhook_secret.clone()),
+            );
+            w.max_tries = self.alert_webhook_max_tries;
+            w.backoff_base = Duration::from_millis(self.alert_webhook_backoff_ms);
+            w.backoff_max = Duration::from_millis(self.alert_webhook_max_backoff_ms);
+            cfg.alerts.webhooks = vec![w];
+        }
         Ok(cfg)
     }
 }
@@ -341,11 +395,12 @@ async fn run_stages(args: RunArgs) -> Result<()> {
     let cluster = args.kafka.cluster();
     cluster.ensure_topics(&topics.all()).await?;
     let cfg = args.stage.config(cluster, topics)?;
-    let needs_store = args.stages.contains(&StageKind::Sink);
+    let needs_store =
+        args.stages.contains(&StageKind::Sink) || args.stages.contains(&StageKind::Alert);
     let wants_store = needs_store || args.stages.contains(&StageKind::Forecast);
     let store = match &args.database_url {
         Some(url) if wants_store => Some(store::open(url).await?),
-        None if needs_store => bail!("--stages sink needs --database-url or DATABASE_URL"),
+        None if needs_store => bail!("--stages sink and alert need --database-url or DATABASE_URL"),
         _ => None,
     };
     let (_trigger, signal) = shutdown_on_signals();

@@ -48,8 +48,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let cluster = Cluster::Embedded(broker.clone(), settings.clone());
     let topics = Topics::default();
     cluster.ensure_topics(&topics.all()).await?;
-    let cfg: PipelineConfig = args.stage.config(cluster, topics.clone())?;
+    let mut cfg: PipelineConfig = args.stage.config(cluster, topics.clone())?;
     let topics_for_api = topics.clone();
+    let (rules_changed, reload) = tickcast_consumers::alerts::reload_channel();
+    cfg.alerts.reload = Some(reload);
 
     let (db_path, temporary) = match &args.db {
         Some(p) => (p.clone(), false),
@@ -84,7 +86,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let (trigger, signal) = shutdown_on_signals();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(replay.run(signal.clone()));
-    for kind in [StageKind::Candles, StageKind::Forecast, StageKind::Sink] {
+    if cfg.alerts.rules_file.is_none() {
+        demo_rules(store.as_ref(), &cfg).await?;
+    }
+    for kind in [
+        StageKind::Candles,
+        StageKind::Forecast,
+        StageKind::Alert,
+        StageKind::Sink,
+    ] {
         let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());
         tasks.spawn(async move { run_stage(kind, &cfg, Some(store), signal).await });
     }
@@ -99,6 +109,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let hub = tickcast_api::live::Hub::new(4096);
     hub.follow_kafka(&settings, &topics_for_api, "tickcast-", signal.clone())?;
     let state = tickcast_api::AppState::new(store)
+        .with_rules_trigger(rules_changed)
         .with_live(hub)
         .with_broker(settings.clone());
     let addr = listener.local_addr()?;
@@ -115,7 +126,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         db_path.display()
     );
     println!("  dashboard: http://{addr}/");
-    println!("  API:       http://{addr}/api/v1/forecasts/latest?symbol=BTC-USDT  (all routes: http://{addr}/openapi.json)");
+    println!(
+        "  API:       http://{addr}/api/v1/forecasts/latest?symbol=BTC-USDT  (all routes: http://{addr}/openapi.json)"
+    );
     println!("  metrics:   http://{addr}/metrics   (Ctrl-C to stop)");
 
     let mut first_error = None;
@@ -166,4 +179,42 @@ async fn status_lines(
             total(&telemetry::DEAD_LETTERS),
         );
     }
+}
+
+/// Without `--alert-rules`, the demo watches every series with one anomaly rule per interval:
+/// the close of a bar outside the 95% interval forecast for it one bar earlier (by the
+/// ensemble, or the first model without one). Rules can be changed through the API.
+async fn demo_rules(
+    store: &dyn tickcast_consumers::store::Store,
+    cfg: &PipelineConfig,
+) -> Result<()> {
+    let model = if cfg.ensemble {
+        "ensemble".to_string()
+    } else {
+        cfg.models
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "naive".into())
+    };
+    let horizon = cfg.horizons.first().copied().unwrap_or(1);
+    let mut rules = Vec::new();
+    for iv in &cfg.candles.intervals {
+        let spec = serde_json::json!({
+            "id": format!("demo-outside-95-{iv}"),
+            "interval": iv.to_string(),
+            "model": model,
+            "horizon": horizon,
+            "kind": "anomaly",
+            "band": 95,
+            "cooldown": "5m",
+            "description": "demo: the close left the 95% interval forecast for it",
+        });
+        rules.push(
+            tickcast_consumers::alerts::Rule::from_json(spec.to_string().as_bytes())
+                .map_err(|e| anyhow::anyhow!("demo rule: {}: {}", e.field, e.reason))?,
+        );
+    }
+    store
+        .replace_file_rules(&rules, tickcast_pipeline::now_ms())
+        .await
 }

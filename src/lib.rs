@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use tickcast_consumers::alerts;
 use tickcast_consumers::forecast::stage::CheckpointSettings;
 use tickcast_consumers::sink::Sink;
 use tickcast_consumers::store::Store;
@@ -22,6 +23,7 @@ use tickcast_pipeline::stage::{self, StageOptions};
 pub enum StageKind {
     Candles,
     Forecast,
+    Alert,
     Sink,
 }
 
@@ -30,6 +32,7 @@ impl StageKind {
         match self {
             StageKind::Candles => "candles",
             StageKind::Forecast => "forecast",
+            StageKind::Alert => "alert",
             StageKind::Sink => "sink",
         }
     }
@@ -56,6 +59,31 @@ pub struct PipelineConfig {
     pub checkpoint_every: Duration,
     pub max_batch: usize,
     pub linger: Duration,
+    /// The alert stage's rule file, webhooks and reload period.
+    pub alerts: AlertOptions,
+}
+
+/// Settings of the alert stage.
+#[derive(Debug, Clone)]
+pub struct AlertOptions {
+    /// YAML rules synced into the store at start-up.
+    pub rules_file: Option<std::path::PathBuf>,
+    pub webhooks: Vec<alerts::WebhookSettings>,
+    /// How often the stage re-reads the rules from the store.
+    pub reload_every: Duration,
+    /// Reload at once when an API in the same process changes a rule.
+    pub reload: Option<alerts::ReloadWatch>,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        Self {
+            rules_file: None,
+            webhooks: Vec::new(),
+            reload_every: Duration::from_secs(5),
+            reload: None,
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -72,6 +100,7 @@ impl PipelineConfig {
             checkpoint_every: Duration::from_secs(30),
             max_batch: 5_000,
             linger: Duration::from_millis(20),
+            alerts: AlertOptions::default(),
         }
     }
 
@@ -139,6 +168,27 @@ pub async fn run_stage(
                 settings,
                 cfg.options(kind, vec![t.candles()]),
                 handler,
+                shutdown,
+            )
+            .await
+        }
+        StageKind::Alert => {
+            let Some(store) = store else {
+                bail!("the alert stage needs a database (--database-url or DATABASE_URL)")
+            };
+            let mut settings = alerts::AlertSettings::new(t, cfg.group(kind));
+            settings.reload_every = cfg.alerts.reload_every;
+            let inputs = settings.inputs();
+            alerts::run(
+                cfg.cluster.settings(),
+                cfg.options(kind, inputs),
+                alerts::AlertConfig {
+                    settings,
+                    rules_file: cfg.alerts.rules_file.clone(),
+                    webhooks: cfg.alerts.webhooks.clone(),
+                    reload: cfg.alerts.reload.clone(),
+                },
+                store,
                 shutdown,
             )
             .await

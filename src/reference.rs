@@ -76,7 +76,9 @@ pub fn render(json: bool) -> String {
         }
         return s;
     }
-    s.push_str("| command | flag | environment | default | what |\n| --- | --- | --- | --- | --- |\n");
+    s.push_str(
+        "| command | flag | environment | default | what |\n| --- | --- | --- | --- | --- |\n",
+    );
     for x in settings() {
         let cell = |v: &Option<String>| v.as_deref().map_or("".into(), |v| format!("`{v}`"));
         s.push_str(&format!(

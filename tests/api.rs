@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use common::Mode;
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tickcast_consumers::store::{Pos, SinkBatch};
 use tickcast_consumers::store::{AccuracyRow, Checkpoint};
+use tickcast_consumers::store::{Pos, SinkBatch};
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::shutdown;
 
@@ -93,7 +93,11 @@ async fn api(mode: Mode) {
         }
     }
     let first = SinkBatch {
-        forecasts: fs[..80].iter().enumerate().map(|(i, f)| (pos("f", i as i64), f.clone())).collect(),
+        forecasts: fs[..80]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (pos("f", i as i64), f.clone()))
+            .collect(),
         offsets: BTreeMap::from([(("f".into(), 0), 80)]),
         ..Default::default()
     };
@@ -222,7 +226,11 @@ async fn api(mode: Mode) {
         ]
     );
     let (_, body) = get("/api/v1/forecasts/latest?model=naive&horizon=1").await;
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 1, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["count"],
+        1,
+        "{body}"
+    );
 
     // Series and accuracy.
     let (status, body) = get("/api/v1/symbols").await;
@@ -266,7 +274,10 @@ async fn api(mode: Mode) {
         "/readyz",
         "/metrics",
     ] {
-        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     let (status, body) = get("/api/v1/stream").await;
     assert_eq!(status, 503, "{body}");
@@ -306,7 +317,11 @@ async fn api(mode: Mode) {
     let (status, body) = get("/api/v1/nothing").await;
     assert_eq!(status, 404);
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
-    let r = http.post(format!("{base}/api/v1/candles")).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/candles"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 405);
 
     trigger.fire();
@@ -321,4 +336,191 @@ async fn api_on_postgres() {
 #[tokio::test]
 async fn api_on_sqlite() {
     api(Mode::Embedded).await;
+}
+
+/// Alert rules through the API: auth on every mutation (401 without or with a wrong token,
+/// 403 when the server has none, never a 500), create → 201, replace → 200, read, delete →
+/// 204 then 404, validation errors naming the field, and events with filters.
+async fn alerts_api(mode: Mode) {
+    let Some((store, _dir)) = common::open_store(mode, "api_alerts").await else {
+        return;
+    };
+    let token = "t0ken-for-tests";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (trigger, signal) = shutdown::channel();
+    let server = tokio::spawn(tickcast_api::serve(
+        listener,
+        tickcast_api::AppState::new(store.clone()).with_token(Some(token)),
+        signal.clone(),
+    ));
+    let ro_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ro_base = format!("http://{}", ro_listener.local_addr().unwrap());
+    let ro_server = tokio::spawn(tickcast_api::serve(
+        ro_listener,
+        tickcast_api::AppState::new(store.clone()),
+        signal,
+    ));
+    let http = reqwest::Client::new();
+    let rule = serde_json::json!({
+        "id": "btc-high", "symbol": "BTC-USDT", "interval": "1m", "model": "ensemble",
+        "horizon": 5, "kind": "above", "on": "lo95", "threshold": 70000.0, "for": "3m",
+        "hysteresis": 100.0
+    });
+    let put = |base: &str, id: &str, body: &Value, auth: Option<&str>| {
+        let mut req = http
+            .put(format!("{base}/api/v1/alerts/rules/{id}"))
+            .json(body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let bearer = format!("Bearer {token}");
+
+    // Auth first: nothing is written without the right token.
+    assert_eq!(put(&base, "btc-high", &rule, None).await.0, 401);
+    assert_eq!(
+        put(&base, "btc-high", &rule, Some("Bearer nope")).await.0,
+        401
+    );
+    assert_eq!(put(&base, "btc-high", &rule, Some(token)).await.0, 401);
+    let (status, body) = put(&ro_base, "btc-high", &rule, Some(&bearer)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("TICKCAST_API_TOKEN")
+    );
+    let r = http
+        .delete(format!("{base}/api/v1/alerts/rules/btc-high"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(store.alert_rules().await.unwrap().is_empty());
+
+    // Create, replace, read.
+    let (status, body) = put(&base, "btc-high", &rule, Some(&bearer)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["rule"]["threshold"], 70000.0);
+    assert_eq!(body["source"], "api");
+    let mut changed = rule.clone();
+    changed["threshold"] = 71000.0.into();
+    assert_eq!(put(&base, "btc-high", &changed, Some(&bearer)).await.0, 200);
+    let v: Value = http
+        .get(format!("{base}/api/v1/alerts/rules/btc-high"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["rule"]["threshold"], 71000.0);
+    assert_eq!(v["rule"]["for"], "3m");
+    let v: Value = http
+        .get(format!("{base}/api/v1/alerts/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["count"], 1);
+
+    // Validation: 400 naming the field.
+    let bad = |field: &str, value: Value| {
+        let mut b = rule.clone();
+        b[field] = value;
+        b
+    };
+    let cases = [
+        (bad("threshold", Value::from("high")), "threshold"),
+        (bad("horizon", Value::from(0)), "horizon"),
+        (bad("symbol", Value::from("btc")), "symbol"),
+        (bad("kind", Value::from("sideways")), "kind"),
+        (bad("id", Value::from("other")), "id"),
+        (bad("colour", Value::from("red")), "body"),
+    ];
+    for (body, field) in cases {
+        let (status, v) = put(&base, "btc-high", &body, Some(&bearer)).await;
+        assert_eq!(status, 400, "{field}: {v}");
+        assert!(
+            v["field"].as_str().is_some_and(|f| f.contains(field)) || field == "body",
+            "{field}: {v}"
+        );
+    }
+    let r = http
+        .put(format!("{base}/api/v1/alerts/rules/btc-high"))
+        .header("authorization", &bearer)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = http
+        .put(format!("{base}/api/v1/alerts/rules/Bad%20Id"))
+        .header("authorization", &bearer)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = http
+        .put(format!("{base}/api/v1/alerts/rules/btc-high"))
+        .header("authorization", &bearer)
+        .body(vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+
+    // Events, newest first, filtered.
+    let (status, v) = {
+        let r = http
+            .get(format!(
+                "{base}/api/v1/alerts/events?symbol=BTC-USDT&state=firing"
+            ))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!((status, v["count"].as_u64()), (200, Some(0)), "{v}");
+    let r = http
+        .get(format!("{base}/api/v1/alerts/events?state=burning"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // Delete: 204, then 404.
+    for expect in [204, 404] {
+        let r = http
+            .delete(format!("{base}/api/v1/alerts/rules/btc-high"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expect);
+    }
+    assert!(store.alert_rules().await.unwrap().is_empty());
+    trigger.fire();
+    server.await.unwrap().unwrap();
+    ro_server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn alerts_api_on_postgres() {
+    alerts_api(Mode::Real).await;
+}
+
+#[tokio::test]
+async fn alerts_api_on_sqlite() {
+    alerts_api(Mode::Embedded).await;
 }

@@ -143,9 +143,7 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
                                 .iter()
                                 .any(|(c, _, e)| of_sub(c) && e.as_deref() == Some(var.as_str()));
                             if !read && !FOREIGN_ENV.contains(&var.as_str()) {
-                                errs.push(format!(
-                                    "{name}: `tickcast {sub}` does not read {var}"
-                                ));
+                                errs.push(format!("{name}: `tickcast {sub}` does not read {var}"));
                             }
                         }
                     }
@@ -153,7 +151,10 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
             }
             // Health checks hit a port the service listens on.
             if let Some(test) = svc["healthcheck"]["test"].as_array() {
-                let url = test.iter().filter_map(Value::as_str).find(|a| a.contains("://"));
+                let url = test
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|a| a.contains("://"));
                 if let Some((host, port)) = url.and_then(url_host_port) {
                     if host != "127.0.0.1" && host != "localhost" {
                         errs.push(format!("{name}: health check of another host {host}"));
@@ -168,7 +169,10 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
         }
         // 3. Published ports.
         for p in svc["ports"].as_array().into_iter().flatten() {
-            let spec = p.as_str().map(String::from).unwrap_or_else(|| p.to_string());
+            let spec = p
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| p.to_string());
             let container = spec
                 .rsplit(':')
                 .next()
@@ -224,10 +228,9 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
         errs.push(format!("volume {v} is declared but unused"));
     }
     // 6. Prometheus scrapes services that serve metrics there.
-    let prom = yaml_to_json(
-        &std::fs::read_to_string(root.join("monitoring/prometheus.yml")).unwrap(),
-    )
-    .unwrap();
+    let prom =
+        yaml_to_json(&std::fs::read_to_string(root.join("monitoring/prometheus.yml")).unwrap())
+            .unwrap();
     for job in prom["scrape_configs"].as_array().into_iter().flatten() {
         for sc in job["static_configs"].as_array().into_iter().flatten() {
             for t in sc["targets"].as_array().into_iter().flatten() {
@@ -250,18 +253,22 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
     // 7. Grafana's Postgres datasource matches the database service.
     let pg = &services.get("postgres").cloned().unwrap_or(Value::Null)["environment"];
     for f in std::fs::read_dir(root.join("monitoring/grafana/provisioning/datasources")).unwrap() {
-        let ds =
-            yaml_to_json(&std::fs::read_to_string(f.unwrap().path()).unwrap()).unwrap();
+        let ds = yaml_to_json(&std::fs::read_to_string(f.unwrap().path()).unwrap()).unwrap();
         for d in ds["datasources"].as_array().into_iter().flatten() {
             if d["type"].as_str().is_some_and(|t| t.contains("postgres")) {
                 let host = d["url"].as_str().unwrap().split(':').next().unwrap();
                 if !services.contains_key(host) {
                     errs.push(format!("grafana datasource host {host} is not a service"));
                 }
-                if d["user"] != pg["POSTGRES_USER"] || d["jsonData"]["database"] != pg["POSTGRES_DB"] {
+                if d["user"] != pg["POSTGRES_USER"]
+                    || d["jsonData"]["database"] != pg["POSTGRES_DB"]
+                {
                     errs.push(format!(
                         "grafana datasource user/database {}/{} differ from postgres' {}/{}",
-                        d["user"], d["jsonData"]["database"], pg["POSTGRES_USER"], pg["POSTGRES_DB"]
+                        d["user"],
+                        d["jsonData"]["database"],
+                        pg["POSTGRES_USER"],
+                        pg["POSTGRES_DB"]
                     ));
                 }
             }
@@ -279,7 +286,9 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
         .and_then(|k| k["image"].as_str())
         .unwrap_or("");
     if image != format!("apache/kafka:{version}") {
-        errs.push(format!("kafka image {image}, tests run apache/kafka {version}"));
+        errs.push(format!(
+            "kafka image {image}, tests run apache/kafka {version}"
+        ));
     }
     errs
 }
@@ -301,8 +310,18 @@ fn compose_file_is_consistent() {
         .map(String::as_str)
         .collect();
     for s in [
-        "kafka", "topics", "postgres", "migrate", "ingest", "candles", "forecast", "sink", "api",
-        "prometheus", "grafana",
+        "kafka",
+        "topics",
+        "postgres",
+        "migrate",
+        "ingest",
+        "candles",
+        "forecast",
+        "alert",
+        "sink",
+        "api",
+        "prometheus",
+        "grafana",
     ] {
         assert!(names.contains(s), "missing service {s}");
     }
@@ -314,52 +333,109 @@ fn broken_files_are_rejected() {
     let cases: BTreeMap<&str, (String, &str)> = BTreeMap::from([
         (
             "unknown subcommand",
-            (good.replace(r#"command: ["topics"]"#, r#"command: ["topix"]"#), "`topix` is not a tickcast subcommand"),
+            (
+                good.replace(r#"command: ["topics"]"#, r#"command: ["topix"]"#),
+                "`topix` is not a tickcast subcommand",
+            ),
         ),
         (
             "unknown flag",
-            (good.replace(r#"command: ["migrate"]"#, r#"command: ["migrate", "--dry-run"]"#), "`tickcast migrate` has no flag --dry-run"),
+            (
+                good.replace(
+                    r#"command: ["migrate"]"#,
+                    r#"command: ["migrate", "--dry-run"]"#,
+                ),
+                "`tickcast migrate` has no flag --dry-run",
+            ),
         ),
         (
             "variable nobody reads",
-            (good.replacen("      TICKCAST_STAGES: sink\n", "      TICKCAST_STAGE: sink\n", 1), "does not read TICKCAST_STAGE"),
+            (
+                good.replacen(
+                    "      TICKCAST_STAGES: sink\n",
+                    "      TICKCAST_STAGE: sink\n",
+                    1,
+                ),
+                "does not read TICKCAST_STAGE",
+            ),
         ),
         (
             "variable of another subcommand",
-            (good.replacen("      TICKCAST_STAGES: candles\n", "      TICKCAST_STAGES: candles\n      TICKCAST_API_TOKEN: x\n", 1), "`tickcast run` does not read TICKCAST_API_TOKEN"),
+            (
+                good.replacen(
+                    "      TICKCAST_STAGES: candles\n",
+                    "      TICKCAST_STAGES: candles\n      TICKCAST_API_TOKEN: x\n",
+                    1,
+                ),
+                "`tickcast run` does not read TICKCAST_API_TOKEN",
+            ),
         ),
         (
             "published port nobody listens on",
-            (good.replace(r#"- "8080:8080""#, r#"- "8080:8081""#), "api: publishes 8080:8081"),
+            (
+                good.replace(r#"- "8080:8080""#, r#"- "8080:8081""#),
+                "api: publishes 8080:8081",
+            ),
         ),
         (
             "health check on the wrong port",
-            (good.replacen("http://127.0.0.1:8080/readyz", "http://127.0.0.1:8081/readyz", 1), "api: health check on port 8081"),
+            (
+                good.replacen(
+                    "http://127.0.0.1:8080/readyz",
+                    "http://127.0.0.1:8081/readyz",
+                    1,
+                ),
+                "api: health check on port 8081",
+            ),
         ),
         (
             "undeclared volume",
-            (good.replacen("      - grafana-data:/var/lib/grafana\n", "      - grafana-store:/var/lib/grafana\n", 1), "volume grafana-store is not declared"),
+            (
+                good.replacen(
+                    "      - grafana-data:/var/lib/grafana\n",
+                    "      - grafana-store:/var/lib/grafana\n",
+                    1,
+                ),
+                "volume grafana-store is not declared",
+            ),
         ),
         (
             "missing bind mount",
-            (good.replace("./monitoring/rules:", "./monitoring/rulez:"), "bind mount ./monitoring/rulez does not exist"),
+            (
+                good.replace("./monitoring/rules:", "./monitoring/rulez:"),
+                "bind mount ./monitoring/rulez does not exist",
+            ),
         ),
         (
             "schema violation",
-            (good.replacen("    restart: unless-stopped\n", "    restart: 7\n    mystery: true\n", 1), "schema:"),
+            (
+                good.replacen(
+                    "    restart: unless-stopped\n",
+                    "    restart: 7\n    mystery: true\n",
+                    1,
+                ),
+                "schema:",
+            ),
         ),
         (
             "healthy condition without a health check",
-            (good.replacen("      kafka:\n        condition: service_healthy", "      topics:\n        condition: service_healthy", 1), "waits for topics to be healthy"),
+            (
+                good.replacen(
+                    "      kafka:\n        condition: service_healthy",
+                    "      topics:\n        condition: service_healthy",
+                    1,
+                ),
+                "waits for topics to be healthy",
+            ),
         ),
         (
             "wrong Kafka version",
-            (good.replace("apache/kafka:4.1.1", "apache/kafka:3.7.0"), "kafka image apache/kafka:3.7.0"),
+            (
+                good.replace("apache/kafka:4.1.1", "apache/kafka:3.7.0"),
+                "kafka image apache/kafka:3.7.0",
+            ),
         ),
-        (
-            "not YAML",
-            (format!("{good}\n  - : [\n"), "YAML"),
-        ),
+        ("not YAML", (format!("{good}\n  - : [\n"), "YAML")),
     ]);
     for (what, (text, want)) in cases {
         assert_ne!(text, good, "{what}: the replacement did not apply");
@@ -376,7 +452,10 @@ fn dockerfile_builds_every_service_as_a_non_root_user() {
     let d = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     assert!(d.contains("USER tickcast"), "runtime runs as root");
     assert!(d.contains("HEALTHCHECK"), "no HEALTHCHECK");
-    assert!(d.contains("AS runtime-gpu") && d.contains("libvulkan1"), "no GPU variant");
+    assert!(
+        d.contains("AS runtime-gpu") && d.contains("libvulkan1"),
+        "no GPU variant"
+    );
     assert!(d.contains("--locked"), "build not locked to Cargo.lock");
     let doc = yaml_to_json(&compose_text()).unwrap();
     let gpu = &doc["services"]["forecast-gpu"];

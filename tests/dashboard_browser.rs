@@ -1,5 +1,5 @@
 //! The dashboard in a real browser: starts `tickcast demo` (embedded broker, SQLite, simulated
-//! market, 10-second bars so that bars close during the test), opens `GET /` in headless
+//! market, 2-second bars so that bars close during the test), opens `GET /` in headless
 //! Chromium through the DevTools protocol, and checks that the price series, the forecast
 //! series and its bands render and that live updates arrive over the websocket. Saves a
 //! screenshot to `target/dashboard.png` (or `$TICKCAST_SCREENSHOT`).
@@ -122,11 +122,12 @@ async fn dashboard_renders_and_updates_in_chromium() {
             "--listen",
             "127.0.0.1:0",
             "--intervals",
-            "10s",
+            "2s",
             "--history-minutes",
             "20",
+            // naive alone: this is the debug build, where the models run unoptimised.
             "--models",
-            "naive,garch",
+            "naive",
             "--horizons",
             "1,3",
             "--status-every",
@@ -152,23 +153,36 @@ async fn dashboard_renders_and_updates_in_chromium() {
             }
         }
     };
-    // Wait until forecasts are stored, so the page has something to draw.
+    // Wait until the history is stored (candles and forecasts), so the page has a picture to
+    // draw.
     let http = reqwest::Client::new();
     let t0 = Instant::now();
     loop {
-        let r = http
-            .get(format!("{base}/api/v1/forecasts/latest?symbol=BTC-USDT"))
-            .send()
-            .await;
-        if let Ok(r) = r
-            && let Ok(v) = r.json::<Value>().await
-            && v["count"].as_u64().unwrap_or(0) > 0
-        {
+        let count = |path: String| {
+            let http = http.clone();
+            async move {
+                match http.get(path).send().await {
+                    Ok(r) => r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["count"].as_u64()),
+                    Err(_) => None,
+                }
+                .unwrap_or(0)
+            }
+        };
+        let forecasts = count(format!(
+            "{base}/api/v1/forecasts?symbol=BTC-USDT&model=ensemble&horizon=1&limit=100"
+        ))
+        .await;
+        let candles = count(format!("{base}/api/v1/candles?symbol=BTC-USDT&limit=100")).await;
+        if forecasts >= 12 && candles >= 12 {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(180),
-            "no forecasts from the demo after 3 minutes"
+            "the demo stored too few candles and forecasts after 3 minutes"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -199,7 +213,10 @@ async fn dashboard_renders_and_updates_in_chromium() {
                 break (p.to_string(), path.to_string());
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "chromium did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "chromium did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}"))
@@ -226,7 +243,7 @@ async fn dashboard_renders_and_updates_in_chromium() {
     let t0 = Instant::now();
     let first = loop {
         let d = cdp.dataset().await;
-        if n(&d, "candles") > 0 && n(&d, "forecasts") > 0 && n(&d, "bands") > 0 {
+        if n(&d, "candles") >= 12 && n(&d, "forecasts") >= 12 && n(&d, "bands") >= 12 {
             break d;
         }
         assert!(
@@ -244,7 +261,11 @@ async fn dashboard_renders_and_updates_in_chromium() {
         cdp.eval("document.getElementById('symbol').value").await,
         json!("BTC-USDT")
     );
-    assert_ne!(cdp.eval("document.getElementById('price').textContent").await, json!("—"));
+    assert_ne!(
+        cdp.eval("document.getElementById('price').textContent")
+            .await,
+        json!("—")
+    );
 
     // Updates: live ticks move the price, closed bars and new forecasts arrive over the
     // websocket and grow the chart's data.
@@ -261,7 +282,8 @@ async fn dashboard_renders_and_updates_in_chromium() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(
-        cdp.eval("document.getElementById('conn').textContent").await,
+        cdp.eval("document.getElementById('conn').textContent")
+            .await,
         json!("● live")
     );
     // Let a redraw happen, then keep a picture.

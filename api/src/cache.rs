@@ -88,19 +88,40 @@ mod tests {
                 Ok(v.as_bytes().to_vec())
             }
         };
-        assert_eq!(cache.get_or_fetch("a".into(), fetch("1")).await.expect("a"), "1");
-        assert_eq!(cache.get_or_fetch("a".into(), fetch("2")).await.expect("a"), "1");
-        assert_eq!(cache.get_or_fetch("b".into(), fetch("3")).await.expect("b"), "3");
+        assert_eq!(
+            cache.get_or_fetch("a".into(), fetch("1")).await.expect("a"),
+            "1"
+        );
+        assert_eq!(
+            cache.get_or_fetch("a".into(), fetch("2")).await.expect("a"),
+            "1"
+        );
+        assert_eq!(
+            cache.get_or_fetch("b".into(), fetch("3")).await.expect("b"),
+            "3"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         let failed = cache
             .get_or_fetch("c".into(), || async { anyhow::bail!("down") })
             .await;
         assert!(failed.is_err());
-        assert_eq!(cache.get_or_fetch("c".into(), fetch("4")).await.expect("c"), "4");
+        assert_eq!(
+            cache.get_or_fetch("c".into(), fetch("4")).await.expect("c"),
+            "4"
+        );
         tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(cache.get_or_fetch("a".into(), fetch("5")).await.expect("a"), "5");
+        assert_eq!(
+            cache.get_or_fetch("a".into(), fetch("5")).await.expect("a"),
+            "5"
+        );
         let off = TtlCache::new(Duration::ZERO);
-        assert_eq!(off.get_or_fetch("a".into(), fetch("6")).await.expect("a"), "6");
-        assert_eq!(off.get_or_fetch("a".into(), fetch("7")).await.expect("a"), "7");
+        assert_eq!(
+            off.get_or_fetch("a".into(), fetch("6")).await.expect("a"),
+            "6"
+        );
+        assert_eq!(
+            off.get_or_fetch("a".into(), fetch("7")).await.expect("a"),
+            "7"
+        );
     }
 }

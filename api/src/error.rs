@@ -10,7 +10,10 @@ use serde::Serialize;
 #[derive(Debug)]
 pub enum ApiError {
     /// A request parameter is invalid.
-    BadParam { field: String, reason: String },
+    BadParam {
+        field: String,
+        reason: String,
+    },
     /// The request could not be parsed at all.
     BadRequest(String),
     /// No or a wrong bearer token.

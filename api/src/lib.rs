@@ -6,12 +6,14 @@
 //! Layout:
 //! - [`dashboard`] — `GET /`, the built-in live page (assets embedded).
 //! - [`routes`] — `/api/v1` read resources (symbols, candles, forecasts, accuracy).
+//! - [`alerts`] — `/api/v1/alerts`: rules (mutations need the token) and events.
 //! - [`live`] — `/api/v1/stream`, the websocket fan-out.
 //! - [`auth`] — bearer-token check for mutations.
 //! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`openapi`] — `/openapi.json`.
 //! - [`error`] — the one error type and its JSON bodies.
 
+pub mod alerts;
 pub mod auth;
 pub mod cache;
 pub mod dashboard;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     pub latest: Arc<cache::TtlCache>,
     pub limits: Limits,
+    /// Tells an alert stage in the same process that the rules changed.
+    pub rules_changed: Option<tickcast_consumers::alerts::ReloadTrigger>,
 }
 
 impl AppState {
@@ -78,6 +82,18 @@ impl AppState {
             auth: auth::Auth::default(),
             latest: Arc::new(cache::TtlCache::new(Duration::from_millis(500))),
             limits: Limits::default(),
+            rules_changed: None,
+        }
+    }
+
+    pub fn with_rules_trigger(mut self, t: tickcast_consumers::alerts::ReloadTrigger) -> Self {
+        self.rules_changed = Some(t);
+        self
+    }
+
+    pub(crate) fn notify_rules_changed(&self) {
+        if let Some(t) = &self.rules_changed {
+            t.notify();
         }
     }
 
@@ -124,6 +140,14 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(routes::router())
         .route("/api/v1/stream", get(live::stream))
+        .route("/api/v1/alerts/rules", get(alerts::list_rules))
+        .route(
+            "/api/v1/alerts/rules/{id}",
+            get(alerts::get_rule)
+                .put(alerts::put_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route("/api/v1/alerts/events", get(alerts::events))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())

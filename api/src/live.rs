@@ -168,10 +168,14 @@ impl Hub {
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
     /// Comma-separated kinds: `ticks`, `candles`, `forecasts`, `alerts` (default: all).
-    #[param(pattern = r"^(ticks?|candles?|forecasts?|alerts?)(,(ticks?|candles?|forecasts?|alerts?))*$")]
+    #[param(
+        pattern = r"^(ticks?|candles?|forecasts?|alerts?)(,(ticks?|candles?|forecasts?|alerts?))*$"
+    )]
     pub kinds: Option<String>,
     /// Comma-separated canonical symbols, e.g. `BTC-USDT,ETH-USDT` (default: all).
-    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}(,[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4})*$")]
+    #[param(
+        pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}(,[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4})*$"
+    )]
     pub symbols: Option<String>,
     /// One exchange id (default: all).
     #[param(pattern = r"^[a-z0-9_]{1,32}$")]
@@ -330,8 +334,11 @@ mod tests {
     fn filters_parse_and_match() {
         let hub = Hub::new(16);
         let mut rx = hub.subscribe();
-        hub.publish(Kind::Candle, r#"{"exchange":"binance","symbol":"BTC-USDT","x":1}"#)
-            .expect("publish");
+        hub.publish(
+            Kind::Candle,
+            r#"{"exchange":"binance","symbol":"BTC-USDT","x":1}"#,
+        )
+        .expect("publish");
         let ev = rx.try_recv().expect("event");
         assert_eq!(
             ev.text.as_str(),
@@ -339,25 +346,41 @@ mod tests {
         );
         let all = Filter::parse(&p(None, None, None)).expect("all");
         assert!(all.accepts(&ev));
-        let f = Filter::parse(&p(Some("forecasts,candle"), Some("ETH-USDT, BTC-USDT"), None))
-            .expect("filter");
+        let f = Filter::parse(&p(
+            Some("forecasts,candle"),
+            Some("ETH-USDT, BTC-USDT"),
+            None,
+        ))
+        .expect("filter");
         assert!(f.accepts(&ev));
-        assert!(!Filter::parse(&p(Some("ticks"), None, None))
-            .expect("ticks")
-            .accepts(&ev));
-        assert!(!Filter::parse(&p(None, Some("ETH-USDT"), None))
-            .expect("eth")
-            .accepts(&ev));
-        assert!(!Filter::parse(&p(None, None, Some("kraken")))
-            .expect("kraken")
-            .accepts(&ev));
+        assert!(
+            !Filter::parse(&p(Some("ticks"), None, None))
+                .expect("ticks")
+                .accepts(&ev)
+        );
+        assert!(
+            !Filter::parse(&p(None, Some("ETH-USDT"), None))
+                .expect("eth")
+                .accepts(&ev)
+        );
+        assert!(
+            !Filter::parse(&p(None, None, Some("kraken")))
+                .expect("kraken")
+                .accepts(&ev)
+        );
         let field = |r: Result<Filter, ApiError>| match r.expect_err("bad") {
             ApiError::BadParam { field, .. } => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(field(Filter::parse(&p(Some("bars"), None, None))), "kinds");
-        assert_eq!(field(Filter::parse(&p(None, Some("btcusdt"), None))), "symbols");
-        assert_eq!(field(Filter::parse(&p(None, None, Some("Bin ance")))), "exchange");
+        assert_eq!(
+            field(Filter::parse(&p(None, Some("btcusdt"), None))),
+            "symbols"
+        );
+        assert_eq!(
+            field(Filter::parse(&p(None, None, Some("Bin ance")))),
+            "exchange"
+        );
         assert!(hub.publish(Kind::Tick, r#"{"no":"keys"}"#).is_err());
         assert!(hub.publish(Kind::Tick, "not json").is_err());
     }

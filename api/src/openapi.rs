@@ -3,6 +3,12 @@
 
 use utoipa::OpenApi;
 
+use tickcast_consumers::alerts::RuleSpec;
+use tickcast_consumers::alerts::rule::{Bound, Kind as RuleKind};
+use tickcast_pipeline::domain::{Alert, AlertState};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::alerts::RuleOut;
 use crate::error::ErrorBody;
 use crate::health::{Check, Readiness};
 use crate::routes::Page;
@@ -26,18 +32,40 @@ use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
         crate::routes::latest_forecasts,
         crate::routes::accuracy,
         crate::live::stream,
+        crate::alerts::list_rules,
+        crate::alerts::get_rule,
+        crate::alerts::put_rule,
+        crate::alerts::delete_rule,
+        crate::alerts::events,
     ),
     components(schemas(
         ErrorBody, Check, Readiness, Candle, Forecast, Tick, Side, SeriesInfo, AccuracyRow,
         Page<Candle>, Page<Forecast>, Page<SeriesInfo>, Page<AccuracyRow>,
+        Alert, AlertState, RuleSpec, RuleKind, Bound, RuleOut, Page<RuleOut>, Page<Alert>,
     )),
+    modifiers(&BearerAuth),
     tags(
         (name = "data", description = "Series, candles, forecasts and accuracy"),
         (name = "stream", description = "Live records over a websocket"),
+        (name = "alerts", description = "Alert rules (mutations need the bearer token) and events"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearer` security scheme the mutations name.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

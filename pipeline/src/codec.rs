@@ -276,12 +276,14 @@ impl Message for Alert {
     fn check(&self) -> Result<(), DecodeError> {
         check_exchange(&self.exchange)?;
         check_symbol(&self.symbol)?;
+        check_interval(&self.interval)?;
         if self.id.is_empty() {
             return Err(invalid("id", "empty"));
         }
         if self.rule.is_empty() {
             return Err(invalid("rule", "empty"));
         }
-        check_finite("value", self.value)
+        check_finite("value", self.value)?;
+        check_finite("threshold", self.threshold)
     }
 }

@@ -22,8 +22,7 @@ pub enum Side {
 /// {"v":1,"exchange":"binance","symbol":"BTC-USDT","trade_id":"3712047611","price":"61234.10",
 ///  "size":"0.00120","side":"sell","ts_ms":1723075200123,"ingested_ms":1723075200150}
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tick {
     pub v: u32,
@@ -47,8 +46,7 @@ pub struct Tick {
 }
 
 /// One OHLCV bar over the event-time window `[open_ms, open_ms + interval)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Candle {
     pub v: u32,
@@ -81,8 +79,7 @@ pub struct Candle {
 }
 
 /// A forecast of the close of the bar `horizon` bars after the bar that opened at `base_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forecast {
     pub v: u32,
@@ -107,7 +104,7 @@ pub struct Forecast {
 }
 
 /// State of an alert rule instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Pending,
@@ -115,8 +112,15 @@ pub enum AlertState {
     Resolved,
 }
 
-/// One alert state transition. `id` is deterministic so redelivery is idempotent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One alert state transition (the alert stage's output, see `tickcast_consumers::alerts`).
+/// `id` is deterministic so redelivery is idempotent.
+///
+/// ```json
+/// {"v":1,"id":"5d0f…","rule":"btc-above-70k","exchange":"binance","symbol":"BTC-USDT",
+///  "interval":"1m","model":"ensemble","horizon":5,"state":"firing","ts_ms":1723075200000,
+///  "value":70012.5,"threshold":70000.0,"message":"btc-above-70k: firing: lo95 70012.5 (rule: above 70000)"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
     pub v: u32,
@@ -124,13 +128,18 @@ pub struct Alert {
     pub rule: String,
     pub exchange: String,
     pub symbol: String,
+    /// Candle interval of the series, e.g. `1m`.
+    pub interval: String,
     pub model: String,
     pub horizon: u32,
     pub state: AlertState,
-    /// Event time of the transition, epoch milliseconds UTC.
+    /// Event time of the transition (open time of the bar that moved the state), epoch
+    /// milliseconds UTC.
     pub ts_ms: i64,
     /// The value that was compared with the rule's threshold.
     pub value: f64,
+    /// What `value` was compared with.
+    pub threshold: f64,
     pub message: String,
 }
 

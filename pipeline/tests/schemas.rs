@@ -84,11 +84,13 @@ fn alert() -> Alert {
         rule: "above-70k".into(),
         exchange: "binance".into(),
         symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
         model: "naive".into(),
         horizon: 5,
         state: AlertState::Firing,
         ts_ms: 1_723_075_200_000,
         value: 70_012.5,
+        threshold: 70_000.0,
         message: "hi95 above 70000".into(),
     }
 }

@@ -2,9 +2,15 @@
 //! [`postgres::PgStore`] (`postgres://…`) or [`sqlite::SqliteStore`] (`sqlite:…`).
 //! Migrations in `migrations/<dialect>/` are applied by [`open`].
 
+pub(crate) mod alerts;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+
+pub use alerts::{
+    AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState, DeliveryJob, DeliveryOutcome,
+    DeliveryQuery, DeliveryRow, DeliveryStatus, SOURCE_API, SOURCE_FILE,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,6 +18,8 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use async_trait::async_trait;
 use tickcast_pipeline::domain::{Candle, Forecast};
+
+use crate::alerts::{AlertEvent, Rule};
 
 /// Where a record came from: (topic, partition, offset).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,6 +172,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>>;
     /// Every series with stored candles, ordered by exchange, symbol, interval.
     async fn series(&self) -> Result<Vec<SeriesInfo>>;
+
+    // Alerts (`alert_rules`, `alert_events`, `alert_state`, `alert_deliveries`).
+
+    /// Every alert rule, ordered by id. A row whose spec does not parse is skipped (logged).
+    async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>>;
+    /// One alert rule.
+    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRuleRow>>;
+    /// Creates or replaces a rule (by id); true when it was created.
+    async fn put_alert_rule(&self, row: &AlertRuleRow) -> Result<bool>;
+    /// Deletes a rule; true when it existed.
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool>;
+    /// Makes the rules of source `file` exactly `rules` (a rule file read at start-up):
+    /// upserts them, deletes file rules no longer in it. Rules of source `api` with other ids
+    /// are left alone; one with the same id as a file rule is replaced by it.
+    async fn replace_file_rules(&self, rules: &[Rule], now_ms: i64) -> Result<()>;
+    /// Alert events, newest first.
+    async fn alert_events(&self, q: &AlertEventQuery) -> Result<Vec<AlertEvent>>;
+    /// Writes an alert-stage checkpoint of consumer group `consumer` in one transaction.
+    async fn save_alert_checkpoint(&self, consumer: &str, cp: &AlertCheckpoint) -> Result<()>;
+    /// The alert-stage states of the given series (exchange, symbol, interval) that exist.
+    async fn load_alert_states(
+        &self,
+        consumer: &str,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<AlertSeriesState>>;
+    /// Claims up to `limit` deliveries of `endpoint` due at `now_ms`, oldest event first; each
+    /// is not due again for `lease_ms` unless finished.
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryJob>>;
+    /// Records the result of one try.
+    async fn finish_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// When the next pending delivery of `endpoint` is due.
+    async fn next_delivery_ms(&self, endpoint: &str) -> Result<Option<i64>>;
+    /// Outbox rows, oldest event first.
+    async fn alert_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>>;
 }
 
 /// Opens the store a URL names and applies its migrations.
@@ -412,7 +466,7 @@ pub(crate) use accuracy_body;
 
 macro_rules! save_checkpoint_body {
     ($pool:expr, $consumer:expr, $cp:expr) => {{
-        let mut tx = $pool.begin().await?;
+        let mut tx = $crate::store::WriteTx::begin_write(&$pool).await?;
         $crate::store::save_checkpoint_in!(tx, $consumer, $cp);
         tx.commit().await?;
         Ok(())
@@ -501,20 +555,48 @@ macro_rules! series_body {
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(exchange, symbol, interval, candles, first_open_ms, last_open_ms)| {
-                $crate::store::SeriesInfo {
-                    exchange,
-                    symbol,
-                    interval,
-                    candles,
-                    first_open_ms,
-                    last_open_ms,
-                }
-            })
+            .map(
+                |(exchange, symbol, interval, candles, first_open_ms, last_open_ms)| {
+                    $crate::store::SeriesInfo {
+                        exchange,
+                        symbol,
+                        interval,
+                        candles,
+                        first_open_ms,
+                        last_open_ms,
+                    }
+                },
+            )
             .collect())
     }};
 }
 pub(crate) use series_body;
+
+/// Opens a write transaction. On SQLite it is `BEGIN IMMEDIATE`, which takes the write lock at
+/// once: a deferred transaction that reads first and writes later fails with `database is
+/// locked` (no busy wait) when another connection wrote in between, which the demo's concurrent
+/// writers (sink, forecast and alert checkpoints) hit.
+#[async_trait]
+pub(crate) trait WriteTx {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>>;
+}
+
+#[async_trait]
+impl WriteTx for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.begin().await?)
+    }
+}
+
+#[async_trait]
+impl WriteTx for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
 
 /// Clamps a requested page size.
 pub fn clamp_limit(limit: i64) -> i64 {

@@ -10,8 +10,13 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
 use super::{
-    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint, SeriesInfo,
-    SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
+    SeriesInfo, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
+};
+use crate::alerts::{AlertEvent, Rule};
+use crate::store::{
+    AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState, DeliveryJob, DeliveryOutcome,
+    DeliveryQuery, DeliveryRow,
 };
 
 /// Postgres-backed [`Store`].
@@ -122,29 +127,100 @@ async fn upsert_forecasts(
                               last, point, lo80, hi80, lo95, hi95) {FORECAST_ROWS} {conflict}"
     );
     sqlx::query(&sql)
-    .bind(text(|f| f.exchange.clone()))
-    .bind(text(|f| f.symbol.clone()))
-    .bind(text(|f| f.interval.clone()))
-    .bind(text(|f| f.model.clone()))
-    .bind(rows.iter().map(|f| f.horizon as i32).collect::<Vec<_>>())
-    .bind(rows.iter().map(|f| f.base_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|f| f.target_ms).collect::<Vec<_>>())
-    .bind(num(|f| f.last))
-    .bind(num(|f| f.point))
-    .bind(num(|f| f.lo80))
-    .bind(num(|f| f.hi80))
-    .bind(num(|f| f.lo95))
-    .bind(num(|f| f.hi95))
-    .execute(&mut **tx)
-    .await
-    .with_context(|| format!("upserting {table}"))?;
+        .bind(text(|f| f.exchange.clone()))
+        .bind(text(|f| f.symbol.clone()))
+        .bind(text(|f| f.interval.clone()))
+        .bind(text(|f| f.model.clone()))
+        .bind(rows.iter().map(|f| f.horizon as i32).collect::<Vec<_>>())
+        .bind(rows.iter().map(|f| f.base_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|f| f.target_ms).collect::<Vec<_>>())
+        .bind(num(|f| f.last))
+        .bind(num(|f| f.point))
+        .bind(num(|f| f.lo80))
+        .bind(num(|f| f.hi80))
+        .bind(num(|f| f.lo95))
+        .bind(num(|f| f.hi95))
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("upserting {table}"))?;
     Ok(())
+}
+
+// The alert methods' bodies (shared with the other dialect).
+impl PgStore {
+    super::alerts::alert_methods!(super::alerts::CLAIM_SQL_PG);
 }
 
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>> {
+        self.alert_rules_in().await
+    }
+
+    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRuleRow>> {
+        self.alert_rule_in(id).await
+    }
+
+    async fn put_alert_rule(&self, row: &AlertRuleRow) -> Result<bool> {
+        self.put_alert_rule_in(row).await
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
+        self.delete_alert_rule_in(id).await
+    }
+
+    async fn replace_file_rules(&self, rules: &[Rule], now_ms: i64) -> Result<()> {
+        self.replace_file_rules_in(rules, now_ms).await
+    }
+
+    async fn alert_events(&self, q: &AlertEventQuery) -> Result<Vec<AlertEvent>> {
+        self.alert_events_in(q).await
+    }
+
+    async fn save_alert_checkpoint(&self, consumer: &str, cp: &AlertCheckpoint) -> Result<()> {
+        self.save_alert_checkpoint_in(consumer, cp).await
+    }
+
+    async fn load_alert_states(
+        &self,
+        consumer: &str,
+        keys: &[(String, String, String)],
+    ) -> Result<Vec<AlertSeriesState>> {
+        self.load_alert_states_in(consumer, keys).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryJob>> {
+        self.claim_deliveries_in(endpoint, now_ms, lease_ms, limit)
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.finish_delivery_in(endpoint, event_id, outcome, now_ms)
+            .await
+    }
+
+    async fn next_delivery_ms(&self, endpoint: &str) -> Result<Option<i64>> {
+        self.next_delivery_ms_in(endpoint).await
+    }
+
+    async fn alert_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>> {
+        self.alert_deliveries_in(q).await
     }
 
     async fn save_checkpoint(&self, consumer: &str, cp: &Checkpoint) -> Result<()> {
@@ -179,7 +255,7 @@ impl Store for PgStore {
     }
 
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::WriteTx::begin_write(&self.pool).await?;
         let stored = stored_offsets(&mut tx, consumer).await?;
         let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
         let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
