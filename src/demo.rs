@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// SQLite file (default: a fresh file in the temp directory, removed at exit).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Bearer token that authorises API mutations (alert rules); unset: read-only.
+    #[arg(long, env = "TICKCAST_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// Simulator seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -110,6 +113,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     hub.follow_kafka(&settings, &topics_for_api, "tickcast-", signal.clone())?;
     let state = tickcast_api::AppState::new(store)
         .with_rules_trigger(rules_changed)
+        .with_token(args.api_token.as_deref())
         .with_live(hub)
         .with_broker(settings.clone());
     let addr = listener.local_addr()?;

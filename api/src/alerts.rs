@@ -195,11 +195,6 @@ pub async fn events(
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    if let (Some(f), Some(t)) = (p.from, p.to)
-        && f >= t
-    {
-        return Err(ApiError::param("from", "must be before `to`"));
-    }
     let data = state
         .store
         .alert_events(&AlertEventQuery {

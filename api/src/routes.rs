@@ -57,6 +57,72 @@ pub struct SeriesParams {
     pub limit: Option<i64>,
 }
 
+/// Query parameters of `/api/v1/candles` (no model or horizon: those are forecasts').
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CandleParams {
+    #[param(pattern = r"^[a-z0-9_]{1,32}$")]
+    pub exchange: Option<String>,
+    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
+    pub symbol: Option<String>,
+    #[param(pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
+    pub interval: Option<String>,
+    /// Inclusive lower bound on `open_ms`, epoch ms (an empty range gives an empty page).
+    pub from: Option<i64>,
+    /// Exclusive upper bound on `open_ms`, epoch ms.
+    pub to: Option<i64>,
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
+}
+
+/// Query parameters of `/api/v1/accuracy` (the latest rolling score: no time range).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccuracyParams {
+    #[param(pattern = r"^[a-z0-9_]{1,32}$")]
+    pub exchange: Option<String>,
+    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
+    pub symbol: Option<String>,
+    #[param(pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
+    pub interval: Option<String>,
+    #[param(min_length = 1, max_length = 64)]
+    pub model: Option<String>,
+    #[param(minimum = 1)]
+    pub horizon: Option<i32>,
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
+}
+
+impl From<CandleParams> for SeriesParams {
+    fn from(p: CandleParams) -> Self {
+        Self {
+            exchange: p.exchange,
+            symbol: p.symbol,
+            interval: p.interval,
+            from: p.from,
+            to: p.to,
+            limit: p.limit,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<AccuracyParams> for SeriesParams {
+    fn from(p: AccuracyParams) -> Self {
+        Self {
+            exchange: p.exchange,
+            symbol: p.symbol,
+            interval: p.interval,
+            model: p.model,
+            horizon: p.horizon,
+            limit: p.limit,
+            ..Self::default()
+        }
+    }
+}
+
 /// Checked common filters.
 struct Filters {
     exchange: Option<String>,
@@ -67,8 +133,10 @@ struct Filters {
     limit: i64,
 }
 
-fn parse(q: Result<Query<SeriesParams>, QueryRejection>) -> Result<SeriesParams, ApiError> {
-    q.map(|Query(p)| p)
+fn parse<P: Into<SeriesParams>>(
+    q: Result<Query<P>, QueryRejection>,
+) -> Result<SeriesParams, ApiError> {
+    q.map(|Query(p)| p.into())
         .map_err(|e| crate::error::query_error(&e))
 }
 
@@ -99,11 +167,6 @@ fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    if let (Some(f), Some(t)) = (p.from, p.to)
-        && f >= t
-    {
-        return Err(ApiError::param("from", "must be before `to`"));
-    }
     Ok(Filters {
         exchange: p.exchange.clone(),
         symbol: p.symbol.clone(),
@@ -116,18 +179,13 @@ fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
 
 /// `GET /api/v1/candles?exchange=&symbol=&interval=&from=&to=&limit=` — newest `limit` candles
 /// with `from ≤ open_ms < to`, oldest first.
-#[utoipa::path(get, path = "/api/v1/candles", tag = "data", params(SeriesParams),
+#[utoipa::path(get, path = "/api/v1/candles", tag = "data", params(CandleParams),
     responses((status = 200, body = Page<Candle>), (status = 400, body = ErrorBody)))]
 pub async fn candles(
     State(state): State<AppState>,
-    q: Result<Query<SeriesParams>, QueryRejection>,
+    q: Result<Query<CandleParams>, QueryRejection>,
 ) -> Result<Json<Page<Candle>>, ApiError> {
     let p = parse(q)?;
-    if p.model.is_some() || p.horizon.is_some() {
-        return Err(ApiError::BadRequest(
-            "`model` and `horizon` apply to forecasts only".into(),
-        ));
-    }
     let f = filters(&p)?;
     let data = state
         .store
@@ -230,18 +288,13 @@ pub async fn symbols(State(state): State<AppState>) -> Result<Json<Page<SeriesIn
 /// weighted over about the last 500 scored forecasts): MAE, RMSE, MASE, MAE relative to the
 /// naive forecast's on the same points, coverage of the 80/95% intervals, Winkler score,
 /// directional accuracy.
-#[utoipa::path(get, path = "/api/v1/accuracy", tag = "data", params(SeriesParams),
+#[utoipa::path(get, path = "/api/v1/accuracy", tag = "data", params(AccuracyParams),
     responses((status = 200, body = Page<AccuracyRow>), (status = 400, body = ErrorBody)))]
 pub async fn accuracy(
     State(state): State<AppState>,
-    q: Result<Query<SeriesParams>, QueryRejection>,
+    q: Result<Query<AccuracyParams>, QueryRejection>,
 ) -> Result<Json<Page<AccuracyRow>>, ApiError> {
     let p = parse(q)?;
-    if p.from.is_some() || p.to.is_some() {
-        return Err(ApiError::BadRequest(
-            "`from` and `to` do not apply to accuracy: it is the latest rolling score".into(),
-        ));
-    }
     let f = filters(&p)?;
     check_model_horizon(&p)?;
     let data = state

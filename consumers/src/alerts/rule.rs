@@ -188,6 +188,7 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<String>,
