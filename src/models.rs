@@ -80,11 +80,11 @@ pub fn check(names: &[String], with_ensemble: bool) -> Result<()> {
         if n.trim() == ENSEMBLE {
             bail!("`ensemble` is not a model to list: it is on unless --no-ensemble");
         }
-        if !KNOWN.contains(&n.trim()) {
-            model(n, Options::default())?;
-        }
         if names[..i].iter().any(|m| base(m) == base(n)) {
             bail!("model `{}` listed twice", base(n));
+        }
+        if !KNOWN.contains(&n.trim()) {
+            model(n, Options::default())?;
         }
     }
     if with_ensemble && !names.iter().any(|n| n.trim() == ensemble::NAIVE) {
