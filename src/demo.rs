@@ -80,6 +80,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "127.0.0.1:0",
         ReplayOptions {
             live: true,
+            history_to_first: true,
             ..ReplayOptions::new(sim)
         },
     )
@@ -111,6 +112,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     ));
     let hub = tickcast_api::live::Hub::new(4096);
     hub.follow_kafka(&settings, &topics_for_api, "tickcast-", signal.clone())?;
+    let status_store = store.clone();
     let state = tickcast_api::AppState::new(store)
         .with_rules_trigger(rules_changed)
         .with_token(args.api_token.as_deref())
@@ -121,6 +123,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if args.status_every > 0 {
         tasks.spawn(status_lines(
             Duration::from_secs(args.status_every),
+            status_store,
             signal.clone(),
         ));
     }
@@ -164,6 +167,7 @@ fn total(c: &prometheus::IntCounterVec) -> u64 {
 
 async fn status_lines(
     every: Duration,
+    store: Arc<dyn tickcast_consumers::store::Store>,
     mut signal: tickcast_pipeline::shutdown::Shutdown,
 ) -> Result<()> {
     let mut last_trades = 0;
@@ -176,13 +180,53 @@ async fn status_lines(
         let rate = (trades - last_trades) as f64 / every.as_secs_f64();
         last_trades = trades;
         println!(
-            "status: trades {trades} ({rate:.1}/s), candles {}, forecasts {}, rows written {}, dead letters {}",
+            "status: trades {trades} ({rate:.1}/s), candles {}, forecasts {}, alerts {}, rows written {}, dead letters {}{}",
             total(&telemetry::CANDLES),
             total(&telemetry::FORECASTS),
+            total(&tickcast_consumers::alerts::metrics::EVENTS),
             total(&telemetry::SINK_ROWS),
             total(&telemetry::DEAD_LETTERS),
+            scoreboard(store.as_ref()).await,
         );
     }
+}
+
+/// `, ensemble vs naive: rel. MAE 0.998 (h1) …, coverage 80/95 0.81/0.95` from the stored
+/// rolling scores (means over series), or nothing before the first scores.
+async fn scoreboard(store: &dyn tickcast_consumers::store::Store) -> String {
+    let q = tickcast_consumers::store::AccuracyQuery {
+        model: Some("ensemble".into()),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let Ok(rows) = store.accuracy(&q).await else {
+        return String::new();
+    };
+    let mut by_h: std::collections::BTreeMap<i32, (f64, usize)> = Default::default();
+    let (mut c80, mut c95) = (0.0, 0.0);
+    for r in &rows {
+        if let Some(rel) = r.rel_mae {
+            let e = by_h.entry(r.horizon).or_default();
+            e.0 += rel;
+            e.1 += 1;
+        }
+        c80 += r.coverage80;
+        c95 += r.coverage95;
+    }
+    if rows.is_empty() || by_h.is_empty() {
+        return String::new();
+    }
+    let rel: Vec<String> = by_h
+        .iter()
+        .map(|(h, (s, n))| format!("{:.3} (h{h})", s / *n as f64))
+        .collect();
+    let n = rows.len() as f64;
+    format!(
+        "; ensemble vs naive: rel. MAE {}, coverage 80/95 {:.2}/{:.2}",
+        rel.join(" "),
+        c80 / n,
+        c95 / n
+    )
 }
 
 /// Without `--alert-rules`, the demo watches every series with one anomaly rule per interval:

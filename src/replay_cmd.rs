@@ -116,6 +116,7 @@ fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
             _ => None,
         },
         heartbeat_every: Duration::from_millis(args.heartbeat_ms),
+        history_to_first: false,
         faults: Faults {
             drop_every: args.drop_every,
             gap_on_drop: args.gap_on_drop,

@@ -205,7 +205,7 @@ function addAlert(a, live) {
   const li = document.createElement("li");
   li.className = a.state;
   const when = new Date(a.ts_ms).toISOString().replace("T", " ").slice(0, 19);
-  li.textContent = `${when} ${a.state.toUpperCase()} ${a.rule_id}: ${a.message}`;
+  li.textContent = `${when} ${a.state.toUpperCase()}: ${a.message}`;
   if (live) ul.prepend(li); else ul.appendChild(li);
   while (ul.children.length > 20) ul.lastChild.remove();
 }

@@ -510,3 +510,29 @@ async fn one_subscribe_frame_per_symbol_while_streaming_and_across_drops() {
         "what was sent is what arrived: {per_conn:?}"
     );
 }
+
+#[tokio::test]
+async fn history_goes_to_the_first_subscriber_only() {
+    // A live market whose simulated history starts a minute ago: that minute happens at once.
+    let now = tickcast_pipeline::now_ms();
+    let o = ReplayOptions {
+        live: true,
+        history_to_first: true,
+        ..ReplayOptions::new(SimConfig::default_symbols(7, now - 60_000))
+    };
+    let r = start(o).await;
+    wait_until("the history", || r.market.len() > 20).await;
+    let history = r.market.happened();
+    let mut first = subscribe(&r.url, &both()).await;
+    let (frames, _) = collect(&mut first, IDLE, history.len()).await;
+    // Every trade of the history, in order, then whatever happened since.
+    assert_eq!(ids(&frames), ids_of(&history));
+    // A second connection starts at the market's end: none of the history again.
+    let mut second = subscribe(&r.url, &both()).await;
+    let (frames, _) = collect(&mut second, Duration::from_millis(1500), 10).await;
+    let old: BTreeSet<(String, String)> = ids_of(&history).into_iter().collect();
+    assert!(
+        ids(&frames).iter().all(|t| !old.contains(t)),
+        "the second connection was sent the history"
+    );
+}

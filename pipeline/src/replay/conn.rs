@@ -35,6 +35,23 @@ pub struct Shared {
     /// The market advances on demand (rate 0, not live).
     pub on_demand: bool,
     pub heartbeat_every: Duration,
+    /// Whether the history is still to be handed to the first subscriber.
+    pub history: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Shared {
+    /// Where a new subscriber starts reading: at 0 for the first one when the history is to be
+    /// handed out, else at the market's end.
+    fn start_cursor(&self) -> u64 {
+        if self
+            .history
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            0
+        } else {
+            self.market.len()
+        }
+    }
 }
 
 type Tx = SplitSink<WebSocket, Message>;
@@ -69,7 +86,7 @@ pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Sh
     };
     if !conn.symbols.is_empty() {
         conn.subscribed = true;
-        conn.cursor = conn.shared.market.len();
+        conn.cursor = conn.shared.start_cursor();
     }
     let end = conn.run(rx, shutdown).await;
     tracing::debug!(
@@ -158,7 +175,7 @@ impl Conn {
             ClientRequest::Subscribe { symbols, replies } => {
                 if !self.subscribed {
                     self.subscribed = true;
-                    self.cursor = self.shared.market.len();
+                    self.cursor = self.shared.start_cursor();
                 }
                 self.symbols.extend(symbols);
                 replies

@@ -58,6 +58,10 @@ pub struct ReplayOptions {
     /// How often the protocol's heartbeat (if it has one) is sent.
     pub heartbeat_every: Duration,
     pub faults: Faults,
+    /// The first connection to subscribe is sent everything that happened before it (with
+    /// `live`: the history before now); later ones start at the market's end, as usual. The
+    /// demo uses it so a fresh start shows its history at once.
+    pub history_to_first: bool,
 }
 
 impl ReplayOptions {
@@ -73,6 +77,7 @@ impl ReplayOptions {
             live_from_ms: None,
             heartbeat_every: Duration::from_secs(5),
             faults: Faults::default(),
+            history_to_first: false,
         }
     }
 }
@@ -174,6 +179,9 @@ impl ReplayServer {
                 faults: o.faults.clone(),
                 on_demand: !o.live && o.rate <= 0.0,
                 heartbeat_every: o.heartbeat_every,
+                history: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+                    o.history_to_first,
+                )),
             },
             shutdown: shutdown.clone(),
         };
