@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tickcast_consumers::alerts::{Rule, RuleSpec};
 use tickcast_consumers::store::{AlertEventQuery, AlertRuleRow, SOURCE_API};
-use tickcast_pipeline::codec::{check_exchange, check_symbol};
 use tickcast_pipeline::domain::{Alert, AlertState};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, query_error};
-use crate::routes::{DEFAULT_LIMIT, MAX_LIMIT, Page};
+use crate::routes::{Page, exchange_param, limit_param, symbol_param};
 
 /// A stored rule.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -48,10 +47,7 @@ pub async fn list_rules(State(state): State<AppState>) -> Result<Json<Page<RuleO
         .into_iter()
         .map(RuleOut::from)
         .collect();
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -181,20 +177,12 @@ pub async fn events(
         check_id(r).map_err(|_| ApiError::param("rule", "must match [a-z0-9_-]{1,64}"))?;
     }
     if let Some(e) = &p.exchange {
-        check_exchange(e)
-            .map_err(|_| ApiError::param("exchange", "expected a lower-case exchange id"))?;
+        exchange_param("exchange", e)?;
     }
     if let Some(s) = &p.symbol {
-        check_symbol(s)
-            .map_err(|_| ApiError::param("symbol", format!("`{s}` is not canonical BASE-QUOTE")))?;
+        symbol_param("symbol", s)?;
     }
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::param(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = limit_param(p.limit)?;
     let data = state
         .store
         .alert_events(&AlertEventQuery {
@@ -207,8 +195,5 @@ pub async fn events(
             limit,
         })
         .await?;
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }

@@ -19,7 +19,7 @@ use axum::response::Response;
 use rdkafka::Message as _;
 use serde::Deserialize;
 use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::codec::{Topics, check_exchange, check_symbol};
+use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::shutdown::Shutdown;
 use tokio::sync::broadcast;
 
@@ -216,21 +216,11 @@ impl Filter {
         }
         let mut symbols = BTreeSet::new();
         for s in list(&p.symbols) {
-            check_symbol(&s).map_err(|_| {
-                ApiError::param(
-                    "symbols",
-                    format!("`{s}` is not canonical BASE-QUOTE, e.g. BTC-USDT"),
-                )
-            })?;
+            crate::routes::symbol_param("symbols", &s)?;
             symbols.insert(s);
         }
         if let Some(e) = &p.exchange {
-            check_exchange(e).map_err(|_| {
-                ApiError::param(
-                    "exchange",
-                    "expected a lower-case exchange id, e.g. binance",
-                )
-            })?;
+            crate::routes::exchange_param("exchange", e)?;
         }
         Ok(Self {
             kinds,

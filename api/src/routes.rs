@@ -28,6 +28,44 @@ pub struct Page<T> {
     pub count: usize,
 }
 
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>) -> Self {
+        Self {
+            count: data.len(),
+            data,
+        }
+    }
+}
+
+/// Checks a canonical `BASE-QUOTE` symbol parameter.
+pub(crate) fn symbol_param(field: &str, s: &str) -> Result<(), ApiError> {
+    check_symbol(s).map_err(|_| {
+        ApiError::param(
+            field,
+            format!("`{s}` is not canonical BASE-QUOTE, e.g. BTC-USDT"),
+        )
+    })
+}
+
+/// Checks a lower-case exchange id parameter.
+pub(crate) fn exchange_param(field: &str, e: &str) -> Result<(), ApiError> {
+    check_exchange(e)
+        .map_err(|_| ApiError::param(field, "expected a lower-case exchange id, e.g. binance"))
+}
+
+/// The page size: `DEFAULT_LIMIT` when absent, else within 1..=`MAX_LIMIT`.
+pub(crate) fn limit_param(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::param(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ))
+    }
+}
+
 /// Query parameters shared by the resources.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -142,31 +180,15 @@ fn parse<P: Into<SeriesParams>>(
 
 fn filters(p: &SeriesParams) -> Result<Filters, ApiError> {
     if let Some(s) = &p.symbol {
-        check_symbol(s).map_err(|_| {
-            ApiError::param(
-                "symbol",
-                format!("`{s}` is not canonical BASE-QUOTE, e.g. BTC-USDT"),
-            )
-        })?;
+        symbol_param("symbol", s)?;
     }
     if let Some(i) = &p.interval {
         Interval::parse(i).map_err(|e| ApiError::param("interval", e))?;
     }
     if let Some(e) = &p.exchange {
-        check_exchange(e).map_err(|_| {
-            ApiError::param(
-                "exchange",
-                "expected a lower-case exchange id, e.g. binance",
-            )
-        })?;
+        exchange_param("exchange", e)?;
     }
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::param(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = limit_param(p.limit)?;
     Ok(Filters {
         exchange: p.exchange.clone(),
         symbol: p.symbol.clone(),
@@ -198,10 +220,7 @@ pub async fn candles(
             limit: f.limit,
         })
         .await?;
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }
 
 /// `GET /api/v1/forecasts?exchange=&symbol=&interval=&model=&horizon=&from=&to=&limit=` —
@@ -214,10 +233,7 @@ pub async fn forecasts(
 ) -> Result<Json<Page<Forecast>>, ApiError> {
     let p = parse(q)?;
     let data = state.store.forecasts(&forecast_query(&p)?).await?;
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }
 
 fn check_model_horizon(p: &SeriesParams) -> Result<(), ApiError> {
@@ -264,10 +280,7 @@ pub async fn latest_forecasts(
         .latest
         .get_or_fetch(key, || async move {
             let data = store.latest_forecasts(&query).await?;
-            Ok(serde_json::to_vec(&Page {
-                count: data.len(),
-                data,
-            })?)
+            Ok(serde_json::to_vec(&Page::new(data))?)
         })
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -278,10 +291,7 @@ pub async fn latest_forecasts(
     responses((status = 200, body = Page<SeriesInfo>)))]
 pub async fn symbols(State(state): State<AppState>) -> Result<Json<Page<SeriesInfo>>, ApiError> {
     let data = state.store.series().await?;
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }
 
 /// `GET /api/v1/accuracy` — the rolling scores per series, model and horizon (exponentially
@@ -308,10 +318,7 @@ pub async fn accuracy(
             limit: f.limit,
         })
         .await?;
-    Ok(Json(Page {
-        count: data.len(),
-        data,
-    }))
+    Ok(Json(Page::new(data)))
 }
 
 pub fn router() -> Router<AppState> {
