@@ -54,7 +54,7 @@ pub fn settings() -> Vec<Setting> {
                 command: sub.get_name().to_string(),
                 flag,
                 env: arg.get_env().map(|e| e.to_string_lossy().into_owned()),
-                default: (!default.is_empty()).then(|| default.join(",")),
+                default: Some(default.join(",")).filter(|d| !d.is_empty()),
                 help: arg
                     .get_help()
                     .map(|h| h.to_string())

@@ -462,3 +462,32 @@ fn dockerfile_builds_every_service_as_a_non_root_user() {
     assert_eq!(gpu["build"]["target"], "runtime-gpu");
     assert_eq!(gpu["profiles"], serde_json::json!(["gpu"]));
 }
+
+#[test]
+fn readme_configuration_reference_is_current() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .arg("config-reference")
+        .output()
+        .expect("run tickcast config-reference");
+    assert!(out.status.success());
+    let want = String::from_utf8(out.stdout).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let got = readme
+        .split("<!-- config-reference:start -->\n")
+        .nth(1)
+        .and_then(|s| s.split("<!-- config-reference:end -->").next())
+        .expect("README has the config-reference block");
+    if got != want {
+        let first = got
+            .lines()
+            .zip(want.lines())
+            .find(|(a, b)| a != b)
+            .map_or("(a line missing or extra)".to_string(), |(a, b)| {
+                format!("README: {a}\nbinary: {b}")
+            });
+        panic!(
+            "README's configuration reference is stale (paste `tickcast config-reference` \
+             between the markers); first difference:\n{first}"
+        );
+    }
+}
