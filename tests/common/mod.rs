@@ -21,7 +21,7 @@ use tickcast_pipeline::ingest::{FeedOptions, run_feed};
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
-use tickcast_pipeline::simulator::{SimConfig, Simulator};
+use tickcast_pipeline::simulator::{SimConfig, SimTrade, Simulator};
 use tokio::task::JoinSet;
 
 /// Which services a test runs on.
@@ -211,9 +211,15 @@ pub fn sim_config(seed: u64) -> SimConfig {
 /// Expected closed 1-minute candles for the first `n` simulated trades, computed independently
 /// of the candles stage: a window is closed once a later trade of its symbol reaches its end.
 pub fn expected_candles(seed: u64, n: usize) -> Vec<Candle> {
+    closed_candles(Simulator::new(&sim_config(seed)).take(n))
+}
+
+/// Closed 1-minute `binance` candles of `trades` (each trade counted once), sorted by open
+/// time then symbol: a window is closed once a later trade of its symbol reaches its end.
+pub fn closed_candles(trades: impl IntoIterator<Item = SimTrade>) -> Vec<Candle> {
     let mut windows: BTreeMap<(String, i64), Candle> = BTreeMap::new();
     let mut max_ts: BTreeMap<String, i64> = BTreeMap::new();
-    for t in Simulator::new(&sim_config(seed)).take(n) {
+    for t in trades {
         let start = t.ts_ms - t.ts_ms.rem_euclid(60_000);
         let c = windows
             .entry((t.symbol.clone(), start))
