@@ -14,25 +14,19 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Env, Mode};
+use common::{Env, ForecastKey as Key, Mode, forecast_key as key, reference_forecasts};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use tickcast_consumers::forecast::synthetic_candles;
 use tickcast_pipeline::bus::{OutRecord, Publisher};
 use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_pipeline::domain::Forecast;
 
 const SYMBOLS: [&str; 3] = ["BTC-USDT", "ETH-USDT", "SOL-USDT"];
 const BARS: usize = 700;
 const HORIZONS: &str = "1,5";
 const MODELS: &str = "naive,garch";
-
-type Key = (String, String, u32, i64);
-
-fn key(f: &Forecast) -> Key {
-    (f.symbol.clone(), f.model.clone(), f.horizon, f.base_ms)
-}
 
 fn spawn_stage(env: &Env) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tickcast"))
@@ -51,21 +45,6 @@ fn spawn_stage(env: &Env) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tickcast run --stages forecast")
-}
-
-/// What an uninterrupted stage publishes for these candles.
-fn reference(candles: &[Candle]) -> BTreeMap<Key, Forecast> {
-    let models: Vec<String> = MODELS.split(',').map(String::from).collect();
-    let mut stage =
-        tickcast::models::stage(&models, &[1, 5], true, true, Default::default(), "x").unwrap();
-    let refs: Vec<&Candle> = candles.iter().collect();
-    let mut out = BTreeMap::new();
-    for chunk in refs.chunks(97) {
-        for f in stage.forecasts(chunk) {
-            assert!(out.insert(key(&f), f).is_none(), "reference duplicates");
-        }
-    }
-    out
 }
 
 /// Reads the forecasts topic from the start until `want` distinct keys arrived (or `wait`
@@ -104,7 +83,7 @@ async fn kill_and_resume(mode: Mode) {
         return;
     };
     let candles = synthetic_candles(&SYMBOLS, BARS, 11);
-    let want = reference(&candles);
+    let want = reference_forecasts(&candles, MODELS, &[1, 5]);
     let records: Vec<OutRecord> = candles
         .iter()
         .map(|c| OutRecord {

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, Mode};
+use common::{Env, ForecastKey as Key, Mode, forecast_key as key, reference_forecasts};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
@@ -60,12 +60,6 @@ const SPEED: f64 = 600.0;
 const LEAD_SECS: f64 = 5.0;
 /// The kill waits until every series is checkpointed this many bars in (GARCH needs 200).
 const WARM_BARS: i64 = 250;
-
-type Key = (String, String, u32, i64);
-
-fn key(f: &Forecast) -> Key {
-    (f.symbol.clone(), f.model.clone(), f.horizon, f.base_ms)
-}
 
 fn log(t0: Instant, what: &str) {
     eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
@@ -295,21 +289,6 @@ async fn read_topic(env: &Env, topic: &str, want: usize) -> Vec<(i32, Vec<u8>)> 
     out
 }
 
-/// What one uninterrupted stage publishes for these candles.
-fn reference(candles: &[Candle]) -> BTreeMap<Key, Forecast> {
-    let models: Vec<String> = MODELS.split(',').map(String::from).collect();
-    let mut stage =
-        tickcast::models::stage(&models, &[1, 5], true, true, Default::default(), "x").unwrap();
-    let refs: Vec<&Candle> = candles.iter().collect();
-    let mut out = BTreeMap::new();
-    for chunk in refs.chunks(97) {
-        for f in stage.forecasts(chunk) {
-            assert!(out.insert(key(&f), f).is_none(), "reference duplicates");
-        }
-    }
-    out
-}
-
 async fn db_forecasts(store: &dyn Store, symbols: &[String]) -> Vec<Forecast> {
     let mut out = Vec::new();
     for s in symbols {
@@ -529,7 +508,7 @@ async fn three_forecast_processes_one_killed_and_restarted_two_ingesters() {
     assert_eq!(trades.len() as u64, TRADES);
     log(t0, "stream ended");
     let expected = common::closed_candles(trades.iter().cloned());
-    let want = reference(&expected);
+    let want = reference_forecasts(&expected, MODELS, &[1, 5]);
     let complete = common::eventually(Duration::from_secs(90), || {
         let store = store.clone();
         let (nc, nf) = (expected.len(), want.len());

@@ -15,7 +15,7 @@ use tickcast_consumers::store::{self, CandleQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::binance::Binance;
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::embedded::EmbeddedBroker;
 use tickcast_pipeline::ingest::{FeedOptions, run_feed};
 use tickcast_pipeline::interval::Interval;
@@ -376,4 +376,34 @@ impl Pipeline {
             r.expect("task panicked").expect("task failed");
         }
     }
+}
+
+/// A forecast's identity: (symbol, model, horizon, base bar).
+pub type ForecastKey = (String, String, u32, i64);
+
+pub fn forecast_key(f: &Forecast) -> ForecastKey {
+    (f.symbol.clone(), f.model.clone(), f.horizon, f.base_ms)
+}
+
+/// What one uninterrupted forecast stage (these models, calibrated, with the ensemble)
+/// publishes for these candles, fed in batches of 97.
+pub fn reference_forecasts(
+    candles: &[Candle],
+    models: &str,
+    horizons: &[u32],
+) -> BTreeMap<ForecastKey, Forecast> {
+    let models: Vec<String> = models.split(',').map(String::from).collect();
+    let mut stage =
+        tickcast::models::stage(&models, horizons, true, true, Default::default(), "x").unwrap();
+    let refs: Vec<&Candle> = candles.iter().collect();
+    let mut out = BTreeMap::new();
+    for chunk in refs.chunks(97) {
+        for f in stage.forecasts(chunk) {
+            assert!(
+                out.insert(forecast_key(&f), f).is_none(),
+                "reference duplicates"
+            );
+        }
+    }
+    out
 }
