@@ -3,6 +3,11 @@
 
 pub mod models;
 
+/// mimalloc for the binary and everything else linking this crate (tests, benchmarks), so the
+/// benchmarks measure the allocator the product runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 

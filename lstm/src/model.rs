@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
 use rust_decimal::prelude::ToPrimitive as _;
-use tickcast_consumers::forecast::{Forecaster, Prediction, SeriesKey, series_key};
+use tickcast_consumers::forecast::{
+    Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, of, series_key,
+};
 use tickcast_pipeline::domain::Candle;
 
 use crate::background::Background;
@@ -154,7 +156,7 @@ pub struct LstmModel {
     pub(crate) weights: Weights,
     net: LstmNet,
     pub(crate) adam: Adam,
-    pub(crate) series: HashMap<SeriesKey, Series>,
+    pub(crate) series: SeriesMap<Series>,
     /// Close time at or after which the next training fires.
     pub(crate) next_train_ms: Option<i64>,
     pub(crate) rng: Rng,
@@ -253,7 +255,7 @@ impl LstmModel {
             adam: Adam::new(dims.parameters()),
             weights,
             net,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             next_train_ms: None,
             rng: Rng(settings.seed ^ 0x5EED_F00D_BA7C_4E55),
             last_loss: None,
@@ -469,15 +471,16 @@ impl LstmModel {
 
     /// Runs `candles` (a stretch with constant weights) in rounds; fills `out`.
     fn process(&mut self, candles: &[&Candle], horizons: &[u32], out: &mut [Vec<Prediction>]) {
-        let mut seen: HashMap<SeriesKey, usize> = HashMap::new();
-        let mut rounds: Vec<Vec<(usize, SeriesKey)>> = Vec::new();
-        for (i, c) in candles.iter().enumerate() {
-            let key = series_key(c);
-            let r = seen.entry(key.clone()).or_insert(0);
+        // Round r holds each series' r-th candle of the batch.
+        let mut seen: HashMap<&dyn SeriesRef, usize, rustc_hash::FxBuildHasher> =
+            HashMap::default();
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        for (i, &c) in candles.iter().enumerate() {
+            let r = seen.entry(of(c)).or_insert(0);
             if rounds.len() <= *r {
-                rounds.push(Vec::new());
+                rounds.push(Vec::with_capacity(candles.len()));
             }
-            rounds[*r].push((i, key));
+            rounds[*r].push(i);
             *r += 1;
         }
         for round in rounds {
@@ -491,22 +494,22 @@ impl LstmModel {
     fn round(
         &mut self,
         candles: &[&Candle],
-        round: &[(usize, SeriesKey)],
+        round: &[usize],
         horizons: &[u32],
         out: &mut [Vec<Prediction>],
     ) -> Result<()> {
         let hidden = self.weights.dims.hidden;
         let fs = self.settings.features;
         let capacity = self.settings.history;
-        let mut rows: Vec<(usize, &SeriesKey, f64)> = Vec::with_capacity(round.len());
+        let mut rows: Vec<(usize, f64)> = Vec::with_capacity(round.len());
         let mut xh = Vec::with_capacity(round.len() * (N_FEATURES + hidden));
         let mut cs = Vec::with_capacity(round.len() * hidden);
-        for (i, key) in round {
-            let c = candles[*i];
+        for &i in round {
+            let c = candles[i];
             let Some(bar) = parse(c) else { continue };
-            let Some(s) = self.series.get_mut(key) else {
+            let Some(s) = self.series.get_mut(of(c)) else {
                 self.series.insert(
-                    key.clone(),
+                    series_key(c),
                     Series {
                         feat: FeatureState::start(&bar),
                         h: vec![0.0; hidden],
@@ -521,7 +524,7 @@ impl LstmModel {
             xh.extend_from_slice(&step.x);
             xh.extend_from_slice(&s.h);
             cs.extend_from_slice(&s.c);
-            rows.push((*i, key, step.sigma));
+            rows.push((i, step.sigma));
         }
         if rows.is_empty() {
             return Ok(());
@@ -529,8 +532,8 @@ impl LstmModel {
         let res = self.net.step_host(xh, cs, rows.len())?;
         let outputs = self.weights.dims.outputs;
         let trained = self.adam.steps > 0;
-        for (r, (i, key, sigma)) in rows.into_iter().enumerate() {
-            let Some(s) = self.series.get_mut(key) else {
+        for (r, (i, sigma)) in rows.into_iter().enumerate() {
+            let Some(s) = self.series.get_mut(of(candles[i])) else {
                 continue;
             };
             s.h.copy_from_slice(&res.h[r * hidden..(r + 1) * hidden]);

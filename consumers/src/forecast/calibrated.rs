@@ -5,7 +5,7 @@
 //! after each outcome, which arrives `horizon` bars after the prediction. The wrapper keeps the
 //! model's name: every model's intervals are calibrated.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use anyhow::Result;
 use rust_decimal::prelude::ToPrimitive as _;
@@ -13,7 +13,7 @@ use tickcast_pipeline::domain::Candle;
 
 use super::conformal::QuantileTracker;
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
 
 /// Calibrator settings.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +140,7 @@ const LEVELS: [(f64, f64); 2] = [(0.2, Z80), (0.05, Z95)];
 pub struct Calibrated {
     inner: Box<dyn Forecaster>,
     settings: CalibrationSettings,
-    series: HashMap<SeriesKey, SeriesState>,
+    series: SeriesMap<SeriesState>,
 }
 
 impl std::fmt::Debug for Calibrated {
@@ -157,7 +157,7 @@ impl Calibrated {
         Self {
             inner,
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
         }
     }
 }
@@ -174,8 +174,10 @@ impl Forecaster for Calibrated {
             .iter()
             .zip(preds)
             .map(|(c, ps)| {
-                let key = super::series_key(c);
-                let st = self.series.entry(key).or_default();
+                let st = match self.series.get_mut(of(c)) {
+                    Some(st) => st,
+                    None => self.series.entry(series_key(c)).or_default(),
+                };
                 st.advance(c.close.to_f64().unwrap_or(f64::NAN), settings);
                 ps.into_iter().map(|p| st.publish(p, settings)).collect()
             })
@@ -253,16 +255,24 @@ fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
     }
 }
 
+/// The spread a prediction's intervals are rebuilt from, in log terms: ln(hi95 / point) / z₉₅.
+/// `None` when the prediction has no usable interval; it is then published as it is. So a
+/// calibrated prediction depends on its point and `hi95` alone.
+pub(crate) fn spread(point: f64, hi95: f64) -> Option<f64> {
+    let scale = (hi95 / point).ln() / Z95;
+    (!point.is_nan() && point > 0.0 && scale.is_finite() && scale > 0.0).then_some(scale)
+}
+
 /// The calibrated version of one prediction, remembered until its target bar closes.
 fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -> Prediction {
-    let scale = (p.hi95 / p.point).ln() / Z95;
-    if p.point.is_nan() || p.point <= 0.0 || !scale.is_finite() || scale <= 0.0 {
+    let Some(scale) = spread(p.point, p.hi95) else {
         return p;
-    }
+    };
     let mut bounds = [(p.lo80, p.hi80), (p.lo95, p.hi95)];
     for (i, bound) in bounds.iter_mut().enumerate() {
         let m = st.tracker(p.horizon, i, settings).multiplier();
-        *bound = (p.point * (-m * scale).exp(), p.point * (m * scale).exp());
+        let e = (m * scale).exp();
+        *bound = (p.point / e, p.point * e);
     }
     // The 95% interval never sits inside the 80% one.
     bounds[1] = (bounds[1].0.min(bounds[0].0), bounds[1].1.max(bounds[0].1));

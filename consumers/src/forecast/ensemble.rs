@@ -24,7 +24,7 @@ use anyhow::Result;
 use super::calibrated::{CalibrationSettings, SeriesState as CalSeries};
 use super::scorer::Scorer;
 use super::state::{Dec, Enc};
-use super::{Prediction, SeriesKey};
+use super::{Prediction, SeriesKey, SeriesMap, SeriesRef};
 
 /// The name of the model the ensemble always includes.
 pub const NAIVE: &str = "naive";
@@ -80,14 +80,14 @@ struct SeriesEnsemble {
 #[derive(Debug, Default)]
 pub struct Ensemble {
     settings: EnsembleSettings,
-    series: HashMap<SeriesKey, SeriesEnsemble>,
+    series: SeriesMap<SeriesEnsemble>,
 }
 
 /// Weights from the members' rolling scores for one series and horizon.
 fn weights(
     settings: &EnsembleSettings,
     scorer: &Scorer,
-    key: &SeriesKey,
+    key: &dyn SeriesRef,
     horizon: u32,
     members: &[&str],
 ) -> Vec<(String, f64)> {
@@ -124,7 +124,7 @@ impl Ensemble {
     pub fn new(settings: EnsembleSettings) -> Self {
         Self {
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
         }
     }
 
@@ -132,7 +132,7 @@ impl Ensemble {
     /// ensemble's predictions, none while naive has none.
     pub fn combine(
         &mut self,
-        key: &SeriesKey,
+        key: &dyn SeriesRef,
         close: f64,
         members: &[(&str, &[Prediction])],
         scorer: &Scorer,
@@ -140,7 +140,7 @@ impl Ensemble {
         let settings = self.settings;
         let s = match self.series.get_mut(key) {
             Some(s) => s,
-            None => self.series.entry(key.clone()).or_default(),
+            None => self.series.entry(key.to_key()).or_default(),
         };
         s.bar += 1;
         s.cal.advance(close, settings.calibration);
@@ -194,13 +194,28 @@ impl Ensemble {
                     ..**only
                 }
             } else {
-                Prediction {
-                    horizon: h,
-                    point: mean(&|p| p.point),
-                    lo80: geo(&|p| p.lo80),
-                    hi80: geo(&|p| p.hi80),
-                    lo95: geo(&|p| p.lo95),
-                    hi95: geo(&|p| p.hi95),
+                let (point, hi95) = (mean(&|p| p.point), geo(&|p| p.hi95));
+                if super::calibrated::spread(point, hi95).is_some() {
+                    // The calibrator below rebuilds every bound from the point and hi95
+                    // alone: the other geometric means (three logs per member) would be
+                    // thrown away.
+                    Prediction {
+                        horizon: h,
+                        point,
+                        lo80: f64::NAN,
+                        hi80: f64::NAN,
+                        lo95: f64::NAN,
+                        hi95,
+                    }
+                } else {
+                    Prediction {
+                        horizon: h,
+                        point,
+                        lo80: geo(&|p| p.lo80),
+                        hi80: geo(&|p| p.hi80),
+                        lo95: geo(&|p| p.lo95),
+                        hi95,
+                    }
                 }
             };
             out.push(s.cal.publish(combined, settings.calibration));

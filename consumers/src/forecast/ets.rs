@@ -23,7 +23,7 @@
 //! longer covers `k + h` (a failed refit, a longer horizon) the series refits at once; a bar
 //! that does not follow the previous one (a gap) restarts the series.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use anyhow::{Result, bail};
@@ -34,7 +34,7 @@ use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, of, series_key};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -161,14 +161,14 @@ impl Series {
 #[derive(Debug, Default)]
 pub struct EtsModel {
     settings: EtsSettings,
-    series: HashMap<SeriesKey, Series>,
+    series: SeriesMap<Series>,
 }
 
 impl EtsModel {
     pub fn new(settings: EtsSettings) -> Self {
         Self {
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
         }
     }
 
@@ -180,14 +180,16 @@ impl EtsModel {
         let bar = Interval::parse(&c.interval)
             .map(Interval::ms)
             .unwrap_or(c.close_ms - c.open_ms);
-        let key = super::series_key(c);
         let st = self.settings;
         let every = st.refit_every.max(1);
-        let phase = super::trend::schedule_phase(&key, every);
-        let s = self
-            .series
-            .entry(key)
-            .or_insert_with(|| Series::new(c.open_ms));
+        let phase = super::trend::schedule_phase(of(c), every);
+        let s = match self.series.get_mut(of(c)) {
+            Some(s) => s,
+            None => self
+                .series
+                .entry(series_key(c))
+                .or_insert_with(|| Series::new(c.open_ms)),
+        };
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return Vec::new();

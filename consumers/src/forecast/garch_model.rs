@@ -2,7 +2,7 @@
 //! returns ([`super::garch`]), refitted by maximum likelihood on a rolling window every
 //! `refit_every` bars, with the conditional variance advanced one step per candle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
@@ -11,7 +11,7 @@ use super::garch::Garch11;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -58,14 +58,14 @@ fn stagger(c: &Candle) -> u32 {
 #[derive(Debug, Default)]
 pub struct GarchModel {
     settings: GarchSettings,
-    series: HashMap<SeriesKey, Series>,
+    series: SeriesMap<Series>,
 }
 
 impl GarchModel {
     pub fn new(settings: GarchSettings) -> Self {
         Self {
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
         }
     }
 
@@ -114,10 +114,9 @@ impl Forecaster for GarchModel {
                 if close.is_nan() || close <= 0.0 {
                     return Vec::new();
                 }
-                let key = super::series_key(c);
-                let Some(s) = self.series.get_mut(&key) else {
+                let Some(s) = self.series.get_mut(of(c)) else {
                     self.series.insert(
-                        key,
+                        series_key(c),
                         Series {
                             last_close: close,
                             returns: VecDeque::new(),

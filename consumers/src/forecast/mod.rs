@@ -40,6 +40,68 @@ pub fn series_key(c: &Candle) -> SeriesKey {
     (c.exchange.clone(), c.symbol.clone(), c.interval.clone())
 }
 
+/// A series key, owned ([`SeriesKey`]) or borrowed from a candle. It hashes and compares
+/// exactly like [`SeriesKey`], so a [`SeriesMap`] is looked up from a candle without building
+/// (allocating) a key: `map.get(of(candle))`. The forecast stage does several such lookups per
+/// candle and model, so this matters at thousands of symbols.
+pub trait SeriesRef {
+    /// (exchange, symbol, interval).
+    fn parts(&self) -> (&str, &str, &str);
+    /// The owned key.
+    fn to_key(&self) -> SeriesKey {
+        let (e, s, i) = self.parts();
+        (e.to_string(), s.to_string(), i.to_string())
+    }
+}
+
+impl SeriesRef for SeriesKey {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.0, &self.1, &self.2)
+    }
+}
+
+impl SeriesRef for Candle {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.exchange, &self.symbol, &self.interval)
+    }
+}
+
+/// The borrowed key of a candle's series.
+pub fn of(c: &Candle) -> &dyn SeriesRef {
+    c
+}
+
+impl std::hash::Hash for dyn SeriesRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As a tuple of Strings hashes: each part in order, as `str`.
+        let (e, s, i) = self.parts();
+        e.hash(h);
+        s.hash(h);
+        i.hash(h);
+    }
+}
+
+impl PartialEq for dyn SeriesRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn SeriesRef + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn SeriesRef + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn SeriesRef + 'a) {
+        self
+    }
+}
+
+/// A map per series with a fast (non-cryptographic) hash; keys come from the stage's own
+/// input, and lookups happen several times per candle and model.
+pub type SeriesMap<V> = std::collections::HashMap<SeriesKey, V, rustc_hash::FxBuildHasher>;
+
+/// A set of series, hashed like [`SeriesMap`].
+pub type SeriesSet = std::collections::HashSet<SeriesKey, rustc_hash::FxBuildHasher>;
+
 /// z-scores of the central 80% and 95% normal intervals.
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;

@@ -2,15 +2,13 @@
 //! from an EWMA (RiskMetrics, λ = 0.94) of squared log returns, scaled by √h for horizon h, and
 //! applied in log space so bounds stay positive.
 
-use std::collections::HashMap;
-
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +24,7 @@ pub struct Naive {
     lambda: f64,
     /// Returns needed before forecasting.
     min_returns: u32,
-    series: HashMap<SeriesKey, Series>,
+    series: SeriesMap<Series>,
 }
 
 impl Default for Naive {
@@ -34,7 +32,7 @@ impl Default for Naive {
         Self {
             lambda: 0.94,
             min_returns: 1,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
         }
     }
 }
@@ -79,11 +77,10 @@ impl Forecaster for Naive {
                 if !(close.is_finite() && close > 0.0) {
                     return Vec::new();
                 }
-                let key = super::series_key(c);
-                let s = match self.series.get_mut(&key) {
+                let s = match self.series.get_mut(of(c)) {
                     None => {
                         self.series.insert(
-                            key,
+                            series_key(c),
                             Series {
                                 last_close: close,
                                 variance: 0.0,

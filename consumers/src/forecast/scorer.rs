@@ -15,16 +15,16 @@
 //!
 //! A forecast whose target bar never arrives (the series had a gap) is dropped unscored.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use anyhow::Result;
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::telemetry;
 
-use super::SeriesKey;
 use super::score::{Point, Score, Summary};
 use super::state::{Dec, Enc};
+use super::{SeriesKey, SeriesMap, SeriesRef};
 
 /// Scorer settings.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +82,7 @@ struct Sums {
 #[derive(Debug, Default)]
 pub struct Scorer {
     settings: ScorerSettings,
-    series: HashMap<SeriesKey, SeriesScores>,
+    series: SeriesMap<SeriesScores>,
     unexported: Vec<((String, u32), Sums)>,
 }
 
@@ -90,7 +90,7 @@ impl Scorer {
     pub fn new(settings: ScorerSettings) -> Self {
         Self {
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             unexported: Vec::new(),
         }
     }
@@ -100,12 +100,12 @@ impl Scorer {
     }
 
     /// Scores the forecasts whose target bar this candle is. Returns how many were scored.
-    pub fn observe(&mut self, key: &SeriesKey, c: &Candle) -> usize {
+    pub fn observe(&mut self, key: &dyn SeriesRef, c: &Candle) -> usize {
         let decay = self.decay();
         let close = c.close.to_f64().unwrap_or(f64::NAN);
         let s = match self.series.get_mut(key) {
             Some(s) => s,
-            None => self.series.entry(key.clone()).or_default(),
+            None => self.series.entry(key.to_key()).or_default(),
         };
         if let Some(last) = s.last_close
             && close.is_finite()
@@ -126,6 +126,7 @@ impl Scorer {
         }
         let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
         let mut scored = 0;
+        let mut hint = 0;
         for ((model, horizon), t) in &mut s.tracks {
             while let Some(&(target, mut p)) = t.pending.front() {
                 if target > c.open_ms {
@@ -139,7 +140,7 @@ impl Scorer {
                 t.score.add_decayed(&p, decay);
                 t.last_ms = c.open_ms;
                 scored += 1;
-                add_sums(&mut self.unexported, model, *horizon, &p, scale);
+                add_sums(&mut self.unexported, &mut hint, model, *horizon, &p, scale);
             }
         }
         scored
@@ -168,35 +169,54 @@ impl Scorer {
     }
 
     /// Remembers a published forecast until its target bar closes.
-    pub fn record(&mut self, key: &SeriesKey, f: &Forecast) {
+    pub fn record(&mut self, key: &dyn SeriesRef, f: &Forecast) {
+        self.record_all(key, std::slice::from_ref(f));
+    }
+
+    /// Remembers published forecasts of one series until their target bars close.
+    pub fn record_all(&mut self, key: &dyn SeriesRef, fs: &[Forecast]) {
         let s = match self.series.get_mut(key) {
             Some(s) => s,
-            None => self.series.entry(key.clone()).or_default(),
+            None => self.series.entry(key.to_key()).or_default(),
         };
-        let at = s
-            .tracks
-            .iter()
-            .position(|((m, h), _)| *h == f.horizon && *m == f.model);
-        let t = match at {
-            Some(i) => &mut s.tracks[i].1,
-            None => {
-                s.tracks
-                    .push(((f.model.clone(), f.horizon), Track::default()));
-                &mut s.tracks.last_mut().expect("just pushed").1
-            }
+        let mut hint = 0;
+        for f in fs {
+            hint = s.record(hint, f) + 1;
+        }
+    }
+}
+
+impl SeriesScores {
+    /// Records one forecast and returns its track's index. The track is most likely at
+    /// `hint`, just after the previous forecast's: a series' forecasts come in the same model
+    /// and horizon order at every bar, mostly the order its tracks were made in.
+    fn record(&mut self, hint: usize, f: &Forecast) -> usize {
+        let same = |((m, h), _): &((String, u32), Track)| *h == f.horizon && *m == f.model;
+        let at = match self.tracks.get(hint) {
+            Some(t) if same(t) => Some(hint),
+            _ => self.tracks.iter().position(same),
         };
+        let at = at.unwrap_or_else(|| {
+            self.tracks
+                .push(((f.model.clone(), f.horizon), Track::default()));
+            self.tracks.len() - 1
+        });
+        let t = &mut self.tracks[at].1;
         let p = Point::from_forecast(f);
         // Targets of one model and horizon only grow; a redelivery out of order is placed.
         if t.pending.back().is_none_or(|(x, _)| *x <= f.target_ms) {
             t.pending.push_back((f.target_ms, p));
         } else {
-            let at = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
-            t.pending.insert(at, (f.target_ms, p));
+            let pos = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
+            t.pending.insert(pos, (f.target_ms, p));
         }
+        at
     }
+}
 
+impl Scorer {
     /// The rolling score of one series, model and horizon.
-    pub fn score(&self, key: &SeriesKey, model: &str, horizon: u32) -> Option<&Score> {
+    pub fn score(&self, key: &dyn SeriesRef, model: &str, horizon: u32) -> Option<&Score> {
         self.series
             .get(key)?
             .tracks
@@ -275,23 +295,27 @@ impl Scorer {
 }
 
 /// Adds one scored point to the sums not yet exported.
+/// `hint` is where the previous call found its entry: the next call's usually follows it.
 fn add_sums(
     sums: &mut Vec<((String, u32), Sums)>,
+    hint: &mut usize,
     model: &str,
     horizon: u32,
     p: &Point,
     scale: f64,
 ) {
-    let at = match sums
-        .iter()
-        .position(|((m, h), _)| *h == horizon && m == model)
-    {
-        Some(i) => i,
-        None => {
-            sums.push(((model.to_string(), horizon), Sums::default()));
-            sums.len() - 1
-        }
+    let same = |((m, h), _): &((String, u32), Sums)| *h == horizon && m == model;
+    let at = match sums.get(*hint) {
+        Some(x) if same(x) => *hint,
+        _ => match sums.iter().position(same) {
+            Some(i) => i,
+            None => {
+                sums.push(((model.to_string(), horizon), Sums::default()));
+                sums.len() - 1
+            }
+        },
     };
+    *hint = at + 1;
     let s = &mut sums[at].1;
     s.scored += 1;
     s.covered80 += u64::from(p.lo80 <= p.actual && p.actual <= p.hi80);

@@ -17,7 +17,7 @@
 //! process sees it, so a restart or a partition moving to another process resumes every
 //! series where its checkpoint left it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use tickcast_pipeline::telemetry;
 use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Scorer, ScorerSettings};
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesSet, of, series_key};
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
 /// The ensemble's model name.
@@ -58,9 +58,12 @@ pub struct ForecastStage {
     ensemble: Option<Ensemble>,
     scorer: Scorer,
     /// Open time of each series' newest candle folded in.
-    newest: HashMap<SeriesKey, i64>,
+    newest: SeriesMap<i64>,
+    /// The chunk (see [`ForecastStage::process`]) each series was last in, and the current one.
+    chunk_of: SeriesMap<u64>,
+    chunk: u64,
     /// The input partition each series arrives on.
-    partition_of: HashMap<SeriesKey, (String, i32)>,
+    partition_of: SeriesMap<(String, i32)>,
     checkpoint: Option<Checkpointer>,
 }
 
@@ -69,9 +72,9 @@ struct Checkpointer {
     settings: CheckpointSettings,
     last: Instant,
     /// Series changed since the last checkpoint.
-    dirty: HashSet<SeriesKey>,
+    dirty: SeriesSet,
     /// Series looked up in the store already.
-    looked_up: HashSet<SeriesKey>,
+    looked_up: SeriesSet,
     models_loaded: bool,
     /// Next offsets of everything handled, and of what the last checkpoint covers.
     handled: BTreeMap<(String, i32), i64>,
@@ -110,8 +113,10 @@ impl ForecastStage {
             output_topic: output_topic.into(),
             ensemble: None,
             scorer: Scorer::new(ScorerSettings::default()),
-            newest: HashMap::new(),
-            partition_of: HashMap::new(),
+            newest: SeriesMap::default(),
+            chunk_of: SeriesMap::default(),
+            chunk: 0,
+            partition_of: SeriesMap::default(),
             checkpoint: None,
         }
     }
@@ -132,8 +137,8 @@ impl ForecastStage {
         self.checkpoint = Some(Checkpointer {
             settings,
             last: Instant::now(),
-            dirty: HashSet::new(),
-            looked_up: HashSet::new(),
+            dirty: SeriesSet::default(),
+            looked_up: SeriesSet::default(),
             models_loaded: false,
             handled: BTreeMap::new(),
             covered: BTreeMap::new(),
@@ -152,27 +157,37 @@ impl ForecastStage {
         // Split the batch where a series restarts, so a reset never wipes a bar of the same
         // batch that came before it.
         let mut chunk: Vec<&Candle> = Vec::with_capacity(candles.len());
-        let mut in_chunk: HashSet<SeriesKey> = HashSet::new();
+        self.chunk += 1;
         for &c in candles {
-            let key = series_key(c);
+            let key = of(c);
             let bar = bar_ms(c);
-            match self.newest.get(&key) {
+            match self.newest.get(key) {
                 Some(&newest) if c.open_ms <= newest => {
                     out.skipped += 1;
                     continue;
                 }
                 Some(&newest) if c.open_ms != newest + bar => {
-                    if in_chunk.contains(&key) {
+                    if self.chunk_of.get(key) == Some(&self.chunk) {
                         self.run_chunk(&chunk, &mut out);
                         chunk.clear();
-                        in_chunk.clear();
+                        self.chunk += 1;
                     }
-                    self.reset_series(&key);
+                    self.reset_series(&key.to_key());
                 }
                 _ => {}
             }
-            self.newest.insert(key.clone(), c.open_ms);
-            in_chunk.insert(key);
+            match self.newest.get_mut(key) {
+                Some(newest) => *newest = c.open_ms,
+                None => {
+                    self.newest.insert(key.to_key(), c.open_ms);
+                }
+            }
+            match self.chunk_of.get_mut(key) {
+                Some(n) => *n = self.chunk,
+                None => {
+                    self.chunk_of.insert(key.to_key(), self.chunk);
+                }
+            }
             chunk.push(c);
         }
         self.run_chunk(&chunk, &mut out);
@@ -211,9 +226,9 @@ impl ForecastStage {
             .map(|m| m.update(candles, &self.horizons))
             .collect();
         let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
-        for (i, c) in candles.iter().enumerate() {
-            let key = series_key(c);
-            self.scorer.observe(&key, c);
+        for (i, &c) in candles.iter().enumerate() {
+            let key = of(c);
+            self.scorer.observe(key, c);
             let last = c.close.to_f64().unwrap_or(f64::NAN);
             let before = out.forecasts.len();
             for (m, name) in names.iter().enumerate() {
@@ -227,15 +242,15 @@ impl ForecastStage {
                     .enumerate()
                     .map(|(m, name)| (*name, preds[m][i].as_slice()))
                     .collect();
-                for p in ens.combine(&key, last, &members, &self.scorer) {
+                for p in ens.combine(key, last, &members, &self.scorer) {
                     out.forecasts.push(forecast(c, ENSEMBLE, &p, last));
                 }
             }
-            for f in &out.forecasts[before..] {
-                self.scorer.record(&key, f);
-            }
-            if let Some(cp) = &mut self.checkpoint {
-                cp.dirty.insert(key);
+            self.scorer.record_all(key, &out.forecasts[before..]);
+            if let Some(cp) = &mut self.checkpoint
+                && !cp.dirty.contains(key)
+            {
+                cp.dirty.insert(key.to_key());
             }
         }
     }

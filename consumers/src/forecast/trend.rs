@@ -26,7 +26,7 @@ use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, Z80, Z95};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of, series_key};
 use fit::{Design, FitSettings, Layout, TrendFit};
 
 /// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
@@ -84,7 +84,7 @@ impl Series {
 #[derive(Debug, Default)]
 pub struct TrendModel {
     settings: TrendSettings,
-    series: HashMap<SeriesKey, Series>,
+    series: SeriesMap<Series>,
     /// Designs by window length, shared by every series (a design depends on `n` alone).
     designs: HashMap<usize, Design>,
 }
@@ -93,7 +93,7 @@ impl TrendModel {
     pub fn new(settings: TrendSettings) -> Self {
         Self {
             settings,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             designs: HashMap::new(),
         }
     }
@@ -135,13 +135,15 @@ impl TrendModel {
         let bar = Interval::parse(&c.interval)
             .map(Interval::ms)
             .unwrap_or(c.close_ms - c.open_ms);
-        let key = super::series_key(c);
         let settings = self.settings;
-        let phase = schedule_phase(&key, settings.refit_every);
-        let s = self
-            .series
-            .entry(key)
-            .or_insert_with(|| Series::new(c.open_ms));
+        let phase = schedule_phase(of(c), settings.refit_every);
+        let s = match self.series.get_mut(of(c)) {
+            Some(s) => s,
+            None => self
+                .series
+                .entry(series_key(c))
+                .or_insert_with(|| Series::new(c.open_ms)),
+        };
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return Vec::new();
@@ -178,12 +180,13 @@ impl TrendModel {
 }
 
 /// Where in the refit cycle a series sits: FNV-1a of its key, modulo the cycle.
-pub(super) fn schedule_phase(key: &SeriesKey, every: u32) -> u64 {
+pub(super) fn schedule_phase(key: &dyn SeriesRef, every: u32) -> u64 {
     if every == 0 {
         return 0;
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [&key.0, &key.1, &key.2] {
+    let (e, s, i) = key.parts();
+    for part in [e, s, i] {
         for b in part.bytes().chain([0xff]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
