@@ -174,6 +174,16 @@ pub struct StageArgs {
     /// `offset.metadata.max.bytes`, 4096 by default).
     #[arg(long, env = "TICKCAST_CANDLE_STATE_MAX_BYTES", default_value_t = CandleOptions::DEFAULT_STATE_MAX_BYTES)]
     pub candle_state_max_bytes: usize,
+    /// How long (event time, ms) the trade ids of a closed window are remembered, so that a
+    /// late copy of a counted trade (a lagging second ingester, a reconnect's re-sends) is
+    /// dropped as a duplicate instead of counted late.
+    #[arg(
+        long,
+        env = "TICKCAST_DEDUP_RETENTION_MS",
+        default_value_t = CandleOptions::DEFAULT_DEDUP_RETENTION_MS,
+        value_parser = clap::value_parser!(i64).range(0..)
+    )]
+    pub dedup_retention_ms: i64,
     /// Forecast horizons in bars.
     #[arg(
         long,
@@ -245,6 +255,7 @@ impl StageArgs {
         cfg.candles.max_empty_windows = self.max_empty_windows;
         cfg.candles.idle_grace_ms = self.idle_grace_ms.0;
         cfg.candles.state_max_bytes = self.candle_state_max_bytes;
+        cfg.candles.dedup_retention_ms = self.dedup_retention_ms;
         cfg.horizons = self.horizons.clone();
         cfg.group_prefix = self.group_prefix.clone();
         tickcast::models::check(&self.models, !self.no_ensemble)?;

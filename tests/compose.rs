@@ -5,7 +5,8 @@
 //! `tickcast config-reference --json`, i.e. the command-line definition itself); published
 //! ports and health-check URLs are ports the service listens on; bind mounts exist; named
 //! volumes are declared and used; `depends_on` conditions are satisfiable; Prometheus scrapes
-//! only services that serve metrics on that port; Grafana's Postgres datasource matches the
+//! only services that serve metrics on that port (static targets and DNS-discovered names) and
+//! every tickcast service's metrics endpoint; Grafana's Postgres datasource matches the
 //! database service; Kafka runs the version the tests run. Deliberately broken copies of the
 //! file are rejected with the expected message (`broken_files_are_rejected`).
 
@@ -227,27 +228,49 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
     for v in declared.difference(&used_volumes) {
         errs.push(format!("volume {v} is declared but unused"));
     }
-    // 6. Prometheus scrapes services that serve metrics there.
+    // 6. Prometheus scrapes services that serve metrics there (static targets, and DNS
+    // discovery: every name × the port), and every tickcast metrics endpoint is scraped.
     let prom =
         yaml_to_json(&std::fs::read_to_string(root.join("monitoring/prometheus.yml")).unwrap())
             .unwrap();
+    let mut scraped: BTreeSet<(String, u16)> = BTreeSet::new();
     for job in prom["scrape_configs"].as_array().into_iter().flatten() {
         for sc in job["static_configs"].as_array().into_iter().flatten() {
             for t in sc["targets"].as_array().into_iter().flatten() {
-                let t = t.as_str().unwrap();
-                let (host, port) = t.rsplit_once(':').unwrap();
-                let port: u16 = port.parse().unwrap();
-                if host == "localhost" {
-                    continue;
-                }
-                match services.get(host) {
-                    None => errs.push(format!("prometheus scrapes {t}: no service {host}")),
-                    Some(s) if !listening_ports(host, s).contains(&port) => errs.push(format!(
-                        "prometheus scrapes {t}, but {host} does not listen on {port}"
-                    )),
-                    _ => {}
-                }
+                let (host, port) = t.as_str().unwrap().rsplit_once(':').unwrap();
+                scraped.insert((host.to_string(), port.parse().unwrap()));
             }
+        }
+        for sd in job["dns_sd_configs"].as_array().into_iter().flatten() {
+            let port = sd["port"].as_u64().unwrap() as u16;
+            for n in sd["names"].as_array().into_iter().flatten() {
+                scraped.insert((n.as_str().unwrap().to_string(), port));
+            }
+        }
+    }
+    for (host, port) in &scraped {
+        if host == "localhost" {
+            continue;
+        }
+        match services.get(host) {
+            None => errs.push(format!("prometheus scrapes {host}:{port}: no service {host}")),
+            Some(s) if !listening_ports(host, s).contains(port) => errs.push(format!(
+                "prometheus scrapes {host}:{port}, but {host} does not listen on {port}"
+            )),
+            _ => {}
+        }
+    }
+    for (name, svc) in services.iter() {
+        let metrics = svc["environment"]["TICKCAST_METRICS_ADDR"]
+            .as_str()
+            .and_then(port_of);
+        if let Some(port) = metrics
+            && is_tickcast(svc)
+            && !scraped.contains(&(name.clone(), port))
+        {
+            errs.push(format!(
+                "{name} serves /metrics on {port}, but prometheus does not scrape it"
+            ));
         }
     }
     // 7. Grafana's Postgres datasource matches the database service.
@@ -433,6 +456,22 @@ fn broken_files_are_rejected() {
             (
                 good.replace("apache/kafka:4.1.1", "apache/kafka:3.7.0"),
                 "kafka image apache/kafka:3.7.0",
+            ),
+        ),
+        (
+            "metrics on a port prometheus does not scrape",
+            (
+                {
+                    // The sink's metrics address only.
+                    let (head, sink) = good.split_once("\n  sink:\n").unwrap();
+                    let sink = sink.replacen(
+                        "TICKCAST_METRICS_ADDR: 0.0.0.0:9100",
+                        "TICKCAST_METRICS_ADDR: 0.0.0.0:9101",
+                        1,
+                    );
+                    format!("{head}\n  sink:\n{sink}")
+                },
+                "prometheus scrapes sink:9100, but sink does not listen on 9100",
             ),
         ),
         ("not YAML", (format!("{good}\n  - : [\n"), "YAML")),

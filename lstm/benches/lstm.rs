@@ -4,6 +4,8 @@
 //! - `inference/h64`: the forward of the same batch without gradients;
 //! - `stream_step/h64` and `h32`: one streaming step for 1,000 series with carried state,
 //!   uploads and the read-back included;
+//! - `host_step/h64` and `h32`: the same step on [`tickcast_lstm::host::step`], what the model
+//!   runs on the CPU;
 //! - `model_bar/1000`: `LstmModel::update` for one closed bar of 1,000 series (features, the
 //!   batched step, predictions for horizons 1, 5, 15, 60), the model's cost per bar.
 //!
@@ -16,6 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
 use tickcast_lstm::features::N_FEATURES;
+use tickcast_lstm::host::{self, Scratch};
 use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
 use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
@@ -86,6 +89,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 net.step_host(black_box(xh.clone()), black_box(cs.clone()), SERIES)
                     .expect("step")
+            })
+        });
+        let w = weights(hidden);
+        let mut scratch = Scratch::default();
+        g.bench_function(format!("host_step/h{hidden}"), |b| {
+            b.iter(|| {
+                host::step(&w, black_box(&xh), black_box(&cs), SERIES, &mut scratch).expect("step")
             })
         });
     }

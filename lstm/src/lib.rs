@@ -6,6 +6,7 @@
 //! - [`features`] — per-series inputs (returns scaled by an EWMA volatility, range, volume,
 //!   volatility regime) and the training targets.
 //! - [`net`] — the fused-gate LSTM cell, the quantile head, the pinball loss.
+//! - [`host`] — the streaming step on the CPU without burn (one packed matmul per layer).
 //! - [`train`] — batches from the series' histories, one gradient step, Adam.
 //! - [`background`] — the trainer thread whose weights are hot-swapped in.
 //! - [`model`] — [`LstmModel`], the [`tickcast_consumers::forecast::Forecaster`].
@@ -17,6 +18,7 @@ pub mod background;
 pub mod checkpoint;
 pub mod device;
 pub mod features;
+pub mod host;
 pub mod model;
 pub mod net;
 pub mod pretrain;

@@ -155,6 +155,10 @@ pub struct LstmModel {
     pub(crate) device: Device,
     pub(crate) weights: Weights,
     net: LstmNet,
+    /// The device is the CPU (`flex`): streaming steps run on [`crate::host::step`] from
+    /// [`LstmModel::weights`] instead of through burn (same maths, a fraction of the cost).
+    host: bool,
+    scratch: crate::host::Scratch,
     pub(crate) adam: Adam,
     pub(crate) series: SeriesMap<Series>,
     /// Close time at or after which the next training fires.
@@ -251,6 +255,8 @@ impl LstmModel {
         let init = settings.init.clone();
         let mut model = Self {
             levels,
+            host: device == Device::flex(),
+            scratch: crate::host::Scratch::default(),
             device,
             adam: Adam::new(dims.parameters()),
             weights,
@@ -529,7 +535,11 @@ impl LstmModel {
         if rows.is_empty() {
             return Ok(());
         }
-        let res = self.net.step_host(xh, cs, rows.len())?;
+        let res = if self.host {
+            crate::host::step(&self.weights, &xh, &cs, rows.len(), &mut self.scratch)?
+        } else {
+            self.net.step_host(xh, cs, rows.len())?
+        };
         let outputs = self.weights.dims.outputs;
         let trained = self.adam.steps > 0;
         for (r, (i, sigma)) in rows.into_iter().enumerate() {

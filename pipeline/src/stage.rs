@@ -7,7 +7,11 @@
 //! Stateful handlers (the candles stage) may attach a state snapshot to each committed offset as
 //! Kafka commit metadata ([`Resume::metadata`]); the runner hands it back through
 //! [`Handler::assigned`] before the first batch of a partition it was (re)assigned, and reports
-//! partitions taken away through [`Handler::revoked`]. For such handlers every batch's plan is
+//! partitions taken away through [`Handler::revoked`]. Messages of a partition revoked while a
+//! batch was being collected are dropped from it (counted in
+//! [`telemetry::REVOKED_DROPPED`]): the partition's new owner reads them from the committed
+//! offset, and handling them here too would compute on state this consumer no longer owns.
+//! For such handlers every batch's plan is
 //! also committed explicitly, because librdkafka's automatic commit skips a stored offset equal
 //! to the committed one, even when its metadata changed.
 //!
@@ -130,11 +134,11 @@ pub async fn run<H: Handler>(
     let mut last_plan: BTreeMap<(String, i32), Resume> = BTreeMap::new();
     loop {
         lag_report.poll(&consumer).await;
-        let batch = tokio::select! {
+        let (batch, revoked) = tokio::select! {
             _ = shutdown.wait() => break,
             b = next_batch(&consumer, &opts) => b,
         };
-        for tp in consumer.context().take_revoked() {
+        for tp in revoked {
             expected.remove(&tp);
             last_plan.remove(&tp);
             handler.revoked(&tp.0, tp.1);
@@ -454,33 +458,67 @@ pub fn lag(high: i64, position: i64) -> i64 {
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Waits for one message (an empty batch after [`IDLE_TICK`]), then collects more until
-/// `max_batch` or `linger` passes.
+/// `max_batch` or `linger` passes. Returns the batch and the partitions revoked meanwhile;
+/// messages collected before their partition was revoked are not in the batch (a message
+/// received after the revocation belongs to a new assignment and is kept).
 async fn next_batch(
     consumer: &StreamConsumer<LoggingContext>,
     opts: &StageOptions,
-) -> Vec<Inbound> {
+) -> (Vec<Inbound>, Vec<(String, i32)>) {
     let mut batch = Vec::new();
+    let mut revoked = Vec::new();
+    let mut note_revoked = |batch: &mut Vec<Inbound>| {
+        let now = consumer.context().take_revoked();
+        if now.is_empty() {
+            return;
+        }
+        let dropped = drop_revoked(batch, &now);
+        if dropped > 0 {
+            tracing::info!(stage = %opts.name, dropped, "batch messages of revoked partitions dropped");
+            telemetry::REVOKED_DROPPED
+                .with_label_values(&[&opts.name])
+                .inc_by(dropped as u64);
+        }
+        revoked.extend(now);
+    };
     match tokio::time::timeout(IDLE_TICK, consumer.recv()).await {
-        Err(_) => return batch,
-        Ok(Ok(m)) => batch.push(to_inbound(&m)),
+        Err(_) => {}
+        Ok(Ok(m)) => {
+            note_revoked(&mut batch);
+            batch.push(to_inbound(&m));
+            let deadline = tokio::time::Instant::now() + opts.linger;
+            while batch.len() < opts.max_batch {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => {
+                        note_revoked(&mut batch);
+                        batch.push(to_inbound(&m));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(stage = %opts.name, error = %e, "consume error");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         Ok(Err(e)) => {
             tracing::warn!(stage = %opts.name, error = %e, "consume error");
             tokio::time::sleep(Duration::from_millis(100)).await;
-            return batch;
         }
     }
-    let deadline = tokio::time::Instant::now() + opts.linger;
-    while batch.len() < opts.max_batch {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(to_inbound(&m)),
-            Ok(Err(e)) => {
-                tracing::warn!(stage = %opts.name, error = %e, "consume error");
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-    batch
+    note_revoked(&mut batch);
+    (batch, revoked)
+}
+
+/// Removes the messages of `revoked` partitions from `batch`; returns how many.
+pub fn drop_revoked(batch: &mut Vec<Inbound>, revoked: &[(String, i32)]) -> usize {
+    let before = batch.len();
+    batch.retain(|m| {
+        !revoked
+            .iter()
+            .any(|(t, p)| *p == m.partition && *t == m.topic)
+    });
+    before - batch.len()
 }
 
 fn to_inbound(m: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
@@ -539,7 +577,66 @@ fn commit_async(consumer: &StreamConsumer<LoggingContext>, plan: &BTreeMap<(Stri
 
 #[cfg(test)]
 mod tests {
-    use super::lag;
+    use super::{Inbound, drop_revoked, lag, split_at_rewinds};
+
+    fn msg(topic: &str, partition: i32, offset: i64) -> Inbound {
+        Inbound {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+        }
+    }
+
+    fn ids(batch: &[Inbound]) -> Vec<(String, i32, i64)> {
+        batch
+            .iter()
+            .map(|m| (m.topic.clone(), m.partition, m.offset))
+            .collect()
+    }
+
+    #[test]
+    fn messages_of_revoked_partitions_are_dropped_and_counted() {
+        let mut batch = vec![
+            msg("candles", 0, 5),
+            msg("candles", 1, 7),
+            msg("ticks", 1, 3),
+            msg("candles", 1, 8),
+            msg("candles", 2, 1),
+        ];
+        let dropped = drop_revoked(&mut batch, &[("candles".into(), 1), ("candles".into(), 9)]);
+        assert_eq!(dropped, 2);
+        assert_eq!(
+            ids(&batch),
+            vec![
+                ("candles".into(), 0, 5),
+                ("ticks".into(), 1, 3),
+                ("candles".into(), 2, 1)
+            ]
+        );
+        assert_eq!(drop_revoked(&mut batch, &[]), 0);
+        assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_splits_where_a_partition_rewinds() {
+        let batch = vec![
+            msg("t", 0, 5),
+            msg("t", 1, 2),
+            msg("t", 0, 6),
+            msg("t", 0, 3), // re-read after a reassignment
+            msg("t", 1, 3),
+        ];
+        let parts: Vec<_> = split_at_rewinds(batch).iter().map(|b| ids(b.as_slice())).collect();
+        assert_eq!(
+            parts,
+            vec![
+                vec![("t".into(), 0, 5), ("t".into(), 1, 2), ("t".into(), 0, 6)],
+                vec![("t".into(), 0, 3), ("t".into(), 1, 3)],
+            ]
+        );
+    }
 
     #[test]
     fn lag_is_high_watermark_minus_position_never_negative() {

@@ -52,6 +52,15 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["stage"],
     )
 });
+/// Messages collected into a batch whose partition was revoked before the batch ran: left to
+/// the partition's new owner.
+pub static REVOKED_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_stage_revoked_dropped_total",
+        "Messages of revoked partitions dropped from a collected batch (the new owner reads them)",
+        &["stage"],
+    )
+});
 /// Websocket frames received per exchange.
 pub static FEED_FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -230,10 +230,11 @@ impl ForecastStage {
             let key = of(c);
             self.scorer.observe(key, c);
             let last = c.close.to_f64().unwrap_or(f64::NAN);
+            let bar = bar_ms(c);
             let before = out.forecasts.len();
             for (m, name) in names.iter().enumerate() {
                 for p in &preds[m][i] {
-                    out.forecasts.push(forecast(c, name, p, last));
+                    out.forecasts.push(forecast(c, bar, name, p, last));
                 }
             }
             if let Some(ens) = &mut self.ensemble {
@@ -243,7 +244,7 @@ impl ForecastStage {
                     .map(|(m, name)| (*name, preds[m][i].as_slice()))
                     .collect();
                 for p in ens.combine(key, last, &members, &self.scorer) {
-                    out.forecasts.push(forecast(c, ENSEMBLE, &p, last));
+                    out.forecasts.push(forecast(c, bar, ENSEMBLE, &p, last));
                 }
             }
             self.scorer.record_all(key, &out.forecasts[before..]);
@@ -439,7 +440,8 @@ fn bar_ms(c: &Candle) -> i64 {
         .unwrap_or(c.close_ms - c.open_ms)
 }
 
-fn forecast(c: &Candle, model: &str, p: &Prediction, last: f64) -> Forecast {
+/// One forecast row; `bar` is the candle's bar length in ms ([`bar_ms`]).
+fn forecast(c: &Candle, bar: i64, model: &str, p: &Prediction, last: f64) -> Forecast {
     Forecast {
         v: SCHEMA_VERSION,
         exchange: c.exchange.clone(),
@@ -448,7 +450,7 @@ fn forecast(c: &Candle, model: &str, p: &Prediction, last: f64) -> Forecast {
         model: model.to_string(),
         horizon: p.horizon,
         base_ms: c.open_ms,
-        target_ms: c.open_ms + i64::from(p.horizon) * bar_ms(c),
+        target_ms: c.open_ms + i64::from(p.horizon) * bar,
         last,
         point: p.point,
         lo80: p.lo80,

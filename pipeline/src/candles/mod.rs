@@ -19,8 +19,13 @@
 //! that interval: it is counted ([`telemetry::LATE_TICKS`], and per interval
 //! [`telemetry::LATE_TICK_WINDOWS`]) and sent to the dead-letter topic with the closed intervals
 //! in the reason; it still counts in the intervals whose windows are open. Trade ids are
-//! de-duplicated while any window holding the trade's time is open (a duplicate carries the
-//! same event time, so it lands in the same windows).
+//! de-duplicated while any window holding the trade's time is open, and for
+//! `dedup_retention_ms` of event time after its windows closed (a duplicate carries the same
+//! event time, so it lands in the same windows): a copy of an already counted trade that
+//! arrives after its window closed — from a second ingester of the same feed that lagged, or
+//! an exchange re-sending on reconnect — is a duplicate, not a late tick. Only copies older than
+//! the retention, or re-sent after a restart (the ids of closed windows are not part of the
+//! snapshot), are still counted late; they are dead-lettered, never silently dropped.
 //!
 //! **Empty windows.** When `W` passes windows in which a symbol had no trade, each gets an
 //! explicit candle: `trades = 0`, `volume = 0`, `open = high = low = close =` the close of the
@@ -93,6 +98,9 @@ pub struct CandleOptions {
     pub idle_grace_ms: Option<i64>,
     /// Budget for the state committed with each offset (bytes of commit metadata).
     pub state_max_bytes: usize,
+    /// How long (event time past a window's end) the trade ids of a closed window are kept, so
+    /// that a late copy of a counted trade is a duplicate rather than a late tick.
+    pub dedup_retention_ms: i64,
 }
 
 impl CandleOptions {
@@ -100,6 +108,8 @@ impl CandleOptions {
     pub const DEFAULT_IDLE_GRACE_MS: i64 = 60_000;
     /// Under the broker's default `offset.metadata.max.bytes` (4096).
     pub const DEFAULT_STATE_MAX_BYTES: usize = 4_000;
+    /// Five minutes: covers a lagging duplicate ingester or a reconnect's re-sent trades.
+    pub const DEFAULT_DEDUP_RETENTION_MS: i64 = 300_000;
 
     /// The given intervals (sorted, duplicates removed; `1m` when empty) with default policies
     /// and no allowed lateness.
@@ -116,6 +126,7 @@ impl CandleOptions {
             max_empty_windows: Self::DEFAULT_MAX_EMPTY_WINDOWS,
             idle_grace_ms: Some(Self::DEFAULT_IDLE_GRACE_MS),
             state_max_bytes: Self::DEFAULT_STATE_MAX_BYTES,
+            dedup_retention_ms: Self::DEFAULT_DEDUP_RETENTION_MS,
         }
     }
 }
@@ -155,7 +166,8 @@ pub struct CandleStats {
 pub enum Pushed {
     /// In the open window of every interval.
     Accepted,
-    /// Its trade id is in an open window already: dropped.
+    /// Its trade id was counted already (in an open window, or in one closed less than
+    /// `dedup_retention_ms` ago): dropped.
     Duplicate,
     /// The windows of these intervals had closed: counted late (and dead-lettered by the stage);
     /// the tick still counts in the intervals not listed.
@@ -184,7 +196,8 @@ impl Group {
     }
 }
 
-/// One symbol: watermarks, a series per interval, and the trade ids of open windows.
+/// One symbol: watermarks, a series per interval, and the trade ids of open and recently
+/// closed windows.
 #[derive(Debug)]
 struct Symbol {
     /// `max event time − allowed lateness` over its accepted ticks.
@@ -192,7 +205,9 @@ struct Symbol {
     /// Effective watermark: every window ending at or before it is closed.
     wm: i64,
     series: Vec<Series>,
-    /// Trade ids by the start of the smallest interval's window holding their time.
+    /// Trade ids by the start of the smallest interval's window holding their time; kept until
+    /// every window holding that time has closed and the bucket ended at least
+    /// `dedup_retention_ms` before the watermark.
     ids: BTreeMap<i64, HashSet<String>>,
 }
 
@@ -209,8 +224,9 @@ impl Symbol {
         }
     }
 
-    /// Moves the effective watermark to `wm` (if ahead) and closes what it passes.
-    fn advance(&mut self, wm: i64, specs: &[Spec], emit: &mut Emit<'_>) {
+    /// Moves the effective watermark to `wm` (if ahead), closes what it passes and forgets the
+    /// trade ids of buckets closed more than `retention_ms` before it.
+    fn advance(&mut self, wm: i64, specs: &[Spec], retention_ms: i64, emit: &mut Emit<'_>) {
         if wm <= self.wm {
             return;
         }
@@ -219,7 +235,11 @@ impl Symbol {
             series.close_until(spec.interval.window_start(wm), spec, self.own_wm, emit);
         }
         let Some(first) = specs.first() else { return };
+        let keep_from = wm.saturating_sub(retention_ms.max(0));
         while let Some((&bucket, _)) = self.ids.first_key_value() {
+            if bucket + first.interval.ms() > keep_from {
+                break;
+            }
             let last_ms = bucket + first.interval.ms() - 1;
             let all_closed = self
                 .series
@@ -333,6 +353,7 @@ impl CandleBuilder {
         let lateness = self.opts.allowed_lateness_ms;
         let grace = self.opts.idle_grace_ms;
         let max_empty = self.opts.max_empty_windows;
+        let retention = self.opts.dedup_retention_ms;
         let floor_of = |wm: i64| idle_floor(wm, grace);
         let Self {
             specs,
@@ -392,7 +413,7 @@ impl CandleBuilder {
             sym.own_wm = sym.own_wm.max(tick.ts_ms.saturating_sub(lateness));
         }
         let own = sym.own_wm;
-        sym.advance(own.max(floor), specs, &mut emit);
+        sym.advance(own.max(floor), specs, retention, &mut emit);
         group.wm = group.wm.max(own);
         let floor = floor_of(group.wm);
         if grace.is_some() && floor >= group.next_due {
@@ -404,7 +425,7 @@ impl CandleBuilder {
                     out: emit.out,
                     stats: emit.stats,
                 };
-                s.advance(s.own_wm.max(floor), specs, &mut emit);
+                s.advance(s.own_wm.max(floor), specs, retention, &mut emit);
             }
             group.next_due = next_boundary(floor, specs);
         }

@@ -160,8 +160,8 @@ fn duplicates_are_dropped_and_late_ticks_counted_exactly() {
         tick("ETH-USDT", 3, 99, 1_000, 59_000),  // duplicate again
         tick("ETH-USDT", 4, 102, 1_000, 65_000), // watermark 60 s: window 0 closes
         tick("ETH-USDT", 5, 98, 1_000, 30_000),  // late
-        tick("ETH-USDT", 1, 100, 1_000, 1_000),  // a duplicate of a closed window: late
-        tick("ETH-USDT", 6, 97, 1_000, 59_999),  // late
+        tick("ETH-USDT", 1, 100, 1_000, 1_000), // a copy from a closed window: still known
+        tick("ETH-USDT", 6, 97, 1_000, 59_999), // late
     ];
     let (pushed, closed) = run(&mut b, &ticks);
     let m1 = Interval::parse("1m").expect("1m");
@@ -175,7 +175,7 @@ fn duplicates_are_dropped_and_late_ticks_counted_exactly() {
             Pushed::Duplicate,
             Pushed::Accepted,
             Pushed::Late(vec![m1]),
-            Pushed::Late(vec![m1]),
+            Pushed::Duplicate,
             Pushed::Late(vec![m1]),
         ]
     );
@@ -186,8 +186,46 @@ fn duplicates_are_dropped_and_late_ticks_counted_exactly() {
     let s = b.stats();
     assert_eq!(
         (s.accepted, s.duplicates, s.late_ticks, s.late_windows),
-        (4, 2, 3, 3)
+        (4, 3, 2, 2)
     );
+}
+
+#[test]
+fn copies_of_closed_windows_are_duplicates_within_the_retention() {
+    // Window [0, 60 s) closes at watermark 60 s; the copy of trade 1 arrives at watermark
+    // 125 s, when the window ended 65 s before: kept for a retention above 65 s only.
+    for (retention, expected) in [
+        (0, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
+        (60_000, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
+        (65_000, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
+        (65_001, Pushed::Duplicate),
+        (CandleOptions::DEFAULT_DEDUP_RETENTION_MS, Pushed::Duplicate),
+    ] {
+        let mut o = opts(&["1m"], 0);
+        o.dedup_retention_ms = retention;
+        let mut b = CandleBuilder::new(o, "candles");
+        let t1 = tick("BTC-USDT", 1, 100, 1_000, 1_000);
+        let ticks = [
+            t1.clone(),
+            tick("BTC-USDT", 2, 101, 1_000, 61_000), // closes window 0
+            tick("BTC-USDT", 3, 102, 1_000, 125_000),
+            t1,
+        ];
+        let (pushed, closed) = run(&mut b, &ticks);
+        assert_eq!(pushed[3], expected, "retention {retention}");
+        // Either way window 0 holds trade 1 once.
+        assert_eq!(
+            rows(&closed),
+            expect(&[
+                ("BTC-USDT", "1m", 0, 100, 100, 100, 100, 1_000, 1),
+                ("BTC-USDT", "1m", M, 101, 101, 101, 101, 1_000, 1),
+            ]),
+            "retention {retention}"
+        );
+        let s = b.stats();
+        let dup = u64::from(expected == Pushed::Duplicate);
+        assert_eq!((s.duplicates, s.late_ticks), (dup, 1 - dup));
+    }
 }
 
 #[test]
