@@ -253,7 +253,9 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
             continue;
         }
         match services.get(host) {
-            None => errs.push(format!("prometheus scrapes {host}:{port}: no service {host}")),
+            None => errs.push(format!(
+                "prometheus scrapes {host}:{port}: no service {host}"
+            )),
             Some(s) if !listening_ports(host, s).contains(port) => errs.push(format!(
                 "prometheus scrapes {host}:{port}, but {host} does not listen on {port}"
             )),

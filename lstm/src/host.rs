@@ -1,22 +1,33 @@
-//! The streaming step on the CPU without a tensor library: one packed matrix product for the
-//! gates, one for the head, and the cell update in plain loops the compiler vectorises.
+//! The streaming step on the CPU without a tensor library: the gates' affine map, the cell
+//! update and the head in plain loops the compiler vectorises, one pass per block of rows.
 //!
-//! A streaming step is small (1,000 rows × 68 × 256 for `H = 64`): on burn's `flex` device
+//! A streaming step is small (1,000 rows × 36 × 128 for `H = 32`): on burn's `flex` device
 //! every tensor operation pays dispatch and allocation overhead, and the cell update alone is
-//! a dozen of them. Here the gates' pre-activations are written straight into a reused buffer
-//! pre-filled with the bias (`z = b; z += [x | h]·W`, the `gemm` crate's packed kernel, one
-//! thread), then each row's `σ`/`tanh` and the state update run in one pass.
+//! a dozen of them. Here each row's pre-activations are accumulated into a reused buffer
+//! (`z = b`, then `z += xhₖ · Wₖ` for `k` ascending — four rows share each loaded row of `W`),
+//! then the row's `σ`/`tanh` and the state update run in one pass, then the head the same way.
+//!
+//! **Every row's result is independent of the batch it came in**, bit for bit: each output
+//! element is summed in the same order with the same operations whatever the number of rows
+//! (no multiply-add contraction, no blocking over `k`). The model relies on this: a restart
+//! or a differently cut batch must give the identical forecast (`batching_does_not_change_results`,
+//! the checkpoint tests). A packed GEMM kernel does not give that (its path depends on the
+//! matrix sizes). On x86-64 with AVX2 the same code is compiled a second time with 256-bit
+//! vectors and chosen at run time; the results are identical (the same IEEE operations).
 //!
 //! The exponential is a branch-free `f32` approximation (range reduction by `ln 2`, a degree-7
 //! Taylor polynomial on `|r| ≤ ln 2 / 2`, the power of two written into the exponent bits), so
 //! the gate loops vectorise; its relative error is below 5·10⁻⁷, and the step agrees with
 //! burn's within 2·10⁻⁶ (tests below). Same maths as [`crate::net::LstmNet::step`]:
 //! gate columns `[i | f | o | g]`, `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')`, `ŷ = h'·A + a`.
-#![allow(unsafe_code)] // one call into `gemm::gemm`, whose bounds are checked right before it
+#![allow(unsafe_code)] // calls the AVX2 copy after checking that the CPU has AVX2
 
 use anyhow::{Result, ensure};
 
 use crate::net::{StepOut, Weights};
+
+/// Rows that share each loaded row of a weight matrix.
+const BLOCK: usize = 4;
 
 /// Buffers reused across steps.
 #[derive(Debug, Default, Clone)]
@@ -26,7 +37,13 @@ pub struct Scratch {
 
 /// One step for `n` rows: `xh` is `[xₜ | hₜ₋₁]` (`n × (F + H)`), `c` is `cₜ₋₁` (`n × H`),
 /// row-major; returns `(hₜ, cₜ, ŷₜ)` like [`crate::net::LstmNet::step_host`].
-pub fn step(w: &Weights, xh: &[f32], c: &[f32], n: usize, scratch: &mut Scratch) -> Result<StepOut> {
+pub fn step(
+    w: &Weights,
+    xh: &[f32],
+    c: &[f32],
+    n: usize,
+    scratch: &mut Scratch,
+) -> Result<StepOut> {
     let d = w.dims;
     let (hidden, outputs) = (d.hidden, d.outputs);
     let (width, gates) = (d.inputs + hidden, d.gates());
@@ -41,82 +58,90 @@ pub fn step(w: &Weights, xh: &[f32], c: &[f32], n: usize, scratch: &mut Scratch)
             && w.head_b.len() == outputs,
         "weights do not match their dimensions"
     );
-    let z = &mut scratch.z;
-    z.clear();
-    for _ in 0..n {
-        z.extend_from_slice(&w.b);
+    let mut out = StepOut {
+        h: vec![0.0; n * hidden],
+        c: vec![0.0; n * hidden],
+        out: vec![0.0; n * outputs],
+    };
+    scratch.z.clear();
+    scratch.z.resize(BLOCK * gates, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked on the line above), the one requirement of
+        // `step_avx2`; everything else is safe Rust with checked slice accesses.
+        unsafe { step_avx2(w, xh, c, n, &mut scratch.z, &mut out) };
+        return Ok(out);
     }
-    matmul_add(n, gates, width, xh, &w.w, z);
-    let mut h_out = vec![0.0f32; n * hidden];
-    let mut c_out = vec![0.0f32; n * hidden];
-    for r in 0..n {
-        let zr = &mut z[r * gates..(r + 1) * gates];
-        let (sig, g) = zr.split_at_mut(3 * hidden);
-        for v in sig.iter_mut() {
-            *v = sigmoid(*v);
-        }
-        for v in g.iter_mut() {
-            *v = tanh(*v);
-        }
-        let (i, rest) = sig.split_at(hidden);
-        let (f, o) = rest.split_at(hidden);
-        let c_prev = &c[r * hidden..(r + 1) * hidden];
-        let c_new = &mut c_out[r * hidden..(r + 1) * hidden];
-        let h_new = &mut h_out[r * hidden..(r + 1) * hidden];
-        for j in 0..hidden {
-            c_new[j] = f[j] * c_prev[j] + i[j] * g[j];
-        }
-        for j in 0..hidden {
-            h_new[j] = o[j] * tanh(c_new[j]);
-        }
-    }
-    let mut out = Vec::with_capacity(n * outputs);
-    for _ in 0..n {
-        out.extend_from_slice(&w.head_b);
-    }
-    matmul_add(n, outputs, hidden, &h_out, &w.head_w, &mut out);
-    Ok(StepOut {
-        h: h_out,
-        c: c_out,
-        out,
-    })
+    step_rows(w, xh, c, n, &mut scratch.z, &mut out);
+    Ok(out)
 }
 
-/// `dst += lhs·rhs` for row-major `lhs` (`m × k`), `rhs` (`k × n`) and `dst` (`m × n`).
-fn matmul_add(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], dst: &mut [f32]) {
-    assert!(
-        lhs.len() == m * k && rhs.len() == k * n && dst.len() == m * n,
-        "matmul_add: {m}×{k} · {k}×{n} into {} values",
-        dst.len()
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the three slices hold exactly m×k, k×n and m×n values (asserted above) and the
-    // strides describe dense row-major layouts of those shapes, so every address gemm reads or
-    // writes lies inside its slice; `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+/// [`step_rows`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn step_avx2(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &mut StepOut) {
+    step_rows(w, xh, c, n, z, out);
+}
+
+/// The step, block of rows by block of rows; `z` holds `BLOCK × 4H` values.
+#[inline(always)]
+fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &mut StepOut) {
+    let d = w.dims;
+    let (hidden, outputs) = (d.hidden, d.outputs);
+    let (width, gates) = (d.inputs + hidden, d.gates());
+    let mut r0 = 0;
+    while r0 < n {
+        let rows = BLOCK.min(n - r0);
+        let z = &mut z[..rows * gates];
+        affine(&xh[r0 * width..(r0 + rows) * width], width, &w.w, &w.b, z);
+        for r in 0..rows {
+            let zr = &mut z[r * gates..(r + 1) * gates];
+            let (sig, g) = zr.split_at_mut(3 * hidden);
+            for v in sig.iter_mut() {
+                *v = sigmoid(*v);
+            }
+            for v in g.iter_mut() {
+                *v = tanh(*v);
+            }
+            let (i, rest) = sig.split_at(hidden);
+            let (f, o) = rest.split_at(hidden);
+            let row = r0 + r;
+            let c_prev = &c[row * hidden..(row + 1) * hidden];
+            let c_new = &mut out.c[row * hidden..(row + 1) * hidden];
+            for j in 0..hidden {
+                c_new[j] = f[j] * c_prev[j] + i[j] * g[j];
+            }
+            let h_new = &mut out.h[row * hidden..(row + 1) * hidden];
+            for j in 0..hidden {
+                h_new[j] = o[j] * tanh(c_new[j]);
+            }
+        }
+        affine(
+            &out.h[r0 * hidden..(r0 + rows) * hidden],
+            hidden,
+            &w.head_w,
+            &w.head_b,
+            &mut out.out[r0 * outputs..(r0 + rows) * outputs],
         );
+        r0 += rows;
+    }
+}
+
+/// `dst[r] = bias + Σₖ lhs[r][k] · rhs[k]` for the rows of `lhs` (`k` values each), `k`
+/// ascending: every element is summed in the same order whatever the number of rows.
+#[inline(always)]
+fn affine(lhs: &[f32], k: usize, rhs: &[f32], bias: &[f32], dst: &mut [f32]) {
+    let m = bias.len();
+    for row in dst.chunks_exact_mut(m) {
+        row.copy_from_slice(bias);
+    }
+    for (kk, wk) in rhs.chunks_exact(m).enumerate().take(k) {
+        for (row, x) in dst.chunks_exact_mut(m).zip(lhs.chunks_exact(k)) {
+            let a = x[kk];
+            for (d, &wv) in row.iter_mut().zip(wk) {
+                *d += a * wv;
+            }
+        }
     }
 }
 
@@ -226,6 +251,38 @@ mod tests {
                 assert!(worst < 2e-6, "{name}, n = {n}: differs by {worst}");
             }
         }
+        // Bit for bit the same whatever the batch: one call for 300 rows, or rows one by one
+        // and in chunks of 7; and the AVX2 copy equals the plain one.
+        let n = 300;
+        let width = dims.inputs + dims.hidden;
+        let xh: Vec<f32> = (0..n * width)
+            .map(|_| (2.0 * rng.unit() - 1.0) as f32)
+            .collect();
+        let c: Vec<f32> = (0..n * dims.hidden).map(|_| rng.unit() as f32).collect();
+        let whole = step(&weights, &xh, &c, n, &mut scratch).expect("whole");
+        for rows in [1usize, 7] {
+            let mut pieces = StepOut {
+                h: Vec::new(),
+                c: Vec::new(),
+                out: Vec::new(),
+            };
+            for (x, cc) in xh.chunks(rows * width).zip(c.chunks(rows * dims.hidden)) {
+                let part = step(&weights, x, cc, x.len() / width, &mut scratch).expect("part");
+                pieces.h.extend(part.h);
+                pieces.c.extend(part.c);
+                pieces.out.extend(part.out);
+            }
+            assert_eq!(pieces, whole, "chunks of {rows}");
+        }
+        let mut plain = StepOut {
+            h: vec![0.0; n * dims.hidden],
+            c: vec![0.0; n * dims.hidden],
+            out: vec![0.0; n * dims.outputs],
+        };
+        let mut z = vec![0.0; BLOCK * dims.gates()];
+        step_rows(&weights, &xh, &c, n, &mut z, &mut plain);
+        assert_eq!(plain, whole, "plain and dispatched paths");
+
         let err = step(&weights, &[0.0; 5], &[0.0; 16], 1, &mut scratch).expect_err("bad xh");
         assert!(err.to_string().contains("do not match 1 rows"), "{err}");
         assert!(step(&weights, &[0.0; 20], &[0.0; 15], 1, &mut scratch).is_err());

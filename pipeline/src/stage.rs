@@ -628,7 +628,10 @@ mod tests {
             msg("t", 0, 3), // re-read after a reassignment
             msg("t", 1, 3),
         ];
-        let parts: Vec<_> = split_at_rewinds(batch).iter().map(|b| ids(b.as_slice())).collect();
+        let parts: Vec<_> = split_at_rewinds(batch)
+            .iter()
+            .map(|b| ids(b.as_slice()))
+            .collect();
         assert_eq!(
             parts,
             vec![

@@ -160,8 +160,8 @@ fn duplicates_are_dropped_and_late_ticks_counted_exactly() {
         tick("ETH-USDT", 3, 99, 1_000, 59_000),  // duplicate again
         tick("ETH-USDT", 4, 102, 1_000, 65_000), // watermark 60 s: window 0 closes
         tick("ETH-USDT", 5, 98, 1_000, 30_000),  // late
-        tick("ETH-USDT", 1, 100, 1_000, 1_000), // a copy from a closed window: still known
-        tick("ETH-USDT", 6, 97, 1_000, 59_999), // late
+        tick("ETH-USDT", 1, 100, 1_000, 1_000),  // a copy from a closed window: still known
+        tick("ETH-USDT", 6, 97, 1_000, 59_999),  // late
     ];
     let (pushed, closed) = run(&mut b, &ticks);
     let m1 = Interval::parse("1m").expect("1m");
@@ -196,8 +196,14 @@ fn copies_of_closed_windows_are_duplicates_within_the_retention() {
     // 125 s, when the window ended 65 s before: kept for a retention above 65 s only.
     for (retention, expected) in [
         (0, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
-        (60_000, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
-        (65_000, Pushed::Late(vec![Interval::parse("1m").expect("1m")])),
+        (
+            60_000,
+            Pushed::Late(vec![Interval::parse("1m").expect("1m")]),
+        ),
+        (
+            65_000,
+            Pushed::Late(vec![Interval::parse("1m").expect("1m")]),
+        ),
         (65_001, Pushed::Duplicate),
         (CandleOptions::DEFAULT_DEDUP_RETENTION_MS, Pushed::Duplicate),
     ] {
