@@ -127,18 +127,49 @@ fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &
     }
 }
 
-/// `dst[r] = bias + Σₖ lhs[r][k] · rhs[k]` for the rows of `lhs` (`k` values each), `k`
-/// ascending: every element is summed in the same order whatever the number of rows.
+/// `dst[r] = bias + Σₖ lhs[r][k] · rhs[k]` for the rows of `lhs` (`k` values each, at most
+/// [`BLOCK`] rows), `k` ascending: every element is `bias` plus the products added one by one
+/// in the same order whatever the number of rows or the path taken, so results are identical.
+/// Full blocks keep a `BLOCK × COLS` tile of sums in registers over the whole `k` loop.
 #[inline(always)]
 fn affine(lhs: &[f32], k: usize, rhs: &[f32], bias: &[f32], dst: &mut [f32]) {
+    const COLS: usize = 16;
     let m = bias.len();
+    let rows = dst.len() / m.max(1);
+    let full = m - m % COLS;
+    if rows == BLOCK {
+        for j0 in (0..full).step_by(COLS) {
+            let mut acc = [[0.0f32; COLS]; BLOCK];
+            for row in &mut acc {
+                row.copy_from_slice(&bias[j0..j0 + COLS]);
+            }
+            for kk in 0..k {
+                let w: &[f32; COLS] = rhs[kk * m + j0..kk * m + j0 + COLS]
+                    .try_into()
+                    .expect("COLS values");
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let a = lhs[r * k + kk];
+                    for c in 0..COLS {
+                        row[c] += a * w[c];
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                dst[r * m + j0..r * m + j0 + COLS].copy_from_slice(row);
+            }
+        }
+    }
+    let from = if rows == BLOCK { full } else { 0 };
+    if from == m {
+        return;
+    }
     for row in dst.chunks_exact_mut(m) {
-        row.copy_from_slice(bias);
+        row[from..].copy_from_slice(&bias[from..]);
     }
     for (kk, wk) in rhs.chunks_exact(m).enumerate().take(k) {
         for (row, x) in dst.chunks_exact_mut(m).zip(lhs.chunks_exact(k)) {
             let a = x[kk];
-            for (d, &wv) in row.iter_mut().zip(wk) {
+            for (d, &wv) in row[from..].iter_mut().zip(&wk[from..]) {
                 *d += a * wv;
             }
         }
