@@ -108,8 +108,10 @@ impl Procs {
             .args(["--partitions", &PARTITIONS.to_string()])
             .env(
                 "RUST_LOG",
-                // Duplicates arriving after their window closed are dead-lettered as late
-                // ticks, one warning each: expected here, and noisy.
+                // A copy arriving more than --dedup-retention-ms of event time after its window
+                // closed is dead-lettered as a late tick, one warning each. The replay runs event
+                // time far faster than the wall clock, so a lagging ingester's copies can be that
+                // late here: expected, and noisy.
                 std::env::var("TICKCAST_CHILD_LOG")
                     .unwrap_or_else(|_| "warn,tickcast_pipeline::deadletter=error".into()),
             )
