@@ -31,7 +31,6 @@ use augurs::ets::AutoETS;
 use augurs::{Fit as _, Predict as _};
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
-use tickcast_pipeline::interval::Interval;
 
 use super::state::{Dec, Enc};
 use super::{Forecaster, Prediction, SeriesKey, SeriesMap, of, series_key};
@@ -177,9 +176,7 @@ impl EtsModel {
         if !close.is_finite() || close <= 0.0 || horizons.contains(&0) {
             return Vec::new();
         }
-        let bar = Interval::parse(&c.interval)
-            .map(Interval::ms)
-            .unwrap_or(c.close_ms - c.open_ms);
+        let bar = super::bar_ms(c);
         let st = self.settings;
         let every = st.refit_every.max(1);
         let phase = super::trend::schedule_phase(of(c), every);

@@ -40,6 +40,14 @@ pub fn series_key(c: &Candle) -> SeriesKey {
     (c.exchange.clone(), c.symbol.clone(), c.interval.clone())
 }
 
+/// A candle's bar length in ms: its interval label's, or its own span when the label does
+/// not parse.
+pub fn bar_ms(c: &Candle) -> i64 {
+    tickcast_pipeline::interval::Interval::parse(&c.interval)
+        .map(tickcast_pipeline::interval::Interval::ms)
+        .unwrap_or(c.close_ms - c.open_ms)
+}
+
 /// A series key, owned ([`SeriesKey`]) or borrowed from a candle. It hashes and compares
 /// exactly like [`SeriesKey`], so a [`SeriesMap`] is looked up from a candle without building
 /// (allocating) a key: `map.get(of(candle))`. The forecast stage does several such lookups per

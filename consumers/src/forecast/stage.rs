@@ -27,14 +27,13 @@ use tickcast_pipeline::bus::OutRecord;
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
-use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Scorer, ScorerSettings};
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesSet, of, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesSet, bar_ms, of, series_key};
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
 /// The ensemble's model name.
@@ -432,12 +431,6 @@ impl ForecastStage {
         }
         Ok(())
     }
-}
-
-fn bar_ms(c: &Candle) -> i64 {
-    Interval::parse(&c.interval)
-        .map(Interval::ms)
-        .unwrap_or(c.close_ms - c.open_ms)
 }
 
 /// One forecast row; `bar` is the candle's bar length in ms ([`bar_ms`]).

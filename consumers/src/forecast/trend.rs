@@ -23,7 +23,6 @@ use std::collections::{HashMap, VecDeque};
 use anyhow::{Result, bail};
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
-use tickcast_pipeline::interval::Interval;
 
 use super::state::{Dec, Enc};
 use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of, series_key};
@@ -132,9 +131,7 @@ impl TrendModel {
         if !close.is_finite() || close <= 0.0 {
             return Vec::new();
         }
-        let bar = Interval::parse(&c.interval)
-            .map(Interval::ms)
-            .unwrap_or(c.close_ms - c.open_ms);
+        let bar = super::bar_ms(c);
         let settings = self.settings;
         let phase = schedule_phase(of(c), settings.refit_every);
         let s = match self.series.get_mut(of(c)) {
