@@ -103,15 +103,18 @@ def main():
         for hidden in (64, 32):
             for name, ms in torch_figures(hidden).items():
                 rows.append((name, hidden, threads, ms))
-    # `host step`: the streaming step the model runs on the CPU (tickcast_lstm::host), not
-    # through burn; only for stream_step rows.
+    # `burn flex`: the figure through burn on its CPU device; `tickcast`: what the model runs on
+    # the CPU — the host training gradient (tickcast_lstm::host_train), the host forward, the
+    # host streaming step (tickcast_lstm::host).
+    burn_id = {"train_step": "burn_train_step", "inference": "inference", "stream_step": "stream_step"}
+    host_id = {"train_step": "train_step", "inference": "host_inference", "stream_step": "host_step"}
     print(f"{'figure':<12} {'H':>3} {'torch thr':>9} {'torch':>9} {'burn flex':>10} {'burn/torch':>10}"
-          f" {'host step':>10} {'host/torch':>10}")
+          f" {'tickcast':>10} {'tc/torch':>10}")
     for name, hidden, threads, ms in rows:
-        b = burn.get(f"{name}_h{hidden}")
+        b = burn.get(f"{burn_id[name]}_h{hidden}")
         ratio = f"{b / ms:10.2f}" if b else f"{'-':>10}"
         bs = f"{b:10.3f}" if b else f"{'-':>10}"
-        h = burn.get(f"host_step_h{hidden}") if name == "stream_step" else None
+        h = burn.get(f"{host_id[name]}_h{hidden}")
         hs = f"{h:10.3f}" if h else f"{'-':>10}"
         hr = f"{h / ms:10.2f}" if h else f"{'-':>10}"
         print(f"{name:<12} {hidden:>3} {threads:>9} {ms:9.3f} {bs} {ratio} {hs} {hr}")

@@ -113,10 +113,13 @@ cargo test --workspace "$@"
 status=$?
 if [[ $status -eq 0 ]]; then
   # The LSTM on burn's wgpu backend against its CPU backend: the one target built with the
-  # `wgpu` feature (heavy), run on Mesa's lavapipe here.
+  # `wgpu` feature (heavy), run on Mesa's lavapipe here. `--workspace` keeps every other
+  # crate's features as in the build above, so only what the feature changes is rebuilt
+  # (`-p tickcast-lstm` alone resolved features differently and rebuilt some 370 crates,
+  # librdkafka's C sources among them).
   t2="$(now)"
-  log "cargo test -p tickcast-lstm --features wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
-  cargo test -p tickcast-lstm --features wgpu --test wgpu -- --nocapture
+  log "cargo test --workspace --features tickcast-lstm/wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
+  cargo test --workspace --features tickcast-lstm/wgpu --test wgpu -- --nocapture
   status=$?
   log "wgpu test done in $(since "$t2")s"
 fi
@@ -131,12 +134,13 @@ fi
 if [[ $status -eq 0 && -n "${TICKCAST_SHARED:-}" ]]; then
   # The suites on the real data in ../shared (exchange frames, candles), kept separate so the
   # repository's own tests never depend on ../shared.
-  log "cargo test --test shared_conformance (recordings in $TICKCAST_SHARED)"
-  cargo test --test shared_conformance -- --nocapture
+  log "cargo test --workspace --test shared_conformance (recordings in $TICKCAST_SHARED)"
+  cargo test --workspace --test shared_conformance -- --nocapture
   status=$?
   if [[ $status -eq 0 ]]; then
-    log "cargo test -p tickcast-lstm --test shared_lstm (LSTM trains on real candles)"
-    cargo test -p tickcast-lstm --test shared_lstm -- --nocapture
+    # `--workspace`, as above: the features of the main build, nothing rebuilt but the test.
+    log "cargo test --workspace --test shared_lstm (LSTM trains on real candles)"
+    cargo test --workspace --test shared_lstm -- --nocapture
     status=$?
   fi
 fi

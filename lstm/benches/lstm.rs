@@ -1,7 +1,10 @@
 //! LSTM costs on `flex`, with the shapes of `scripts/bench_lstm.py` (PyTorch):
 //! - `train_step/h64`: one gradient step (forward, pinball loss, backward, Adam) on 256
-//!   sequences × 64 steps, 4 inputs, hidden 64, 20 outputs — and `h32`;
-//! - `inference/h64`: the forward of the same batch without gradients;
+//!   sequences × 64 steps, 4 inputs, hidden 64, 20 outputs — and `h32` — as the model runs it
+//!   on the CPU (the gradient from [`tickcast_lstm::host_train`]);
+//! - `burn_train_step/h64` and `h32`: the same step with burn's autodiff on `flex`;
+//! - `inference/h64` and `h32`: the forward of the same batch without gradients, on burn;
+//! - `host_inference/h64` and `h32`: the same forward on the host code;
 //! - `stream_step/h64` and `h32`: one streaming step for 1,000 series with carried state,
 //!   uploads and the read-back included;
 //! - `host_step/h64` and `h32`: the same step on [`tickcast_lstm::host::step`], what the model
@@ -19,8 +22,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::host::{self, Scratch};
+use tickcast_lstm::host_train;
 use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
-use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, train_step};
+use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, burn_gradient, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 
@@ -62,16 +66,28 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8));
     for hidden in [64, 32] {
         let ad = device.clone().autodiff();
+        let s = AdamSettings::default();
+        // What the model runs on the CPU: the host gradient (`tickcast_lstm::host_train`).
         let mut w = weights(hidden);
         let mut adam = Adam::new(w.dims.parameters());
-        let s = AdamSettings::default();
         g.bench_function(format!("train_step/h{hidden}"), |b| {
             b.iter(|| train_step(&mut w, &mut adam, &s, &batch, &tau, &ad).expect("step"))
         });
+        // The same step through burn's autodiff on `flex`.
+        let mut w = weights(hidden);
+        let mut adam = Adam::new(w.dims.parameters());
+        g.bench_function(format!("burn_train_step/h{hidden}"), |b| {
+            b.iter(|| {
+                let (_, grad) = burn_gradient(&w, &batch, &tau, &ad).expect("gradient");
+                let mut theta = w.flat();
+                adam.update(&s, &mut theta, &grad).expect("adam");
+                w.set_flat(&theta).expect("weights");
+            })
+        });
     }
-    {
-        let net = LstmNet::new(&weights(64), &device);
-        g.bench_function("inference/h64", |b| {
+    for hidden in [64, 32] {
+        let net = LstmNet::new(&weights(hidden), &device);
+        g.bench_function(format!("inference/h{hidden}"), |b| {
             b.iter(|| {
                 let x = Tensor::<3>::from_data(
                     TensorData::new(batch.x.clone(), [STEPS, BATCH, N_FEATURES]),
@@ -79,6 +95,10 @@ fn bench(c: &mut Criterion) {
                 );
                 read(net.sequence(x, 0)).expect("forward")
             })
+        });
+        let w = weights(hidden);
+        g.bench_function(format!("host_inference/h{hidden}"), |b| {
+            b.iter(|| host_train::outputs(&w, black_box(&batch)).expect("forward"))
         });
     }
     for hidden in [64, 32] {

@@ -7,6 +7,7 @@
 //!   volatility regime) and the training targets.
 //! - [`net`] — the fused-gate LSTM cell, the quantile head, the pinball loss.
 //! - [`host`] — the streaming step on the CPU without burn (one packed matmul per layer).
+//! - [`host_train`] — the training gradient on the CPU: backpropagation through time by hand.
 //! - [`train`] — batches from the series' histories, one gradient step, Adam.
 //! - [`background`] — the trainer thread whose weights are hot-swapped in.
 //! - [`model`] — [`LstmModel`], the [`tickcast_consumers::forecast::Forecaster`].
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod features;
 pub mod host;
+pub mod host_train;
 pub mod model;
 pub mod net;
 pub mod pretrain;

@@ -27,9 +27,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
 use rust_decimal::prelude::ToPrimitive as _;
-use tickcast_consumers::forecast::{
-    Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, of, series_key,
-};
+use tickcast_consumers::forecast::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, of};
 use tickcast_pipeline::domain::Candle;
 
 use crate::background::Background;
@@ -338,9 +336,11 @@ impl LstmModel {
 
     /// Histories in key order (training draws from them in this order).
     fn histories(&self) -> Vec<&History> {
-        let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
+        let mut keys: Vec<SeriesKey> = self.series.keys().collect();
         keys.sort();
-        keys.into_iter().map(|k| &self.series[k].history).collect()
+        keys.iter()
+            .filter_map(|k| self.series.get(k).map(|s| &s.history))
+            .collect()
     }
 
     /// Whether training fires before `c` (and the schedule's next time).
@@ -515,7 +515,7 @@ impl LstmModel {
             let Some(bar) = parse(c) else { continue };
             let Some(s) = self.series.get_mut(of(c)) else {
                 self.series.insert(
-                    series_key(c),
+                    of(c),
                     Series {
                         feat: FeatureState::start(&bar),
                         h: vec![0.0; hidden],
@@ -679,7 +679,7 @@ impl Forecaster for LstmModel {
     fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
         let s =
             crate::checkpoint::load_series(bytes, self.weights.dims.hidden, self.settings.history)?;
-        self.series.insert(key.clone(), s);
+        self.series.insert(key, s);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Training: batches of windows drawn from the series' histories, one pinball-loss gradient
-//! step on an autodiff device, and Adam with global-norm gradient clipping on the host.
+//! step (on the CPU by [`crate::host_train`], on other devices by burn's autodiff), and Adam
+//! with global-norm gradient clipping on the host.
 //!
 //! Adam (Kingma & Ba) for parameter vector `θ` and gradient `g` at step `t`:
 //!
@@ -165,7 +166,8 @@ pub fn sample_batch(
 }
 
 /// One gradient step on `device` (an autodiff device): forward, pinball loss, backward, then
-/// Adam on the host. Returns the batch loss before the update.
+/// Adam on the host. Returns the batch loss before the update. On the CPU (`flex`) the
+/// gradient comes from [`crate::host_train`]; elsewhere from burn's autodiff.
 pub fn train_step(
     weights: &mut Weights,
     adam: &mut Adam,
@@ -174,6 +176,30 @@ pub fn train_step(
     tau: &[f32],
     device: &Device,
 ) -> Result<f32> {
+    let (value, g) = if on_host(device) {
+        crate::host_train::gradient(weights, batch, tau)?
+    } else {
+        burn_gradient(weights, batch, tau, device)?
+    };
+    let mut theta = weights.flat();
+    adam.update(settings, &mut theta, &g)?;
+    weights.set_flat(&theta)?;
+    Ok(value)
+}
+
+/// Whether `device` is the CPU (`flex`, with or without autodiff): the host code runs there.
+fn on_host(device: &Device) -> bool {
+    device.clone().without_autodiff() == Device::flex()
+}
+
+/// The batch loss and its gradient in [`Weights::flat`]'s layout, from burn's autodiff on
+/// `device` (an autodiff device).
+pub fn burn_gradient(
+    weights: &Weights,
+    batch: &Batch,
+    tau: &[f32],
+    device: &Device,
+) -> Result<(f32, Vec<f32>)> {
     let d = weights.dims;
     let s = batch.shape;
     ensure!(
@@ -183,7 +209,8 @@ pub fn train_step(
         d.outputs
     );
     ensure!(
-        batch.x.len() == s.steps * s.batch * d.inputs
+        s.steps > s.burn_in
+            && batch.x.len() == s.steps * s.batch * d.inputs
             && batch.y.len() == (s.steps - s.burn_in) * s.batch * d.outputs,
         "batch sizes do not match the network"
     );
@@ -213,14 +240,14 @@ pub fn train_step(
         grad1(net.head_b.val())?,
     ]
     .concat();
-    let mut theta = weights.flat();
-    adam.update(settings, &mut theta, &g)?;
-    weights.set_flat(&theta)?;
-    Ok(value)
+    Ok((value, g))
 }
 
 /// The pinball loss of `weights` on `batch`, without a gradient (validation).
 pub fn batch_loss(weights: &Weights, batch: &Batch, tau: &[f32], device: &Device) -> Result<f32> {
+    if on_host(device) {
+        return crate::host_train::loss(weights, batch, tau);
+    }
     let d = weights.dims;
     let s = batch.shape;
     let device = device.clone().without_autodiff();

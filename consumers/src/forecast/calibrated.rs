@@ -4,16 +4,21 @@
 //! the interval is `point · exp(±m · spread)` where `m` starts at the normal z and is nudged
 //! after each outcome, which arrives `horizon` bars after the prediction. The wrapper keeps the
 //! model's name: every model's intervals are calibrated.
-
-use std::collections::VecDeque;
+//!
+//! The outcomes come from the stage's [`super::scorer::Scorer`], which keeps every published
+//! forecast until its target bar closes anyway ([`Forecaster::update_scored`]): the calibrator
+//! learns from each of its model's forecasts scored at a bar whose published interval has a
+//! positive width, before it publishes that bar's predictions. So its own state is two
+//! trackers per horizon, and nothing is kept twice. Without outcomes
+//! ([`Forecaster::update`]) the multipliers stay where they are.
 
 use anyhow::Result;
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::conformal::QuantileTracker;
+use super::scorer::Outcome;
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
+use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Calibrator settings.
 #[derive(Debug, Clone, Copy)]
@@ -29,20 +34,9 @@ impl Default for CalibrationSettings {
     }
 }
 
-#[derive(Debug)]
-struct Published {
-    due: u64,
-    horizon: u32,
-    bounds: [(f64, f64); 2],
-}
-
-/// One series' calibrators and the predictions waiting for their outcome; also used by the
-/// ensemble to calibrate its own intervals.
+/// One series' calibrators; also used by the ensemble to calibrate its own intervals.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesState {
-    bar: u64,
-    /// Per horizon, predictions waiting for their outcome, in due order (FIFO).
-    pending: Vec<(u32, VecDeque<Published>)>,
     /// (horizon, level index) → calibrator; level 0 = 80%, 1 = 95%.
     cal: Vec<((u32, usize), QuantileTracker)>,
 }
@@ -69,21 +63,17 @@ impl SeriesState {
         &mut self.cal[at].1
     }
 
-    fn queue(&mut self, horizon: u32) -> &mut VecDeque<Published> {
-        let at = match self.pending.iter().position(|(h, _)| *h == horizon) {
-            Some(i) => i,
-            None => {
-                self.pending.push((horizon, VecDeque::new()));
-                self.pending.len() - 1
+    /// Folds in the outcomes of earlier predictions scored at this bar.
+    pub(crate) fn learn<'a>(
+        &mut self,
+        outcomes: impl IntoIterator<Item = &'a Outcome>,
+        settings: CalibrationSettings,
+    ) {
+        for o in outcomes {
+            for (level, covered) in o.covered.iter().enumerate() {
+                self.tracker(o.horizon, level, settings).update(*covered);
             }
-        };
-        &mut self.pending[at].1
-    }
-
-    /// A new bar closed at `close`: scores the predictions due now.
-    pub(crate) fn advance(&mut self, close: f64, settings: CalibrationSettings) {
-        self.bar += 1;
-        resolve(self, close, settings);
+        }
     }
 
     /// The calibrated version of a prediction made at the current bar.
@@ -91,15 +81,10 @@ impl SeriesState {
         publish(self, p, settings)
     }
 
+    /// Format 1, whose bar counter and waiting predictions are no longer kept: written as
+    /// zero and none, skipped when read.
     pub(crate) fn save(&self, e: &mut Enc) {
-        let n: usize = self.pending.iter().map(|(_, q)| q.len()).sum();
-        e.u64(self.bar).u32(n as u32);
-        for p in self.pending.iter().flat_map(|(_, q)| q) {
-            e.u64(p.due).u32(p.horizon);
-            for (lo, hi) in p.bounds {
-                e.f64(lo).f64(hi);
-            }
-        }
+        e.u64(0).u32(0);
         let mut cal: Vec<_> = self.cal.iter().map(|(k, c)| (k, c)).collect();
         cal.sort_by_key(|(k, _)| **k);
         e.u32(cal.len() as u32);
@@ -110,19 +95,15 @@ impl SeriesState {
     }
 
     pub(crate) fn load(d: &mut Dec<'_>) -> Result<Self> {
-        let mut st = SeriesState {
-            bar: d.u64()?,
-            ..SeriesState::default()
-        };
+        let _bar = d.u64()?;
         for _ in 0..d.u32()? {
-            let (due, horizon) = (d.u64()?, d.u32()?);
-            let bounds = [(d.f64()?, d.f64()?), (d.f64()?, d.f64()?)];
-            st.queue(horizon).push_back(Published {
-                due,
-                horizon,
-                bounds,
-            });
+            // due, horizon, then the two intervals' bounds.
+            let _ = (d.u64()?, d.u32()?);
+            for _ in 0..4 {
+                d.f64()?;
+            }
         }
+        let mut st = SeriesState::default();
         for _ in 0..d.u32()? {
             let (h, level) = (d.u32()?, usize::from(d.u8()?));
             if level >= LEVELS.len() {
@@ -168,18 +149,28 @@ impl Forecaster for Calibrated {
     }
 
     fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
-        let preds = self.inner.update(candles, horizons);
+        self.update_scored(candles, horizons, &Scored::NONE)
+    }
+
+    fn update_scored(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        scored: &Scored<'_>,
+    ) -> Vec<Vec<Prediction>> {
+        let preds = self.inner.update_scored(candles, horizons, scored);
         let settings = self.settings;
         candles
             .iter()
             .zip(preds)
-            .map(|(c, ps)| {
-                let st = match self.series.get_mut(of(c)) {
-                    Some(st) => st,
-                    None => self.series.entry(series_key(c)).or_default(),
-                };
-                st.advance(c.close.to_f64().unwrap_or(f64::NAN), settings);
-                ps.into_iter().map(|p| st.publish(p, settings)).collect()
+            .enumerate()
+            .map(|(i, (c, mut ps))| {
+                let st = self.series.get_or_default(of(c));
+                st.learn(scored.of(i), settings);
+                for p in &mut ps {
+                    *p = st.publish(*p, settings);
+                }
+                ps
             })
             .collect()
     }
@@ -223,7 +214,7 @@ impl Forecaster for Calibrated {
         }
         let st = SeriesState::load(&mut d)?;
         d.end()?;
-        self.series.insert(key.clone(), st);
+        self.series.insert(key, st);
         Ok(())
     }
 
@@ -236,25 +227,6 @@ impl Forecaster for Calibrated {
     }
 }
 
-/// Scores every prediction whose target bar is this one.
-fn resolve(st: &mut SeriesState, close: f64, settings: CalibrationSettings) {
-    let bar = st.bar;
-    for qi in 0..st.pending.len() {
-        while st.pending[qi].1.front().is_some_and(|p| p.due <= bar) {
-            let Some(p) = st.pending[qi].1.pop_front() else {
-                break;
-            };
-            if p.due != bar || close.is_nan() || close <= 0.0 {
-                continue;
-            }
-            for (i, (lo, hi)) in p.bounds.iter().enumerate() {
-                st.tracker(p.horizon, i, settings)
-                    .update(*lo <= close && close <= *hi);
-            }
-        }
-    }
-}
-
 /// The spread a prediction's intervals are rebuilt from, in log terms: ln(hi95 / point) / z₉₅.
 /// `None` when the prediction has no usable interval; it is then published as it is. So a
 /// calibrated prediction depends on its point and `hi95` alone.
@@ -263,7 +235,7 @@ pub(crate) fn spread(point: f64, hi95: f64) -> Option<f64> {
     (!point.is_nan() && point > 0.0 && scale.is_finite() && scale > 0.0).then_some(scale)
 }
 
-/// The calibrated version of one prediction, remembered until its target bar closes.
+/// The calibrated version of one prediction.
 fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -> Prediction {
     let Some(scale) = spread(p.point, p.hi95) else {
         return p;
@@ -276,12 +248,6 @@ fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -
     }
     // The 95% interval never sits inside the 80% one.
     bounds[1] = (bounds[1].0.min(bounds[0].0), bounds[1].1.max(bounds[0].1));
-    let due = st.bar + u64::from(p.horizon);
-    st.queue(p.horizon).push_back(Published {
-        due,
-        horizon: p.horizon,
-        bounds,
-    });
     Prediction {
         lo80: bounds[0].0,
         hi80: bounds[0].1,

@@ -6,6 +6,11 @@ use anyhow::Result;
 
 use super::state::{Dec, Enc};
 
+/// The smallest multiplier. Not zero: a zero multiplier publishes an interval of zero width,
+/// and the calibrator learns only from intervals of positive width
+/// ([`super::calibrated`]), so it could never grow again.
+pub const MIN_MULTIPLIER: f64 = 1e-6;
+
 /// Online quantile tracking (Angelopoulos, Candès & Tibshirani, "Conformal PID control", 2023):
 /// the interval's multiplier `q` moves after every outcome by `η·(errₜ − α)`, errₜ = 1 when the
 /// published interval missed. With a fixed step η and bounded scores, the miscoverage averaged
@@ -39,7 +44,7 @@ impl QuantileTracker {
     /// Folds in one outcome: whether the interval that was published covered the actual.
     pub fn update(&mut self, covered: bool) {
         let err = if covered { 0.0 } else { 1.0 };
-        self.q = (self.q + self.lr * (err - self.target)).max(0.0);
+        self.q = (self.q + self.lr * (err - self.target)).max(MIN_MULTIPLIER);
     }
 
     pub fn save(&self, e: &mut Enc) {
@@ -69,7 +74,7 @@ mod tests {
         assert!((q.multiplier() - 1.006).abs() < 1e-12);
         let mut low = QuantileTracker::new(0.2, 1.0, 0.1);
         low.update(true);
-        assert_eq!(low.multiplier(), 0.0, "never negative");
+        assert_eq!(low.multiplier(), MIN_MULTIPLIER, "never below the floor");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::calibrated::{CalibrationSettings, SeriesState as CalSeries};
-use super::scorer::Scorer;
+use super::scorer::{Outcome, Scorer};
 use super::state::{Dec, Enc};
 use super::{Prediction, SeriesKey, SeriesMap, SeriesRef};
 
@@ -128,22 +128,20 @@ impl Ensemble {
         }
     }
 
-    /// One bar of a series: `members` are (model, its predictions for this bar). Returns the
-    /// ensemble's predictions, none while naive has none.
-    pub fn combine(
+    /// One bar of a series: `outcomes` are the ensemble's own forecasts scored at this bar
+    /// (its calibrator learns from them), `members` are (model, its predictions for this bar).
+    /// Returns the ensemble's predictions, none while naive has none.
+    pub fn combine<'a>(
         &mut self,
         key: &dyn SeriesRef,
-        close: f64,
+        outcomes: impl IntoIterator<Item = &'a Outcome>,
         members: &[(&str, &[Prediction])],
         scorer: &Scorer,
     ) -> Vec<Prediction> {
         let settings = self.settings;
-        let s = match self.series.get_mut(key) {
-            Some(s) => s,
-            None => self.series.entry(key.to_key()).or_default(),
-        };
+        let s = self.series.get_or_default(key);
         s.bar += 1;
-        s.cal.advance(close, settings.calibration);
+        s.cal.learn(outcomes, settings.calibration);
         let Some((_, naive)) = members.iter().find(|(m, _)| *m == NAIVE) else {
             return Vec::new();
         };
@@ -264,7 +262,7 @@ impl Ensemble {
         let cal = CalSeries::load(&mut d)?;
         d.end()?;
         self.series
-            .insert(key.clone(), SeriesEnsemble { bar, weights, cal });
+            .insert(key, SeriesEnsemble { bar, weights, cal });
         Ok(())
     }
 }
@@ -298,7 +296,9 @@ mod tests {
         let mut last = Vec::new();
         for i in 0..bars {
             let c = &cs[i];
-            scorer.observe(&key, c);
+            let mut outcomes = Vec::new();
+            scorer.observe_into(&key, c, &mut outcomes);
+            let ens_id = scorer.model_id("ensemble");
             let close = c.close.to_f64().unwrap_or(f64::NAN);
             let next = cs[i + 1].close.to_f64().unwrap_or(f64::NAN);
             let members: Vec<(&str, Vec<Prediction>)> = vec![
@@ -331,7 +331,12 @@ mod tests {
             }
             let refs: Vec<(&str, &[Prediction])> =
                 members.iter().map(|(m, p)| (*m, p.as_slice())).collect();
-            last = ens.combine(&key, close, &refs, &scorer);
+            last = ens.combine(
+                &key,
+                outcomes.iter().filter(|o| o.model == ens_id),
+                &refs,
+                &scorer,
+            );
         }
         (ens, last, key)
     }

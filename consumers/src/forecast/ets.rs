@@ -33,7 +33,7 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, of, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,13 +180,9 @@ impl EtsModel {
         let st = self.settings;
         let every = st.refit_every.max(1);
         let phase = super::trend::schedule_phase(of(c), every);
-        let s = match self.series.get_mut(of(c)) {
-            Some(s) => s,
-            None => self
-                .series
-                .entry(series_key(c))
-                .or_insert_with(|| Series::new(c.open_ms)),
-        };
+        let s = self
+            .series
+            .get_or_insert_with(of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return Vec::new();
@@ -287,7 +283,7 @@ impl Forecaster for EtsModel {
             );
         }
         self.series.insert(
-            key.clone(),
+            key,
             Series {
                 window,
                 last_open_ms,
@@ -348,7 +344,7 @@ mod tests {
         let mut checked_fit = false;
         for (i, c) in cs.iter().enumerate() {
             let out = m.update(&[c], &horizons);
-            let s = &m.series[&key];
+            let s = &m.series.get(&key).expect("series");
             let Some(f) = &s.fit else {
                 assert!(out[0].is_empty());
                 continue;
@@ -416,9 +412,19 @@ mod tests {
             m.update(&[c], &[1]);
         }
         let key = series_key(&cs[0]);
-        assert!(m.series[&key].fit.as_ref().expect("fit").w80.len() == 1);
+        assert!(
+            m.series
+                .get(&key)
+                .expect("series")
+                .fit
+                .as_ref()
+                .expect("fit")
+                .w80
+                .len()
+                == 1
+        );
         let out = m.update(&[&cs[140]], &[1, 300]);
-        let s = &m.series[&key];
+        let s = &m.series.get(&key).expect("series");
         assert_eq!(s.since_fit, 0);
         assert_eq!(out[0].len(), 2);
         assert_eq!(s.fit.as_ref().expect("fit").w80.len(), 300);

@@ -11,7 +11,7 @@ use super::garch::Garch11;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +116,7 @@ impl Forecaster for GarchModel {
                 }
                 let Some(s) = self.series.get_mut(of(c)) else {
                     self.series.insert(
-                        series_key(c),
+                        of(c),
                         Series {
                             last_close: close,
                             returns: VecDeque::new(),
@@ -194,7 +194,7 @@ impl Forecaster for GarchModel {
             since_fit: d.u32()?,
         };
         d.end()?;
-        self.series.insert(key.clone(), s);
+        self.series.insert(key, s);
         Ok(())
     }
 }

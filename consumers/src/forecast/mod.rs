@@ -12,6 +12,7 @@
 //! - [`ets`] — AutoETS (augurs) on log prices, refitted on a rolling window.
 //! - [`trend`] — Prophet-style trend: piecewise-linear with L1 changepoints + Fourier seasonality.
 //! - [`calibrated`] — wraps any model and calibrates its intervals online.
+//! - [`series`] — maps per series, looked up from a candle without building a key.
 //! - [`state`] — the binary encoding of model checkpoints.
 //! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
 //! - [`stage`] — the stage handler.
@@ -25,9 +26,12 @@ pub mod garch_model;
 pub mod naive;
 pub mod score;
 pub mod scorer;
+pub mod series;
 pub mod stage;
 pub mod state;
 pub mod trend;
+
+pub use series::{SeriesMap, SeriesSet};
 
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
@@ -103,13 +107,6 @@ impl<'a> std::borrow::Borrow<dyn SeriesRef + 'a> for SeriesKey {
     }
 }
 
-/// A map per series with a fast (non-cryptographic) hash; keys come from the stage's own
-/// input, and lookups happen several times per candle and model.
-pub type SeriesMap<V> = std::collections::HashMap<SeriesKey, V, rustc_hash::FxBuildHasher>;
-
-/// A set of series, hashed like [`SeriesMap`].
-pub type SeriesSet = std::collections::HashSet<SeriesKey, rustc_hash::FxBuildHasher>;
-
 /// z-scores of the central 80% and 95% normal intervals.
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;
@@ -125,6 +122,43 @@ pub struct Prediction {
     pub hi95: f64,
 }
 
+/// The outcomes scored at each candle of a batch ([`scorer::Scorer::observe_into`]), as one
+/// model sees them: its own only.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    outcomes: &'a [scorer::Outcome],
+    /// Candle `i`'s outcomes are `outcomes[starts[i]..starts[i + 1]]`.
+    starts: &'a [usize],
+    model: u16,
+}
+
+impl<'a> Scored<'a> {
+    /// No outcomes.
+    pub const NONE: Scored<'static> = Scored {
+        outcomes: &[],
+        starts: &[],
+        model: 0,
+    };
+
+    pub fn new(outcomes: &'a [scorer::Outcome], starts: &'a [usize], model: u16) -> Self {
+        Self {
+            outcomes,
+            starts,
+            model,
+        }
+    }
+
+    /// The model's outcomes scored at candle `i`.
+    pub fn of(&self, i: usize) -> impl Iterator<Item = &'a scorer::Outcome> + 'a {
+        let all = match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.outcomes.get(a..b).unwrap_or_default(),
+            _ => &[],
+        };
+        let model = self.model;
+        all.iter().filter(move |o| o.model == model)
+    }
+}
+
 /// A forecasting model over many series.
 pub trait Forecaster: Send {
     /// Name written into each forecast's `model`.
@@ -132,6 +166,18 @@ pub trait Forecaster: Send {
     /// Folds each closed candle (in order; a series may appear more than once) into the model
     /// and returns, per candle, one prediction per horizon — or none while the series warms up.
     fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>>;
+    /// [`Forecaster::update`], told the outcomes of the model's earlier forecasts scored at
+    /// each candle (`scored.of(i)` for `candles[i]`), which online calibration learns from.
+    /// The stage calls this; models without calibration ignore the outcomes.
+    fn update_scored(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        scored: &Scored<'_>,
+    ) -> Vec<Vec<Prediction>> {
+        let _ = scored;
+        self.update(candles, horizons)
+    }
     /// Everything the model keeps for one series, as checkpoint bytes; `None` when it has
     /// seen nothing of it. Restoring these bytes with [`Forecaster::load_series`] must make
     /// the model's later forecasts for the series identical to those of an uninterrupted run.

@@ -8,7 +8,7 @@ use tickcast_pipeline::domain::Candle;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +80,7 @@ impl Forecaster for Naive {
                 let s = match self.series.get_mut(of(c)) {
                     None => {
                         self.series.insert(
-                            series_key(c),
+                            of(c),
                             Series {
                                 last_close: close,
                                 variance: 0.0,
@@ -127,7 +127,7 @@ impl Forecaster for Naive {
             returns: d.u32()?,
         };
         d.end()?;
-        self.series.insert(key.clone(), s);
+        self.series.insert(key, s);
         Ok(())
     }
 }

@@ -41,20 +41,46 @@ impl Default for ScorerSettings {
 
 #[derive(Debug, Default, Clone)]
 struct Track {
-    /// (target_ms, forecast) in target order.
-    pending: VecDeque<(i64, Point)>,
+    /// Index into [`Scorer`]'s model names.
+    model: u16,
+    horizon: u32,
     score: Score,
     /// Open time of the bar scored last.
     last_ms: i64,
 }
 
+/// A forecast waiting for its target bar.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    target_ms: i64,
+    /// Index into the series' tracks.
+    track: u16,
+    point: Point,
+}
+
 #[derive(Debug, Default, Clone)]
 struct SeriesScores {
-    /// ((model, horizon), track); a few dozen at most, scanned without allocating.
-    tracks: Vec<((String, u32), Track)>,
+    /// One per (model, horizon); a few dozen at most, scanned without allocating.
+    tracks: Vec<Track>,
+    /// Per horizon, every model's forecasts waiting for their target bar, in target order.
+    /// One queue per horizon rather than per model and horizon: the forecasts due at a bar
+    /// then lie side by side in memory (at thousands of series, reaching scattered queue
+    /// fronts was most of the scorer's cost).
+    pending: Vec<(u32, VecDeque<Pending>)>,
     last_close: Option<f64>,
     /// Rolling one-step naive MAE (MASE's scale).
     step: Score,
+}
+
+/// A forecast scored at this bar whose published interval has a positive width
+/// ([`super::calibrated::spread`]): what the model's online calibrator learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The model's id ([`Scorer::model_id`]).
+    pub model: u16,
+    pub horizon: u32,
+    /// Whether the actual fell inside the published 80% and 95% intervals.
+    pub covered: [bool; 2],
 }
 
 /// One rolling score that changed.
@@ -82,16 +108,28 @@ struct Sums {
 #[derive(Debug, Default)]
 pub struct Scorer {
     settings: ScorerSettings,
+    /// Model names; tracks refer to them by index.
+    models: Vec<String>,
     series: SeriesMap<SeriesScores>,
-    unexported: Vec<((String, u32), Sums)>,
+    unexported: Vec<((u16, u32), Sums)>,
+}
+
+/// The index of `name` in `models`, added when new.
+fn intern(models: &mut Vec<String>, name: &str) -> u16 {
+    match models.iter().position(|m| m == name) {
+        Some(i) => i as u16,
+        None => {
+            models.push(name.to_string());
+            (models.len() - 1) as u16
+        }
+    }
 }
 
 impl Scorer {
     pub fn new(settings: ScorerSettings) -> Self {
         Self {
             settings,
-            series: SeriesMap::default(),
-            unexported: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -99,14 +137,26 @@ impl Scorer {
         1.0 - 1.0 / self.settings.window.max(1.0)
     }
 
+    /// The id [`Outcome`]s carry for a model name.
+    pub fn model_id(&mut self, name: &str) -> u16 {
+        intern(&mut self.models, name)
+    }
+
     /// Scores the forecasts whose target bar this candle is. Returns how many were scored.
     pub fn observe(&mut self, key: &dyn SeriesRef, c: &Candle) -> usize {
+        self.observe_into(key, c, &mut Vec::new())
+    }
+
+    /// [`Scorer::observe`], adding the outcomes the calibrators learn from to `outcomes`.
+    pub fn observe_into(
+        &mut self,
+        key: &dyn SeriesRef,
+        c: &Candle,
+        outcomes: &mut Vec<Outcome>,
+    ) -> usize {
         let decay = self.decay();
         let close = c.close.to_f64().unwrap_or(f64::NAN);
-        let s = match self.series.get_mut(key) {
-            Some(s) => s,
-            None => self.series.entry(key.to_key()).or_default(),
-        };
+        let s = self.series.get_or_default(key);
         if let Some(last) = s.last_close
             && close.is_finite()
         {
@@ -127,20 +177,44 @@ impl Scorer {
         let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
         let mut scored = 0;
         let mut hint = 0;
-        for ((model, horizon), t) in &mut s.tracks {
-            while let Some(&(target, mut p)) = t.pending.front() {
-                if target > c.open_ms {
+        for (_, queue) in &mut s.pending {
+            while let Some(&Pending {
+                target_ms,
+                track,
+                point: mut p,
+            }) = queue.front()
+            {
+                if target_ms > c.open_ms {
                     break;
                 }
-                t.pending.pop_front();
-                if target < c.open_ms || !close.is_finite() {
+                queue.pop_front();
+                if target_ms < c.open_ms || !close.is_finite() {
                     continue;
                 }
+                let Some(t) = s.tracks.get_mut(usize::from(track)) else {
+                    continue;
+                };
                 p.actual = close;
                 t.score.add_decayed(&p, decay);
                 t.last_ms = c.open_ms;
                 scored += 1;
-                add_sums(&mut self.unexported, &mut hint, model, *horizon, &p, scale);
+                add_sums(
+                    &mut self.unexported,
+                    &mut hint,
+                    (t.model, t.horizon),
+                    &p,
+                    scale,
+                );
+                if close > 0.0 && super::calibrated::spread(p.point, p.hi95).is_some() {
+                    outcomes.push(Outcome {
+                        model: t.model,
+                        horizon: t.horizon,
+                        covered: [
+                            p.lo80 <= close && close <= p.hi80,
+                            p.lo95 <= close && close <= p.hi95,
+                        ],
+                    });
+                }
             }
         }
         scored
@@ -155,10 +229,10 @@ impl Scorer {
         let mut out: Vec<Accuracy> = s
             .tracks
             .iter()
-            .filter_map(|((model, horizon), t)| {
+            .filter_map(|t| {
                 Some(Accuracy {
-                    model: model.clone(),
-                    horizon: *horizon,
+                    model: self.models.get(usize::from(t.model))?.clone(),
+                    horizon: t.horizon,
                     ts_ms: t.last_ms,
                     summary: t.score.summary(scale)?,
                 })
@@ -175,13 +249,17 @@ impl Scorer {
 
     /// Remembers published forecasts of one series until their target bars close.
     pub fn record_all(&mut self, key: &dyn SeriesRef, fs: &[Forecast]) {
-        let s = match self.series.get_mut(key) {
-            Some(s) => s,
-            None => self.series.entry(key.to_key()).or_default(),
-        };
+        let models = &mut self.models;
+        let s = self.series.get_or_default(key);
         let mut hint = 0;
+        let mut last: Option<(&str, u16)> = None;
         for f in fs {
-            hint = s.record(hint, f) + 1;
+            let model = match last {
+                Some((name, id)) if name == f.model => id,
+                _ => intern(models, &f.model),
+            };
+            last = Some((&f.model, model));
+            hint = s.record(hint, model, f) + 1;
         }
     }
 }
@@ -190,39 +268,61 @@ impl SeriesScores {
     /// Records one forecast and returns its track's index. The track is most likely at
     /// `hint`, just after the previous forecast's: a series' forecasts come in the same model
     /// and horizon order at every bar, mostly the order its tracks were made in.
-    fn record(&mut self, hint: usize, f: &Forecast) -> usize {
-        let same = |((m, h), _): &((String, u32), Track)| *h == f.horizon && *m == f.model;
+    fn record(&mut self, hint: usize, model: u16, f: &Forecast) -> usize {
+        let same = |t: &Track| t.horizon == f.horizon && t.model == model;
         let at = match self.tracks.get(hint) {
             Some(t) if same(t) => Some(hint),
             _ => self.tracks.iter().position(same),
         };
         let at = at.unwrap_or_else(|| {
-            self.tracks
-                .push(((f.model.clone(), f.horizon), Track::default()));
+            self.tracks.push(Track {
+                model,
+                horizon: f.horizon,
+                ..Track::default()
+            });
             self.tracks.len() - 1
         });
-        let t = &mut self.tracks[at].1;
-        let p = Point::from_forecast(f);
-        // Targets of one model and horizon only grow; a redelivery out of order is placed.
-        if t.pending.back().is_none_or(|(x, _)| *x <= f.target_ms) {
-            t.pending.push_back((f.target_ms, p));
-        } else {
-            let pos = t.pending.partition_point(|(x, _)| *x <= f.target_ms);
-            t.pending.insert(pos, (f.target_ms, p));
-        }
+        self.wait(
+            f.horizon,
+            Pending {
+                target_ms: f.target_ms,
+                track: at as u16,
+                point: Point::from_forecast(f),
+            },
+        );
         at
+    }
+
+    /// Queues a forecast in its horizon's queue, in target order.
+    fn wait(&mut self, horizon: u32, p: Pending) {
+        let i = match self.pending.iter().position(|(h, _)| *h == horizon) {
+            Some(i) => i,
+            None => {
+                self.pending.push((horizon, VecDeque::new()));
+                self.pending.len() - 1
+            }
+        };
+        let q = &mut self.pending[i].1;
+        // Targets of one horizon only grow; a redelivery out of order is placed.
+        if q.back().is_none_or(|x| x.target_ms <= p.target_ms) {
+            q.push_back(p);
+        } else {
+            let pos = q.partition_point(|x| x.target_ms <= p.target_ms);
+            q.insert(pos, p);
+        }
     }
 }
 
 impl Scorer {
     /// The rolling score of one series, model and horizon.
     pub fn score(&self, key: &dyn SeriesRef, model: &str, horizon: u32) -> Option<&Score> {
+        let id = self.models.iter().position(|m| m == model)?;
         self.series
             .get(key)?
             .tracks
             .iter()
-            .find(|((m, h), _)| *h == horizon && m == model)
-            .map(|(_, t)| &t.score)
+            .find(|t| t.horizon == horizon && usize::from(t.model) == id)
+            .map(|t| &t.score)
     }
 
     /// Forgets a series (after a gap).
@@ -230,6 +330,8 @@ impl Scorer {
         self.series.remove(key);
     }
 
+    /// The series' state: per track (sorted by model name and horizon) its score and its
+    /// waiting forecasts in target order.
     pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let s = self.series.get(key)?;
         let mut e = Enc::new(1);
@@ -238,15 +340,32 @@ impl Scorer {
             None => e.bool(false),
         };
         s.step.save(&mut e);
-        let mut tracks: Vec<_> = s.tracks.iter().map(|(k, t)| (k, t)).collect();
-        tracks.sort_by(|a, b| a.0.cmp(b.0));
-        e.u32(tracks.len() as u32);
-        for ((model, horizon), t) in tracks {
-            e.bytes(model.as_bytes()).u32(*horizon).i64(t.last_ms);
+        let name = |t: &Track| {
+            self.models
+                .get(usize::from(t.model))
+                .map_or("", String::as_str)
+        };
+        let mut order: Vec<usize> = (0..s.tracks.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ta, tb) = (&s.tracks[a], &s.tracks[b]);
+            (name(ta), ta.horizon).cmp(&(name(tb), tb.horizon))
+        });
+        e.u32(order.len() as u32);
+        for i in order {
+            let t = &s.tracks[i];
+            e.bytes(name(t).as_bytes()).u32(t.horizon).i64(t.last_ms);
             t.score.save(&mut e);
-            e.u32(t.pending.len() as u32);
-            for (target, p) in &t.pending {
-                e.i64(*target).f64(p.base).f64(p.point);
+            let waiting: Vec<&Pending> = s
+                .pending
+                .iter()
+                .filter(|(h, _)| *h == t.horizon)
+                .flat_map(|(_, q)| q.iter())
+                .filter(|p| usize::from(p.track) == i)
+                .collect();
+            e.u32(waiting.len() as u32);
+            for w in waiting {
+                let p = &w.point;
+                e.i64(w.target_ms).f64(p.base).f64(p.point);
                 e.f64(p.lo80).f64(p.hi80).f64(p.lo95).f64(p.hi95);
             }
         }
@@ -261,35 +380,41 @@ impl Scorer {
             ..SeriesScores::default()
         };
         for _ in 0..d.u32()? {
-            let model = String::from_utf8(d.bytes()?.to_vec())?;
+            let model = std::str::from_utf8(d.bytes()?)?;
+            let model = intern(&mut self.models, model);
             let horizon = d.u32()?;
             let last_ms = d.i64()?;
-            let mut t = Track {
+            s.tracks.push(Track {
+                model,
+                horizon,
                 last_ms,
                 score: Score::load(&mut d)?,
-                ..Track::default()
-            };
+            });
+            let track = (s.tracks.len() - 1) as u16;
             for _ in 0..d.u32()? {
-                let target = d.i64()?;
+                let target_ms = d.i64()?;
                 let (base, point) = (d.f64()?, d.f64()?);
                 let (lo80, hi80, lo95, hi95) = (d.f64()?, d.f64()?, d.f64()?, d.f64()?);
-                t.pending.push_back((
-                    target,
-                    Point {
-                        actual: f64::NAN,
-                        base,
-                        point,
-                        lo80,
-                        hi80,
-                        lo95,
-                        hi95,
+                s.wait(
+                    horizon,
+                    Pending {
+                        target_ms,
+                        track,
+                        point: Point {
+                            actual: f64::NAN,
+                            base,
+                            point,
+                            lo80,
+                            hi80,
+                            lo95,
+                            hi95,
+                        },
                     },
-                ));
+                );
             }
-            s.tracks.push(((model, horizon), t));
         }
         d.end()?;
-        self.series.insert(key.clone(), s);
+        self.series.insert(key, s);
         Ok(())
     }
 }
@@ -297,20 +422,18 @@ impl Scorer {
 /// Adds one scored point to the sums not yet exported.
 /// `hint` is where the previous call found its entry: the next call's usually follows it.
 fn add_sums(
-    sums: &mut Vec<((String, u32), Sums)>,
+    sums: &mut Vec<((u16, u32), Sums)>,
     hint: &mut usize,
-    model: &str,
-    horizon: u32,
+    key: (u16, u32),
     p: &Point,
     scale: f64,
 ) {
-    let same = |((m, h), _): &((String, u32), Sums)| *h == horizon && m == model;
     let at = match sums.get(*hint) {
-        Some(x) if same(x) => *hint,
-        _ => match sums.iter().position(same) {
+        Some((k, _)) if *k == key => *hint,
+        _ => match sums.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                sums.push(((model.to_string(), horizon), Sums::default()));
+                sums.push((key, Sums::default()));
                 sums.len() - 1
             }
         },
@@ -331,13 +454,17 @@ impl Scorer {
     /// Adds everything scored since the last call to the Prometheus counters.
     pub fn export_metrics(&mut self) {
         for ((model, horizon), s) in self.unexported.drain(..) {
+            let model = self
+                .models
+                .get(usize::from(model))
+                .map_or("", String::as_str);
             let h = horizon.to_string();
             telemetry::FORECAST_SCORED
-                .with_label_values(&[&model, &h])
+                .with_label_values(&[model, &h])
                 .inc_by(s.scored);
             for (level, n) in [("80", s.covered80), ("95", s.covered95)] {
                 telemetry::FORECAST_COVERED
-                    .with_label_values(&[&model, &h, level])
+                    .with_label_values(&[model, &h, level])
                     .inc_by(n);
             }
             for (kind, v) in [
@@ -346,7 +473,7 @@ impl Scorer {
                 ("scaled", s.scaled),
             ] {
                 telemetry::FORECAST_ERROR_SUM
-                    .with_label_values(&[&model, &h, kind])
+                    .with_label_values(&[model, &h, kind])
                     .inc_by(v);
             }
         }
@@ -390,7 +517,9 @@ mod tests {
         // h=1 from bar 0 hits bar 1 exactly; h=2 from bar 0 lands on bar 2.
         s.record(&key, &forecast(&cs[0], "m", 1, close(1), 0.0));
         s.record(&key, &forecast(&cs[0], "m", 2, close(0) + 1.0, 0.5));
-        assert_eq!(s.observe(&key, &cs[1]), 1);
+        let mut outcomes = Vec::new();
+        assert_eq!(s.observe_into(&key, &cs[1], &mut outcomes), 1);
+        assert!(outcomes.is_empty(), "a zero-width interval teaches nothing");
         let a1 = s.accuracy(&key);
         assert_eq!(a1.len(), 1, "the h=2 track has nothing scored yet");
         assert_eq!((a1[0].horizon, a1[0].ts_ms), (1, 60_000));
@@ -399,7 +528,19 @@ mod tests {
             a1[0].summary.coverage80, 1.0,
             "degenerate interval at the actual"
         );
-        assert_eq!(s.observe(&key, &cs[2]), 1);
+        let mut outcomes = Vec::new();
+        assert_eq!(s.observe_into(&key, &cs[2], &mut outcomes), 1);
+        // The h=2 interval has a positive width: an outcome for the calibrator, with the
+        // coverage of both published intervals. (The h=1 one had none: no outcome.)
+        let err0 = (close(2) - (close(0) + 1.0)).abs();
+        assert_eq!(
+            outcomes,
+            vec![Outcome {
+                model: s.model_id("m"),
+                horizon: 2,
+                covered: [err0 <= 0.5, err0 <= 1.0],
+            }]
+        );
         let a2: Vec<Accuracy> = s
             .accuracy(&key)
             .into_iter()

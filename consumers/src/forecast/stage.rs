@@ -31,9 +31,11 @@ use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use super::ensemble::{Ensemble, EnsembleSettings};
-use super::scorer::{Accuracy, Scorer, ScorerSettings};
+use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings};
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesSet, bar_ms, of, series_key};
+use super::{
+    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesSet, bar_ms, of, series_key,
+};
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
 /// The ensemble's model name.
@@ -64,6 +66,9 @@ pub struct ForecastStage {
     /// The input partition each series arrives on.
     partition_of: SeriesMap<(String, i32)>,
     checkpoint: Option<Checkpointer>,
+    /// Outcomes scored in the current chunk, and where each candle's start (reused buffers).
+    outcomes: Vec<Outcome>,
+    starts: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -117,6 +122,8 @@ impl ForecastStage {
             chunk: 0,
             partition_of: SeriesMap::default(),
             checkpoint: None,
+            outcomes: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
@@ -160,33 +167,24 @@ impl ForecastStage {
         for &c in candles {
             let key = of(c);
             let bar = bar_ms(c);
-            match self.newest.get(key) {
+            let gap = match self.newest.get(key) {
                 Some(&newest) if c.open_ms <= newest => {
                     out.skipped += 1;
                     continue;
                 }
-                Some(&newest) if c.open_ms != newest + bar => {
-                    if self.chunk_of.get(key) == Some(&self.chunk) {
-                        self.run_chunk(&chunk, &mut out);
-                        chunk.clear();
-                        self.chunk += 1;
-                    }
-                    self.reset_series(&key.to_key());
-                }
-                _ => {}
+                Some(&newest) => c.open_ms != newest + bar,
+                None => false,
+            };
+            if self.chunk_of.get(key) == Some(&self.chunk) {
+                self.run_chunk(&chunk, &mut out);
+                chunk.clear();
+                self.chunk += 1;
             }
-            match self.newest.get_mut(key) {
-                Some(newest) => *newest = c.open_ms,
-                None => {
-                    self.newest.insert(key.to_key(), c.open_ms);
-                }
+            if gap {
+                self.reset_series(&key.to_key());
             }
-            match self.chunk_of.get_mut(key) {
-                Some(n) => *n = self.chunk,
-                None => {
-                    self.chunk_of.insert(key.to_key(), self.chunk);
-                }
-            }
+            self.newest.insert(key, c.open_ms);
+            self.chunk_of.insert(key, self.chunk);
             chunk.push(c);
         }
         self.run_chunk(&chunk, &mut out);
@@ -215,19 +213,37 @@ impl ForecastStage {
         }
     }
 
+    /// Runs a chunk, in which each series has at most one candle: scores the bar (the
+    /// calibrators learn from its outcomes before they publish), then every model at once,
+    /// then per candle the forecasts, the ensemble, and the scorer's record of them.
     fn run_chunk(&mut self, candles: &[&Candle], out: &mut Output) {
         if candles.is_empty() {
             return;
         }
+        let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
+        let ids: Vec<u16> = names.iter().map(|n| self.scorer.model_id(n)).collect();
+        let ensemble_id = self.scorer.model_id(ENSEMBLE);
+        self.outcomes.clear();
+        self.starts.clear();
+        self.starts.push(0);
+        for &c in candles {
+            self.scorer.observe_into(of(c), c, &mut self.outcomes);
+            self.starts.push(self.outcomes.len());
+        }
         let preds: Vec<Vec<Vec<Prediction>>> = self
             .models
             .iter_mut()
-            .map(|m| m.update(candles, &self.horizons))
+            .zip(&ids)
+            .map(|(m, &id)| {
+                let scored = Scored::new(&self.outcomes, &self.starts, id);
+                m.update_scored(candles, &self.horizons, &scored)
+            })
             .collect();
-        let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
+        let ensemble_scored = Scored::new(&self.outcomes, &self.starts, ensemble_id);
+        out.forecasts
+            .reserve(candles.len() * (names.len() + 1) * self.horizons.len());
         for (i, &c) in candles.iter().enumerate() {
             let key = of(c);
-            self.scorer.observe(key, c);
             let last = c.close.to_f64().unwrap_or(f64::NAN);
             let bar = bar_ms(c);
             let before = out.forecasts.len();
@@ -242,15 +258,13 @@ impl ForecastStage {
                     .enumerate()
                     .map(|(m, name)| (*name, preds[m][i].as_slice()))
                     .collect();
-                for p in ens.combine(key, last, &members, &self.scorer) {
+                for p in ens.combine(key, ensemble_scored.of(i), &members, &self.scorer) {
                     out.forecasts.push(forecast(c, bar, ENSEMBLE, &p, last));
                 }
             }
             self.scorer.record_all(key, &out.forecasts[before..]);
-            if let Some(cp) = &mut self.checkpoint
-                && !cp.dirty.contains(key)
-            {
-                cp.dirty.insert(key.to_key());
+            if let Some(cp) = &mut self.checkpoint {
+                cp.dirty.insert(key);
             }
         }
     }
@@ -310,7 +324,7 @@ impl ForecastStage {
             }
         }
         d.end()?;
-        self.newest.insert(key, cp.last_open_ms);
+        self.newest.insert(&key, cp.last_open_ms);
         Ok(())
     }
 
@@ -336,7 +350,7 @@ impl ForecastStage {
                 continue;
             }
             let ask = match self.newest.get(&k) {
-                None => cp.looked_up.insert(k.clone()),
+                None => cp.looked_up.insert(&k),
                 Some(&newest) => c.open_ms > newest + bar_ms(c),
             };
             if ask {
@@ -391,7 +405,7 @@ impl ForecastStage {
             return Ok(());
         };
         let started = Instant::now();
-        let mut dirty: Vec<&SeriesKey> = cp.dirty.iter().collect();
+        let mut dirty: Vec<SeriesKey> = cp.dirty.keys().collect();
         dirty.sort();
         let series: Vec<SeriesCheckpoint> =
             dirty.iter().filter_map(|k| self.save_series(k)).collect();
@@ -491,7 +505,7 @@ impl Handler for ForecastStage {
                         .get(&k)
                         .is_none_or(|p| p.1 != m.partition || p.0 != m.topic)
                     {
-                        self.partition_of.insert(k, (m.topic.clone(), m.partition));
+                        self.partition_of.insert(&k, (m.topic.clone(), m.partition));
                     }
                     candles.push(c)
                 }
@@ -549,7 +563,7 @@ impl Handler for ForecastStage {
             .partition_of
             .iter()
             .filter(|(_, p)| p.0 == topic && p.1 == partition)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         for k in &gone {
             self.reset_series(k);

@@ -25,7 +25,7 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of, series_key};
+use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
 use fit::{Design, FitSettings, Layout, TrendFit};
 
 /// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
@@ -134,13 +134,9 @@ impl TrendModel {
         let bar = super::bar_ms(c);
         let settings = self.settings;
         let phase = schedule_phase(of(c), settings.refit_every);
-        let s = match self.series.get_mut(of(c)) {
-            Some(s) => s,
-            None => self
-                .series
-                .entry(series_key(c))
-                .or_insert_with(|| Series::new(c.open_ms)),
-        };
+        let s = self
+            .series
+            .get_or_insert_with(of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return Vec::new();
@@ -286,7 +282,7 @@ impl Forecaster for TrendModel {
             );
         }
         self.series.insert(
-            key.clone(),
+            key,
             Series {
                 window,
                 last_open_ms,
@@ -338,7 +334,7 @@ mod tests {
         let mut last_fit: Option<TrendFit> = None;
         for (i, c) in candles.iter().enumerate() {
             let out = m.update(&[c], &[1, 7]);
-            let s = &m.series[&key];
+            let s = &m.series.get(&key).expect("series");
             if out[0].is_empty() {
                 assert!(s.fit.is_none());
                 continue;
@@ -415,7 +411,7 @@ mod tests {
         // An old bar again is ignored.
         assert!(m.update(&[&candles[10]], &[1])[0].is_empty());
         let key = crate::forecast::series_key(&candles[0]);
-        assert_eq!(m.series[&key].window.len(), 250);
+        assert_eq!(m.series.get(&key).expect("series").window.len(), 250);
         assert!(m.load_series(&key, &[1, 2, 3]).is_err());
     }
 }
