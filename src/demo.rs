@@ -20,6 +20,16 @@ use tickcast_pipeline::telemetry;
 
 use crate::cli::{StageArgs, shutdown_on_signals};
 
+/// A line on standard output that never stops the demo: with its reader gone (`tickcast demo |
+/// head -3`, a test that read the URL and let go) `println!` would panic on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }};
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Address of the API and dashboard.
@@ -128,15 +138,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ));
     }
 
-    println!(
+    say!(
         "tickcast demo is running (simulated market on {feed_url}, embedded broker, SQLite {})",
         db_path.display()
     );
-    println!("  dashboard: http://{addr}/");
-    println!(
+    say!("  dashboard: http://{addr}/");
+    say!(
         "  API:       http://{addr}/api/v1/forecasts/latest?symbol=BTC-USDT  (all routes: http://{addr}/openapi.json)"
     );
-    println!("  metrics:   http://{addr}/metrics   (Ctrl-C to stop)");
+    say!("  metrics:   http://{addr}/metrics   (Ctrl-C to stop)");
 
     let mut first_error = None;
     while let Some(r) = tasks.join_next().await {
@@ -179,7 +189,7 @@ async fn status_lines(
         let trades = total(&telemetry::FEED_TRADES);
         let rate = (trades - last_trades) as f64 / every.as_secs_f64();
         last_trades = trades;
-        println!(
+        say!(
             "status: trades {trades} ({rate:.1}/s), candles {}, forecasts {}, alerts {}, rows written {}, dead letters {}{}",
             total(&telemetry::CANDLES),
             total(&telemetry::FORECASTS),

@@ -152,6 +152,9 @@ async fn dashboard_renders_and_updates_in_chromium() {
                 .expect("demo exited before printing its URL")
                 .unwrap();
             if let Some(rest) = line.trim().strip_prefix("dashboard: ") {
+                // Keep reading the demo's output (its next lines, the status lines), so its
+                // stdout stays open for as long as it runs.
+                std::thread::spawn(move || lines.for_each(drop));
                 break rest.trim().trim_end_matches('/').to_string();
             }
         }

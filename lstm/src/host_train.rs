@@ -160,8 +160,8 @@ fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     v
 }
 
-/// Checks that the batch and `tau` fit the network.
-fn check(w: &Weights, batch: &Batch, tau: &[f32]) -> Result<()> {
+/// Checks that the batch, `tau` and the weights fit the network's dimensions.
+pub(crate) fn check(w: &Weights, batch: &Batch, tau: &[f32]) -> Result<()> {
     let d = w.dims;
     let s = batch.shape;
     ensure!(

@@ -200,20 +200,9 @@ pub fn burn_gradient(
     tau: &[f32],
     device: &Device,
 ) -> Result<(f32, Vec<f32>)> {
+    crate::host_train::check(weights, batch, tau)?;
     let d = weights.dims;
     let s = batch.shape;
-    ensure!(
-        tau.len() == d.outputs,
-        "{} levels for {} outputs",
-        tau.len(),
-        d.outputs
-    );
-    ensure!(
-        s.steps > s.burn_in
-            && batch.x.len() == s.steps * s.batch * d.inputs
-            && batch.y.len() == (s.steps - s.burn_in) * s.batch * d.outputs,
-        "batch sizes do not match the network"
-    );
     let net = LstmNet::new(weights, device);
     let x = Tensor::<3>::from_data(
         TensorData::new(batch.x.clone(), [s.steps, s.batch, d.inputs]),

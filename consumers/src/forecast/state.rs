@@ -65,6 +65,15 @@ pub struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
+    /// Opens a buffer of any format version in `versions`; returns it with the version.
+    pub fn versioned(buf: &'a [u8], versions: std::ops::RangeInclusive<u8>) -> Result<(Self, u8)> {
+        match buf.first() {
+            Some(&v) if versions.contains(&v) => Ok((Self { buf, at: 1 }, v)),
+            Some(&v) => bail!("checkpoint format {v}, expected one of {versions:?}"),
+            None => bail!("empty checkpoint"),
+        }
+    }
+
     /// Opens a buffer and checks its format version.
     pub fn new(buf: &'a [u8], version: u8) -> Result<Self> {
         match buf.first() {
