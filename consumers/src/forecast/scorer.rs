@@ -303,6 +303,14 @@ impl SeriesScores {
             }
         };
         let q = &mut self.pending[i].1;
+        if q.len() == q.capacity() {
+            // Grow by what one more bar holds, exactly: once the queue is as long as it gets
+            // (a horizon's worth of bars), the forecasts a bar pushes then land in the slots
+            // the same bar's scoring just freed (already in cache), instead of the ring's far
+            // end after a doubling.
+            let per_bar = self.tracks.iter().filter(|t| t.horizon == horizon).count();
+            q.reserve_exact(per_bar.max(1));
+        }
         // Targets of one horizon only grow; a redelivery out of order is placed.
         if q.back().is_none_or(|x| x.target_ms <= p.target_ms) {
             q.push_back(p);
