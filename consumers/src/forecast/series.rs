@@ -26,7 +26,7 @@ enum Text {
 #[derive(Clone)]
 struct Key {
     /// Lengths of the exchange and the symbol.
-    split: (u16, u16),
+    split: (usize, usize),
     text: Text,
 }
 
@@ -45,11 +45,8 @@ impl Key {
         } else {
             Text::Heap([e.as_bytes(), s.as_bytes(), i.as_bytes()].concat().into())
         };
-        // Parts longer than u16::MAX bytes get a split that can never match, and are never
-        // equal to anything but themselves through `bytes`.
-        let clamp = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         Self {
-            split: (clamp(e.len()), clamp(s.len())),
+            split: (e.len(), s.len()),
             text,
         }
     }
@@ -63,7 +60,7 @@ impl Key {
 
     fn eq(&self, (e, s, i): (&str, &str, &str)) -> bool {
         let b = self.bytes();
-        let (a, m) = (usize::from(self.split.0), usize::from(self.split.1));
+        let (a, m) = self.split;
         b.len() == e.len() + s.len() + i.len()
             && a == e.len()
             && m == s.len()
@@ -74,7 +71,7 @@ impl Key {
 
     fn to_key(&self) -> SeriesKey {
         let b = self.bytes();
-        let (a, m) = (usize::from(self.split.0), usize::from(self.split.1));
+        let (a, m) = self.split;
         let text = |r: &[u8]| String::from_utf8_lossy(r).into_owned();
         (
             text(&b[..a.min(b.len())]),
