@@ -336,11 +336,9 @@ impl LstmModel {
 
     /// Histories in key order (training draws from them in this order).
     fn histories(&self) -> Vec<&History> {
-        let mut keys: Vec<SeriesKey> = self.series.keys().collect();
-        keys.sort();
-        keys.iter()
-            .filter_map(|k| self.series.get(k).map(|s| &s.history))
-            .collect()
+        let mut all: Vec<(SeriesKey, &Series)> = self.series.iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, s)| &s.history).collect()
     }
 
     /// Whether training fires before `c` (and the schedule's next time).

@@ -49,18 +49,10 @@ impl SeriesState {
         level: usize,
         settings: CalibrationSettings,
     ) -> &mut QuantileTracker {
-        let at = match self.cal.iter().position(|(k, _)| *k == (horizon, level)) {
-            Some(i) => i,
-            None => {
-                let (target, z) = LEVELS[level];
-                self.cal.push((
-                    (horizon, level),
-                    QuantileTracker::new(target, settings.step, z),
-                ));
-                self.cal.len() - 1
-            }
-        };
-        &mut self.cal[at].1
+        super::entry(&mut self.cal, (horizon, level), || {
+            let (target, z) = LEVELS[level];
+            QuantileTracker::new(target, settings.step, z)
+        })
     }
 
     /// Folds in the outcomes of earlier predictions scored at this bar.

@@ -103,14 +103,7 @@ fn was_own(own: &mut [(u32, VecDeque<u64>)], own_since: u64, h: u32, made: u64) 
 /// Records that the ensemble calibrated its forecast for horizon `h` at `bar`. Bars whose
 /// outcome is overdue (it was never scored) are dropped, so at most `h + 1` are kept.
 fn mark_own(own: &mut Vec<(u32, VecDeque<u64>)>, h: u32, bar: u64) {
-    let i = match own.iter().position(|(x, _)| *x == h) {
-        Some(i) => i,
-        None => {
-            own.push((h, VecDeque::new()));
-            own.len() - 1
-        }
-    };
-    let bars = &mut own[i].1;
+    let bars = super::entry(own, h, VecDeque::new);
     while bars.front().is_some_and(|&b| b + u64::from(h) < bar) {
         bars.pop_front();
     }

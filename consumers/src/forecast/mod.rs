@@ -107,6 +107,23 @@ impl<'a> std::borrow::Borrow<dyn SeriesRef + 'a> for SeriesKey {
     }
 }
 
+/// The value of `key` in a short list of (key, value) pairs (a few horizons or levels,
+/// scanned in order), made by `make` and appended on first use.
+pub(crate) fn entry<K: PartialEq, V>(
+    list: &mut Vec<(K, V)>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> &mut V {
+    let at = match list.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            list.push((key, make()));
+            list.len() - 1
+        }
+    };
+    &mut list[at].1
+}
+
 /// z-scores of the central 80% and 95% normal intervals.
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;

@@ -295,14 +295,7 @@ impl SeriesScores {
 
     /// Queues a forecast in its horizon's queue, in target order.
     fn wait(&mut self, horizon: u32, p: Pending) {
-        let i = match self.pending.iter().position(|(h, _)| *h == horizon) {
-            Some(i) => i,
-            None => {
-                self.pending.push((horizon, VecDeque::new()));
-                self.pending.len() - 1
-            }
-        };
-        let q = &mut self.pending[i].1;
+        let q = super::entry(&mut self.pending, horizon, VecDeque::new);
         if q.len() == q.capacity() {
             // Grow by what one more bar holds, exactly: once the queue is as long as it gets
             // (a horizon's worth of bars), the forecasts a bar pushes then land in the slots
