@@ -42,9 +42,9 @@ fn forecast(c: &Candle, horizon: u32) -> Forecast {
     let last = c.open_ms as f64 / 1e10;
     Forecast {
         v: SCHEMA_VERSION,
-        exchange: c.exchange.clone(),
-        symbol: c.symbol.clone(),
-        interval: c.interval.clone(),
+        exchange: c.exchange.as_str().into(),
+        symbol: c.symbol.as_str().into(),
+        interval: c.interval.as_str().into(),
         model: "naive".into(),
         horizon,
         base_ms: c.open_ms,

@@ -285,7 +285,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             pending
                 .entry(f.target_ms)
                 .or_default()
-                .push((f.model, f.horizon, p));
+                .push((f.model.to_string(), f.horizon, p));
         }
         prev = Some(c);
     }

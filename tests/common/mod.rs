@@ -382,7 +382,12 @@ impl Pipeline {
 pub type ForecastKey = (String, String, u32, i64);
 
 pub fn forecast_key(f: &Forecast) -> ForecastKey {
-    (f.symbol.clone(), f.model.clone(), f.horizon, f.base_ms)
+    (
+        f.symbol.to_string(),
+        f.model.to_string(),
+        f.horizon,
+        f.base_ms,
+    )
 }
 
 /// What one uninterrupted forecast stage (these models, calibrated, with the ensemble)

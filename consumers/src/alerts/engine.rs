@@ -123,7 +123,11 @@ impl Engine {
     /// One forecast: evaluates the price and change rules that watch it, remembers its bands
     /// for the anomaly rules that do.
     pub fn on_forecast(&mut self, f: &Forecast) -> Vec<AlertEvent> {
-        let key: SeriesKey = (f.exchange.clone(), f.symbol.clone(), f.interval.clone());
+        let key: SeriesKey = (
+            f.exchange.to_string(),
+            f.symbol.to_string(),
+            f.interval.to_string(),
+        );
         let mut out = Vec::new();
         let mut wants_bands = false;
         for a in &self.rules {
@@ -211,7 +215,7 @@ impl Engine {
             if newest.is_none_or(|n| f.target_ms > n) {
                 series
                     .awaiting
-                    .entry((f.target_ms, f.model.clone(), f.horizon))
+                    .entry((f.target_ms, f.model.to_string(), f.horizon))
                     .or_insert(bands);
                 while series.awaiting.len() > MAX_AWAITING {
                     series.awaiting.pop_first();

@@ -271,7 +271,7 @@ impl Rule {
 
     /// Whether the rule evaluates this forecast's model and horizon on its series.
     pub fn matches(&self, f: &Forecast) -> bool {
-        self.model == f.model
+        *self.model == *f.model
             && self.horizon == f.horizon
             && self.watches(&f.exchange, &f.symbol, &f.interval)
     }

@@ -125,7 +125,11 @@ enum Input {
 impl Input {
     fn key(&self) -> SeriesKey {
         match self {
-            Input::Forecast(f) => (f.exchange.clone(), f.symbol.clone(), f.interval.clone()),
+            Input::Forecast(f) => (
+                f.exchange.to_string(),
+                f.symbol.to_string(),
+                f.interval.to_string(),
+            ),
             Input::Candle(c) => (c.exchange.clone(), c.symbol.clone(), c.interval.clone()),
         }
     }

@@ -397,9 +397,9 @@ mod tests {
                         &key,
                         &Forecast {
                             v: SCHEMA_VERSION,
-                            exchange: c.exchange.clone(),
-                            symbol: c.symbol.clone(),
-                            interval: c.interval.clone(),
+                            exchange: c.exchange.as_str().into(),
+                            symbol: c.symbol.as_str().into(),
+                            interval: c.interval.as_str().into(),
                             model: (*m).into(),
                             horizon: 1,
                             base_ms: c.open_ms,
@@ -534,8 +534,8 @@ mod tests {
         // Model "half" forecasts halfway between last and actual: squared error ¼ of naive's.
         let f = |model: &str, point: f64| Forecast {
             v: SCHEMA_VERSION,
-            exchange: cs[0].exchange.clone(),
-            symbol: cs[0].symbol.clone(),
+            exchange: cs[0].exchange.as_str().into(),
+            symbol: cs[0].symbol.as_str().into(),
             interval: "1m".into(),
             model: model.into(),
             horizon: 1,

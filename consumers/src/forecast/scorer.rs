@@ -49,19 +49,57 @@ struct Track {
     last_ms: i64,
 }
 
-/// A forecast waiting for its target bar.
+/// A forecast waiting for its target bar: one cache line, so that reaching the front of a
+/// queue (cold at every bar, at thousands of series) costs one miss per forecast, not two.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Pending {
     target_ms: i64,
+    /// The base bar's close, the point forecast and the bands ([`Point`] less the actual).
+    base: f64,
+    point: f64,
+    lo80: f64,
+    hi80: f64,
+    lo95: f64,
+    hi95: f64,
     /// Index into the series' tracks.
     track: u16,
-    point: Point,
+}
+
+impl Pending {
+    fn new(target_ms: i64, track: u16, p: &Point) -> Self {
+        Self {
+            target_ms,
+            base: p.base,
+            point: p.point,
+            lo80: p.lo80,
+            hi80: p.hi80,
+            lo95: p.lo95,
+            hi95: p.hi95,
+            track,
+        }
+    }
+
+    fn scored(&self, actual: f64) -> Point {
+        Point {
+            actual,
+            base: self.base,
+            point: self.point,
+            lo80: self.lo80,
+            hi80: self.hi80,
+            lo95: self.lo95,
+            hi95: self.hi95,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct SeriesScores {
     /// One per (model, horizon); a few dozen at most, scanned without allocating.
     tracks: Vec<Track>,
+    /// Each track's (model, horizon), in the same order: what recording a forecast looks
+    /// up, a few cache lines instead of every track's.
+    ids: Vec<(u16, u32)>,
     /// Per horizon, every model's forecasts waiting for their target bar, in target order.
     /// One queue per horizon rather than per model and horizon: the forecasts due at a bar
     /// then lie side by side in memory (at thousands of series, reaching scattered queue
@@ -178,15 +216,11 @@ impl Scorer {
         let mut scored = 0;
         let mut hint = 0;
         for (_, queue) in &mut s.pending {
-            while let Some(&Pending {
-                target_ms,
-                track,
-                point: mut p,
-            }) = queue.front()
-            {
-                if target_ms > c.open_ms {
+            while let Some(w) = queue.front() {
+                if w.target_ms > c.open_ms {
                     break;
                 }
+                let (target_ms, track, p) = (w.target_ms, w.track, w.scored(close));
                 queue.pop_front();
                 if target_ms < c.open_ms || !close.is_finite() {
                     continue;
@@ -194,7 +228,6 @@ impl Scorer {
                 let Some(t) = s.tracks.get_mut(usize::from(track)) else {
                     continue;
                 };
-                p.actual = close;
                 t.score.add_decayed(&p, decay);
                 t.last_ms = c.open_ms;
                 scored += 1;
@@ -218,6 +251,30 @@ impl Scorer {
             }
         }
         scored
+    }
+
+    /// Starts loading what [`Scorer::observe_into`] (`score`) or [`Scorer::record_ids`]
+    /// (`!score`) will touch for this series: the fronts of its queues and its tracks, or its
+    /// track ids and where its queues grow. Only a hint to the CPU; changes nothing.
+    pub fn prefetch(&self, key: &dyn SeriesRef, score: bool) {
+        use super::series::{prefetch, prefetch_all};
+        let Some(s) = self.series.get(key) else {
+            return;
+        };
+        for (_, q) in &s.pending {
+            let (a, b) = q.as_slices();
+            if score {
+                prefetch_all(a, 8);
+            } else if let Some(last) = b.last().or(a.last()) {
+                prefetch_all(std::slice::from_ref(last), 1);
+                prefetch(std::ptr::from_ref(last).wrapping_add(1));
+            }
+        }
+        if score {
+            prefetch_all(&s.tracks, 64);
+        } else {
+            prefetch_all(&s.ids, 8);
+        }
     }
 
     /// The rolling scores of one series, per model and horizon with any scored point.
@@ -249,16 +306,23 @@ impl Scorer {
 
     /// Remembers published forecasts of one series until their target bars close.
     pub fn record_all(&mut self, key: &dyn SeriesRef, fs: &[Forecast]) {
-        let models = &mut self.models;
+        let mut ids: Vec<u16> = Vec::with_capacity(fs.len());
+        for f in fs {
+            let id = match (ids.last(), fs.get(ids.len().wrapping_sub(1))) {
+                (Some(&id), Some(prev)) if prev.model == f.model => id,
+                _ => intern(&mut self.models, &f.model),
+            };
+            ids.push(id);
+        }
+        self.record_ids(key, fs, &ids);
+    }
+
+    /// [`Scorer::record_all`] with each forecast's model id ([`Scorer::model_id`]) given:
+    /// `ids[i]` is `fs[i]`'s.
+    pub fn record_ids(&mut self, key: &dyn SeriesRef, fs: &[Forecast], ids: &[u16]) {
         let s = self.series.get_or_default(key);
         let mut hint = 0;
-        let mut last: Option<(&str, u16)> = None;
-        for f in fs {
-            let model = match last {
-                Some((name, id)) if name == f.model => id,
-                _ => intern(models, &f.model),
-            };
-            last = Some((&f.model, model));
+        for (f, &model) in fs.iter().zip(ids) {
             hint = s.record(hint, model, f) + 1;
         }
     }
@@ -269,28 +333,29 @@ impl SeriesScores {
     /// `hint`, just after the previous forecast's: a series' forecasts come in the same model
     /// and horizon order at every bar, mostly the order its tracks were made in.
     fn record(&mut self, hint: usize, model: u16, f: &Forecast) -> usize {
-        let same = |t: &Track| t.horizon == f.horizon && t.model == model;
-        let at = match self.tracks.get(hint) {
-            Some(t) if same(t) => Some(hint),
-            _ => self.tracks.iter().position(same),
+        let id = (model, f.horizon);
+        let at = match self.ids.get(hint) {
+            Some(&x) if x == id => Some(hint),
+            _ => self.ids.iter().position(|&x| x == id),
         };
-        let at = at.unwrap_or_else(|| {
-            self.tracks.push(Track {
-                model,
-                horizon: f.horizon,
-                ..Track::default()
-            });
-            self.tracks.len() - 1
-        });
+        let at = at.unwrap_or_else(|| self.add_track(model, f.horizon, 0));
         self.wait(
             f.horizon,
-            Pending {
-                target_ms: f.target_ms,
-                track: at as u16,
-                point: Point::from_forecast(f),
-            },
+            Pending::new(f.target_ms, at as u16, &Point::from_forecast(f)),
         );
         at
+    }
+
+    /// Adds a track; returns its index.
+    fn add_track(&mut self, model: u16, horizon: u32, last_ms: i64) -> usize {
+        self.tracks.push(Track {
+            model,
+            horizon,
+            last_ms,
+            ..Track::default()
+        });
+        self.ids.push((model, horizon));
+        self.tracks.len() - 1
     }
 
     /// Queues a forecast in its horizon's queue, in target order.
@@ -301,7 +366,7 @@ impl SeriesScores {
             // (a horizon's worth of bars), the forecasts a bar pushes then land in the slots
             // the same bar's scoring just freed (already in cache), instead of the ring's far
             // end after a doubling.
-            let per_bar = self.tracks.iter().filter(|t| t.horizon == horizon).count();
+            let per_bar = self.ids.iter().filter(|(_, h)| *h == horizon).count();
             q.reserve_exact(per_bar.max(1));
         }
         // Targets of one horizon only grow; a redelivery out of order is placed.
@@ -365,9 +430,8 @@ impl Scorer {
                 .collect();
             e.u32(waiting.len() as u32);
             for w in waiting {
-                let p = &w.point;
-                e.i64(w.target_ms).f64(p.base).f64(p.point);
-                e.f64(p.lo80).f64(p.hi80).f64(p.lo95).f64(p.hi95);
+                e.i64(w.target_ms).f64(w.base).f64(w.point);
+                e.f64(w.lo80).f64(w.hi80).f64(w.lo95).f64(w.hi95);
             }
         }
         Some(e.finish())
@@ -385,33 +449,23 @@ impl Scorer {
             let model = intern(&mut self.models, model);
             let horizon = d.u32()?;
             let last_ms = d.i64()?;
-            s.tracks.push(Track {
-                model,
-                horizon,
-                last_ms,
-                score: Score::load(&mut d)?,
-            });
-            let track = (s.tracks.len() - 1) as u16;
+            let track = s.add_track(model, horizon, last_ms);
+            s.tracks[track].score = Score::load(&mut d)?;
+            let track = track as u16;
             for _ in 0..d.u32()? {
                 let target_ms = d.i64()?;
                 let (base, point) = (d.f64()?, d.f64()?);
                 let (lo80, hi80, lo95, hi95) = (d.f64()?, d.f64()?, d.f64()?, d.f64()?);
-                s.wait(
-                    horizon,
-                    Pending {
-                        target_ms,
-                        track,
-                        point: Point {
-                            actual: f64::NAN,
-                            base,
-                            point,
-                            lo80,
-                            hi80,
-                            lo95,
-                            hi95,
-                        },
-                    },
-                );
+                let p = Point {
+                    actual: f64::NAN,
+                    base,
+                    point,
+                    lo80,
+                    hi80,
+                    lo95,
+                    hi95,
+                };
+                s.wait(horizon, Pending::new(target_ms, track, &p));
             }
         }
         d.end()?;
@@ -491,9 +545,9 @@ mod tests {
         let last = c.close.to_f64().unwrap_or(f64::NAN);
         Forecast {
             v: SCHEMA_VERSION,
-            exchange: c.exchange.clone(),
-            symbol: c.symbol.clone(),
-            interval: c.interval.clone(),
+            exchange: c.exchange.as_str().into(),
+            symbol: c.symbol.as_str().into(),
+            interval: c.interval.as_str().into(),
             model: model.into(),
             horizon: h,
             base_ms: c.open_ms,

@@ -270,6 +270,33 @@ impl SeriesSet {
     }
 }
 
+/// Asks the CPU to start loading the cache line holding `p` (into every cache level) without
+/// waiting for it. Per-series state is cold at every bar once there are thousands of series;
+/// the forecast stage prefetches the next series' while it works on the current one.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    // SAFETY: a prefetch is only a hint: it reads nothing into the program and never faults,
+    // whatever the address (dangling or past an allocation included); SSE, which it needs, is
+    // part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// [`prefetch`] of every cache line of `items`, up to `max` of them.
+#[inline]
+pub(crate) fn prefetch_all<T>(items: &[T], max: usize) {
+    let bytes = std::mem::size_of_val(items).min(max * 64);
+    let base = items.as_ptr().cast::<u8>();
+    for off in (0..bytes).step_by(64) {
+        prefetch(base.wrapping_add(off));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::bus::OutRecord;
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{Candle, Forecast, Name, SCHEMA_VERSION};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
@@ -34,7 +34,8 @@ use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings};
 use super::state::{Dec, Enc};
 use super::{
-    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesSet, bar_ms, of, series_key,
+    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms, of,
+    series_key,
 };
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
@@ -58,17 +59,44 @@ pub struct ForecastStage {
     output_topic: String,
     ensemble: Option<Ensemble>,
     scorer: Scorer,
-    /// Open time of each series' newest candle folded in.
-    newest: SeriesMap<i64>,
-    /// The chunk (see [`ForecastStage::process`]) each series was last in, and the current one.
-    chunk_of: SeriesMap<u64>,
+    /// Per series: the newest candle folded in, and the names its forecasts share.
+    newest: SeriesMap<Seen>,
+    /// The current chunk (see [`ForecastStage::process`]).
     chunk: u64,
+    /// The models' names as forecasts carry them (shared, not copied per forecast), and the
+    /// ensemble's; the scorer's ids of the same.
+    names: Vec<Name>,
+    ids: Vec<u16>,
+    ensemble_name: Name,
+    ensemble_id: u16,
     /// The input partition each series arrives on.
     partition_of: SeriesMap<(String, i32)>,
     checkpoint: Option<Checkpointer>,
     /// Outcomes scored in the current chunk, and where each candle's start (reused buffers).
     outcomes: Vec<Outcome>,
     starts: Vec<usize>,
+}
+
+/// What the stage keeps per series.
+#[derive(Debug)]
+struct Seen {
+    /// Open time of the newest candle folded in.
+    open_ms: i64,
+    /// The chunk the series was last in.
+    chunk: u64,
+    /// Exchange, symbol and interval, shared by every forecast of the series.
+    names: [Name; 3],
+}
+
+impl Seen {
+    fn new(key: &dyn SeriesRef, open_ms: i64) -> Self {
+        let (e, s, i) = key.parts();
+        Self {
+            open_ms,
+            chunk: 0,
+            names: [e.into(), s.into(), i.into()],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -111,15 +139,22 @@ impl ForecastStage {
         horizons: Vec<u32>,
         output_topic: impl Into<String>,
     ) -> Self {
+        let mut scorer = Scorer::new(ScorerSettings::default());
+        let names: Vec<Name> = models.iter().map(|m| Name::from(m.name())).collect();
+        let ids = names.iter().map(|n| scorer.model_id(n)).collect();
+        let ensemble_id = scorer.model_id(ENSEMBLE);
         Self {
             models,
             horizons,
             output_topic: output_topic.into(),
             ensemble: None,
-            scorer: Scorer::new(ScorerSettings::default()),
+            scorer,
             newest: SeriesMap::default(),
-            chunk_of: SeriesMap::default(),
             chunk: 0,
+            names,
+            ids,
+            ensemble_name: Name::from(ENSEMBLE),
+            ensemble_id,
             partition_of: SeriesMap::default(),
             checkpoint: None,
             outcomes: Vec::new(),
@@ -135,6 +170,8 @@ impl ForecastStage {
 
     pub fn with_scorer(mut self, settings: ScorerSettings) -> Self {
         self.scorer = Scorer::new(settings);
+        self.ids = self.names.iter().map(|n| self.scorer.model_id(n)).collect();
+        self.ensemble_id = self.scorer.model_id(ENSEMBLE);
         self
     }
 
@@ -167,15 +204,15 @@ impl ForecastStage {
         for &c in candles {
             let key = of(c);
             let bar = bar_ms(c);
-            let gap = match self.newest.get(key) {
-                Some(&newest) if c.open_ms <= newest => {
+            let (gap, repeat) = match self.newest.get(key) {
+                Some(s) if c.open_ms <= s.open_ms => {
                     out.skipped += 1;
                     continue;
                 }
-                Some(&newest) => c.open_ms != newest + bar,
-                None => false,
+                Some(s) => (c.open_ms != s.open_ms + bar, s.chunk == self.chunk),
+                None => (false, false),
             };
-            if self.chunk_of.get(key) == Some(&self.chunk) {
+            if repeat {
                 self.run_chunk(&chunk, &mut out);
                 chunk.clear();
                 self.chunk += 1;
@@ -183,8 +220,11 @@ impl ForecastStage {
             if gap {
                 self.reset_series(&key.to_key());
             }
-            self.newest.insert(key, c.open_ms);
-            self.chunk_of.insert(key, self.chunk);
+            let s = self
+                .newest
+                .get_or_insert_with(key, || Seen::new(key, c.open_ms));
+            s.open_ms = c.open_ms;
+            s.chunk = self.chunk;
             chunk.push(c);
         }
         self.run_chunk(&chunk, &mut out);
@@ -192,7 +232,7 @@ impl ForecastStage {
         self.scorer.export_metrics();
         let mut per_model: Vec<(&str, u64)> = Vec::new();
         for f in &out.forecasts {
-            match per_model.iter_mut().find(|(m, _)| *m == f.model) {
+            match per_model.iter_mut().find(|(m, _)| *m == &*f.model) {
                 Some((_, n)) => *n += 1,
                 None => per_model.push((&f.model, 1)),
             }
@@ -220,49 +260,66 @@ impl ForecastStage {
         if candles.is_empty() {
             return;
         }
-        let names: Vec<&'static str> = self.models.iter().map(|m| m.name()).collect();
-        let ids: Vec<u16> = names.iter().map(|n| self.scorer.model_id(n)).collect();
-        let ensemble_id = self.scorer.model_id(ENSEMBLE);
         self.outcomes.clear();
         self.starts.clear();
         self.starts.push(0);
-        for &c in candles {
+        for (i, &c) in candles.iter().enumerate() {
+            if let Some(&next) = candles.get(i + 1) {
+                self.scorer.prefetch(of(next), true);
+            }
             self.scorer.observe_into(of(c), c, &mut self.outcomes);
             self.starts.push(self.outcomes.len());
         }
         let preds: Vec<Vec<Vec<Prediction>>> = self
             .models
             .iter_mut()
-            .zip(&ids)
+            .zip(&self.ids)
             .map(|(m, &id)| {
                 let scored = Scored::new(&self.outcomes, &self.starts, id);
                 m.update_scored(candles, &self.horizons, &scored)
             })
             .collect();
-        let ensemble_scored = Scored::new(&self.outcomes, &self.starts, ensemble_id);
+        let ensemble_scored = Scored::new(&self.outcomes, &self.starts, self.ensemble_id);
         out.forecasts
-            .reserve(candles.len() * (names.len() + 1) * self.horizons.len());
+            .reserve(candles.len() * (self.names.len() + 1) * self.horizons.len());
+        let mut ids: Vec<u16> = Vec::new();
+        let mut members: Vec<(&str, &[Prediction])> = Vec::with_capacity(self.models.len());
         for (i, &c) in candles.iter().enumerate() {
+            if let Some(&next) = candles.get(i + 1) {
+                self.scorer.prefetch(of(next), false);
+            }
             let key = of(c);
-            let last = c.close.to_f64().unwrap_or(f64::NAN);
-            let bar = bar_ms(c);
+            let Some(seen) = self.newest.get(key) else {
+                continue; // process() records every candle of a chunk first
+            };
+            let series = Series {
+                names: &seen.names,
+                base_ms: c.open_ms,
+                bar: bar_ms(c),
+                last: c.close.to_f64().unwrap_or(f64::NAN),
+            };
             let before = out.forecasts.len();
-            for (m, name) in names.iter().enumerate() {
+            ids.clear();
+            for (m, (name, &id)) in self.names.iter().zip(&self.ids).enumerate() {
                 for p in &preds[m][i] {
-                    out.forecasts.push(forecast(c, bar, name, p, last));
+                    out.forecasts.push(series.forecast(name, p));
+                    ids.push(id);
                 }
             }
             if let Some(ens) = &mut self.ensemble {
-                let members: Vec<(&str, &[Prediction])> = names
-                    .iter()
-                    .enumerate()
-                    .map(|(m, name)| (*name, preds[m][i].as_slice()))
-                    .collect();
+                members.clear();
+                members.extend(
+                    self.models
+                        .iter()
+                        .zip(&preds)
+                        .map(|(m, p)| (m.name(), p[i].as_slice())),
+                );
                 for p in ens.combine(key, ensemble_scored.of(i), &members, &self.scorer) {
-                    out.forecasts.push(forecast(c, bar, ENSEMBLE, &p, last));
+                    out.forecasts.push(series.forecast(&self.ensemble_name, &p));
+                    ids.push(self.ensemble_id);
                 }
             }
-            self.scorer.record_all(key, &out.forecasts[before..]);
+            self.scorer.record_ids(key, &out.forecasts[before..], &ids);
             if let Some(cp) = &mut self.checkpoint {
                 cp.dirty.insert(key);
             }
@@ -271,7 +328,7 @@ impl ForecastStage {
 
     /// Everything held for one series, as one checkpoint blob.
     fn save_series(&self, key: &SeriesKey) -> Option<SeriesCheckpoint> {
-        let newest = *self.newest.get(key)?;
+        let newest = self.newest.get(key)?.open_ms;
         let mut e = Enc::new(1);
         e.u32(self.models.len() as u32);
         for m in &self.models {
@@ -324,7 +381,7 @@ impl ForecastStage {
             }
         }
         d.end()?;
-        self.newest.insert(&key, cp.last_open_ms);
+        self.newest.insert(&key, Seen::new(&key, cp.last_open_ms));
         Ok(())
     }
 
@@ -351,7 +408,7 @@ impl ForecastStage {
             }
             let ask = match self.newest.get(&k) {
                 None => cp.looked_up.insert(&k),
-                Some(&newest) => c.open_ms > newest + bar_ms(c),
+                Some(s) => c.open_ms > s.open_ms + bar_ms(c),
             };
             if ask {
                 keys.push(k);
@@ -380,7 +437,7 @@ impl ForecastStage {
             if self
                 .newest
                 .get(&key)
-                .is_some_and(|&n| n >= row.last_open_ms)
+                .is_some_and(|s| s.open_ms >= row.last_open_ms)
             {
                 continue;
             }
@@ -447,23 +504,36 @@ impl ForecastStage {
     }
 }
 
-/// One forecast row; `bar` is the candle's bar length in ms ([`bar_ms`]).
-fn forecast(c: &Candle, bar: i64, model: &str, p: &Prediction, last: f64) -> Forecast {
-    Forecast {
-        v: SCHEMA_VERSION,
-        exchange: c.exchange.clone(),
-        symbol: c.symbol.clone(),
-        interval: c.interval.clone(),
-        model: model.to_string(),
-        horizon: p.horizon,
-        base_ms: c.open_ms,
-        target_ms: c.open_ms + i64::from(p.horizon) * bar,
-        last,
-        point: p.point,
-        lo80: p.lo80,
-        hi80: p.hi80,
-        lo95: p.lo95,
-        hi95: p.hi95,
+/// What the forecasts of one series at one bar share.
+struct Series<'a> {
+    names: &'a [Name; 3],
+    base_ms: i64,
+    /// The bar length in ms ([`bar_ms`]).
+    bar: i64,
+    /// The base bar's close.
+    last: f64,
+}
+
+impl Series<'_> {
+    /// One forecast row.
+    fn forecast(&self, model: &Name, p: &Prediction) -> Forecast {
+        let [exchange, symbol, interval] = self.names;
+        Forecast {
+            v: SCHEMA_VERSION,
+            exchange: exchange.clone(),
+            symbol: symbol.clone(),
+            interval: interval.clone(),
+            model: model.clone(),
+            horizon: p.horizon,
+            base_ms: self.base_ms,
+            target_ms: self.base_ms + i64::from(p.horizon) * self.bar,
+            last: self.last,
+            point: p.point,
+            lo80: p.lo80,
+            hi80: p.hi80,
+            lo95: p.lo95,
+            hi95: p.hi95,
+        }
     }
 }
 

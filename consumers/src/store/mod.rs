@@ -277,10 +277,10 @@ pub(crate) fn candle_key(c: &Candle) -> (String, String, String, i64) {
 /// The natural key of a forecast row.
 pub(crate) fn forecast_key(f: &Forecast) -> (String, String, String, String, u32, i64) {
     (
-        f.exchange.clone(),
-        f.symbol.clone(),
-        f.interval.clone(),
-        f.model.clone(),
+        f.exchange.to_string(),
+        f.symbol.to_string(),
+        f.interval.to_string(),
+        f.model.to_string(),
         f.horizon,
         f.base_ms,
     )
@@ -481,10 +481,10 @@ pub(crate) fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> 
     let mut newest: BTreeMap<(&str, &str, &str, &str, u32), &'a Forecast> = BTreeMap::new();
     for f in rows {
         let key = (
-            f.exchange.as_str(),
-            f.symbol.as_str(),
-            f.interval.as_str(),
-            f.model.as_str(),
+            f.exchange.as_ref(),
+            f.symbol.as_ref(),
+            f.interval.as_ref(),
+            f.model.as_ref(),
             f.horizon,
         );
         match newest.get(&key) {

@@ -127,10 +127,10 @@ async fn upsert_forecasts(
                               last, point, lo80, hi80, lo95, hi95) {FORECAST_ROWS} {conflict}"
     );
     sqlx::query(&sql)
-        .bind(text(|f| f.exchange.clone()))
-        .bind(text(|f| f.symbol.clone()))
-        .bind(text(|f| f.interval.clone()))
-        .bind(text(|f| f.model.clone()))
+        .bind(text(|f| f.exchange.to_string()))
+        .bind(text(|f| f.symbol.to_string()))
+        .bind(text(|f| f.interval.to_string()))
+        .bind(text(|f| f.model.to_string()))
         .bind(rows.iter().map(|f| f.horizon as i32).collect::<Vec<_>>())
         .bind(rows.iter().map(|f| f.base_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|f| f.target_ms).collect::<Vec<_>>())

@@ -53,10 +53,10 @@ where
 {
     Ok(Forecast {
         v: SCHEMA_VERSION,
-        exchange: row.try_get(0)?,
-        symbol: row.try_get(1)?,
-        interval: row.try_get(2)?,
-        model: row.try_get(3)?,
+        exchange: row.try_get::<String, _>(0)?.into(),
+        symbol: row.try_get::<String, _>(1)?.into(),
+        interval: row.try_get::<String, _>(2)?.into(),
+        model: row.try_get::<String, _>(3)?.into(),
         horizon: row.try_get::<i32, _>(4)?.max(0) as u32,
         base_ms: row.try_get(5)?,
         target_ms: row.try_get(6)?,

@@ -110,10 +110,10 @@ async fn upsert_forecast(
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) {conflict}"
     );
     sqlx::query(&sql)
-        .bind(&f.exchange)
-        .bind(&f.symbol)
-        .bind(&f.interval)
-        .bind(&f.model)
+        .bind(&*f.exchange)
+        .bind(&*f.symbol)
+        .bind(&*f.interval)
+        .bind(&*f.model)
         .bind(f.horizon as i32)
         .bind(f.base_ms)
         .bind(f.target_ms)
