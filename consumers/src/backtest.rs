@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats};
 use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION, Side, Tick, decimal_text};
@@ -254,7 +253,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     let (mut step_sum, mut step_n) = (0.0f64, 0u64);
     let mut prev: Option<&Candle> = None;
     for c in candles {
-        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        let close = c.close_f64();
         match prev {
             Some(p) if c.open_ms <= p.open_ms => {
                 bail!(

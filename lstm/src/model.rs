@@ -26,7 +26,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_consumers::forecast::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, of};
 use tickcast_pipeline::domain::Candle;
 
@@ -566,7 +565,7 @@ impl LstmModel {
 
 /// A candle's numbers, or `None` unless its close is finite and positive.
 fn parse(c: &Candle) -> Option<Bar> {
-    let f = |d: &rust_decimal::Decimal| d.to_f64().unwrap_or(f64::NAN);
+    let f = tickcast_pipeline::domain::decimal_f64;
     let close = f(&c.close);
     (close.is_finite() && close > 0.0).then(|| Bar {
         high: f(&c.high),

@@ -78,6 +78,38 @@ pub struct Candle {
     pub trades: u64,
 }
 
+/// `d` as an `f64`: bit for bit what `rust_decimal`'s `to_f64` gives, without its 128-bit
+/// division and remainder when the mantissa fits in 64 bits (every price and size seen in
+/// practice). The forecast stage converts each candle's close several times per bar.
+pub fn decimal_f64(d: &Decimal) -> f64 {
+    let scale = d.scale();
+    let m = d.mantissa().unsigned_abs();
+    let Ok(m) = u64::try_from(m) else {
+        return rust_decimal::prelude::ToPrimitive::to_f64(d).unwrap_or(f64::NAN);
+    };
+    if scale == 0 || scale > 19 {
+        return rust_decimal::prelude::ToPrimitive::to_f64(d).unwrap_or(f64::NAN);
+    }
+    // rust_decimal's steps, in u64 (the same integers, so the same floats).
+    let precision = 10u64.pow(scale);
+    let (integral, frac) = ((m / precision) as f64, (m % precision) as f64);
+    let frac = frac / precision as f64;
+    let neg = d.is_sign_negative();
+    if frac == 0.0 {
+        return if neg { -integral } else { integral };
+    }
+    let round_to = 10f64.powi(scale as i32);
+    let rounded = ((integral + frac) * round_to).round() / round_to;
+    if neg { -rounded } else { rounded }
+}
+
+impl Candle {
+    /// The close as an `f64` ([`decimal_f64`]).
+    pub fn close_f64(&self) -> f64 {
+        decimal_f64(&self.close)
+    }
+}
+
 /// A shared name (exchange, symbol, interval, model) in a [`Forecast`]: the forecast stage
 /// makes some 24 forecasts per series and bar, each naming the same four strings, so they share
 /// them instead of owning copies (on the wire it is a plain string). An inline small string
@@ -264,6 +296,49 @@ pub mod decimal_text {
                 }
                 assert_eq!(parse(text).ok(), full, "{text}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal::prelude::ToPrimitive as _;
+
+    fn same(d: Decimal) {
+        let want = d.to_f64().unwrap_or(f64::NAN);
+        assert_eq!(decimal_f64(&d).to_bits(), want.to_bits(), "{d}");
+    }
+
+    #[test]
+    fn decimal_f64_is_rust_decimals_conversion_on_known_cases() {
+        for s in [
+            "0",
+            "-0.00",
+            "1",
+            "64250.5",
+            "0.1",
+            "0.3",
+            "-2.675",
+            "123456789.123456789",
+            "0.0000001",
+            "18446744073709551615",
+            "18446744073709551616.5",
+            "79228162514264337593543950335",
+            "0.0000000000000000000000000001",
+        ] {
+            same(s.parse().expect(s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decimal_f64_is_rust_decimals_conversion(
+            lo in any::<u32>(), mid in any::<u32>(), hi in prop_oneof![Just(0u32), any::<u32>()],
+            neg in any::<bool>(), scale in 0u32..=28,
+        ) {
+            same(Decimal::from_parts(lo, mid, hi, neg, scale));
         }
     }
 }

@@ -29,7 +29,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use anyhow::{Result, bail};
 use augurs::ets::AutoETS;
 use augurs::{Fit as _, Predict as _};
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
@@ -119,12 +118,17 @@ impl EtsPath {
             .map(|&h| {
                 let h = h as usize;
                 let mean = y + self.path[k + h] - self.path[k];
-                let band = |w: f64| ((mean - w).exp(), (mean + w).exp());
+                let point = mean.exp();
+                // exp(mean ± w) as exp(mean) · exp(±w): three `exp`s instead of five.
+                let band = |w: f64| {
+                    let e = w.exp();
+                    (point / e, point * e)
+                };
                 let (lo80, hi80) = band(self.w80[h - 1]);
                 let (lo95, hi95) = band(self.w95[h - 1]);
                 Prediction {
                     horizon: h as u32,
-                    point: mean.exp(),
+                    point,
                     lo80,
                     hi80,
                     lo95,
@@ -172,7 +176,7 @@ impl EtsModel {
     }
 
     fn fold(&mut self, c: &Candle, horizons: &[u32]) -> Vec<Prediction> {
-        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        let close = c.close_f64();
         if !close.is_finite() || close <= 0.0 || horizons.contains(&0) {
             return Vec::new();
         }
@@ -301,6 +305,7 @@ mod tests {
     use super::*;
     use crate::forecast::{Z80, Z95, check_resume, series_key, synthetic_candles};
     use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::simulator::Rng;
 
     fn small() -> EtsSettings {

@@ -40,10 +40,14 @@ impl Garch11 {
         let Some(lr) = self.long_run_variance() else {
             return next_var * f64::from(h);
         };
+        // Σₖ₌₀^{h−1} (lr + pᵏ (v − lr)), the powers as a running product.
         let p = self.alpha + self.beta;
-        (0..h)
-            .map(|k| lr + p.powi(k as i32) * (next_var - lr))
-            .sum()
+        let (mut pk, mut sum) = (1.0, 0.0);
+        for _ in 0..h {
+            sum += lr + pk * (next_var - lr);
+            pk *= p;
+        }
+        sum
     }
 
     /// Gaussian negative log-likelihood (without constants) of `returns`, starting at `var0`:

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::garch::Garch11;
@@ -86,7 +85,10 @@ fn predict(last: f64, p: &Garch11, next_var: f64, horizons: &[u32]) -> Vec<Predi
         .iter()
         .map(|&h| {
             let sd = p.horizon_variance(next_var, h).max(0.0).sqrt();
-            let band = |z: f64| (last * (-z * sd).exp(), last * (z * sd).exp());
+            let band = |z: f64| {
+                let e = (z * sd).exp();
+                (last / e, last * e)
+            };
             let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
             Prediction {
                 horizon: h,
@@ -110,7 +112,7 @@ impl Forecaster for GarchModel {
         candles
             .iter()
             .map(|c| {
-                let close = c.close.to_f64().unwrap_or(f64::NAN);
+                let close = c.close_f64();
                 if close.is_nan() || close <= 0.0 {
                     return Vec::new();
                 }
@@ -203,6 +205,7 @@ impl Forecaster for GarchModel {
 mod tests {
     use super::*;
     use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::simulator::Rng;
 
     fn candles(n: usize, seed: u64) -> Vec<Candle> {

@@ -2,7 +2,6 @@
 //! from an EWMA (RiskMetrics, λ = 0.94) of squared log returns, scaled by √h for horizon h, and
 //! applied in log space so bounds stay positive.
 
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use anyhow::Result;
@@ -73,7 +72,7 @@ impl Forecaster for Naive {
         candles
             .iter()
             .map(|c| {
-                let close = c.close.to_f64().unwrap_or(f64::NAN);
+                let close = c.close_f64();
                 if !(close.is_finite() && close > 0.0) {
                     return Vec::new();
                 }

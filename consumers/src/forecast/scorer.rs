@@ -18,7 +18,6 @@
 use std::collections::VecDeque;
 
 use anyhow::Result;
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::telemetry;
 
@@ -193,7 +192,7 @@ impl Scorer {
         outcomes: &mut Vec<Outcome>,
     ) -> usize {
         let decay = self.decay();
-        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        let close = c.close_f64();
         let s = self.series.get_or_default(key);
         if let Some(last) = s.last_close
             && close.is_finite()
@@ -539,6 +538,7 @@ impl Scorer {
 mod tests {
     use super::*;
     use crate::forecast::{series_key, synthetic_candles};
+    use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::domain::SCHEMA_VERSION;
 
     fn forecast(c: &Candle, model: &str, h: u32, point: f64, half: f64) -> Forecast {

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::bus::OutRecord;
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
@@ -296,7 +295,7 @@ impl ForecastStage {
                 names: &seen.names,
                 base_ms: c.open_ms,
                 bar: bar_ms(c),
-                last: c.close.to_f64().unwrap_or(f64::NAN),
+                last: c.close_f64(),
             };
             let before = out.forecasts.len();
             ids.clear();

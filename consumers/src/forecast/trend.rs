@@ -21,7 +21,6 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::{Result, bail};
-use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
@@ -127,7 +126,7 @@ impl TrendModel {
     }
 
     fn fold(&mut self, c: &Candle, horizons: &[u32]) -> Vec<Prediction> {
-        let close = c.close.to_f64().unwrap_or(f64::NAN);
+        let close = c.close_f64();
         if !close.is_finite() || close <= 0.0 {
             return Vec::new();
         }
