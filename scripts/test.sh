@@ -101,6 +101,8 @@ log "services ready after $(since "$t_all")s"
 # --- Checks: cheap ones first, fail fast ----------------------------------
 log "scripts/check-monitoring.sh (promtool check config/rules, test rules; dashboards JSON)"
 bash scripts/check-monitoring.sh
+log "scripts/check-feature-pins.sh (the wgpu step must not rebuild what the main build shares)"
+bash scripts/check-feature-pins.sh
 if [[ "${TICKCAST_SKIP_LINT:-}" != 1 ]]; then
   log "cargo fmt --all -- --check"
   cargo fmt --all -- --check
@@ -114,9 +116,10 @@ status=$?
 if [[ $status -eq 0 ]]; then
   # The LSTM on burn's wgpu backend against its CPU backend: the one target built with the
   # `wgpu` feature (heavy), run on Mesa's lavapipe here. `--workspace` keeps every other
-  # crate's features as in the build above, so only what the feature changes is rebuilt
-  # (`-p tickcast-lstm` alone resolved features differently and rebuilt some 370 crates,
-  # librdkafka's C sources among them).
+  # crate's features as in the build above (`-p tickcast-lstm` alone resolved features
+  # differently and rebuilt some 370 crates, librdkafka's C sources among them), and
+  # feature-pins/ gives the main build the features the GPU stack turns on in shared crates,
+  # so only burn's GPU crates, tickcast-lstm and this test are compiled here.
   t2="$(now)"
   log "cargo test --workspace --features tickcast-lstm/wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
   cargo test --workspace --features tickcast-lstm/wgpu --test wgpu -- --nocapture

@@ -1,0 +1,2 @@
+// Nothing to build: see Cargo.toml.
+fn main() {}

@@ -1,0 +1,1 @@
+//! No code: this crate only pins dependency features for the test build (see its Cargo.toml).
