@@ -229,12 +229,11 @@ impl ForecastStage {
         self.run_chunk(&chunk, &mut out);
         telemetry::FORECASTS_SKIPPED.inc_by(out.skipped as u64);
         self.scorer.export_metrics();
-        let mut per_model: Vec<(&str, u64)> = Vec::new();
+        // Keys are the forecasts' shared names: `Arc<str>` equality checks the pointer first,
+        // so this is no string comparison per forecast.
+        let mut per_model: Vec<(&Name, u64)> = Vec::new();
         for f in &out.forecasts {
-            match per_model.iter_mut().find(|(m, _)| *m == &*f.model) {
-                Some((_, n)) => *n += 1,
-                None => per_model.push((&f.model, 1)),
-            }
+            *super::entry(&mut per_model, &f.model, || 0) += 1;
         }
         for (m, n) in per_model {
             telemetry::FORECASTS.with_label_values(&[m]).inc_by(n);
