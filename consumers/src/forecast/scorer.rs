@@ -300,24 +300,12 @@ impl Scorer {
 
     /// Remembers a published forecast until its target bar closes.
     pub fn record(&mut self, key: &dyn SeriesRef, f: &Forecast) {
-        self.record_all(key, std::slice::from_ref(f));
+        let id = intern(&mut self.models, &f.model);
+        self.record_ids(key, std::slice::from_ref(f), &[id]);
     }
 
-    /// Remembers published forecasts of one series until their target bars close.
-    pub fn record_all(&mut self, key: &dyn SeriesRef, fs: &[Forecast]) {
-        let mut ids: Vec<u16> = Vec::with_capacity(fs.len());
-        for f in fs {
-            let id = match (ids.last(), fs.get(ids.len().wrapping_sub(1))) {
-                (Some(&id), Some(prev)) if prev.model == f.model => id,
-                _ => intern(&mut self.models, &f.model),
-            };
-            ids.push(id);
-        }
-        self.record_ids(key, fs, &ids);
-    }
-
-    /// [`Scorer::record_all`] with each forecast's model id ([`Scorer::model_id`]) given:
-    /// `ids[i]` is `fs[i]`'s.
+    /// Remembers published forecasts of one series until their target bars close; `ids[i]` is
+    /// the model id ([`Scorer::model_id`]) of `fs[i]`.
     pub fn record_ids(&mut self, key: &dyn SeriesRef, fs: &[Forecast], ids: &[u16]) {
         let s = self.series.get_or_default(key);
         let mut hint = 0;

@@ -138,27 +138,25 @@ impl ForecastStage {
         horizons: Vec<u32>,
         output_topic: impl Into<String>,
     ) -> Self {
-        let mut scorer = Scorer::new(ScorerSettings::default());
         let names: Vec<Name> = models.iter().map(|m| Name::from(m.name())).collect();
-        let ids = names.iter().map(|n| scorer.model_id(n)).collect();
-        let ensemble_id = scorer.model_id(ENSEMBLE);
         Self {
             models,
             horizons,
             output_topic: output_topic.into(),
             ensemble: None,
-            scorer,
+            scorer: Scorer::default(),
             newest: SeriesMap::default(),
             chunk: 0,
             names,
-            ids,
+            ids: Vec::new(),
             ensemble_name: Name::from(ENSEMBLE),
-            ensemble_id,
+            ensemble_id: 0,
             partition_of: SeriesMap::default(),
             checkpoint: None,
             outcomes: Vec::new(),
             starts: Vec::new(),
         }
+        .with_scorer(ScorerSettings::default())
     }
 
     /// Adds the `ensemble` forecast (needs the `naive` model among the models).
@@ -167,6 +165,7 @@ impl ForecastStage {
         self
     }
 
+    /// Scores with these settings (the default: [`ScorerSettings::default`]).
     pub fn with_scorer(mut self, settings: ScorerSettings) -> Self {
         self.scorer = Scorer::new(settings);
         self.ids = self.names.iter().map(|n| self.scorer.model_id(n)).collect();
