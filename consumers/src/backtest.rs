@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats};
 use tickcast_pipeline::codec::Message as _;
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION, Side, Tick, decimal_text};
+use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
 use crate::forecast::score::{Point, Score, Summary};
@@ -246,8 +246,8 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     let fresh = stage;
     let mut stage = fresh();
     // target_ms → (model, horizon, point) waiting for their candle.
-    let mut pending: BTreeMap<i64, Vec<(String, u32, Point)>> = BTreeMap::new();
-    let mut scores: BTreeMap<(String, u32), Score> = BTreeMap::new();
+    let mut pending: BTreeMap<i64, Vec<(Name, u32, Point)>> = BTreeMap::new();
+    let mut scores: BTreeMap<(Name, u32), Score> = BTreeMap::new();
     let mut last_close: Option<f64> = None;
     // In-sample one-step naive MAE over every step inside a window (MASE's scale).
     let (mut step_sum, mut step_n) = (0.0f64, 0u64);
@@ -284,7 +284,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             pending
                 .entry(f.target_ms)
                 .or_default()
-                .push((f.model.to_string(), f.horizon, p));
+                .push((f.model, f.horizon, p));
         }
         prev = Some(c);
     }
@@ -297,7 +297,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
         .into_iter()
         .filter_map(|((model, horizon), s)| {
             s.summary(scale).map(|summary| Row {
-                model,
+                model: model.to_string(),
                 horizon,
                 summary,
             })

@@ -83,13 +83,10 @@ pub struct Candle {
 /// practice). The forecast stage converts each candle's close several times per bar.
 pub fn decimal_f64(d: &Decimal) -> f64 {
     let scale = d.scale();
-    let m = d.mantissa().unsigned_abs();
-    let Ok(m) = u64::try_from(m) else {
+    // Scale 0 is rust_decimal's own integer path; 10^scale fits in u64 up to scale 19.
+    let (Ok(m), 1..=19) = (u64::try_from(d.mantissa().unsigned_abs()), scale) else {
         return rust_decimal::prelude::ToPrimitive::to_f64(d).unwrap_or(f64::NAN);
     };
-    if scale == 0 || scale > 19 {
-        return rust_decimal::prelude::ToPrimitive::to_f64(d).unwrap_or(f64::NAN);
-    }
     // rust_decimal's steps, in u64 (the same integers, so the same floats).
     let precision = 10u64.pow(scale);
     let (integral, frac) = ((m / precision) as f64, (m % precision) as f64);
