@@ -4,7 +4,7 @@
 //! A streaming step is small (1,000 rows × 36 × 128 for `H = 32`): on burn's `flex` device
 //! every tensor operation pays dispatch and allocation overhead, and the cell update alone is
 //! a dozen of them. Here each row's pre-activations are accumulated into a reused buffer
-//! (`z = b`, then `z += xhₖ · Wₖ` for `k` ascending — four rows share each loaded row of `W`),
+//! (`z = b`, then `z += xhₖ · Wₖ` for `k` ascending — six rows share each loaded row of `W`),
 //! then the row's `σ`/`tanh` and the state update run in one pass, then the head the same way.
 //!
 //! **Every row's result is independent of the batch it came in**, bit for bit: each output
@@ -27,12 +27,15 @@ use anyhow::{Result, ensure};
 use crate::net::{StepOut, Weights};
 
 /// Rows that share each loaded row of a weight matrix.
-const BLOCK: usize = 4;
+const BLOCK: usize = 6;
 
 /// Buffers reused across steps.
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
+    /// Pre-activations of one block of rows (`BLOCK × 4H`).
     z: Vec<f32>,
+    /// One block of rows' inputs, column by column (see [`affine`]).
+    packed: Vec<f32>,
 }
 
 /// One step for `n` rows: `xh` is `[xₜ | hₜ₋₁]` (`n × (F + H)`), `c` is `cₜ₋₁` (`n × H`),
@@ -69,31 +72,38 @@ pub fn step(
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked on the line above), the one requirement of
         // `step_avx2`; everything else is safe Rust with checked slice accesses.
-        unsafe { step_avx2(w, xh, c, n, &mut scratch.z, &mut out) };
+        unsafe { step_avx2(w, xh, c, n, scratch, &mut out) };
         return Ok(out);
     }
-    step_rows(w, xh, c, n, &mut scratch.z, &mut out);
+    step_rows(w, xh, c, n, scratch, &mut out);
     Ok(out)
 }
 
 /// [`step_rows`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn step_avx2(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &mut StepOut) {
-    step_rows(w, xh, c, n, z, out);
+fn step_avx2(w: &Weights, xh: &[f32], c: &[f32], n: usize, s: &mut Scratch, out: &mut StepOut) {
+    step_rows(w, xh, c, n, s, out);
 }
 
-/// The step, block of rows by block of rows; `z` holds `BLOCK × 4H` values.
+/// The step, block of rows by block of rows; `s.z` holds `BLOCK × 4H` values.
 #[inline(always)]
-fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &mut StepOut) {
+fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, s: &mut Scratch, out: &mut StepOut) {
     let d = w.dims;
     let (hidden, outputs) = (d.hidden, d.outputs);
     let (width, gates) = (d.inputs + hidden, d.gates());
     let mut r0 = 0;
     while r0 < n {
         let rows = BLOCK.min(n - r0);
-        let z = &mut z[..rows * gates];
-        affine(&xh[r0 * width..(r0 + rows) * width], width, &w.w, &w.b, z);
+        let z = &mut s.z[..rows * gates];
+        affine(
+            &xh[r0 * width..(r0 + rows) * width],
+            width,
+            &w.w,
+            &w.b,
+            z,
+            &mut s.packed,
+        );
         for r in 0..rows {
             let zr = &mut z[r * gates..(r + 1) * gates];
             let (sig, g) = zr.split_at_mut(3 * hidden);
@@ -122,6 +132,7 @@ fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &
             &w.head_w,
             &w.head_b,
             &mut out.out[r0 * outputs..(r0 + rows) * outputs],
+            &mut s.packed,
         );
         r0 += rows;
     }
@@ -130,36 +141,39 @@ fn step_rows(w: &Weights, xh: &[f32], c: &[f32], n: usize, z: &mut [f32], out: &
 /// `dst[r] = bias + Σₖ lhs[r][k] · rhs[k]` for the rows of `lhs` (`k` values each, at most
 /// [`BLOCK`] rows), `k` ascending: every element is `bias` plus the products added one by one
 /// in the same order whatever the number of rows or the path taken, so results are identical.
-/// Full blocks keep a `BLOCK × COLS` tile of sums in registers over the whole `k` loop.
+/// Full blocks copy their rows into `packed` column by column (`k × BLOCK`: the `BLOCK` values
+/// multiplied by one row of `rhs` side by side, read without bounds checks) and keep a
+/// `BLOCK × 16` tile of sums in registers over the whole `k` loop (then `BLOCK × 4` for what
+/// is left of the columns, e.g. the head's last 4 of 20).
 #[inline(always)]
-fn affine(lhs: &[f32], k: usize, rhs: &[f32], bias: &[f32], dst: &mut [f32]) {
-    const COLS: usize = 16;
+fn affine(
+    lhs: &[f32],
+    k: usize,
+    rhs: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+    packed: &mut Vec<f32>,
+) {
     let m = bias.len();
     let rows = dst.len() / m.max(1);
-    let full = m - m % COLS;
-    if rows == BLOCK {
-        for j0 in (0..full).step_by(COLS) {
-            let mut acc = [[0.0f32; COLS]; BLOCK];
-            for row in &mut acc {
-                row.copy_from_slice(&bias[j0..j0 + COLS]);
-            }
-            for kk in 0..k {
-                let w: &[f32; COLS] = rhs[kk * m + j0..kk * m + j0 + COLS]
-                    .try_into()
-                    .expect("COLS values");
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let a = lhs[r * k + kk];
-                    for c in 0..COLS {
-                        row[c] += a * w[c];
-                    }
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                dst[r * m + j0..r * m + j0 + COLS].copy_from_slice(row);
+    let mut from = 0;
+    if rows == BLOCK && m >= 4 {
+        packed.clear();
+        packed.resize(k * BLOCK, 0.0);
+        for (r, row) in lhs.chunks_exact(k).take(BLOCK).enumerate() {
+            for (kk, &x) in row.iter().enumerate() {
+                packed[kk * BLOCK + r] = x;
             }
         }
+        while from + 16 <= m {
+            tile::<16>(packed, rhs, bias, dst, from);
+            from += 16;
+        }
+        while from + 4 <= m {
+            tile::<4>(packed, rhs, bias, dst, from);
+            from += 4;
+        }
     }
-    let from = if rows == BLOCK { full } else { 0 };
     if from == m {
         return;
     }
@@ -173,6 +187,26 @@ fn affine(lhs: &[f32], k: usize, rhs: &[f32], bias: &[f32], dst: &mut [f32]) {
                 *d += a * wv;
             }
         }
+    }
+}
+
+/// Columns `j0 .. j0 + COLS` of a full block in [`affine`], the sums in registers.
+#[inline(always)]
+fn tile<const COLS: usize>(packed: &[f32], rhs: &[f32], bias: &[f32], dst: &mut [f32], j0: usize) {
+    let m = bias.len();
+    let b: &[f32; COLS] = bias[j0..j0 + COLS].try_into().expect("COLS values");
+    let mut acc = [*b; BLOCK];
+    for (wk, a) in rhs.chunks_exact(m).zip(packed.chunks_exact(BLOCK)) {
+        let w: &[f32; COLS] = wk[j0..j0 + COLS].try_into().expect("COLS values");
+        let a: &[f32; BLOCK] = a.try_into().expect("BLOCK values");
+        for (row, &ar) in acc.iter_mut().zip(a) {
+            for c in 0..COLS {
+                row[c] += ar * w[c];
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        dst[r * m + j0..r * m + j0 + COLS].copy_from_slice(row);
     }
 }
 
@@ -310,8 +344,11 @@ mod tests {
             c: vec![0.0; n * dims.hidden],
             out: vec![0.0; n * dims.outputs],
         };
-        let mut z = vec![0.0; BLOCK * dims.gates()];
-        step_rows(&weights, &xh, &c, n, &mut z, &mut plain);
+        let mut s = Scratch {
+            z: vec![0.0; BLOCK * dims.gates()],
+            packed: Vec::new(),
+        };
+        step_rows(&weights, &xh, &c, n, &mut s, &mut plain);
         assert_eq!(plain, whole, "plain and dispatched paths");
 
         let err = step(&weights, &[0.0; 5], &[0.0; 16], 1, &mut scratch).expect_err("bad xh");
