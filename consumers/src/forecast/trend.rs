@@ -64,6 +64,11 @@ struct Series {
     fit: Option<TrendFit>,
     /// Bars since the last fit.
     since_fit: u32,
+    /// The fit's forecast `s = 1, 2, …` bars past its window: `(exp(mean), exp(z₈₀·sd),
+    /// exp(z₉₅·sd))`, so that a bar's predictions are lookups, not a design row, four
+    /// sines and five exponentials each. Derived from `fit` (not checkpointed); built when
+    /// first needed after a fit, longer when a horizon reaches past it.
+    path: Vec<[f64; 3]>,
 }
 
 impl Series {
@@ -74,6 +79,7 @@ impl Series {
             bars: 0,
             fit: None,
             since_fit: 0,
+            path: Vec::new(),
         }
     }
 }
@@ -122,6 +128,7 @@ impl TrendModel {
         if let Some(f) = fit::fit(design, &y, &settings.fit, warm) {
             s.fit = Some(f);
             s.since_fit = 0;
+            s.path.clear();
         }
     }
 
@@ -164,10 +171,25 @@ impl TrendModel {
         if due {
             Self::refit(&settings, &mut self.designs, s);
         }
-        match &s.fit {
-            Some(f) => predict(f, s.since_fit, horizons),
-            None => Vec::new(),
+        let Some(f) = &s.fit else {
+            return Vec::new();
+        };
+        let need = s.since_fit as usize + horizons.iter().max().map_or(0, |&h| h as usize);
+        if s.path.len() < need {
+            // A scheduled refit comes within `refit_every` bars: cover those at once.
+            let len = need
+                .max(2 * s.path.len())
+                .max(settings.refit_every as usize + need - s.since_fit as usize);
+            s.path = f
+                .path(len)
+                .into_iter()
+                .map(|(mean, var)| {
+                    let sd = var.max(0.0).sqrt();
+                    [mean.exp(), (Z80 * sd).exp(), (Z95 * sd).exp()]
+                })
+                .collect();
         }
+        predict(&s.path, s.since_fit, horizons)
     }
 }
 
@@ -187,25 +209,23 @@ pub(super) fn schedule_phase(key: &dyn SeriesRef, every: u32) -> u64 {
     h % u64::from(every)
 }
 
-/// Forecasts `k` bars after the fit.
-fn predict(f: &TrendFit, k: u32, horizons: &[u32]) -> Vec<Prediction> {
-    let end = (f.layout.n - 1) as f64;
+/// Forecasts `k` bars after the fit from its path (which covers `k + h` for every horizon):
+/// `exp(mean)` and the bands `exp(mean ± z·sd)` as `exp(mean) ÷ exp(z·sd)`, `exp(mean) ·
+/// exp(z·sd)`.
+fn predict(path: &[[f64; 3]], k: u32, horizons: &[u32]) -> Vec<Prediction> {
     horizons
         .iter()
-        .map(|&h| {
-            let steps = f64::from(k) + f64::from(h);
-            let mean = f.value(end + steps);
-            let sd = f.variance(steps).max(0.0).sqrt();
-            let band = |z: f64| ((mean - z * sd).exp(), (mean + z * sd).exp());
-            let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
-            Prediction {
+        .filter_map(|&h| {
+            let step = (k as usize + h as usize).checked_sub(1)?;
+            let [point, e80, e95] = *path.get(step)?;
+            Some(Prediction {
                 horizon: h,
-                point: mean.exp(),
-                lo80,
-                hi80,
-                lo95,
-                hi95,
-            }
+                point,
+                lo80: point / e80,
+                hi80: point * e80,
+                lo95: point / e95,
+                hi95: point * e95,
+            })
         })
         .collect()
 }
@@ -288,6 +308,7 @@ impl Forecaster for TrendModel {
                 bars,
                 fit,
                 since_fit,
+                path: Vec::new(),
             },
         );
         Ok(())

@@ -235,6 +235,45 @@ impl TrendFit {
         self.y_min + self.y_scale * dot(&row[..at], &self.coef[..at])
     }
 
+    /// The forecast for the `len` bars after the window, in one pass: for `s = 1 … len`,
+    /// `(value(n − 1 + s), variance(s))` up to rounding. The hinges are summed as in
+    /// [`TrendFit::value`]; each Fourier order's `(sin, cos)` starts at the first step and is
+    /// then rotated by one bar's angle per step (no `sin`/`cos` per step; the drift after a
+    /// few hundred steps is a few ulps).
+    pub fn path(&self, len: usize) -> Vec<(f64, f64)> {
+        let layout = &self.layout;
+        let last = (layout.n - 1) as f64;
+        let at = layout.fourier_at();
+        let (hinges, fourier) = self.coef.split_at(at);
+        let period = f64::from(layout.period);
+        let first = layout.n as f64;
+        let mut waves: Vec<[f64; 4]> = layout
+            .orders
+            .iter()
+            .map(|&o| {
+                let (sin, cos) = (TAU * f64::from(o) * first / period).sin_cos();
+                let (ds, dc) = (TAU * f64::from(o) / period).sin_cos();
+                [sin, cos, ds, dc]
+            })
+            .collect();
+        (1..=len)
+            .map(|s| {
+                let i = last + s as f64;
+                let t = i / last;
+                let mut v = hinges[0] + t * hinges[1];
+                for (&cp, &d) in layout.changepoints.iter().zip(&hinges[2..]) {
+                    v += (t - cp).max(0.0) * d;
+                }
+                for (w, ab) in waves.iter_mut().zip(fourier.chunks_exact(2)) {
+                    let [sin, cos, ds, dc] = *w;
+                    v += sin * ab[0] + cos * ab[1];
+                    *w = [sin * dc + cos * ds, cos * dc - sin * ds, ds, dc];
+                }
+                (self.y_min + self.y_scale * v, self.variance(s as f64))
+            })
+            .collect()
+    }
+
     /// Slope changes `δ`.
     pub fn deltas(&self) -> &[f64] {
         &self.coef[2..self.layout.fourier_at()]
@@ -473,6 +512,31 @@ mod tests {
             .map(|i| (f.value(i as f64) - truth(i)).abs())
             .fold(0.0, f64::max);
         assert!(worst < 1e-4, "{worst}");
+    }
+
+    #[test]
+    fn the_forecast_path_equals_value_and_variance_step_by_step() {
+        // Two slope changes and a daily cycle of orders 1 and 3, so every column counts.
+        let (y0, _) = two_changes();
+        let y: Vec<f64> = y0
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let w = TAU * i as f64 / 1_440.0;
+                v + 0.004 * (w + 0.3).sin() + 0.002 * (3.0 * w).cos()
+            })
+            .collect();
+        let f = solve(&y, &FitSettings::default());
+        assert!(f.coef[f.layout.fourier_at()..].iter().any(|c| c.abs() > 1e-3));
+        let last = (f.layout.n - 1) as f64;
+        let path = f.path(600);
+        assert_eq!(path.len(), 600);
+        for (s, &(mean, var)) in (1..).zip(&path) {
+            let want = f.value(last + f64::from(s));
+            assert!((mean - want).abs() < 1e-12, "step {s}: {mean} vs {want}");
+            assert_eq!(var, f.variance(f64::from(s)), "step {s}");
+        }
+        assert!(f.path(0).is_empty());
     }
 
     #[test]
