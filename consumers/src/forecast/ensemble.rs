@@ -20,7 +20,7 @@
 //! forecast exactly, bands included; the ensemble's own calibrator learns only from the
 //! forecasts it combined.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use anyhow::Result;
 
@@ -69,13 +69,49 @@ impl Default for EnsembleSettings {
 struct Weights {
     /// (model, weight), naive first; weights sum to 1.
     of: Vec<(String, f64)>,
+    /// `of` resolved against the members [`Ensemble::combine`] was given, found by name
+    /// when the weights are set or restored: so a bar reads neither the names nor `of`
+    /// (separate, cold allocations at thousands of series). `None` until then, and when
+    /// `of` has more models than [`Resolved`] holds (then each bar looks them up by name).
+    resolved: Option<Resolved>,
     set_at_bar: u64,
+}
+
+/// (member index, weight) per model of [`Weights::of`], in order, inline; index `u8::MAX`:
+/// the model is not among the members.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Resolved {
+    len: u8,
+    of: [(u8, f64); 8],
+}
+
+impl Resolved {
+    fn new(of: &[(String, f64)], members: &[(&str, &[Prediction])]) -> Option<Self> {
+        let mut r = Self {
+            len: 0,
+            of: [(u8::MAX, 0.0); 8],
+        };
+        if of.len() > r.of.len() {
+            return None;
+        }
+        for (slot, (m, wt)) in r.of.iter_mut().zip(of) {
+            let at = members.iter().position(|(name, _)| name == m);
+            *slot = (at.map_or(Some(u8::MAX), |i| u8::try_from(i).ok())?, *wt);
+        }
+        r.len = of.len() as u8;
+        Some(r)
+    }
+
+    fn of(&self) -> &[(u8, f64)] {
+        &self.of[..usize::from(self.len)]
+    }
 }
 
 #[derive(Debug, Default)]
 struct SeriesEnsemble {
     bar: u64,
-    weights: HashMap<u32, Weights>,
+    /// Per horizon.
+    weights: Vec<(u32, Weights)>,
     cal: CalSeries,
     /// Per horizon, the recent bars whose forecast this calibrator built (combined from two
     /// or more members), oldest first: only their outcomes teach it.
@@ -191,36 +227,49 @@ impl Ensemble {
         let Some((_, naive)) = members.iter().find(|(m, _)| *m == NAIVE) else {
             return Vec::new();
         };
-        let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
         let mut out = Vec::with_capacity(naive.len());
+        let mut parts: Vec<(f64, &Prediction)> = Vec::new();
         for np in naive.iter() {
             let h = np.horizon;
-            let due = s
-                .weights
-                .get(&h)
-                .is_none_or(|w| s.bar >= w.set_at_bar + settings.cooldown);
-            if due {
-                let of = weights(&settings, scorer, key, h, &names);
-                s.weights.insert(
-                    h,
-                    Weights {
-                        of,
-                        set_at_bar: s.bar,
-                    },
-                );
-            }
-            let Some(w) = s.weights.get(&h) else {
-                continue;
+            let i = match s.weights.iter().position(|(x, _)| *x == h) {
+                Some(i) => i,
+                None => {
+                    s.weights.push((h, Weights::default()));
+                    s.weights.len() - 1
+                }
             };
+            let w = &mut s.weights[i].1;
+            if w.of.is_empty() || s.bar >= w.set_at_bar + settings.cooldown {
+                let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
+                w.of = weights(&settings, scorer, key, h, &names);
+                w.set_at_bar = s.bar;
+                w.resolved = None;
+            }
+            if w.resolved.is_none() {
+                w.resolved = Resolved::new(&w.of, members);
+            }
             // The weighted members that have a prediction for h now, renormalised.
-            let mut parts: Vec<(f64, &Prediction)> = Vec::with_capacity(w.of.len());
-            for (m, wt) in &w.of {
-                let p = members
-                    .iter()
-                    .find(|(name, _)| name == m)
-                    .and_then(|(_, ps)| ps.iter().find(|p| p.horizon == h));
-                if let Some(p) = p {
-                    parts.push((*wt, p));
+            let of_member = |j: usize, h: u32| {
+                members
+                    .get(j)
+                    .and_then(|(_, ps)| ps.iter().find(|p| p.horizon == h))
+            };
+            parts.clear();
+            match &w.resolved {
+                Some(r) => {
+                    for &(j, wt) in r.of() {
+                        if let Some(p) = of_member(usize::from(j), h) {
+                            parts.push((wt, p));
+                        }
+                    }
+                }
+                None => {
+                    for (m, wt) in &w.of {
+                        let j = members.iter().position(|(name, _)| name == m);
+                        if let Some(p) = j.and_then(|j| of_member(j, h)) {
+                            parts.push((*wt, p));
+                        }
+                    }
                 }
             }
             let total: f64 = parts.iter().map(|(w, _)| w).sum();
@@ -275,7 +324,8 @@ impl Ensemble {
 
     /// The weights in force for a series and horizon (naive first).
     pub fn weights_of(&self, key: &SeriesKey, horizon: u32) -> Option<&[(String, f64)]> {
-        Some(&self.series.get(key)?.weights.get(&horizon)?.of)
+        let s = self.series.get(key)?;
+        Some(&s.weights.iter().find(|(h, _)| *h == horizon)?.1.of)
     }
 
     pub fn reset_series(&mut self, key: &SeriesKey) {
@@ -287,7 +337,7 @@ impl Ensemble {
         let mut e = Enc::new(2);
         e.u64(s.bar);
         let mut ws: Vec<_> = s.weights.iter().collect();
-        ws.sort_by_key(|(h, _)| **h);
+        ws.sort_by_key(|(h, _)| *h);
         e.u32(ws.len() as u32);
         for (h, w) in ws {
             e.u32(*h).u64(w.set_at_bar).u32(w.of.len() as u32);
@@ -313,14 +363,21 @@ impl Ensemble {
         // own, as they were.
         let (mut d, version) = Dec::versioned(bytes, 1..=2)?;
         let bar = d.u64()?;
-        let mut weights = HashMap::new();
+        let mut weights = Vec::new();
         for _ in 0..d.u32()? {
             let (h, set_at_bar) = (d.u32()?, d.u64()?);
             let mut of = Vec::new();
             for _ in 0..d.u32()? {
                 of.push((String::from_utf8(d.bytes()?.to_vec())?, d.f64()?));
             }
-            weights.insert(h, Weights { of, set_at_bar });
+            weights.push((
+                h,
+                Weights {
+                    of,
+                    resolved: None,
+                    set_at_bar,
+                },
+            ));
         }
         let cal = CalSeries::load(&mut d)?;
         let mut own = Vec::new();
@@ -581,5 +638,22 @@ mod tests {
         };
         let w = weights(&few, &scorer, &k2, 1, &["naive", "half"]);
         assert_eq!(w, vec![("naive".to_string(), 1.0)]);
+    }
+
+    #[test]
+    fn weights_resolve_to_member_positions_inline() {
+        let ps = [pred(1, 100.0)];
+        let members: Vec<(&str, &[Prediction])> =
+            vec![("naive", &ps), ("ets", &ps), ("trend", &ps)];
+        let of = vec![
+            ("naive".to_string(), 0.5),
+            ("trend".to_string(), 0.3),
+            ("gone".to_string(), 0.2),
+        ];
+        let r = Resolved::new(&of, &members).expect("fits inline");
+        assert_eq!(r.of(), &[(0, 0.5), (2, 0.3), (u8::MAX, 0.2)]);
+        // More weighted models than the inline room: resolved by name at every bar instead.
+        let many: Vec<(String, f64)> = (0..9).map(|i| (format!("m{i}"), 0.1)).collect();
+        assert_eq!(Resolved::new(&many, &members), None);
     }
 }

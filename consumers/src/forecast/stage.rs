@@ -74,6 +74,9 @@ pub struct ForecastStage {
     /// Outcomes scored in the current chunk, and where each candle's start (reused buffers).
     outcomes: Vec<Outcome>,
     starts: Vec<usize>,
+    /// Forecasts published per model (in `names` order, then the ensemble) since the counts
+    /// were last exported.
+    published: Vec<u64>,
 }
 
 /// What the stage keeps per series.
@@ -139,6 +142,7 @@ impl ForecastStage {
         output_topic: impl Into<String>,
     ) -> Self {
         let names: Vec<Name> = models.iter().map(|m| Name::from(m.name())).collect();
+        let published = vec![0; names.len() + 1];
         Self {
             models,
             horizons,
@@ -155,6 +159,7 @@ impl ForecastStage {
             checkpoint: None,
             outcomes: Vec::new(),
             starts: Vec::new(),
+            published,
         }
         .with_scorer(ScorerSettings::default())
     }
@@ -202,12 +207,23 @@ impl ForecastStage {
         for &c in candles {
             let key = of(c);
             let bar = bar_ms(c);
-            let (gap, repeat) = match self.newest.get(key) {
+            let current = self.chunk;
+            let (gap, repeat) = match self.newest.get_mut(key) {
                 Some(s) if c.open_ms <= s.open_ms => {
                     out.skipped += 1;
                     continue;
                 }
-                Some(s) => (c.open_ms != s.open_ms + bar, s.chunk == self.chunk),
+                Some(s) => {
+                    let (gap, repeat) = (c.open_ms != s.open_ms + bar, s.chunk == current);
+                    if !gap && !repeat {
+                        // The usual case, the series' next bar: one lookup.
+                        s.open_ms = c.open_ms;
+                        s.chunk = current;
+                        chunk.push(c);
+                        continue;
+                    }
+                    (gap, repeat)
+                }
                 None => (false, false),
             };
             if repeat {
@@ -228,14 +244,15 @@ impl ForecastStage {
         self.run_chunk(&chunk, &mut out);
         telemetry::FORECASTS_SKIPPED.inc_by(out.skipped as u64);
         self.scorer.export_metrics();
-        // Keys are the forecasts' shared names: `Arc<str>` equality checks the pointer first,
-        // so this is no string comparison per forecast.
-        let mut per_model: Vec<(&Name, u64)> = Vec::new();
-        for f in &out.forecasts {
-            *super::entry(&mut per_model, &f.model, || 0) += 1;
-        }
-        for (m, n) in per_model {
-            telemetry::FORECASTS.with_label_values(&[m]).inc_by(n);
+        // Counted as run_chunk pushed them (reading every forecast back here cost a pass over
+        // megabytes at a thousand symbols).
+        let names = self.names.iter().chain([&self.ensemble_name]);
+        for (name, n) in names.zip(&mut self.published) {
+            if *n > 0 {
+                telemetry::FORECASTS
+                    .with_label_values(&[name])
+                    .inc_by(std::mem::take(n));
+            }
         }
         out
     }
@@ -302,6 +319,7 @@ impl ForecastStage {
                     out.forecasts.push(series.forecast(name, p));
                     ids.push(id);
                 }
+                self.published[m] += preds[m][i].len() as u64;
             }
             if let Some(ens) = &mut self.ensemble {
                 members.clear();
@@ -314,6 +332,7 @@ impl ForecastStage {
                 for p in ens.combine(key, ensemble_scored.of(i), &members, &self.scorer) {
                     out.forecasts.push(series.forecast(&self.ensemble_name, &p));
                     ids.push(self.ensemble_id);
+                    self.published[self.names.len()] += 1;
                 }
             }
             self.scorer.record_ids(key, &out.forecasts[before..], &ids);

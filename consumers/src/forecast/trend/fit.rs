@@ -527,7 +527,11 @@ mod tests {
             })
             .collect();
         let f = solve(&y, &FitSettings::default());
-        assert!(f.coef[f.layout.fourier_at()..].iter().any(|c| c.abs() > 1e-3));
+        assert!(
+            f.coef[f.layout.fourier_at()..]
+                .iter()
+                .any(|c| c.abs() > 1e-3)
+        );
         let last = (f.layout.n - 1) as f64;
         let path = f.path(600);
         assert_eq!(path.len(), 600);
