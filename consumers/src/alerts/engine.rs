@@ -22,8 +22,7 @@ use super::AlertEvent;
 use super::machine::{Machine, Reading, Timing};
 use super::rule::{Band, Condition, Rule};
 
-/// (exchange, symbol, interval).
-pub type SeriesKey = (String, String, String);
+pub use crate::forecast::SeriesKey;
 
 /// Most forecast bands remembered per series for anomaly rules.
 pub const MAX_AWAITING: usize = 4_096;
@@ -123,11 +122,7 @@ impl Engine {
     /// One forecast: evaluates the price and change rules that watch it, remembers its bands
     /// for the anomaly rules that do.
     pub fn on_forecast(&mut self, f: &Forecast) -> Vec<AlertEvent> {
-        let key: SeriesKey = (
-            f.exchange.to_string(),
-            f.symbol.to_string(),
-            f.interval.to_string(),
-        );
+        let key = crate::forecast::forecast_series_key(f);
         let mut out = Vec::new();
         let mut wants_bands = false;
         for a in &self.rules {
@@ -157,7 +152,7 @@ impl Engine {
 
     /// One candle: evaluates the anomaly rules whose forecasts target it.
     pub fn on_candle(&mut self, c: &Candle) -> Vec<AlertEvent> {
-        let key: SeriesKey = (c.exchange.clone(), c.symbol.clone(), c.interval.clone());
+        let key = crate::forecast::series_key(c);
         let watched = self.rules.iter().any(|a| {
             matches!(a.rule.condition, Condition::Anomaly { .. })
                 && a.rule.watches(&c.exchange, &c.symbol, &c.interval)

@@ -125,12 +125,8 @@ enum Input {
 impl Input {
     fn key(&self) -> SeriesKey {
         match self {
-            Input::Forecast(f) => (
-                f.exchange.to_string(),
-                f.symbol.to_string(),
-                f.interval.to_string(),
-            ),
-            Input::Candle(c) => (c.exchange.clone(), c.symbol.clone(), c.interval.clone()),
+            Input::Forecast(f) => crate::forecast::forecast_series_key(f),
+            Input::Candle(c) => crate::forecast::series_key(c),
         }
     }
 }

@@ -34,7 +34,7 @@ pub mod trend;
 pub use series::{SeriesMap, SeriesSet};
 
 use anyhow::Result;
-use tickcast_pipeline::domain::Candle;
+use tickcast_pipeline::domain::{Candle, Forecast};
 
 /// One series: (exchange, symbol, interval).
 pub type SeriesKey = (String, String, String);
@@ -42,6 +42,15 @@ pub type SeriesKey = (String, String, String);
 /// The series a candle belongs to.
 pub fn series_key(c: &Candle) -> SeriesKey {
     (c.exchange.clone(), c.symbol.clone(), c.interval.clone())
+}
+
+/// The series a forecast belongs to.
+pub fn forecast_series_key(f: &Forecast) -> SeriesKey {
+    (
+        f.exchange.to_string(),
+        f.symbol.to_string(),
+        f.interval.to_string(),
+    )
 }
 
 /// A candle's bar length in ms: its interval label's, or its own span when the label does

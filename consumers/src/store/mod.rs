@@ -276,10 +276,11 @@ pub(crate) fn candle_key(c: &Candle) -> (String, String, String, i64) {
 
 /// The natural key of a forecast row.
 pub(crate) fn forecast_key(f: &Forecast) -> (String, String, String, String, u32, i64) {
+    let (exchange, symbol, interval) = crate::forecast::forecast_series_key(f);
     (
-        f.exchange.to_string(),
-        f.symbol.to_string(),
-        f.interval.to_string(),
+        exchange,
+        symbol,
+        interval,
         f.model.to_string(),
         f.horizon,
         f.base_ms,
