@@ -95,8 +95,12 @@ impl Resolved {
             return None;
         }
         for (slot, (m, wt)) in r.of.iter_mut().zip(of) {
-            let at = members.iter().position(|(name, _)| name == m);
-            *slot = (at.map_or(Some(u8::MAX), |i| u8::try_from(i).ok())?, *wt);
+            let at = match members.iter().position(|(name, _)| name == m) {
+                // Position 255 and beyond cannot be told from the sentinel: by name, then.
+                Some(i) => u8::try_from(i).ok().filter(|&i| i != u8::MAX)?,
+                None => u8::MAX,
+            };
+            *slot = (at, *wt);
         }
         r.len = of.len() as u8;
         Some(r)
@@ -655,5 +659,13 @@ mod tests {
         // More weighted models than the inline room: resolved by name at every bar instead.
         let many: Vec<(String, f64)> = (0..9).map(|i| (format!("m{i}"), 0.1)).collect();
         assert_eq!(Resolved::new(&many, &members), None);
+        // A member at position 255 would read as "not among them": by name too.
+        let names: Vec<String> = (0..256).map(|i| format!("m{i}")).collect();
+        let wide: Vec<(&str, &[Prediction])> =
+            names.iter().map(|n| (n.as_str(), &ps[..])).collect();
+        let last = vec![("m255".to_string(), 1.0)];
+        assert_eq!(Resolved::new(&last, &wide), None);
+        let first = vec![("m0".to_string(), 1.0)];
+        assert_eq!(Resolved::new(&first, &wide).map(|r| r.len), Some(1));
     }
 }
