@@ -477,7 +477,19 @@ async fn one_subscribe_frame_per_symbol_while_streaming_and_across_drops() {
         for req in Bitstamp.subscribe(&both()) {
             ws.send(Message::text(req)).await.unwrap();
         }
-        let (frames, closed) = collect(&mut ws, Duration::from_secs(1), usize::MAX).await;
+        // A second without frames ends a connection only once the market has run out: on a
+        // loaded machine the replay server can pause that long mid-stream, and ending there
+        // made the market look unfinished.
+        let mut frames = Vec::new();
+        let mut closed = false;
+        for _ in 0..30 {
+            let (more, was_closed) = collect(&mut ws, Duration::from_secs(1), usize::MAX).await;
+            frames.extend(more);
+            closed = was_closed;
+            if closed || r.market.exhausted() {
+                break;
+            }
+        }
         let mut ticks = Vec::new();
         let mut acks = 0;
         for f in &frames {
