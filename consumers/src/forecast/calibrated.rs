@@ -227,6 +227,14 @@ pub(crate) fn spread(point: f64, hi95: f64) -> Option<f64> {
     (!point.is_nan() && point > 0.0 && scale.is_finite() && scale > 0.0).then_some(scale)
 }
 
+/// Whether [`spread`] is `Some`, without its logarithm (the scorer asks for every forecast
+/// it scores): `ln(x) / z₉₅` is finite and positive exactly when `x = hi95 / point` is finite
+/// and above 1.
+pub(crate) fn has_spread(point: f64, hi95: f64) -> bool {
+    let x = hi95 / point;
+    !point.is_nan() && point > 0.0 && x.is_finite() && x > 1.0
+}
+
 /// The calibrated version of one prediction.
 fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -> Prediction {
     let Some(scale) = spread(p.point, p.hi95) else {
@@ -271,6 +279,38 @@ mod tests {
                 crate::forecast::flat_candle(i, p)
             })
             .collect()
+    }
+
+    #[test]
+    fn has_spread_agrees_with_spread() {
+        let up = |x: f64| f64::from_bits(x.to_bits() + 1);
+        let values = [
+            f64::NAN,
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            1e-300,
+            0.5,
+            1.0,
+            up(1.0),
+            1.0001,
+            100.0,
+            up(100.0),
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+        ];
+        for &point in &values {
+            for &hi95 in &values {
+                assert_eq!(
+                    has_spread(point, hi95),
+                    spread(point, hi95).is_some(),
+                    "point {point:e}, hi95 {hi95:e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Ensemble {
             }
             let combined = {
                 let (point, hi95) = (mean(&|p| p.point), geo(&|p| p.hi95));
-                if super::calibrated::spread(point, hi95).is_some() {
+                if super::calibrated::has_spread(point, hi95) {
                     // The calibrator below rebuilds every bound from the point and hi95
                     // alone: the other geometric means (three logs per member) would be
                     // thrown away.

@@ -237,7 +237,7 @@ impl Scorer {
                     &p,
                     scale,
                 );
-                if close > 0.0 && super::calibrated::spread(p.point, p.hi95).is_some() {
+                if close > 0.0 && super::calibrated::has_spread(p.point, p.hi95) {
                     outcomes.push(Outcome {
                         model: t.model,
                         horizon: t.horizon,
