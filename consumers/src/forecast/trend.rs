@@ -174,12 +174,13 @@ impl TrendModel {
         let Some(f) = &s.fit else {
             return Vec::new();
         };
-        let need = s.since_fit as usize + horizons.iter().max().map_or(0, |&h| h as usize);
+        let h_max = horizons.iter().max().map_or(0, |&h| h as usize);
+        let need = s.since_fit as usize + h_max;
         if s.path.len() < need {
             // A scheduled refit comes within `refit_every` bars: cover those at once.
             let len = need
                 .max(2 * s.path.len())
-                .max(settings.refit_every as usize + need - s.since_fit as usize);
+                .max(settings.refit_every as usize + h_max);
             s.path = f
                 .path(len)
                 .into_iter()
