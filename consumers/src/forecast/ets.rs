@@ -27,8 +27,11 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use anyhow::{Result, bail};
-use augurs::ets::AutoETS;
-use augurs::{Fit as _, Predict as _};
+use augurs::Predict as _;
+use augurs::ets::model::{
+    ErrorComponent, Model, ModelType, OptimizationCriteria, SeasonalComponent, TrendComponent,
+    Unfit,
+};
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
@@ -76,7 +79,7 @@ impl EtsPath {
     pub fn fit(y: &[f64], len: usize, steps: usize) -> Option<Self> {
         let last = *y.last()?;
         let run = || -> Option<Self> {
-            let fitted = AutoETS::new(1, "AZN").ok()?.fit(y).ok()?;
+            let fitted = auto_azn(y)?;
             let point = fitted.predict(len.max(steps), None).ok()?.point;
             let half = |level: f64| -> Option<Vec<f64>> {
                 let f = fitted.predict(steps, level).ok()?;
@@ -137,6 +140,50 @@ impl EtsPath {
             })
             .collect()
     }
+}
+
+/// augurs' `AutoETS::new(1, "AZN")` search, model for model: additive errors, no season; no
+/// trend, damped additive trend and additive trend, in augurs' order, each fitted by augurs'
+/// [`Unfit::fit`] (maximum likelihood, Nelder–Mead from augurs' initial values, at most 2,000
+/// iterations, as AutoETS sets them); the lowest AICc wins, the first of equals. `None` when
+/// no candidate fits (or `y` is too short for AutoETS).
+///
+/// The one setting that differs is `nmse`, the number of steps ahead over which augurs also
+/// tracks a mean squared error while it fits: AutoETS asks for 3 and forecasts three steps at
+/// every point of every likelihood evaluation, though the likelihood never reads them. Here it
+/// is 1. The fitted parameters, states and σ, and so every forecast and interval, are the same
+/// bits (`the_search_equals_augurs_auto_ets` checks it); a fit costs less.
+pub fn auto_azn(y: &[f64]) -> Option<Model> {
+    // AutoETS: two parameters (α and the level) for an automatic trend spec, and it declines
+    // unless there are more than four points beyond them.
+    if y.len() <= 2 + 4 {
+        return None;
+    }
+    [
+        (TrendComponent::None, false),
+        (TrendComponent::Additive, true),
+        (TrendComponent::Additive, false),
+    ]
+    .into_iter()
+    .filter_map(|(trend, damped)| {
+        let model = Unfit::new(ModelType {
+            error: ErrorComponent::Additive,
+            trend,
+            season: SeasonalComponent::None,
+        })
+        .damped(damped)
+        .nmse(1)
+        .opt_crit(OptimizationCriteria::Likelihood)
+        .max_iterations(2_000)
+        .fit(y)
+        .ok()?;
+        (!model.aicc().is_nan()).then_some(model)
+    })
+    .min_by(|a, b| {
+        a.aicc()
+            .partial_cmp(&b.aicc())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +351,8 @@ impl Forecaster for EtsModel {
 mod tests {
     use super::*;
     use crate::forecast::{Z80, Z95, check_resume, series_key, synthetic_candles};
+    use augurs::Fit as _;
+    use augurs::ets::AutoETS;
     use rust_decimal::Decimal;
     use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::simulator::Rng;
@@ -387,6 +436,69 @@ mod tests {
             }
         }
         assert!(checked_fit);
+    }
+
+    /// [`auto_azn`] is AutoETS("AZN") to the bit: the same model, forecasts and intervals, on
+    /// random walks, a trending series, a flat one and a short one.
+    #[test]
+    fn the_search_equals_augurs_auto_ets() {
+        let mut rng = Rng::new(31);
+        let mut series: Vec<Vec<f64>> = Vec::new();
+        for sd in [1e-3, 5e-3, 2e-2] {
+            let mut y = 4.6;
+            series.push(
+                (0..240)
+                    .map(|_| {
+                        y += sd * rng.normal();
+                        y
+                    })
+                    .collect(),
+            );
+        }
+        series.push(
+            (0..240)
+                .map(|i| 10.0 + 2e-3 * i as f64 + 1e-4 * rng.normal())
+                .collect(),
+        );
+        series.push(vec![3.0; 60]);
+        series.push(vec![1.0, 1.1, 1.05, 1.2, 1.15, 1.3, 1.25]);
+        let mut chose_trend = 0;
+        for y in &series {
+            let ours = auto_azn(y).expect("a model");
+            let theirs = AutoETS::new(1, "AZN").expect("spec").fit(y).expect("fit");
+            let model = theirs.model();
+            assert_eq!(
+                ours.model_type().to_string(),
+                model.model_type().to_string()
+            );
+            assert_eq!(ours.damped(), model.damped());
+            assert_eq!(ours.aicc().to_bits(), model.aicc().to_bits());
+            chose_trend += usize::from(ours.model_type().trend != TrendComponent::None);
+            for level in [None, Some(0.8), Some(0.95)] {
+                let a = ours.predict(60, level).expect("ours");
+                let b = theirs.predict(60, level).expect("theirs");
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.point), bits(&b.point));
+                let (ia, ib) = (a.intervals, b.intervals);
+                assert_eq!(ia.is_some(), ib.is_some());
+                if let (Some(ia), Some(ib)) = (ia, ib) {
+                    assert_eq!(bits(&ia.lower), bits(&ib.lower));
+                    assert_eq!(bits(&ia.upper), bits(&ib.upper));
+                }
+            }
+        }
+        // Both kinds of model were chosen somewhere.
+        assert!(
+            chose_trend > 0 && chose_trend < series.len(),
+            "{chose_trend}"
+        );
+        assert!(auto_azn(&[1.0, 1.1, 1.2, 1.3, 1.4, 1.5]).is_none());
+        assert!(
+            AutoETS::new(1, "AZN")
+                .expect("spec")
+                .fit(&[1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+                .is_err()
+        );
     }
 
     #[test]
