@@ -26,7 +26,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
-use tickcast_consumers::forecast::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, of};
+use tickcast_consumers::forecast::{
+    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, of,
+};
 use tickcast_pipeline::domain::Candle;
 
 use crate::background::Background;
@@ -549,7 +551,7 @@ impl LstmModel {
                 continue;
             }
             let q = &res.out[r * outputs..(r + 1) * outputs];
-            out[i] = predictions(
+            out[i].extend(predictions(
                 q,
                 &self.settings,
                 self.levels,
@@ -557,7 +559,7 @@ impl LstmModel {
                 sigma,
                 trained,
                 horizons,
-            );
+            ));
         }
         Ok(())
     }
@@ -584,7 +586,7 @@ fn predictions(
     sigma: f64,
     trained: bool,
     horizons: &[u32],
-) -> Vec<Prediction> {
+) -> impl Iterator<Item = Prediction> {
     let nq = settings.quantiles.len();
     let clip = settings.features.clip;
     let sorted: Vec<Vec<f64>> = q
@@ -606,25 +608,22 @@ fn predictions(
         })
         .collect();
     let trained_h = &settings.horizons;
-    horizons
-        .iter()
-        .map(|&h| {
-            let scaled = scaled_quantiles(&sorted, trained_h, h);
-            let s = sigma * f64::from(h).sqrt();
-            let price = |j: usize| close * (s * scaled[j]).exp();
-            let point = if trained { price(levels.median) } else { close };
-            let lo80 = price(levels.lo80).min(point);
-            let hi80 = price(levels.hi80).max(point);
-            Prediction {
-                horizon: h,
-                point,
-                lo80,
-                hi80,
-                lo95: price(levels.lo95).min(lo80),
-                hi95: price(levels.hi95).max(hi80),
-            }
-        })
-        .collect()
+    horizons.iter().map(move |&h| {
+        let scaled = scaled_quantiles(&sorted, trained_h, h);
+        let s = sigma * f64::from(h).sqrt();
+        let price = |j: usize| close * (s * scaled[j]).exp();
+        let point = if trained { price(levels.median) } else { close };
+        let lo80 = price(levels.lo80).min(point);
+        let hi80 = price(levels.hi80).max(point);
+        Prediction {
+            horizon: h,
+            point,
+            lo80,
+            hi80,
+            lo95: price(levels.lo95).min(lo80),
+            hi95: price(levels.hi95).max(hi80),
+        }
+    })
 }
 
 /// The scaled quantiles for horizon `h` from those of the trained horizons (module docs).
@@ -654,9 +653,14 @@ impl Forecaster for LstmModel {
         "lstm"
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        _: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    ) {
         self.collect_background();
-        let mut out = vec![Vec::new(); candles.len()];
         let mut start = 0;
         for (i, c) in candles.iter().enumerate() {
             if self.training_due(c) {
@@ -666,7 +670,6 @@ impl Forecaster for LstmModel {
             }
         }
         self.process(&candles[start..], horizons, &mut out[start..]);
-        out
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
@@ -747,7 +750,7 @@ mod tests {
             f32::NAN,
             100.0,
         ];
-        let p = predictions(&q, &settings, levels, 100.0, 0.01, true, &[1, 4]);
+        let p: Vec<_> = predictions(&q, &settings, levels, 100.0, 0.01, true, &[1, 4]).collect();
         let h1 = p[0];
         assert!((h1.point - 100.0 * (0.01f64 * 0.1).exp()).abs() < 1e-4);
         assert!((h1.hi95 - 100.0 * (0.01f64 * 1.96).exp()).abs() < 1e-4);
@@ -764,7 +767,7 @@ mod tests {
         }
         // Untrained: the point is the last close, and the bands are widened to hold it.
         let q = [0.5f32, 0.6, 0.7, 0.8, 0.9, 0.5, 0.6, 0.7, 0.8, 0.9];
-        let p = predictions(&q, &settings, levels, 100.0, 0.01, false, &[1]);
+        let p: Vec<_> = predictions(&q, &settings, levels, 100.0, 0.01, false, &[1]).collect();
         assert_eq!((p[0].point, p[0].lo80, p[0].lo95), (100.0, 100.0, 100.0));
     }
 

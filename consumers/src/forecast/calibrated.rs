@@ -6,11 +6,11 @@
 //! model's name: every model's intervals are calibrated.
 //!
 //! The outcomes come from the stage's [`super::scorer::Scorer`], which keeps every published
-//! forecast until its target bar closes anyway ([`Forecaster::update_scored`]): the calibrator
+//! forecast until its target bar closes anyway ([`Forecaster::update_into`]): the calibrator
 //! learns from each of its model's forecasts scored at a bar whose published interval has a
 //! positive width, before it publishes that bar's predictions. So its own state is two
-//! trackers per horizon, and nothing is kept twice. Without outcomes
-//! ([`Forecaster::update`]) the multipliers stay where they are.
+//! trackers per horizon, and nothing is kept twice. Without outcomes ([`Scored::NONE`]) the
+//! multipliers stay where they are.
 
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
@@ -140,32 +140,24 @@ impl Forecaster for Calibrated {
         self.inner.name()
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
-        self.update_scored(candles, horizons, &Scored::NONE)
-    }
-
-    fn update_scored(
+    fn update_into(
         &mut self,
         candles: &[&Candle],
         horizons: &[u32],
         scored: &Scored<'_>,
-    ) -> Vec<Vec<Prediction>> {
-        let preds = self.inner.update_scored(candles, horizons, scored);
+        out: &mut [Vec<Prediction>],
+    ) {
+        self.inner.update_into(candles, horizons, scored, out);
         let settings = self.settings;
-        candles
-            .iter()
-            .zip(preds)
-            .enumerate()
-            .map(|(i, (c, mut ps))| {
-                let st = self.series.get_or_default(of(c));
-                st.learn(scored.of(i), settings);
-                for p in &mut ps {
-                    *p = st.publish(*p, settings);
-                }
-                ps
-            })
-            .collect()
+        for (i, (c, ps)) in candles.iter().zip(out.iter_mut()).enumerate() {
+            let st = self.series.get_or_default(of(c));
+            st.learn(scored.of(i), settings);
+            for p in ps.iter_mut() {
+                *p = st.publish(*p, settings);
+            }
+        }
     }
+
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let inner = self.inner.save_series(key);
         let st = self.series.get(key);

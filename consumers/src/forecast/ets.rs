@@ -35,7 +35,7 @@ use augurs::ets::model::{
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, of};
+use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,31 +114,28 @@ impl EtsPath {
     }
 
     /// Forecasts `k` bars after the fit at log close `y`.
-    fn predict(&self, y: f64, k: u32, horizons: &[u32]) -> Vec<Prediction> {
+    fn predict(&self, y: f64, k: u32, horizons: &[u32]) -> impl Iterator<Item = Prediction> {
         let k = k as usize;
-        horizons
-            .iter()
-            .map(|&h| {
-                let h = h as usize;
-                let mean = y + self.path[k + h] - self.path[k];
-                let point = mean.exp();
-                // exp(mean ± w) as exp(mean) · exp(±w): three `exp`s instead of five.
-                let band = |w: f64| {
-                    let e = w.exp();
-                    (point / e, point * e)
-                };
-                let (lo80, hi80) = band(self.w80[h - 1]);
-                let (lo95, hi95) = band(self.w95[h - 1]);
-                Prediction {
-                    horizon: h as u32,
-                    point,
-                    lo80,
-                    hi80,
-                    lo95,
-                    hi95,
-                }
-            })
-            .collect()
+        horizons.iter().map(move |&h| {
+            let h = h as usize;
+            let mean = y + self.path[k + h] - self.path[k];
+            let point = mean.exp();
+            // exp(mean ± w) as exp(mean) · exp(±w): three `exp`s instead of five.
+            let band = |w: f64| {
+                let e = w.exp();
+                (point / e, point * e)
+            };
+            let (lo80, hi80) = band(self.w80[h - 1]);
+            let (lo95, hi95) = band(self.w95[h - 1]);
+            Prediction {
+                horizon: h as u32,
+                point,
+                lo80,
+                hi80,
+                lo95,
+                hi95,
+            }
+        })
     }
 }
 
@@ -222,10 +219,10 @@ impl EtsModel {
         }
     }
 
-    fn fold(&mut self, c: &Candle, horizons: &[u32]) -> Vec<Prediction> {
+    fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
         let close = c.close_f64();
         if !close.is_finite() || close <= 0.0 || horizons.contains(&0) {
-            return Vec::new();
+            return;
         }
         let bar = super::bar_ms(c);
         let st = self.settings;
@@ -236,7 +233,7 @@ impl EtsModel {
             .get_or_insert_with(of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
-                return Vec::new();
+                return;
             }
             if c.open_ms != s.last_open_ms + bar {
                 *s = Series {
@@ -268,9 +265,10 @@ impl EtsModel {
                 s.since_fit = 0;
             }
         }
-        match &s.fit {
-            Some(f) if f.covers(s.since_fit, h_max) => f.predict(y, s.since_fit, horizons),
-            _ => Vec::new(),
+        if let Some(f) = &s.fit
+            && f.covers(s.since_fit, h_max)
+        {
+            out.extend(f.predict(y, s.since_fit, horizons));
         }
     }
 }
@@ -280,8 +278,16 @@ impl Forecaster for EtsModel {
         "ets"
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
-        candles.iter().map(|c| self.fold(c, horizons)).collect()
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        _: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    ) {
+        for (c, out) in candles.iter().zip(out) {
+            self.fold(c, horizons, out);
+        }
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {

@@ -10,7 +10,7 @@ use super::garch::Garch11;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -80,26 +80,28 @@ impl GarchModel {
     }
 }
 
-fn predict(last: f64, p: &Garch11, next_var: f64, horizons: &[u32]) -> Vec<Prediction> {
-    horizons
-        .iter()
-        .map(|&h| {
-            let sd = p.horizon_variance(next_var, h).max(0.0).sqrt();
-            let band = |z: f64| {
-                let e = (z * sd).exp();
-                (last / e, last * e)
-            };
-            let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
-            Prediction {
-                horizon: h,
-                point: last,
-                lo80,
-                hi80,
-                lo95,
-                hi95,
-            }
-        })
-        .collect()
+fn predict(
+    last: f64,
+    p: &Garch11,
+    next_var: f64,
+    horizons: &[u32],
+) -> impl Iterator<Item = Prediction> {
+    horizons.iter().map(move |&h| {
+        let sd = p.horizon_variance(next_var, h).max(0.0).sqrt();
+        let band = |z: f64| {
+            let e = (z * sd).exp();
+            (last / e, last * e)
+        };
+        let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
+        Prediction {
+            horizon: h,
+            point: last,
+            lo80,
+            hi80,
+            lo95,
+            hi95,
+        }
+    })
 }
 
 impl Forecaster for GarchModel {
@@ -107,57 +109,59 @@ impl Forecaster for GarchModel {
         "garch"
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        _: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    ) {
         let settings = self.settings;
-        candles
-            .iter()
-            .map(|c| {
-                let close = c.close_f64();
-                if close.is_nan() || close <= 0.0 {
-                    return Vec::new();
+        for (c, out) in candles.iter().zip(out) {
+            let close = c.close_f64();
+            if close.is_nan() || close <= 0.0 {
+                continue;
+            }
+            let Some(s) = self.series.get_mut(of(c)) else {
+                self.series.insert(
+                    of(c),
+                    Series {
+                        last_close: close,
+                        returns: VecDeque::new(),
+                        params: None,
+                        next_var: 0.0,
+                        since_fit: 0,
+                    },
+                );
+                continue;
+            };
+            let r = (close / s.last_close).ln();
+            s.last_close = close;
+            if s.returns.len() == settings.window.max(1) {
+                s.returns.pop_front();
+            }
+            s.returns.push_back(r);
+            s.since_fit += 1;
+            if let Some(p) = &s.params {
+                s.next_var = p.next_variance(s.next_var, r);
+            }
+            let due = match s.params {
+                None => s.returns.len() >= settings.min_returns,
+                Some(_) => settings.refit_every > 0 && s.since_fit >= settings.refit_every,
+            };
+            if due {
+                let first = s.params.is_none();
+                Self::refit(s);
+                if first && settings.refit_every > 0 {
+                    // Spread the series' refits over the refit period, so that series which
+                    // started together do not all refit on the same bar.
+                    s.since_fit = stagger(c) % settings.refit_every;
                 }
-                let Some(s) = self.series.get_mut(of(c)) else {
-                    self.series.insert(
-                        of(c),
-                        Series {
-                            last_close: close,
-                            returns: VecDeque::new(),
-                            params: None,
-                            next_var: 0.0,
-                            since_fit: 0,
-                        },
-                    );
-                    return Vec::new();
-                };
-                let r = (close / s.last_close).ln();
-                s.last_close = close;
-                if s.returns.len() == settings.window.max(1) {
-                    s.returns.pop_front();
-                }
-                s.returns.push_back(r);
-                s.since_fit += 1;
-                if let Some(p) = &s.params {
-                    s.next_var = p.next_variance(s.next_var, r);
-                }
-                let due = match s.params {
-                    None => s.returns.len() >= settings.min_returns,
-                    Some(_) => settings.refit_every > 0 && s.since_fit >= settings.refit_every,
-                };
-                if due {
-                    let first = s.params.is_none();
-                    Self::refit(s);
-                    if first && settings.refit_every > 0 {
-                        // Spread the series' refits over the refit period, so that series which
-                        // started together do not all refit on the same bar.
-                        s.since_fit = stagger(c) % settings.refit_every;
-                    }
-                }
-                match &s.params {
-                    Some(p) => predict(close, p, s.next_var, horizons),
-                    None => Vec::new(),
-                }
-            })
-            .collect()
+            }
+            if let Some(p) = &s.params {
+                out.extend(predict(close, p, s.next_var, horizons));
+            }
+        }
     }
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let s = self.series.get(key)?;

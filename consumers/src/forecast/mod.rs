@@ -133,6 +133,19 @@ pub(crate) fn entry<K: PartialEq, V>(
     &mut list[at].1
 }
 
+/// Readies `batch` for [`Forecaster::update_into`] on `n` candles: its first `n` vectors,
+/// emptied, their capacity kept (and vectors beyond `n` kept for a later, larger batch).
+pub fn clear_batch(batch: &mut Vec<Vec<Prediction>>, n: usize) -> &mut [Vec<Prediction>] {
+    if batch.len() < n {
+        batch.resize_with(n, Vec::new);
+    }
+    let out = &mut batch[..n];
+    for v in out.iter_mut() {
+        v.clear();
+    }
+    out
+}
+
 /// z-scores of the central 80% and 95% normal intervals.
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;
@@ -190,19 +203,36 @@ pub trait Forecaster: Send {
     /// Name written into each forecast's `model`.
     fn name(&self) -> &'static str;
     /// Folds each closed candle (in order; a series may appear more than once) into the model
-    /// and returns, per candle, one prediction per horizon — or none while the series warms up.
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>>;
-    /// [`Forecaster::update`], told the outcomes of the model's earlier forecasts scored at
-    /// each candle (`scored.of(i)` for `candles[i]`), which online calibration learns from.
-    /// The stage calls this; models without calibration ignore the outcomes.
+    /// and appends to `out[i]` the predictions for `candles[i]`, one per horizon — or none
+    /// while the series warms up. `scored.of(i)` are the outcomes of the model's earlier
+    /// forecasts scored at `candles[i]`, which online calibration learns from; other models
+    /// ignore them.
+    ///
+    /// On entry `out` has one empty vector per candle ([`clear_batch`]). The stage keeps the
+    /// vectors from batch to batch, so a model that only appends allocates nothing once their
+    /// capacity has grown to the horizons'.
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        scored: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    );
+    /// [`Forecaster::update_into`] without outcomes, into new vectors: per candle, its
+    /// predictions.
+    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
+        self.update_scored(candles, horizons, &Scored::NONE)
+    }
+    /// [`Forecaster::update_into`] into new vectors.
     fn update_scored(
         &mut self,
         candles: &[&Candle],
         horizons: &[u32],
         scored: &Scored<'_>,
     ) -> Vec<Vec<Prediction>> {
-        let _ = scored;
-        self.update(candles, horizons)
+        let mut out = vec![Vec::new(); candles.len()];
+        self.update_into(candles, horizons, scored, &mut out);
+        out
     }
     /// Everything the model keeps for one series, as checkpoint bytes; `None` when it has
     /// seen nothing of it. Restoring these bytes with [`Forecaster::load_series`] must make

@@ -7,7 +7,7 @@ use tickcast_pipeline::domain::Candle;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -38,28 +38,25 @@ impl Default for Naive {
 
 impl Naive {
     /// Forecasts for one series state.
-    fn predict(s: &Series, horizons: &[u32]) -> Vec<Prediction> {
-        horizons
-            .iter()
-            .map(|&h| {
-                let sd = (s.variance * f64::from(h)).sqrt();
-                let band = |z: f64| {
-                    (
-                        s.last_close * (-z * sd).exp(),
-                        s.last_close * (z * sd).exp(),
-                    )
-                };
-                let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
-                Prediction {
-                    horizon: h,
-                    point: s.last_close,
-                    lo80,
-                    hi80,
-                    lo95,
-                    hi95,
-                }
-            })
-            .collect()
+    fn predict(s: &Series, horizons: &[u32]) -> impl Iterator<Item = Prediction> {
+        horizons.iter().map(|&h| {
+            let sd = (s.variance * f64::from(h)).sqrt();
+            let band = |z: f64| {
+                (
+                    s.last_close * (-z * sd).exp(),
+                    s.last_close * (z * sd).exp(),
+                )
+            };
+            let ((lo80, hi80), (lo95, hi95)) = (band(Z80), band(Z95));
+            Prediction {
+                horizon: h,
+                point: s.last_close,
+                lo80,
+                hi80,
+                lo95,
+                hi95,
+            }
+        })
     }
 }
 
@@ -68,43 +65,44 @@ impl Forecaster for Naive {
         "naive"
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
-        candles
-            .iter()
-            .map(|c| {
-                let close = c.close_f64();
-                if !(close.is_finite() && close > 0.0) {
-                    return Vec::new();
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        _: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    ) {
+        for (c, out) in candles.iter().zip(out) {
+            let close = c.close_f64();
+            if !(close.is_finite() && close > 0.0) {
+                continue;
+            }
+            let s = match self.series.get_mut(of(c)) {
+                None => {
+                    self.series.insert(
+                        of(c),
+                        Series {
+                            last_close: close,
+                            variance: 0.0,
+                            returns: 0,
+                        },
+                    );
+                    continue;
                 }
-                let s = match self.series.get_mut(of(c)) {
-                    None => {
-                        self.series.insert(
-                            of(c),
-                            Series {
-                                last_close: close,
-                                variance: 0.0,
-                                returns: 0,
-                            },
-                        );
-                        return Vec::new();
-                    }
-                    Some(s) => s,
-                };
-                let r = (close / s.last_close).ln();
-                s.variance = if s.returns == 0 {
-                    r * r
-                } else {
-                    self.lambda * s.variance + (1.0 - self.lambda) * r * r
-                };
-                s.returns += 1;
-                s.last_close = close;
-                if s.returns < self.min_returns {
-                    Vec::new()
-                } else {
-                    Self::predict(s, horizons)
-                }
-            })
-            .collect()
+                Some(s) => s,
+            };
+            let r = (close / s.last_close).ln();
+            s.variance = if s.returns == 0 {
+                r * r
+            } else {
+                self.lambda * s.variance + (1.0 - self.lambda) * r * r
+            };
+            s.returns += 1;
+            s.last_close = close;
+            if s.returns >= self.min_returns {
+                out.extend(Self::predict(s, horizons));
+            }
+        }
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {

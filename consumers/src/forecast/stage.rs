@@ -33,8 +33,8 @@ use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings};
 use super::state::{Dec, Enc};
 use super::{
-    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms, of,
-    series_key,
+    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
+    clear_batch, of, series_key,
 };
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
@@ -77,6 +77,9 @@ pub struct ForecastStage {
     /// Forecasts published per model (in `names` order, then the ensemble) since the counts
     /// were last exported.
     published: Vec<u64>,
+    /// Per model, its predictions for each candle of the chunk; kept, with their capacity,
+    /// from chunk to chunk ([`Forecaster::update_into`]).
+    preds: Vec<Vec<Vec<Prediction>>>,
 }
 
 /// What the stage keeps per series.
@@ -160,6 +163,7 @@ impl ForecastStage {
             outcomes: Vec::new(),
             starts: Vec::new(),
             published,
+            preds: Vec::new(),
         }
         .with_scorer(ScorerSettings::default())
     }
@@ -284,15 +288,17 @@ impl ForecastStage {
             self.scorer.observe_into(of(c), c, &mut self.outcomes);
             self.starts.push(self.outcomes.len());
         }
-        let preds: Vec<Vec<Vec<Prediction>>> = self
-            .models
-            .iter_mut()
-            .zip(&self.ids)
-            .map(|(m, &id)| {
-                let scored = Scored::new(&self.outcomes, &self.starts, id);
-                m.update_scored(candles, &self.horizons, &scored)
-            })
-            .collect();
+        self.preds.resize_with(self.models.len(), Vec::new);
+        for ((m, &id), batch) in self.models.iter_mut().zip(&self.ids).zip(&mut self.preds) {
+            let scored = Scored::new(&self.outcomes, &self.starts, id);
+            m.update_into(
+                candles,
+                &self.horizons,
+                &scored,
+                clear_batch(batch, candles.len()),
+            );
+        }
+        let preds = &self.preds;
         let ensemble_scored = Scored::new(&self.outcomes, &self.starts, self.ensemble_id);
         out.forecasts
             .reserve(candles.len() * (self.names.len() + 1) * self.horizons.len());
@@ -326,7 +332,7 @@ impl ForecastStage {
                 members.extend(
                     self.models
                         .iter()
-                        .zip(&preds)
+                        .zip(preds)
                         .map(|(m, p)| (m.name(), p[i].as_slice())),
                 );
                 for p in ens.combine(key, ensemble_scored.of(i), &members, &self.scorer) {

@@ -24,7 +24,7 @@ use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
+use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
 use fit::{Design, FitSettings, Layout, TrendFit};
 
 /// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
@@ -132,10 +132,10 @@ impl TrendModel {
         }
     }
 
-    fn fold(&mut self, c: &Candle, horizons: &[u32]) -> Vec<Prediction> {
+    fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
         let close = c.close_f64();
         if !close.is_finite() || close <= 0.0 {
-            return Vec::new();
+            return;
         }
         let bar = super::bar_ms(c);
         let settings = self.settings;
@@ -145,7 +145,7 @@ impl TrendModel {
             .get_or_insert_with(of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
-                return Vec::new();
+                return;
             }
             if c.open_ms != s.last_open_ms + bar {
                 *s = Series {
@@ -172,7 +172,7 @@ impl TrendModel {
             Self::refit(&settings, &mut self.designs, s);
         }
         let Some(f) = &s.fit else {
-            return Vec::new();
+            return;
         };
         let h_max = horizons.iter().max().map_or(0, |&h| h as usize);
         let need = s.since_fit as usize + h_max;
@@ -190,7 +190,7 @@ impl TrendModel {
                 })
                 .collect();
         }
-        predict(&s.path, s.since_fit, horizons)
+        out.extend(predict(&s.path, s.since_fit, horizons));
     }
 }
 
@@ -213,22 +213,19 @@ pub(super) fn schedule_phase(key: &dyn SeriesRef, every: u32) -> u64 {
 /// Forecasts `k` bars after the fit from its path (which covers `k + h` for every horizon):
 /// `exp(mean)` and the bands `exp(mean ± z·sd)` as `exp(mean) ÷ exp(z·sd)`, `exp(mean) ·
 /// exp(z·sd)`.
-fn predict(path: &[[f64; 3]], k: u32, horizons: &[u32]) -> Vec<Prediction> {
-    horizons
-        .iter()
-        .filter_map(|&h| {
-            let step = (k as usize + h as usize).checked_sub(1)?;
-            let [point, e80, e95] = *path.get(step)?;
-            Some(Prediction {
-                horizon: h,
-                point,
-                lo80: point / e80,
-                hi80: point * e80,
-                lo95: point / e95,
-                hi95: point * e95,
-            })
+fn predict(path: &[[f64; 3]], k: u32, horizons: &[u32]) -> impl Iterator<Item = Prediction> {
+    horizons.iter().filter_map(move |&h| {
+        let step = (k as usize + h as usize).checked_sub(1)?;
+        let [point, e80, e95] = *path.get(step)?;
+        Some(Prediction {
+            horizon: h,
+            point,
+            lo80: point / e80,
+            hi80: point * e80,
+            lo95: point / e95,
+            hi95: point * e95,
         })
-        .collect()
+    })
 }
 
 impl Forecaster for TrendModel {
@@ -236,8 +233,16 @@ impl Forecaster for TrendModel {
         "trend"
     }
 
-    fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {
-        candles.iter().map(|c| self.fold(c, horizons)).collect()
+    fn update_into(
+        &mut self,
+        candles: &[&Candle],
+        horizons: &[u32],
+        _: &Scored<'_>,
+        out: &mut [Vec<Prediction>],
+    ) {
+        for (c, out) in candles.iter().zip(out) {
+            self.fold(c, horizons, out);
+        }
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
