@@ -158,6 +158,8 @@ pub struct LstmModel {
     /// [`LstmModel::weights`] instead of through burn (same maths, a fraction of the cost).
     host: bool,
     scratch: crate::host::Scratch,
+    /// The head's quantiles of one series, sorted ([`sort_quantiles`]).
+    sorted: Vec<f64>,
     pub(crate) adam: Adam,
     pub(crate) series: SeriesMap<Series>,
     /// Close time at or after which the next training fires.
@@ -256,6 +258,7 @@ impl LstmModel {
             levels,
             host: device == Device::flex(),
             scratch: crate::host::Scratch::default(),
+            sorted: Vec::new(),
             device,
             adam: Adam::new(dims.parameters()),
             weights,
@@ -551,8 +554,9 @@ impl LstmModel {
                 continue;
             }
             let q = &res.out[r * outputs..(r + 1) * outputs];
+            sort_quantiles(q, &self.settings, &mut self.sorted);
             out[i].extend(predictions(
-                q,
+                &self.sorted,
                 &self.settings,
                 self.levels,
                 s.feat.last_close,
@@ -577,41 +581,44 @@ fn parse(c: &Candle) -> Option<Bar> {
     })
 }
 
-/// Maps one head output row to predictions (see the module docs).
-fn predictions(
-    q: &[f32],
-    settings: &LstmSettings,
+/// Sorts one head output row's quantiles per trained horizon, NaN read as 0 and each clipped
+/// to ±`clip`, into `sorted` (row after row, `quantiles` values each; reused from series to
+/// series, so a bar allocates nothing here).
+fn sort_quantiles(q: &[f32], settings: &LstmSettings, sorted: &mut Vec<f64>) {
+    let nq = settings.quantiles.len();
+    let clip = settings.features.clip;
+    sorted.clear();
+    sorted.extend(q.iter().map(|&x| {
+        let x = f64::from(x);
+        if x.is_nan() {
+            0.0
+        } else {
+            x.clamp(-clip, clip)
+        }
+    }));
+    for row in sorted.chunks_exact_mut(nq) {
+        row.sort_by(f64::total_cmp);
+    }
+    sorted.truncate(q.len() / nq * nq);
+}
+
+/// Maps one head output row, sorted by [`sort_quantiles`], to predictions (see the module
+/// docs).
+fn predictions<'a>(
+    sorted: &'a [f64],
+    settings: &'a LstmSettings,
     levels: Levels,
     close: f64,
     sigma: f64,
     trained: bool,
-    horizons: &[u32],
-) -> impl Iterator<Item = Prediction> {
+    horizons: &'a [u32],
+) -> impl Iterator<Item = Prediction> + 'a {
     let nq = settings.quantiles.len();
-    let clip = settings.features.clip;
-    let sorted: Vec<Vec<f64>> = q
-        .chunks_exact(nq)
-        .map(|k| {
-            let mut v: Vec<f64> = k
-                .iter()
-                .map(|&x| {
-                    let x = f64::from(x);
-                    if x.is_nan() {
-                        0.0
-                    } else {
-                        x.clamp(-clip, clip)
-                    }
-                })
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v
-        })
-        .collect();
     let trained_h = &settings.horizons;
     horizons.iter().map(move |&h| {
-        let scaled = scaled_quantiles(&sorted, trained_h, h);
+        let mix = Mix::of(trained_h, h);
         let s = sigma * f64::from(h).sqrt();
-        let price = |j: usize| close * (s * scaled[j]).exp();
+        let price = |j: usize| close * (s * mix.quantile(sorted, nq, j)).exp();
         let point = if trained { price(levels.median) } else { close };
         let lo80 = price(levels.lo80).min(point);
         let hi80 = price(levels.hi80).max(point);
@@ -626,26 +633,41 @@ fn predictions(
     })
 }
 
-/// The scaled quantiles for horizon `h` from those of the trained horizons (module docs).
-fn scaled_quantiles(sorted: &[Vec<f64>], trained: &[u32], h: u32) -> Vec<f64> {
-    let last = trained.len() - 1;
-    if h <= trained[0] {
-        return sorted[0].clone();
+/// Where horizon `h`'s scaled quantiles come from (module docs): one trained horizon's row,
+/// or between two neighbouring rows at weight `w` in log horizon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mix {
+    Row(usize),
+    Between(usize, f64),
+}
+
+impl Mix {
+    fn of(trained: &[u32], h: u32) -> Self {
+        let last = trained.len() - 1;
+        if h <= trained[0] {
+            return Self::Row(0);
+        }
+        if h >= trained[last] {
+            return Self::Row(last);
+        }
+        let k = trained.iter().position(|&t| t >= h).unwrap_or(last);
+        if trained[k] == h {
+            return Self::Row(k);
+        }
+        let (a, b) = (f64::from(trained[k - 1]).ln(), f64::from(trained[k]).ln());
+        Self::Between(k, (f64::from(h).ln() - a) / (b - a))
     }
-    if h >= trained[last] {
-        return sorted[last].clone();
+
+    /// Scaled quantile `j` from the sorted rows of `nq` values each.
+    fn quantile(self, sorted: &[f64], nq: usize, j: usize) -> f64 {
+        match self {
+            Self::Row(k) => sorted[k * nq + j],
+            Self::Between(k, w) => {
+                let (x, y) = (sorted[(k - 1) * nq + j], sorted[k * nq + j]);
+                x + w * (y - x)
+            }
+        }
     }
-    let k = trained.iter().position(|&t| t >= h).unwrap_or(last);
-    if trained[k] == h {
-        return sorted[k].clone();
-    }
-    let (a, b) = (f64::from(trained[k - 1]).ln(), f64::from(trained[k]).ln());
-    let w = (f64::from(h).ln() - a) / (b - a);
-    sorted[k - 1]
-        .iter()
-        .zip(&sorted[k])
-        .map(|(x, y)| x + w * (y - x))
-        .collect()
 }
 
 impl Forecaster for LstmModel {
@@ -721,13 +743,16 @@ mod tests {
 
     #[test]
     fn horizons_between_trained_ones_interpolate_in_log_time() {
-        let sorted = vec![vec![-1.0, 0.0, 1.0], vec![-3.0, 0.0, 3.0]];
+        let sorted = [-1.0, 0.0, 1.0, -3.0, 0.0, 3.0];
         let trained = [1, 100];
-        assert_eq!(scaled_quantiles(&sorted, &trained, 1), sorted[0]);
-        assert_eq!(scaled_quantiles(&sorted, &trained, 500), sorted[1]);
+        let row = |mix: Mix| -> Vec<f64> { (0..3).map(|j| mix.quantile(&sorted, 3, j)).collect() };
+        assert_eq!(Mix::of(&trained, 1), Mix::Row(0));
+        assert_eq!(row(Mix::of(&trained, 1)), sorted[..3]);
+        assert_eq!(row(Mix::of(&trained, 500)), sorted[3..]);
+        assert_eq!(Mix::of(&[1, 5, 15], 5), Mix::Row(1));
         // ln 10 is half-way between ln 1 and ln 100.
-        let mid = scaled_quantiles(&sorted, &trained, 10);
-        assert!((mid[0] + 2.0).abs() < 1e-12 && (mid[2] - 2.0).abs() < 1e-12);
+        let mid = row(Mix::of(&trained, 10));
+        assert!((mid[0] + 2.0).abs() < 1e-12 && mid[1] == 0.0 && (mid[2] - 2.0).abs() < 1e-12);
     }
 
     #[test]
@@ -750,7 +775,10 @@ mod tests {
             f32::NAN,
             100.0,
         ];
-        let p: Vec<_> = predictions(&q, &settings, levels, 100.0, 0.01, true, &[1, 4]).collect();
+        let mut sorted = Vec::new();
+        sort_quantiles(&q, &settings, &mut sorted);
+        let p: Vec<_> =
+            predictions(&sorted, &settings, levels, 100.0, 0.01, true, &[1, 4]).collect();
         let h1 = p[0];
         assert!((h1.point - 100.0 * (0.01f64 * 0.1).exp()).abs() < 1e-4);
         assert!((h1.hi95 - 100.0 * (0.01f64 * 1.96).exp()).abs() < 1e-4);
@@ -767,7 +795,8 @@ mod tests {
         }
         // Untrained: the point is the last close, and the bands are widened to hold it.
         let q = [0.5f32, 0.6, 0.7, 0.8, 0.9, 0.5, 0.6, 0.7, 0.8, 0.9];
-        let p: Vec<_> = predictions(&q, &settings, levels, 100.0, 0.01, false, &[1]).collect();
+        sort_quantiles(&q, &settings, &mut sorted);
+        let p: Vec<_> = predictions(&sorted, &settings, levels, 100.0, 0.01, false, &[1]).collect();
         assert_eq!((p[0].point, p[0].lo80, p[0].lo95), (100.0, 100.0, 100.0));
     }
 
