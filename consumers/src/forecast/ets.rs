@@ -71,9 +71,27 @@ pub struct EtsPath {
     /// Half-widths of the 80% and 95% intervals for steps `1 … H`.
     pub w80: Vec<f64>,
     pub w95: Vec<f64>,
+    /// `[exp(w80), exp(w95)]` per step, derived from the widths once ([`EtsPath::new`])
+    /// rather than at every bar.
+    bands: Vec<[f64; 2]>,
 }
 
 impl EtsPath {
+    /// A path from its parts (a fit's, or a checkpoint's).
+    pub fn new(path: Vec<f64>, w80: Vec<f64>, w95: Vec<f64>) -> Self {
+        let bands = w80
+            .iter()
+            .zip(&w95)
+            .map(|(a, b)| [a.exp(), b.exp()])
+            .collect();
+        Self {
+            path,
+            w80,
+            w95,
+            bands,
+        }
+    }
+
     /// Fits AutoETS (`AZN`) to `y` and keeps `len` steps of path and `steps` of widths;
     /// `None` when augurs finds no model or returns non-finite numbers.
     pub fn fit(y: &[f64], len: usize, steps: usize) -> Option<Self> {
@@ -93,11 +111,7 @@ impl EtsPath {
                 )
             };
             let path: Vec<f64> = std::iter::once(last).chain(point).collect();
-            Some(Self {
-                path,
-                w80: half(0.8)?,
-                w95: half(0.95)?,
-            })
+            Some(Self::new(path, half(0.8)?, half(0.95)?))
         };
         // augurs is third-party code with panicking paths; a panic is a failed fit here.
         let out = catch_unwind(AssertUnwindSafe(run)).ok().flatten()?;
@@ -120,13 +134,10 @@ impl EtsPath {
             let h = h as usize;
             let mean = y + self.path[k + h] - self.path[k];
             let point = mean.exp();
-            // exp(mean ± w) as exp(mean) · exp(±w): three `exp`s instead of five.
-            let band = |w: f64| {
-                let e = w.exp();
-                (point / e, point * e)
-            };
-            let (lo80, hi80) = band(self.w80[h - 1]);
-            let (lo95, hi95) = band(self.w95[h - 1]);
+            // exp(mean ± w) as exp(mean) · exp(±w), exp(w) kept from the fit.
+            let [e80, e95] = self.bands[h - 1];
+            let (lo80, hi80) = (point / e80, point * e80);
+            let (lo95, hi95) = (point / e95, point * e95);
             Prediction {
                 horizon: h as u32,
                 point,
@@ -319,11 +330,7 @@ impl Forecaster for EtsModel {
         let bars = d.u64()?;
         let since_fit = d.u32()?;
         let fit = if d.bool()? {
-            let f = EtsPath {
-                path: d.f64s()?,
-                w80: d.f64s()?,
-                w95: d.f64s()?,
-            };
+            let f = EtsPath::new(d.f64s()?, d.f64s()?, d.f64s()?);
             if f.path.is_empty() || f.w80.len() != f.w95.len() {
                 bail!("ets checkpoint: inconsistent forecast path");
             }
