@@ -89,8 +89,14 @@ pub fn key_of(exchange: &str, symbol: &str) -> String {
 
 /// Serialises a message to JSON bytes.
 pub fn encode<M: Message>(m: &M) -> Vec<u8> {
-    // Serialising these plain structs cannot fail (no maps with non-string keys).
-    serde_json::to_vec(m).unwrap_or_default()
+    // Room for a forecast (about 300 bytes) at once: `to_vec` starts at 128 bytes and grows
+    // twice on the way. Serialising these plain structs cannot fail (no maps with non-string
+    // keys); if it ever did, the result is empty, as before.
+    let mut out = Vec::with_capacity(384);
+    match serde_json::to_writer(&mut out, m) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Parses and checks a message.
