@@ -544,6 +544,8 @@ impl LstmModel {
         };
         let outputs = self.weights.dims.outputs;
         let trained = self.adam.steps > 0;
+        // Where each horizon's quantiles come from is the same for every series.
+        let mixes = Mix::all(&self.settings.horizons, horizons);
         for (r, (i, sigma)) in rows.into_iter().enumerate() {
             let Some(s) = self.series.get_mut(of(candles[i])) else {
                 continue;
@@ -557,12 +559,12 @@ impl LstmModel {
             sort_quantiles(q, &self.settings, &mut self.sorted);
             out[i].extend(predictions(
                 &self.sorted,
-                &self.settings,
+                self.settings.quantiles.len(),
                 self.levels,
                 s.feat.last_close,
                 sigma,
                 trained,
-                horizons,
+                &mixes,
             ));
         }
         Ok(())
@@ -603,20 +605,18 @@ fn sort_quantiles(q: &[f32], settings: &LstmSettings, sorted: &mut Vec<f64>) {
 }
 
 /// Maps one head output row, sorted by [`sort_quantiles`], to predictions (see the module
-/// docs).
+/// docs): `nq` quantiles per trained horizon, and per forecast horizon where its quantiles
+/// come from ([`Mix::all`]).
 fn predictions<'a>(
     sorted: &'a [f64],
-    settings: &'a LstmSettings,
+    nq: usize,
     levels: Levels,
     close: f64,
     sigma: f64,
     trained: bool,
-    horizons: &'a [u32],
+    mixes: &'a [(u32, Mix)],
 ) -> impl Iterator<Item = Prediction> + 'a {
-    let nq = settings.quantiles.len();
-    let trained_h = &settings.horizons;
-    horizons.iter().map(move |&h| {
-        let mix = Mix::of(trained_h, h);
+    mixes.iter().map(move |&(h, mix)| {
         let s = sigma * f64::from(h).sqrt();
         let price = |j: usize| close * (s * mix.quantile(sorted, nq, j)).exp();
         let point = if trained { price(levels.median) } else { close };
@@ -642,6 +642,14 @@ enum Mix {
 }
 
 impl Mix {
+    /// Each forecast horizon with its [`Mix`].
+    fn all(trained: &[u32], horizons: &[u32]) -> Vec<(u32, Self)> {
+        horizons
+            .iter()
+            .map(|&h| (h, Self::of(trained, h)))
+            .collect()
+    }
+
     fn of(trained: &[u32], h: u32) -> Self {
         let last = trained.len() - 1;
         if h <= trained[0] {
@@ -777,8 +785,16 @@ mod tests {
         ];
         let mut sorted = Vec::new();
         sort_quantiles(&q, &settings, &mut sorted);
-        let p: Vec<_> =
-            predictions(&sorted, &settings, levels, 100.0, 0.01, true, &[1, 4]).collect();
+        let p: Vec<_> = predictions(
+            &sorted,
+            settings.quantiles.len(),
+            levels,
+            100.0,
+            0.01,
+            true,
+            &Mix::all(&settings.horizons, &[1, 4]),
+        )
+        .collect();
         let h1 = p[0];
         assert!((h1.point - 100.0 * (0.01f64 * 0.1).exp()).abs() < 1e-4);
         assert!((h1.hi95 - 100.0 * (0.01f64 * 1.96).exp()).abs() < 1e-4);
@@ -796,7 +812,16 @@ mod tests {
         // Untrained: the point is the last close, and the bands are widened to hold it.
         let q = [0.5f32, 0.6, 0.7, 0.8, 0.9, 0.5, 0.6, 0.7, 0.8, 0.9];
         sort_quantiles(&q, &settings, &mut sorted);
-        let p: Vec<_> = predictions(&sorted, &settings, levels, 100.0, 0.01, false, &[1]).collect();
+        let p: Vec<_> = predictions(
+            &sorted,
+            settings.quantiles.len(),
+            levels,
+            100.0,
+            0.01,
+            false,
+            &Mix::all(&settings.horizons, &[1]),
+        )
+        .collect();
         assert_eq!((p[0].point, p[0].lo80, p[0].lo95), (100.0, 100.0, 100.0));
     }
 
