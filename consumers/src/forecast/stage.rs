@@ -559,6 +559,33 @@ impl Series<'_> {
     }
 }
 
+/// What the stage sends for a bar's forecasts: one record per forecast on `topic`, keyed by its
+/// series, its payload the JSON message; each forecast's age at `now_ms` goes to the end-to-end
+/// latency histogram. A forecast that fails its checks (a model produced a non-finite value: a
+/// bug worth seeing, not a message to send) is logged and dropped.
+pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRecord> {
+    telemetry::observe_end_to_end(
+        "forecast",
+        "forecast",
+        now_ms,
+        forecasts.iter().map(telemetry::forecast_event_ms),
+    );
+    let mut records = Vec::with_capacity(forecasts.len());
+    for f in forecasts {
+        match f.check() {
+            Ok(()) => records.push(OutRecord {
+                topic: topic.to_string(),
+                key: f.key(),
+                payload: codec::encode(&f),
+            }),
+            Err(e) => {
+                tracing::error!(model = %f.model, symbol = %f.symbol, error = %e, "invalid forecast dropped")
+            }
+        }
+    }
+    records
+}
+
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
@@ -620,26 +647,11 @@ impl Handler for ForecastStage {
                 *e = (*e).max(next);
             }
         }
-        telemetry::observe_end_to_end(
-            "forecast",
-            "forecast",
+        let records = records(
+            &self.output_topic,
+            out.forecasts,
             tickcast_pipeline::now_ms(),
-            out.forecasts.iter().map(telemetry::forecast_event_ms),
         );
-        let mut records = Vec::with_capacity(out.forecasts.len());
-        for f in out.forecasts {
-            // A model that produced a non-finite value is a bug worth seeing, not a message to send.
-            match f.check() {
-                Ok(()) => records.push(OutRecord {
-                    topic: self.output_topic.clone(),
-                    key: f.key(),
-                    payload: codec::encode(&f),
-                }),
-                Err(e) => {
-                    tracing::error!(model = %f.model, symbol = %f.symbol, error = %e, "invalid forecast dropped")
-                }
-            }
-        }
         Ok(Effects {
             records,
             dead,
@@ -688,5 +700,66 @@ impl Handler for ForecastStage {
             self.write_checkpoint().await?;
         }
         Ok(self.checkpoint.as_ref().map(|cp| cp.covered.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forecast(names: &[Name; 3], model: &str, point: f64) -> Forecast {
+        let [exchange, symbol, interval] = names.clone();
+        Forecast {
+            v: SCHEMA_VERSION,
+            exchange,
+            symbol,
+            interval,
+            model: model.into(),
+            horizon: 5,
+            base_ms: 1_723_075_200_000,
+            target_ms: 1_723_075_500_000,
+            last: 100.0,
+            point,
+            lo80: 95.0,
+            hi80: 105.0,
+            lo95: 90.0,
+            hi95: 110.0,
+        }
+    }
+
+    #[test]
+    fn records_checks_each_series_names_and_every_forecasts_values() {
+        let names = |e: &str, s: &str| -> [Name; 3] { [e.into(), s.into(), "1m".into()] };
+        let a = names("binance", "BTC-USDT");
+        let bad = names("binance", "btc-usdt");
+        // The same names as `a` in other allocations: checked again, and good.
+        let a2 = names("binance", "BTC-USDT");
+        let eth = names("kraken", "ETH-USD");
+        let fs = vec![
+            forecast(&a, "naive", 101.0),
+            forecast(&a, "ets", f64::NAN), // dropped: not finite
+            Forecast {
+                hi80: 94.0, // dropped: the 80% interval is empty
+                ..forecast(&a, "trend", 101.0)
+            },
+            forecast(&a, "lstm", 102.0),
+            forecast(&bad, "naive", 101.0), // dropped: symbol not canonical
+            forecast(&bad, "ets", 101.0),   // dropped: the same names, still bad
+            forecast(&a2, "naive", 99.0),
+            forecast(&eth, "", 99.0), // dropped: no model name
+            forecast(&eth, "naive", 98.0),
+        ];
+        let want: Vec<OutRecord> = [0, 3, 6, 8]
+            .iter()
+            .map(|&i| {
+                let f = &fs[i];
+                OutRecord {
+                    topic: "forecasts".into(),
+                    key: format!("{}:{}", f.exchange, f.symbol),
+                    payload: serde_json::to_vec(f).unwrap_or_default(),
+                }
+            })
+            .collect();
+        assert_eq!(records("forecasts", fs, 1_723_075_260_000), want);
     }
 }
