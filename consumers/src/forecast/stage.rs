@@ -571,8 +571,22 @@ pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRec
         forecasts.iter().map(telemetry::forecast_event_ms),
     );
     let mut records = Vec::with_capacity(forecasts.len());
+    // A series' forecasts come together and share its names: they are checked once.
+    let mut checked: Option<[Name; 3]> = None;
     for f in forecasts {
-        match f.check() {
+        let names = [&f.exchange, &f.symbol, &f.interval];
+        let known = checked
+            .as_ref()
+            .is_some_and(|c| c.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b)));
+        let ok = if known {
+            codec::check_forecast_values(&f)
+        } else {
+            codec::check_series(&f.exchange, &f.symbol, &f.interval).and_then(|()| {
+                checked = Some(names.map(Arc::clone));
+                codec::check_forecast_values(&f)
+            })
+        };
+        match ok {
             Ok(()) => records.push(OutRecord {
                 topic: topic.to_string(),
                 key: f.key(),
