@@ -264,6 +264,81 @@ impl Message for Candle {
     }
 }
 
+/// Writes forecasts as JSON, field by field: the forecast stage sends some 24 per series and bar,
+/// and serde's generic path took as long as computing them. Consecutive forecasts of one series
+/// share their names and their base bar's close, so the writer keeps their text from the
+/// previous forecast: the same name pointers mean the same names. The bytes are serde_json's
+/// (`forecast_json_is_serde_json`, `forecast_writer_runs_are_serde_json`).
+#[derive(Debug, Default)]
+pub struct ForecastWriter {
+    /// The series (version and the three names) whose text `head` is.
+    series: Option<(u32, [crate::domain::Name; 3])>,
+    /// `{"v":…,"exchange":…,"symbol":…,"interval":…,"model":`.
+    head: Vec<u8>,
+    /// The close whose text `last` is (its bits).
+    last_bits: Option<u64>,
+    /// `,"last":…`.
+    last: Vec<u8>,
+}
+
+impl ForecastWriter {
+    /// `f` as JSON bytes.
+    pub fn json(&mut self, f: &Forecast) -> Vec<u8> {
+        let names = [&f.exchange, &f.symbol, &f.interval];
+        let same = self.series.as_ref().is_some_and(|(v, known)| {
+            *v == f.v
+                && known
+                    .iter()
+                    .zip(names)
+                    .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+        });
+        if !same {
+            self.head.clear();
+            self.head.extend_from_slice(b"{\"v\":");
+            write_json_int(&mut self.head, f.v);
+            for (field, name) in [
+                (&b",\"exchange\":"[..], names[0]),
+                (b",\"symbol\":", names[1]),
+                (b",\"interval\":", names[2]),
+            ] {
+                self.head.extend_from_slice(field);
+                write_json_str(&mut self.head, name);
+            }
+            self.head.extend_from_slice(b",\"model\":");
+            self.series = Some((f.v, names.map(std::sync::Arc::clone)));
+        }
+        if self.last_bits != Some(f.last.to_bits()) {
+            self.last.clear();
+            self.last.extend_from_slice(b",\"last\":");
+            write_json_f64(&mut self.last, f.last);
+            self.last_bits = Some(f.last.to_bits());
+        }
+        // Room for the longest numbers, so the buffer never grows for an unescaped model name.
+        let mut out = Vec::with_capacity(self.head.len() + self.last.len() + f.model.len() + 256);
+        out.extend_from_slice(&self.head);
+        write_json_str(&mut out, &f.model);
+        out.extend_from_slice(b",\"horizon\":");
+        write_json_int(&mut out, f.horizon);
+        out.extend_from_slice(b",\"base_ms\":");
+        write_json_int(&mut out, f.base_ms);
+        out.extend_from_slice(b",\"target_ms\":");
+        write_json_int(&mut out, f.target_ms);
+        out.extend_from_slice(&self.last);
+        for (field, x) in [
+            (&b",\"point\":"[..], f.point),
+            (b",\"lo80\":", f.lo80),
+            (b",\"hi80\":", f.hi80),
+            (b",\"lo95\":", f.lo95),
+            (b",\"hi95\":", f.hi95),
+        ] {
+            out.extend_from_slice(field);
+            write_json_f64(&mut out, x);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
 impl Message for Forecast {
     fn version(&self) -> u32 {
         self.v
@@ -271,43 +346,10 @@ impl Message for Forecast {
     fn key(&self) -> String {
         key_of(&self.exchange, &self.symbol)
     }
-    /// Written field by field: the forecast stage sends some 24 of these per series and bar,
-    /// and serde's generic path took as long as computing them. The bytes are serde_json's
+    /// Written field by field ([`ForecastWriter`]); the bytes are serde_json's
     /// (`forecast_json_is_serde_json`).
     fn to_json(&self) -> Vec<u8> {
-        // Room for the longest numbers, so the buffer never grows for unescaped names.
-        let names = [&self.exchange, &self.symbol, &self.interval, &self.model];
-        let mut out = Vec::with_capacity(352 + names.iter().map(|n| n.len()).sum::<usize>());
-        out.extend_from_slice(b"{\"v\":");
-        write_json_int(&mut out, self.v);
-        for (field, name) in [
-            (&b",\"exchange\":"[..], &self.exchange),
-            (b",\"symbol\":", &self.symbol),
-            (b",\"interval\":", &self.interval),
-            (b",\"model\":", &self.model),
-        ] {
-            out.extend_from_slice(field);
-            write_json_str(&mut out, name);
-        }
-        out.extend_from_slice(b",\"horizon\":");
-        write_json_int(&mut out, self.horizon);
-        out.extend_from_slice(b",\"base_ms\":");
-        write_json_int(&mut out, self.base_ms);
-        out.extend_from_slice(b",\"target_ms\":");
-        write_json_int(&mut out, self.target_ms);
-        for (field, x) in [
-            (&b",\"last\":"[..], self.last),
-            (b",\"point\":", self.point),
-            (b",\"lo80\":", self.lo80),
-            (b",\"hi80\":", self.hi80),
-            (b",\"lo95\":", self.lo95),
-            (b",\"hi95\":", self.hi95),
-        ] {
-            out.extend_from_slice(field);
-            write_json_f64(&mut out, x);
-        }
-        out.push(b'}');
-        out
+        ForecastWriter::default().json(self)
     }
     fn check(&self) -> Result<(), DecodeError> {
         check_series(&self.exchange, &self.symbol, &self.interval)?;
@@ -478,6 +520,50 @@ mod tests {
         ) {
             let names = names.each_ref().map(String::as_str);
             same_as_serde(&forecast(names, ints, xs));
+        }
+    }
+
+    proptest! {
+        /// Runs of forecasts through one writer, as the forecast stage sends them: series
+        /// that share their names (the same pointers) or only their text, closes that repeat
+        /// or change, versions that change under the same names.
+        #[test]
+        fn forecast_writer_runs_are_serde_json(
+            series in proptest::collection::vec(proptest::array::uniform3(name()), 1..4),
+            run in proptest::collection::vec(
+                (0usize..4, any::<bool>(), prop_oneof![Just(1u32), any::<u32>()], name(),
+                 prop_oneof![Just(100.0f64), number()], proptest::array::uniform6(number())),
+                1..40,
+            ),
+        ) {
+            let shared: Vec<[crate::domain::Name; 3]> = series
+                .iter()
+                .map(|n| n.each_ref().map(|x| crate::domain::Name::from(x.as_str())))
+                .collect();
+            let mut w = ForecastWriter::default();
+            for (k, copy, v, model, last, xs) in run {
+                let names = &shared[k % shared.len()];
+                // The same text in new allocations, or the shared ones.
+                let names = if copy {
+                    names.each_ref().map(|n| crate::domain::Name::from(&**n))
+                } else {
+                    names.clone()
+                };
+                let [exchange, symbol, interval] = names;
+                let f = Forecast {
+                    v,
+                    exchange,
+                    symbol,
+                    interval,
+                    model: model.as_str().into(),
+                    horizon: xs[0].to_bits() as u32,
+                    base_ms: xs[1].to_bits() as i64,
+                    target_ms: xs[2].to_bits() as i64,
+                    last,
+                    ..forecast(["", "", "", ""], (0, 0, 0, 0), xs)
+                };
+                prop_assert_eq!(w.json(&f), serde_json::to_vec(&f).expect("serde_json"));
+            }
         }
     }
 

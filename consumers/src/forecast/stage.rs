@@ -573,6 +573,7 @@ pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRec
     let mut records = Vec::with_capacity(forecasts.len());
     // A series' forecasts come together and share its names: they are checked once.
     let mut checked: Option<[Name; 3]> = None;
+    let mut json = codec::ForecastWriter::default();
     for f in forecasts {
         let names = [&f.exchange, &f.symbol, &f.interval];
         let known = checked
@@ -590,7 +591,7 @@ pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRec
             Ok(()) => records.push(OutRecord {
                 topic: topic.to_string(),
                 key: f.key(),
-                payload: codec::encode(&f),
+                payload: json.json(&f),
             }),
             Err(e) => {
                 tracing::error!(model = %f.model, symbol = %f.symbol, error = %e, "invalid forecast dropped")
