@@ -284,15 +284,12 @@ pub struct ForecastWriter {
 impl ForecastWriter {
     /// `f` as JSON bytes.
     pub fn json(&mut self, f: &Forecast) -> Vec<u8> {
-        let names = [&f.exchange, &f.symbol, &f.interval];
-        let same = self.series.as_ref().is_some_and(|(v, known)| {
-            *v == f.v
-                && known
-                    .iter()
-                    .zip(names)
-                    .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
-        });
+        let same = self
+            .series
+            .as_ref()
+            .is_some_and(|(v, known)| *v == f.v && same_series_names(known, f));
         if !same {
+            let names = [&f.exchange, &f.symbol, &f.interval];
             self.head.clear();
             self.head.extend_from_slice(b"{\"v\":");
             write_json_int(&mut self.head, f.v);
@@ -362,6 +359,16 @@ pub fn check_series(exchange: &str, symbol: &str, interval: &str) -> Result<(), 
     check_exchange(exchange)?;
     check_symbol(symbol)?;
     check_interval(interval)
+}
+
+/// Whether `f` names its series by the very names in `known` (the same pointers). A stage's
+/// forecasts of one series share their names, so what was worked out from them still holds.
+pub fn same_series_names(known: &[crate::domain::Name; 3], f: &Forecast) -> bool {
+    let names = [&f.exchange, &f.symbol, &f.interval];
+    known
+        .iter()
+        .zip(names)
+        .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
 }
 
 /// Checks what a forecast states beyond its series' names ([`check_series`]): model, horizon,

@@ -575,15 +575,14 @@ pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRec
     let mut checked: Option<[Name; 3]> = None;
     let mut json = codec::ForecastWriter::default();
     for f in forecasts {
-        let names = [&f.exchange, &f.symbol, &f.interval];
         let known = checked
             .as_ref()
-            .is_some_and(|c| c.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b)));
+            .is_some_and(|c| codec::same_series_names(c, &f));
         let ok = if known {
             codec::check_forecast_values(&f)
         } else {
             codec::check_series(&f.exchange, &f.symbol, &f.interval).and_then(|()| {
-                checked = Some(names.map(Arc::clone));
+                checked = Some([&f.exchange, &f.symbol, &f.interval].map(Arc::clone));
                 codec::check_forecast_values(&f)
             })
         };
