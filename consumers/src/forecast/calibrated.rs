@@ -15,7 +15,7 @@
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
-use super::conformal::QuantileTracker;
+use super::conformal::{self, QuantileTracker};
 use super::scorer::Outcome;
 use super::state::{Dec, Enc};
 use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
@@ -35,24 +35,21 @@ impl Default for CalibrationSettings {
 }
 
 /// One series' calibrators; also used by the ensemble to calibrate its own intervals.
+///
+/// Per horizon, the 80% and 95% trackers' multipliers side by side: the trackers' target and
+/// step are the same for every series (the level's and the settings'), so only the
+/// multipliers are kept — a few dozen bytes per series, scanned once per prediction, where a
+/// [`QuantileTracker`] per horizon and level was several cache lines.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesState {
-    /// (horizon, level index) → calibrator; level 0 = 80%, 1 = 95%.
-    cal: Vec<((u32, usize), QuantileTracker)>,
+    /// (horizon, [80% multiplier, 95% multiplier]).
+    cal: Vec<(u32, [f64; 2])>,
 }
 
 impl SeriesState {
-    /// The tracker of one horizon and level (index into [`LEVELS`]), made on first use.
-    fn tracker(
-        &mut self,
-        horizon: u32,
-        level: usize,
-        settings: CalibrationSettings,
-    ) -> &mut QuantileTracker {
-        super::entry(&mut self.cal, (horizon, level), || {
-            let (target, z) = LEVELS[level];
-            QuantileTracker::new(target, settings.step, z)
-        })
+    /// The multipliers of one horizon (the levels' nominal z at first use).
+    fn multipliers(&mut self, horizon: u32) -> &mut [f64; 2] {
+        super::entry(&mut self.cal, horizon, || LEVELS.map(|(_, z)| z))
     }
 
     /// Folds in the outcomes of earlier predictions scored at this bar.
@@ -62,30 +59,41 @@ impl SeriesState {
         settings: CalibrationSettings,
     ) {
         for o in outcomes {
-            for (level, covered) in o.covered.iter().enumerate() {
-                self.tracker(o.horizon, level, settings).update(*covered);
+            let qs = self.multipliers(o.horizon);
+            for ((q, covered), (target, _)) in qs.iter_mut().zip(o.covered).zip(LEVELS) {
+                *q = conformal::updated(*q, target, settings.step, covered);
             }
         }
     }
 
     /// The calibrated version of a prediction made at the current bar.
-    pub(crate) fn publish(&mut self, p: Prediction, settings: CalibrationSettings) -> Prediction {
-        publish(self, p, settings)
+    pub(crate) fn publish(&mut self, p: Prediction) -> Prediction {
+        publish(self, p)
     }
 
     /// Format 1, whose bar counter and waiting predictions are no longer kept: written as
-    /// zero and none, skipped when read.
-    pub(crate) fn save(&self, e: &mut Enc) {
+    /// zero and none, skipped when read. Each (horizon, level) is written as a whole
+    /// [`QuantileTracker`] (target, step, multiplier), the step being `settings`'.
+    pub(crate) fn save(&self, e: &mut Enc, settings: CalibrationSettings) {
         e.u64(0).u32(0);
-        let mut cal: Vec<_> = self.cal.iter().map(|(k, c)| (k, c)).collect();
-        cal.sort_by_key(|(k, _)| **k);
-        e.u32(cal.len() as u32);
-        for ((h, level), c) in cal {
-            e.u32(*h).u8(*level as u8);
-            c.save(e);
+        let mut cal: Vec<_> = self.cal.iter().collect();
+        cal.sort_by_key(|(h, _)| *h);
+        e.u32(2 * cal.len() as u32);
+        for (h, qs) in cal {
+            for (level, (q, (target, _))) in qs.iter().zip(LEVELS).enumerate() {
+                e.u32(*h).u8(level as u8);
+                QuantileTracker {
+                    target,
+                    lr: settings.step,
+                    q: *q,
+                }
+                .save(e);
+            }
         }
     }
 
+    /// Reads [`SeriesState::save`]'s bytes. Of each tracker only the multiplier is kept: its
+    /// target is its level's, and its step the settings' in force now.
     pub(crate) fn load(d: &mut Dec<'_>) -> Result<Self> {
         let _bar = d.u64()?;
         for _ in 0..d.u32()? {
@@ -101,7 +109,7 @@ impl SeriesState {
             if level >= LEVELS.len() {
                 anyhow::bail!("checkpoint: interval level {level}");
             }
-            st.cal.push(((h, level), QuantileTracker::load(d)?));
+            st.multipliers(h)[level] = QuantileTracker::load(d)?.multiplier();
         }
         Ok(st)
     }
@@ -150,10 +158,11 @@ impl Forecaster for Calibrated {
         self.inner.update_into(candles, horizons, scored, out);
         let settings = self.settings;
         for (i, (c, ps)) in candles.iter().zip(out.iter_mut()).enumerate() {
+            self.series.prefetch_ahead(candles, i);
             let st = self.series.get_or_default(of(c));
             st.learn(scored.of(i), settings);
             for p in ps.iter_mut() {
-                *p = st.publish(*p, settings);
+                *p = st.publish(*p);
             }
         }
     }
@@ -172,7 +181,7 @@ impl Forecaster for Calibrated {
         match st {
             Some(st) => {
                 e.bool(true);
-                st.save(&mut e);
+                st.save(&mut e, self.settings);
             }
             None => {
                 e.bool(false);
@@ -228,23 +237,22 @@ pub(crate) fn has_spread(point: f64, hi95: f64) -> bool {
 }
 
 /// The calibrated version of one prediction.
-fn publish(st: &mut SeriesState, p: Prediction, settings: CalibrationSettings) -> Prediction {
+fn publish(st: &mut SeriesState, p: Prediction) -> Prediction {
     let Some(scale) = spread(p.point, p.hi95) else {
         return p;
     };
-    let mut bounds = [(p.lo80, p.hi80), (p.lo95, p.hi95)];
-    for (i, bound) in bounds.iter_mut().enumerate() {
-        let m = st.tracker(p.horizon, i, settings).multiplier();
+    let qs = *st.multipliers(p.horizon);
+    let [b80, b95] = qs.map(|m| {
         let e = (m * scale).exp();
-        *bound = (p.point / e, p.point * e);
-    }
+        (p.point / e, p.point * e)
+    });
     // The 95% interval never sits inside the 80% one.
-    bounds[1] = (bounds[1].0.min(bounds[0].0), bounds[1].1.max(bounds[0].1));
+    let b95 = (b95.0.min(b80.0), b95.1.max(b80.1));
     Prediction {
-        lo80: bounds[0].0,
-        hi80: bounds[0].1,
-        lo95: bounds[1].0,
-        hi95: bounds[1].1,
+        lo80: b80.0,
+        hi80: b80.1,
+        lo95: b95.0,
+        hi95: b95.1,
         ..p
     }
 }

@@ -43,8 +43,7 @@ impl QuantileTracker {
 
     /// Folds in one outcome: whether the interval that was published covered the actual.
     pub fn update(&mut self, covered: bool) {
-        let err = if covered { 0.0 } else { 1.0 };
-        self.q = (self.q + self.lr * (err - self.target)).max(MIN_MULTIPLIER);
+        self.q = updated(self.q, self.target, self.lr, covered);
     }
 
     pub fn save(&self, e: &mut Enc) {
@@ -58,6 +57,13 @@ impl QuantileTracker {
             q: d.f64()?,
         })
     }
+}
+
+/// A multiplier `q` after one outcome of a tracker with target miscoverage `target` and step
+/// `lr` ([`QuantileTracker::update`]): whether the published interval covered the actual.
+pub fn updated(q: f64, target: f64, lr: f64, covered: bool) -> f64 {
+    let err = if covered { 0.0 } else { 1.0 };
+    (q + lr * (err - target)).max(MIN_MULTIPLIER)
 }
 
 #[cfg(test)]

@@ -320,10 +320,16 @@ impl Ensemble {
                     }
                 }
             };
-            out.push(s.cal.publish(combined, settings.calibration));
+            out.push(s.cal.publish(combined));
             mark_own(&mut s.own, h, bar);
         }
         out
+    }
+
+    /// Starts loading a series' state ([`SeriesMap::prefetch`]), for a call of
+    /// [`Ensemble::combine`] a little later.
+    pub fn prefetch(&self, key: &dyn SeriesRef) {
+        self.series.prefetch(key);
     }
 
     /// The weights in force for a series and horizon (naive first).
@@ -349,7 +355,7 @@ impl Ensemble {
                 e.bytes(m.as_bytes()).f64(*x);
             }
         }
-        s.cal.save(&mut e);
+        s.cal.save(&mut e, self.settings.calibration);
         let mut own: Vec<_> = s.own.iter().collect();
         own.sort_by_key(|(h, _)| *h);
         e.u64(s.own_since).u32(own.len() as u32);
@@ -543,7 +549,7 @@ mod tests {
         // Format 1: bar, weights, calibrator, nothing after.
         let mut e = Enc::new(1);
         e.u64(42).u32(0);
-        CalSeries::default().save(&mut e);
+        CalSeries::default().save(&mut e, CalibrationSettings::default());
         let v1 = e.finish();
         let mut old = Ensemble::new(s);
         old.load_series(&key, &v1).expect("format 1 loads");
