@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
+use tickcast_consumers::forecast::series::AHEAD;
 use tickcast_consumers::forecast::{
     Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, of,
 };
@@ -512,7 +513,10 @@ impl LstmModel {
         let mut rows: Vec<(usize, f64)> = Vec::with_capacity(round.len());
         let mut xh = Vec::with_capacity(round.len() * (N_FEATURES + hidden));
         let mut cs = Vec::with_capacity(round.len() * hidden);
-        for &i in round {
+        for (j, &i) in round.iter().enumerate() {
+            if let Some(&ahead) = round.get(j + AHEAD) {
+                self.series.prefetch(candles[ahead]);
+            }
             let c = candles[i];
             let Some(bar) = parse(c) else { continue };
             let Some(s) = self.series.get_mut(of(c)) else {
@@ -546,7 +550,10 @@ impl LstmModel {
         let trained = self.adam.steps > 0;
         // Where each horizon's quantiles come from is the same for every series.
         let mixes = Mix::all(&self.settings.horizons, horizons);
-        for (r, (i, sigma)) in rows.into_iter().enumerate() {
+        for (r, &(i, sigma)) in rows.iter().enumerate() {
+            if let Some(&(ahead, _)) = rows.get(r + AHEAD) {
+                self.series.prefetch(candles[ahead]);
+            }
             let Some(s) = self.series.get_mut(of(candles[i])) else {
                 continue;
             };

@@ -117,7 +117,8 @@ impl Forecaster for GarchModel {
         out: &mut [Vec<Prediction>],
     ) {
         let settings = self.settings;
-        for (c, out) in candles.iter().zip(out) {
+        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
+            self.series.prefetch_ahead(candles, i);
             let close = c.close_f64();
             if close.is_nan() || close <= 0.0 {
                 continue;

@@ -72,7 +72,8 @@ impl Forecaster for Naive {
         _: &Scored<'_>,
         out: &mut [Vec<Prediction>],
     ) {
-        for (c, out) in candles.iter().zip(out) {
+        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
+            self.series.prefetch_ahead(candles, i);
             let close = c.close_f64();
             if !(close.is_finite() && close > 0.0) {
                 continue;

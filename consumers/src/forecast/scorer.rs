@@ -141,13 +141,24 @@ struct Sums {
     scaled: f64,
 }
 
+/// Where the scorer keeps one series ([`Scorer::slot`]): the key looked up once, for the
+/// calls of a batch that follow. A slot stays the series' until the series is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u32);
+
 /// Scores every series' forecasts.
 #[derive(Debug, Default)]
 pub struct Scorer {
     settings: ScorerSettings,
     /// Model names; tracks refer to them by index.
     models: Vec<String>,
-    series: SeriesMap<SeriesScores>,
+    /// Each series' index in `states`.
+    index: SeriesMap<u32>,
+    /// Series states, where a [`Slot`] points; their addresses are known without a lookup, so
+    /// the stage can start loading a series' state several series ahead.
+    states: Vec<SeriesScores>,
+    /// Indices of `states` that reset series left, reused first.
+    free: Vec<u32>,
     unexported: Vec<((u16, u32), Sums)>,
 }
 
@@ -179,6 +190,24 @@ impl Scorer {
         intern(&mut self.models, name)
     }
 
+    /// The slot of a series, made (empty) when new.
+    pub fn slot(&mut self, key: &dyn SeriesRef) -> Slot {
+        let (states, free) = (&mut self.states, &mut self.free);
+        Slot(*self.index.get_or_insert_with(key, || {
+            free.pop().unwrap_or_else(|| {
+                states.push(SeriesScores::default());
+                (states.len() - 1) as u32
+            })
+        }))
+    }
+
+    /// The state of a series, if it has one.
+    fn get(&self, key: &dyn SeriesRef) -> Option<&SeriesScores> {
+        self.index
+            .get(key)
+            .and_then(|&i| self.states.get(i as usize))
+    }
+
     /// Scores the forecasts whose target bar this candle is. Returns how many were scored.
     pub fn observe(&mut self, key: &dyn SeriesRef, c: &Candle) -> usize {
         self.observe_into(key, c, &mut Vec::new())
@@ -191,9 +220,17 @@ impl Scorer {
         c: &Candle,
         outcomes: &mut Vec<Outcome>,
     ) -> usize {
+        let slot = self.slot(key);
+        self.observe_at(slot, c, outcomes)
+    }
+
+    /// [`Scorer::observe_into`] for the series in `slot` (the candle's).
+    pub fn observe_at(&mut self, slot: Slot, c: &Candle, outcomes: &mut Vec<Outcome>) -> usize {
         let decay = self.decay();
         let close = c.close_f64();
-        let s = self.series.get_or_default(key);
+        let Some(s) = self.states.get_mut(slot.0 as usize) else {
+            return 0;
+        };
         if let Some(last) = s.last_close
             && close.is_finite()
         {
@@ -252,12 +289,30 @@ impl Scorer {
         scored
     }
 
-    /// Starts loading what [`Scorer::observe_into`] (`score`) or [`Scorer::record_ids`]
-    /// (`!score`) will touch for this series: the fronts of its queues and its tracks, or its
-    /// track ids and where its queues grow. Only a hint to the CPU; changes nothing.
-    pub fn prefetch(&self, key: &dyn SeriesRef, score: bool) {
+    /// Starts loading, for the series of `slots[i + 1 ..= i + 3]`, what
+    /// [`Scorer::observe_at`] (`score`) or [`Scorer::record_at`] (`!score`) will touch once
+    /// the batch reaches them: three series ahead, the series' state; two ahead, the first
+    /// line of each list it points to; one ahead, the fronts of its queues and its tracks, or
+    /// its track ids and where its queues grow. Each step reads only what the step before
+    /// loaded, so none waits for memory. (All of the tracks two ahead measured slower, in 4 of
+    /// 4 pairs.) Only a hint to the CPU; changes nothing.
+    pub fn prefetch(&self, slots: &[Slot], i: usize, score: bool) {
         use super::series::{prefetch, prefetch_all};
-        let Some(s) = self.series.get(key) else {
+        let state = |d: usize| slots.get(i + d).and_then(|s| self.states.get(s.0 as usize));
+        if let Some(&Slot(far)) = slots.get(i + 3) {
+            prefetch_all(
+                self.states
+                    .get(far as usize..=far as usize)
+                    .unwrap_or_default(),
+                4,
+            );
+        }
+        if let Some(s) = state(2) {
+            prefetch_all(&s.pending, 4);
+            prefetch_all(if score { &s.tracks[..] } else { &[] }, 1);
+            prefetch_all(&s.ids, 1);
+        }
+        let Some(s) = state(1) else {
             return;
         };
         for (_, q) in &s.pending {
@@ -278,7 +333,7 @@ impl Scorer {
 
     /// The rolling scores of one series, per model and horizon with any scored point.
     pub fn accuracy(&self, key: &SeriesKey) -> Vec<Accuracy> {
-        let Some(s) = self.series.get(key) else {
+        let Some(s) = self.get(key) else {
             return Vec::new();
         };
         let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
@@ -307,7 +362,15 @@ impl Scorer {
     /// Remembers published forecasts of one series until their target bars close; `ids[i]` is
     /// the model id ([`Scorer::model_id`]) of `fs[i]`.
     pub fn record_ids(&mut self, key: &dyn SeriesRef, fs: &[Forecast], ids: &[u16]) {
-        let s = self.series.get_or_default(key);
+        let slot = self.slot(key);
+        self.record_at(slot, fs, ids);
+    }
+
+    /// [`Scorer::record_ids`] for the series in `slot`.
+    pub fn record_at(&mut self, slot: Slot, fs: &[Forecast], ids: &[u16]) {
+        let Some(s) = self.states.get_mut(slot.0 as usize) else {
+            return;
+        };
         let mut hint = 0;
         for (f, &model) in fs.iter().zip(ids) {
             hint = s.record(hint, model, f) + 1;
@@ -370,8 +433,7 @@ impl Scorer {
     /// The rolling score of one series, model and horizon.
     pub fn score(&self, key: &dyn SeriesRef, model: &str, horizon: u32) -> Option<&Score> {
         let id = self.models.iter().position(|m| m == model)?;
-        self.series
-            .get(key)?
+        self.get(key)?
             .tracks
             .iter()
             .find(|t| t.horizon == horizon && usize::from(t.model) == id)
@@ -380,13 +442,18 @@ impl Scorer {
 
     /// Forgets a series (after a gap).
     pub fn reset_series(&mut self, key: &SeriesKey) {
-        self.series.remove(key);
+        if let Some(i) = self.index.remove(key) {
+            if let Some(s) = self.states.get_mut(i as usize) {
+                *s = SeriesScores::default();
+            }
+            self.free.push(i);
+        }
     }
 
     /// The series' state: per track (sorted by model name and horizon) its score and its
     /// waiting forecasts in target order.
     pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
-        let s = self.series.get(key)?;
+        let s = self.get(key)?;
         let mut e = Enc::new(1);
         match s.last_close {
             Some(c) => e.bool(true).f64(c),
@@ -456,7 +523,8 @@ impl Scorer {
             }
         }
         d.end()?;
-        self.series.insert(key, s);
+        let Slot(i) = self.slot(key);
+        self.states[i as usize] = s;
         Ok(())
     }
 }
@@ -620,5 +688,38 @@ mod tests {
         let a = r.accuracy(&key);
         assert_eq!(a[0].summary.n, 1);
         assert!(r.load_series(&key, &[1, 0]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn a_reset_series_frees_its_slot_for_a_new_series_that_starts_empty() {
+        let a = synthetic_candles(&["AAA-USDT"], 3, 4);
+        let b = synthetic_candles(&["BBB-USDT"], 3, 5);
+        let c = synthetic_candles(&["CCC-USDT"], 3, 6);
+        let (ka, kb, kc) = (series_key(&a[0]), series_key(&b[0]), series_key(&c[0]));
+        let mut s = Scorer::new(ScorerSettings { window: 1.0 });
+        for (k, cs) in [(&ka, &a), (&kb, &b)] {
+            s.observe(k, &cs[0]);
+            s.record(k, &forecast(&cs[0], "m", 1, 1.0, 1.0));
+            assert_eq!(s.observe(k, &cs[1]), 1);
+            s.record(k, &forecast(&cs[1], "m", 1, 1.0, 1.0));
+        }
+        let b_before = s.save_series(&kb).expect("b");
+        let slot_a = s.slot(&ka);
+        s.reset_series(&ka);
+        assert_eq!(s.save_series(&ka), None, "a reset series has no state");
+        assert_eq!(s.slot(&kc), slot_a, "the new series takes the freed slot");
+        assert!(s.accuracy(&kc).is_empty());
+        assert_eq!(
+            s.observe(&kc, &c[1]),
+            0,
+            "nothing of a's is left in the slot"
+        );
+        assert_eq!(s.save_series(&kb), Some(b_before), "b untouched");
+        assert_ne!(s.slot(&ka), slot_a, "a comes back in a slot of its own");
+        assert_eq!(
+            s.observe(&kb, &b[2]),
+            1,
+            "b's forecast still waits for its bar"
+        );
     }
 }

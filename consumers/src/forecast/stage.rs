@@ -30,7 +30,8 @@ use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use super::ensemble::{Ensemble, EnsembleSettings};
-use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings};
+use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings, Slot};
+use super::series::AHEAD;
 use super::state::{Dec, Enc};
 use super::{
     Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
@@ -80,6 +81,8 @@ pub struct ForecastStage {
     /// Per model, its predictions for each candle of the chunk; kept, with their capacity,
     /// from chunk to chunk ([`Forecaster::update_into`]).
     preds: Vec<Vec<Vec<Prediction>>>,
+    /// Each candle's slot in the scorer, looked up once per chunk (a reused buffer).
+    slots: Vec<Slot>,
 }
 
 /// What the stage keeps per series.
@@ -164,6 +167,7 @@ impl ForecastStage {
             starts: Vec::new(),
             published,
             preds: Vec::new(),
+            slots: Vec::new(),
         }
         .with_scorer(ScorerSettings::default())
     }
@@ -208,7 +212,8 @@ impl ForecastStage {
         // batch that came before it.
         let mut chunk: Vec<&Candle> = Vec::with_capacity(candles.len());
         self.chunk += 1;
-        for &c in candles {
+        for (i, &c) in candles.iter().enumerate() {
+            self.newest.prefetch_ahead(candles, i);
             let key = of(c);
             let bar = bar_ms(c);
             let current = self.chunk;
@@ -281,11 +286,12 @@ impl ForecastStage {
         self.outcomes.clear();
         self.starts.clear();
         self.starts.push(0);
-        for (i, &c) in candles.iter().enumerate() {
-            if let Some(&next) = candles.get(i + 1) {
-                self.scorer.prefetch(of(next), true);
-            }
-            self.scorer.observe_into(of(c), c, &mut self.outcomes);
+        self.slots.clear();
+        self.slots
+            .extend(candles.iter().map(|c| self.scorer.slot(of(c))));
+        for (i, (&c, &slot)) in candles.iter().zip(&self.slots).enumerate() {
+            self.scorer.prefetch(&self.slots, i, true);
+            self.scorer.observe_at(slot, c, &mut self.outcomes);
             self.starts.push(self.outcomes.len());
         }
         self.preds.resize_with(self.models.len(), Vec::new);
@@ -304,9 +310,11 @@ impl ForecastStage {
             .reserve(candles.len() * (self.names.len() + 1) * self.horizons.len());
         let mut ids: Vec<u16> = Vec::new();
         let mut members: Vec<(&str, &[Prediction])> = Vec::with_capacity(self.models.len());
-        for (i, &c) in candles.iter().enumerate() {
-            if let Some(&next) = candles.get(i + 1) {
-                self.scorer.prefetch(of(next), false);
+        for (i, (&c, &slot)) in candles.iter().zip(&self.slots).enumerate() {
+            self.scorer.prefetch(&self.slots, i, false);
+            self.newest.prefetch_ahead(candles, i);
+            if let (Some(ens), Some(&ahead)) = (&self.ensemble, candles.get(i + AHEAD)) {
+                ens.prefetch(of(ahead));
             }
             let key = of(c);
             let Some(seen) = self.newest.get(key) else {
@@ -341,7 +349,7 @@ impl ForecastStage {
                     self.published[self.names.len()] += 1;
                 }
             }
-            self.scorer.record_ids(key, &out.forecasts[before..], &ids);
+            self.scorer.record_at(slot, &out.forecasts[before..], &ids);
             if let Some(cp) = &mut self.checkpoint {
                 cp.dirty.insert(key);
             }

@@ -240,7 +240,8 @@ impl Forecaster for TrendModel {
         _: &Scored<'_>,
         out: &mut [Vec<Prediction>],
     ) {
-        for (c, out) in candles.iter().zip(out) {
+        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
+            self.series.prefetch_ahead(candles, i);
             self.fold(c, horizons, out);
         }
     }
