@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 
 use anyhow::Result;
+use tickcast_pipeline::domain::Candle;
 
 use super::calibrated::{CalibrationSettings, SeriesState as CalSeries};
 use super::scorer::{Outcome, Scorer};
@@ -326,10 +327,10 @@ impl Ensemble {
         out
     }
 
-    /// Starts loading a series' state ([`SeriesMap::prefetch`]), for a call of
-    /// [`Ensemble::combine`] a little later.
-    pub fn prefetch(&self, key: &dyn SeriesRef) {
-        self.series.prefetch(key);
+    /// Starts loading the state of the series of `candles[i + AHEAD]`
+    /// ([`SeriesMap::prefetch_ahead`]), for its call of [`Ensemble::combine`].
+    pub fn prefetch_ahead(&self, candles: &[&Candle], i: usize) {
+        self.series.prefetch_ahead(candles, i);
     }
 
     /// The weights in force for a series and horizon (naive first).

@@ -173,13 +173,8 @@ impl<V> SeriesMap<V> {
                 if 2 * (self.len + 1) > self.slots.len() {
                     self.grow();
                 }
-                let mask = self.slots.len() - 1;
-                let mut i = self.home(h);
-                while self.slots[i].is_some() {
-                    i = (i + 1) & mask;
-                }
                 self.len += 1;
-                i
+                self.vacant(h)
             }
         };
         // Used when found; the empty slot chosen above otherwise.
@@ -194,14 +189,20 @@ impl<V> SeriesMap<V> {
     fn grow(&mut self) {
         let size = (2 * self.slots.len()).max(16);
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
-        let mask = size - 1;
         for s in old.into_iter().flatten() {
-            let mut i = self.home(s.hash);
-            while self.slots[i].is_some() {
-                i = (i + 1) & mask;
-            }
+            let i = self.vacant(s.hash);
             self.slots[i] = Some(s);
         }
+    }
+
+    /// The first empty slot of hash `h`'s probe, where a new entry goes (slots allocated).
+    fn vacant(&self, h: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(h);
+        while self.slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        i
     }
 
     /// Empties slot `i` and moves later entries of its probe run back, so that every entry

@@ -31,7 +31,6 @@ use tickcast_pipeline::telemetry;
 
 use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings, Slot};
-use super::series::AHEAD;
 use super::state::{Dec, Enc};
 use super::{
     Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
@@ -313,8 +312,8 @@ impl ForecastStage {
         for (i, (&c, &slot)) in candles.iter().zip(&self.slots).enumerate() {
             self.scorer.prefetch(&self.slots, i, false);
             self.newest.prefetch_ahead(candles, i);
-            if let (Some(ens), Some(&ahead)) = (&self.ensemble, candles.get(i + AHEAD)) {
-                ens.prefetch(of(ahead));
+            if let Some(ens) = &self.ensemble {
+                ens.prefetch_ahead(candles, i);
             }
             let key = of(c);
             let Some(seen) = self.newest.get(key) else {
