@@ -299,17 +299,14 @@ impl Scorer {
     pub fn prefetch(&self, slots: &[Slot], i: usize, score: bool) {
         use super::series::{prefetch, prefetch_all};
         let state = |d: usize| slots.get(i + d).and_then(|s| self.states.get(s.0 as usize));
-        if let Some(&Slot(far)) = slots.get(i + 3) {
-            prefetch_all(
-                self.states
-                    .get(far as usize..=far as usize)
-                    .unwrap_or_default(),
-                4,
-            );
+        if let Some(far) = state(3) {
+            prefetch_all(std::slice::from_ref(far), 4);
         }
         if let Some(s) = state(2) {
             prefetch_all(&s.pending, 4);
-            prefetch_all(if score { &s.tracks[..] } else { &[] }, 1);
+            if score {
+                prefetch_all(&s.tracks, 1);
+            }
             prefetch_all(&s.ids, 1);
         }
         let Some(s) = state(1) else {

@@ -167,21 +167,29 @@ impl<V> SeriesMap<V> {
         parts: (&str, &str, &str),
         make: impl FnOnce() -> V,
     ) -> &mut Slot<V> {
-        let i = match self.find(h, parts) {
-            Some(i) => i,
-            None => {
-                if 2 * (self.len + 1) > self.slots.len() {
-                    self.grow();
-                }
-                self.len += 1;
-                self.vacant(h)
-            }
-        };
-        // Used when found; the empty slot chosen above otherwise.
-        self.slots[i].get_or_insert_with(|| Slot {
+        match self.find(h, parts) {
+            // Slot i is used, so this only returns its entry.
+            Some(i) => self.slots[i].get_or_insert_with(|| Slot {
+                hash: h,
+                key: Key::new(parts),
+                value: make(),
+            }),
+            None => self.place(h, parts, make()),
+        }
+    }
+
+    /// Adds an entry for `parts`, known to be absent (growing first when the slots would be
+    /// more than half full).
+    fn place(&mut self, h: u64, parts: (&str, &str, &str), value: V) -> &mut Slot<V> {
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.grow();
+        }
+        self.len += 1;
+        let i = self.vacant(h);
+        self.slots[i].insert(Slot {
             hash: h,
             key: Key::new(parts),
-            value: make(),
+            value,
         })
     }
 
@@ -295,7 +303,7 @@ impl<V> SeriesMap<V> {
                 .as_mut()
                 .map(|s| std::mem::replace(&mut s.value, value)),
             None => {
-                self.find_or_place(h, parts, || value);
+                self.place(h, parts, value);
                 None
             }
         }
