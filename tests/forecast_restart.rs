@@ -87,7 +87,7 @@ async fn kill_and_resume(mode: Mode) {
     let records: Vec<OutRecord> = candles
         .iter()
         .map(|c| OutRecord {
-            topic: env.topics.candles(),
+            topic: env.topics.candles().into(),
             key: c.key(),
             payload: codec::encode(c),
         })

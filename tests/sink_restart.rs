@@ -65,14 +65,14 @@ fn records(env: &Env) -> (Vec<OutRecord>, Vec<Candle>, Vec<Forecast>) {
         for s in SYMBOLS {
             let c = candle(s, i);
             out.push(OutRecord {
-                topic: env.topics.candles(),
+                topic: env.topics.candles().into(),
                 key: c.key(),
                 payload: codec::encode(&c),
             });
             for h in [1, 5] {
                 let f = forecast(&c, h);
                 out.push(OutRecord {
-                    topic: env.topics.forecasts(),
+                    topic: env.topics.forecasts().into(),
                     key: f.key(),
                     payload: codec::encode(&f),
                 });

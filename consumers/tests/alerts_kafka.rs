@@ -67,12 +67,12 @@ async fn receive(
 fn record(i: &In, topics: &Topics) -> OutRecord {
     match i {
         In::F(f) => OutRecord {
-            topic: topics.forecasts(),
+            topic: topics.forecasts().into(),
             key: f.key(),
             payload: codec::encode(f),
         },
         In::C(c) => OutRecord {
-            topic: topics.candles(),
+            topic: topics.candles().into(),
             key: c.key(),
             payload: codec::encode(c),
         },

@@ -249,11 +249,12 @@ async fn create_topics_admin(s: &KafkaSettings, names: &[String]) -> Result<()> 
     Ok(())
 }
 
-/// One record to produce.
+/// One record to produce. Topic and key are shared text: a stage's records of one topic, or of
+/// one series, point to the same text instead of each owning a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
-    pub topic: String,
-    pub key: String,
+    pub topic: Arc<str>,
+    pub key: Arc<str>,
     pub payload: Vec<u8>,
 }
 
@@ -282,7 +283,9 @@ impl Publisher {
         let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
         for r in records {
             loop {
-                let rec = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);
+                let rec = FutureRecord::to(&r.topic)
+                    .key(r.key.as_bytes())
+                    .payload(&r.payload);
                 match self.producer.send_result(rec) {
                     Ok(fut) => {
                         pending.push_back(fut);

@@ -2,6 +2,8 @@
 //! schema version or values that break the contract in `schemas/` are rejected with a
 //! [`DecodeError`] that says what was wrong.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,7 +79,7 @@ pub trait Message: Serialize + DeserializeOwned {
     /// The schema version in `v`.
     fn version(&self) -> u32;
     /// The partitioning key `EXCHANGE:BASE-QUOTE`.
-    fn key(&self) -> String;
+    fn key(&self) -> Arc<str>;
     /// Checks the invariants the JSON Schema states beyond types.
     fn check(&self) -> Result<(), DecodeError>;
     /// The message as JSON bytes, as `serde_json` writes it; empty if it cannot be serialised.
@@ -90,13 +92,22 @@ pub trait Message: Serialize + DeserializeOwned {
     }
 }
 
-/// `EXCHANGE:BASE-QUOTE`, the key of every topic.
-pub fn key_of(exchange: &str, symbol: &str) -> String {
-    let mut key = String::with_capacity(exchange.len() + 1 + symbol.len());
-    key.push_str(exchange);
-    key.push(':');
-    key.push_str(symbol);
-    key
+/// `EXCHANGE:BASE-QUOTE`, the key of every topic: shared text, so the records of one series
+/// can share one key. One allocation (the text is put together on the stack when it fits).
+pub fn key_of(exchange: &str, symbol: &str) -> Arc<str> {
+    let n = exchange.len() + 1 + symbol.len();
+    let mut buf = [0u8; 64];
+    if let Some(out) = buf.get_mut(..n) {
+        let (e, rest) = out.split_at_mut(exchange.len());
+        e.copy_from_slice(exchange.as_bytes());
+        let (colon, s) = rest.split_at_mut(1);
+        colon[0] = b':';
+        s.copy_from_slice(symbol.as_bytes());
+        if let Ok(key) = std::str::from_utf8(out) {
+            return Arc::from(key);
+        }
+    }
+    Arc::from(format!("{exchange}:{symbol}"))
 }
 
 /// Serialises a message to JSON bytes ([`Message::to_json`]). Serialising these plain structs
@@ -217,7 +228,7 @@ impl Message for Tick {
     fn version(&self) -> u32 {
         self.v
     }
-    fn key(&self) -> String {
+    fn key(&self) -> Arc<str> {
         key_of(&self.exchange, &self.symbol)
     }
     fn check(&self) -> Result<(), DecodeError> {
@@ -239,7 +250,7 @@ impl Message for Candle {
     fn version(&self) -> u32 {
         self.v
     }
-    fn key(&self) -> String {
+    fn key(&self) -> Arc<str> {
         key_of(&self.exchange, &self.symbol)
     }
     fn check(&self) -> Result<(), DecodeError> {
@@ -265,62 +276,101 @@ impl Message for Candle {
 }
 
 /// Writes forecasts as JSON, field by field: the forecast stage sends some 24 per series and bar,
-/// and serde's generic path took as long as computing them. Consecutive forecasts of one series
-/// share their names and their base bar's close, so the writer keeps their text from the
-/// previous forecast: the same name pointers mean the same names. The bytes are serde_json's
-/// (`forecast_json_is_serde_json`, `forecast_writer_runs_are_serde_json`).
+/// and serde's generic path took as long as computing them. Consecutive forecasts share text: a
+/// series' forecasts its names and its base bar's close, a model's its name, a bar's its base
+/// time. So the writer keeps each such piece from the previous forecast and writes it again only
+/// when its value changes (the same name pointers mean the same names). The bytes are
+/// serde_json's (`forecast_json_is_serde_json`, `forecast_writer_runs_are_serde_json`).
 #[derive(Debug, Default)]
 pub struct ForecastWriter {
-    /// The series (version and the three names) whose text `head` is.
-    series: Option<(u32, [crate::domain::Name; 3])>,
-    /// `{"v":…,"exchange":…,"symbol":…,"interval":…,"model":`.
-    head: Vec<u8>,
-    /// The close whose text `last` is (its bits).
-    last_bits: Option<u64>,
-    /// `,"last":…`.
-    last: Vec<u8>,
+    /// `{"v":…,"exchange":…,"symbol":…,"interval":…,"model":`, of a version and three names.
+    head: Kept<(u32, [crate::domain::Name; 3])>,
+    /// The model's name as a JSON string.
+    model: Kept<crate::domain::Name>,
+    /// `,"base_ms":…,"target_ms":`, of a base time.
+    base: Kept<i64>,
+    /// `,"last":…`, of a close (its bits).
+    last: Kept<u64>,
+}
+
+/// Text written from a value, kept until a different value asks for it.
+#[derive(Debug, Default)]
+struct Kept<K> {
+    of: Option<K>,
+    text: Vec<u8>,
+}
+
+impl<K> Kept<K> {
+    /// The text, written again by `write` (and kept for `key()`) unless the kept value is
+    /// `same`.
+    fn text(
+        &mut self,
+        same: impl FnOnce(&K) -> bool,
+        key: impl FnOnce() -> K,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> &[u8] {
+        if !self.of.as_ref().is_some_and(same) {
+            self.text.clear();
+            write(&mut self.text);
+            self.of = Some(key());
+        }
+        &self.text
+    }
 }
 
 impl ForecastWriter {
     /// `f` as JSON bytes.
     pub fn json(&mut self, f: &Forecast) -> Vec<u8> {
-        let same = self
-            .series
-            .as_ref()
-            .is_some_and(|(v, known)| *v == f.v && same_series_names(known, f));
-        if !same {
-            let names = [&f.exchange, &f.symbol, &f.interval];
-            self.head.clear();
-            self.head.extend_from_slice(b"{\"v\":");
-            write_json_int(&mut self.head, f.v);
-            for (field, name) in [
-                (&b",\"exchange\":"[..], names[0]),
-                (b",\"symbol\":", names[1]),
-                (b",\"interval\":", names[2]),
-            ] {
-                self.head.extend_from_slice(field);
-                write_json_str(&mut self.head, name);
-            }
-            self.head.extend_from_slice(b",\"model\":");
-            self.series = Some((f.v, names.map(std::sync::Arc::clone)));
-        }
-        if self.last_bits != Some(f.last.to_bits()) {
-            self.last.clear();
-            self.last.extend_from_slice(b",\"last\":");
-            write_json_f64(&mut self.last, f.last);
-            self.last_bits = Some(f.last.to_bits());
-        }
-        // Room for the longest numbers, so the buffer never grows for an unescaped model name.
-        let mut out = Vec::with_capacity(self.head.len() + self.last.len() + f.model.len() + 256);
-        out.extend_from_slice(&self.head);
-        write_json_str(&mut out, &f.model);
+        let names = [&f.exchange, &f.symbol, &f.interval];
+        let head = self.head.text(
+            |(v, known)| *v == f.v && same_series_names(known, f),
+            || (f.v, names.map(Arc::clone)),
+            |t| {
+                t.extend_from_slice(b"{\"v\":");
+                write_json_int(t, f.v);
+                for (field, name) in [
+                    (&b",\"exchange\":"[..], names[0]),
+                    (b",\"symbol\":", names[1]),
+                    (b",\"interval\":", names[2]),
+                ] {
+                    t.extend_from_slice(field);
+                    write_json_str(t, name);
+                }
+                t.extend_from_slice(b",\"model\":");
+            },
+        );
+        let model = self.model.text(
+            |m| Arc::ptr_eq(m, &f.model),
+            || Arc::clone(&f.model),
+            |t| write_json_str(t, &f.model),
+        );
+        let base = self.base.text(
+            |b| *b == f.base_ms,
+            || f.base_ms,
+            |t| {
+                t.extend_from_slice(b",\"base_ms\":");
+                write_json_int(t, f.base_ms);
+                t.extend_from_slice(b",\"target_ms\":");
+            },
+        );
+        let last = self.last.text(
+            |bits| *bits == f.last.to_bits(),
+            || f.last.to_bits(),
+            |t| {
+                t.extend_from_slice(b",\"last\":");
+                write_json_f64(t, f.last);
+            },
+        );
+        // Room for the longest numbers (at most 203 bytes with the field names), so the buffer
+        // never grows.
+        let mut out = Vec::with_capacity(head.len() + model.len() + base.len() + last.len() + 208);
+        out.extend_from_slice(head);
+        out.extend_from_slice(model);
         out.extend_from_slice(b",\"horizon\":");
         write_json_int(&mut out, f.horizon);
-        out.extend_from_slice(b",\"base_ms\":");
-        write_json_int(&mut out, f.base_ms);
-        out.extend_from_slice(b",\"target_ms\":");
+        out.extend_from_slice(base);
         write_json_int(&mut out, f.target_ms);
-        out.extend_from_slice(&self.last);
+        out.extend_from_slice(last);
         for (field, x) in [
             (&b",\"point\":"[..], f.point),
             (b",\"lo80\":", f.lo80),
@@ -340,7 +390,7 @@ impl Message for Forecast {
     fn version(&self) -> u32 {
         self.v
     }
-    fn key(&self) -> String {
+    fn key(&self) -> Arc<str> {
         key_of(&self.exchange, &self.symbol)
     }
     /// Written field by field ([`ForecastWriter`]); the bytes are serde_json's
@@ -365,10 +415,7 @@ pub fn check_series(exchange: &str, symbol: &str, interval: &str) -> Result<(), 
 /// forecasts of one series share their names, so what was worked out from them still holds.
 pub fn same_series_names(known: &[crate::domain::Name; 3], f: &Forecast) -> bool {
     let names = [&f.exchange, &f.symbol, &f.interval];
-    known
-        .iter()
-        .zip(names)
-        .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+    known.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b))
 }
 
 /// Checks what a forecast states beyond its series' names ([`check_series`]): model, horizon,
@@ -405,7 +452,7 @@ impl Message for Alert {
     fn version(&self) -> u32 {
         self.v
     }
-    fn key(&self) -> String {
+    fn key(&self) -> Arc<str> {
         key_of(&self.exchange, &self.symbol)
     }
     fn check(&self) -> Result<(), DecodeError> {
@@ -531,15 +578,19 @@ mod tests {
     }
 
     proptest! {
-        /// Runs of forecasts through one writer, as the forecast stage sends them: series
-        /// that share their names (the same pointers) or only their text, closes that repeat
-        /// or change, versions that change under the same names.
+        /// Runs of forecasts through one writer, as the forecast stage sends them: series and
+        /// models that share their names (the same pointers) or only their text, closes and
+        /// base times that repeat or change, versions that change under the same names.
         #[test]
         fn forecast_writer_runs_are_serde_json(
             series in proptest::collection::vec(proptest::array::uniform3(name()), 1..4),
+            models in proptest::collection::vec(name(), 1..4),
             run in proptest::collection::vec(
-                (0usize..4, any::<bool>(), prop_oneof![Just(1u32), any::<u32>()], name(),
-                 prop_oneof![Just(100.0f64), number()], proptest::array::uniform6(number())),
+                (0usize..4, any::<bool>(), prop_oneof![Just(1u32), any::<u32>()],
+                 (0usize..4, any::<bool>()),
+                 prop_oneof![Just(100.0f64), number()],
+                 prop_oneof![Just(1_723_075_200_000i64), any::<i64>()],
+                 proptest::array::uniform6(number())),
                 1..40,
             ),
         ) {
@@ -547,8 +598,10 @@ mod tests {
                 .iter()
                 .map(|n| n.each_ref().map(|x| crate::domain::Name::from(x.as_str())))
                 .collect();
+            let models: Vec<crate::domain::Name> =
+                models.iter().map(|m| crate::domain::Name::from(m.as_str())).collect();
             let mut w = ForecastWriter::default();
-            for (k, copy, v, model, last, xs) in run {
+            for (k, copy, v, (m, copy_model), last, base_ms, xs) in run {
                 let names = &shared[k % shared.len()];
                 // The same text in new allocations, or the shared ones.
                 let names = if copy {
@@ -556,15 +609,21 @@ mod tests {
                 } else {
                     names.clone()
                 };
+                let model = &models[m % models.len()];
+                let model = if copy_model {
+                    crate::domain::Name::from(&**model)
+                } else {
+                    Arc::clone(model)
+                };
                 let [exchange, symbol, interval] = names;
                 let f = Forecast {
                     v,
                     exchange,
                     symbol,
                     interval,
-                    model: model.as_str().into(),
+                    model,
                     horizon: xs[0].to_bits() as u32,
-                    base_ms: xs[1].to_bits() as i64,
+                    base_ms,
                     target_ms: xs[2].to_bits() as i64,
                     last,
                     ..forecast(["", "", "", ""], (0, 0, 0, 0), xs)
@@ -576,7 +635,11 @@ mod tests {
 
     #[test]
     fn key_of_joins_exchange_and_symbol() {
-        assert_eq!(key_of("binance", "BTC-USDT"), "binance:BTC-USDT");
-        assert_eq!(key_of("", ""), ":");
+        assert_eq!(&*key_of("binance", "BTC-USDT"), "binance:BTC-USDT");
+        assert_eq!(&*key_of("", ""), ":");
+        // Longer than the stack buffer: the same text.
+        let long = "X".repeat(70);
+        assert_eq!(&*key_of("kraken", &long), format!("kraken:{long}"));
+        assert_eq!(&*key_of(&long, "BTC-USDT"), format!("{long}:BTC-USDT"));
     }
 }

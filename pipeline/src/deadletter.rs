@@ -62,8 +62,8 @@ impl DeadLetter {
 
     pub fn into_record(self, topic: &str) -> OutRecord {
         OutRecord {
-            topic: topic.to_string(),
-            key: format!("{}:{}", self.stage, self.source),
+            topic: topic.into(),
+            key: format!("{}:{}", self.stage, self.source).into(),
             payload: serde_json::to_vec(&self).unwrap_or_default(),
         }
     }

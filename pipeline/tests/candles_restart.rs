@@ -73,7 +73,7 @@ impl Env {
         let recs: Vec<OutRecord> = ticks
             .iter()
             .map(|t| OutRecord {
-                topic: self.topics.ticks(),
+                topic: self.topics.ticks().into(),
                 key: t.key(),
                 payload: codec::encode(t),
             })
@@ -329,7 +329,7 @@ async fn a_stage_stopped_while_ticks_flow_resumes_without_repeats() {
                 let recs: Vec<OutRecord> = chunk
                     .iter()
                     .map(|t| OutRecord {
-                        topic: topic.clone(),
+                        topic: topic.as_str().into(),
                         key: t.key(),
                         payload: codec::encode(t),
                     })

@@ -77,7 +77,7 @@ async fn lag_is_reported_while_behind_and_zero_once_caught_up() {
         .unwrap();
     let records: Vec<OutRecord> = (0..BACKLOG)
         .map(|i| OutRecord {
-            topic: input.clone(),
+            topic: input.as_str().into(),
             key: "k".into(),
             payload: format!("{i}").into_bytes(),
         })

@@ -345,7 +345,7 @@ impl Handler for AlertStage {
                 .with_label_values(&[state_name(e.state)])
                 .inc();
             records.push(OutRecord {
-                topic: self.settings.output_topic.clone(),
+                topic: self.settings.output_topic.as_str().into(),
                 key: e.key(),
                 payload: codec::encode(e),
             });

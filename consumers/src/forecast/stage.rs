@@ -577,26 +577,32 @@ pub fn records(topic: &str, forecasts: Vec<Forecast>, now_ms: i64) -> Vec<OutRec
         now_ms,
         forecasts.iter().map(telemetry::forecast_event_ms),
     );
+    let topic: Arc<str> = topic.into();
     let mut records = Vec::with_capacity(forecasts.len());
-    // A series' forecasts come together and share its names: they are checked once.
-    let mut checked: Option<[Name; 3]> = None;
+    // A series' forecasts come together and share its names: they are checked once, and their
+    // records share one key.
+    let mut series: Option<([Name; 3], Arc<str>)> = None;
     let mut json = codec::ForecastWriter::default();
     for f in forecasts {
-        let known = checked
+        let known = series
             .as_ref()
-            .is_some_and(|c| codec::same_series_names(c, &f));
+            .is_some_and(|(names, _)| codec::same_series_names(names, &f));
         let ok = if known {
             codec::check_forecast_values(&f)
         } else {
             codec::check_series(&f.exchange, &f.symbol, &f.interval).and_then(|()| {
-                checked = Some([&f.exchange, &f.symbol, &f.interval].map(Arc::clone));
+                let names = [&f.exchange, &f.symbol, &f.interval].map(Arc::clone);
+                series = Some((names, f.key()));
                 codec::check_forecast_values(&f)
             })
         };
         match ok {
             Ok(()) => records.push(OutRecord {
-                topic: topic.to_string(),
-                key: f.key(),
+                topic: Arc::clone(&topic),
+                // The checks above passed, so `series` holds this forecast's names and key.
+                key: series
+                    .as_ref()
+                    .map_or_else(|| f.key(), |(_, key)| Arc::clone(key)),
                 payload: json.json(&f),
             }),
             Err(e) => {
@@ -776,7 +782,7 @@ mod tests {
                 let f = &fs[i];
                 OutRecord {
                     topic: "forecasts".into(),
-                    key: format!("{}:{}", f.exchange, f.symbol),
+                    key: format!("{}:{}", f.exchange, f.symbol).into(),
                     payload: serde_json::to_vec(f).unwrap_or_default(),
                 }
             })

@@ -185,7 +185,7 @@ impl Feed {
                     topic,
                     partition: 0,
                     offset,
-                    key: Some(key.into_bytes()),
+                    key: Some(key.as_bytes().to_vec()),
                     payload,
                 }
             })
@@ -212,9 +212,9 @@ pub async fn drive(
         let effects = stage.handle(feed.messages(b)).await.expect("handle");
         assert!(effects.dead.is_empty(), "dead letters: {:?}", effects.dead);
         for r in effects.records {
-            assert_eq!(r.topic, "tickcast.alerts.v1");
+            assert_eq!(&*r.topic, "tickcast.alerts.v1");
             let e: AlertEvent = codec::decode(&r.payload).expect("alert decodes");
-            assert_eq!(r.key, "binance:".to_string() + &e.symbol);
+            assert_eq!(&*r.key, format!("binance:{}", e.symbol));
             out.push(e);
         }
         stage.acknowledged(false).await.expect("checkpoint");

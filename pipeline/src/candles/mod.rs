@@ -73,6 +73,7 @@ pub mod snapshot;
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use crate::domain::{Candle, Tick};
 use crate::interval::Interval;
@@ -282,14 +283,14 @@ impl Part {
 pub struct CandleBuilder {
     opts: CandleOptions,
     specs: Vec<Spec>,
-    output_topic: String,
+    output_topic: Arc<str>,
     /// Per (topic, partition); few, so a list.
     parts: Vec<((String, i32), Part)>,
     stats: CandleStats,
 }
 
 impl CandleBuilder {
-    pub fn new(opts: CandleOptions, output_topic: impl Into<String>) -> Self {
+    pub fn new(opts: CandleOptions, output_topic: impl Into<Arc<str>>) -> Self {
         let opts = CandleOptions {
             intervals: CandleOptions::new(opts.intervals.iter().copied()).intervals,
             ..opts
