@@ -27,29 +27,17 @@ use tickcast_lstm::device::probe_wgpu;
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::host::{self, Scratch};
 use tickcast_lstm::host_train;
-use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
-use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, train_step};
+use tickcast_lstm::net::{LstmNet, Rng, read};
+use tickcast_lstm::train::{Adam, AdamSettings, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 
-const BATCH: usize = 256;
-const STEPS: usize = 64;
-const OUTPUTS: usize = 20;
+mod common;
+
+use common::{BATCH, STEPS, batch, random, tau, weights};
+
 const WARM: usize = 2;
 const HORIZONS: [u32; 4] = [1, 5, 15, 60];
-
-fn weights(hidden: usize) -> Weights {
-    let dims = Dims {
-        inputs: N_FEATURES,
-        hidden,
-        outputs: OUTPUTS,
-    };
-    Weights::init(dims, &[0.0; OUTPUTS], 1).expect("weights")
-}
-
-fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect()
-}
 
 /// Times `f`: the first call apart, then `WARM` more untimed, then the median of `reps`, in ms.
 fn time(what: &str, reps: usize, mut f: impl FnMut()) -> (f64, f64) {
@@ -101,16 +89,8 @@ fn main() {
          training and inference on {BATCH} sequences × {STEPS} steps, streaming on {series} series"
     );
     let mut rng = Rng(5);
-    let tau = [0.025f32, 0.1, 0.5, 0.9, 0.975].repeat(OUTPUTS / 5);
-    let batch = Batch {
-        shape: BatchShape {
-            batch: BATCH,
-            steps: STEPS,
-            burn_in: 0,
-        },
-        x: random(STEPS * BATCH * N_FEATURES, &mut rng),
-        y: random(STEPS * BATCH * OUTPUTS, &mut rng),
-    };
+    let tau = tau();
+    let batch = batch(&mut rng);
     let s = AdamSettings::default();
     let mut rows = Vec::new();
     for hidden in [64, 32] {

@@ -23,43 +23,22 @@ use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::host::{self, Scratch};
 use tickcast_lstm::host_train;
-use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
-use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, burn_gradient, train_step};
+use tickcast_lstm::net::{LstmNet, Rng, read};
+use tickcast_lstm::train::{Adam, AdamSettings, burn_gradient, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 
-const BATCH: usize = 256;
-const STEPS: usize = 64;
-const OUTPUTS: usize = 20;
+mod common;
+
+use common::{BATCH, STEPS, batch, random, tau, weights};
+
 const SERIES: usize = 1_000;
-
-fn weights(hidden: usize) -> Weights {
-    let dims = Dims {
-        inputs: N_FEATURES,
-        hidden,
-        outputs: OUTPUTS,
-    };
-    Weights::init(dims, &[0.0; OUTPUTS], 1).expect("weights")
-}
-
-fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect()
-}
 
 fn bench(c: &mut Criterion) {
     let device = Device::flex();
     let mut rng = Rng(5);
-    let tau = [0.025f32, 0.1, 0.5, 0.9, 0.975].repeat(OUTPUTS / 5);
-    let shape = BatchShape {
-        batch: BATCH,
-        steps: STEPS,
-        burn_in: 0,
-    };
-    let batch = Batch {
-        shape,
-        x: random(STEPS * BATCH * N_FEATURES, &mut rng),
-        y: random(STEPS * BATCH * OUTPUTS, &mut rng),
-    };
+    let tau = tau();
+    let batch = batch(&mut rng);
     let mut g = c.benchmark_group("lstm");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(2))
