@@ -6,6 +6,7 @@
 #   scripts/kafka.sh start   # resolve jars if needed, format, launch in background
 #   scripts/kafka.sh wait    # block until the broker serves requests
 #   scripts/kafka.sh stop    # kill the broker and delete its data dir
+#   scripts/kafka.sh lib     # resolve the jars if needed and print their directory
 #   scripts/kafka.sh tool CLASS ARGS...  # run a Kafka tool class from the jars,
 #        e.g. tool org.apache.kafka.tools.TopicCommand --bootstrap-server ... --list
 #
@@ -216,9 +217,10 @@ case "${1:-}" in
   start) cmd_start ;;
   wait) cmd_wait ;;
   stop) cmd_stop ;;
+  lib) ensure_lib; echo "$KAFKA_LIB" ;;
   tool) shift; [[ $# -ge 1 ]] || die "usage: $0 tool CLASS [ARGS...]"
         ensure_lib
         [[ -f "$KAFKA_DIR/log4j2-tools.properties" ]] || { mkdir -p "$KAFKA_DIR"; write_config; }
         run_class "$@" ;;
-  *) echo "usage: $0 start|wait|stop|tool CLASS [ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|wait|stop|lib|tool CLASS [ARGS...]" >&2; exit 2 ;;
 esac

@@ -202,7 +202,8 @@ pub struct StageArgs {
     #[arg(long, env = "TICKCAST_NO_ENSEMBLE")]
     pub no_ensemble: bool,
     /// The LSTM's device: `flex` (CPU) or `wgpu` (GPU; needs a build with `--features wgpu`,
-    /// falls back to `flex` with a warning when no adapter works).
+    /// the `tickcast:gpu` image; falls back to `flex` with a warning when the build lacks it or
+    /// no adapter works).
     #[arg(long, env = "TICKCAST_LSTM_DEVICE", default_value = "flex")]
     pub lstm_device: tickcast_lstm::DeviceChoice,
     /// Alert rules (YAML, see monitoring/alerts.example.yaml) synced into the database at

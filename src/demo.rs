@@ -45,7 +45,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Minutes of simulated history to stream at start-up.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=crate::replay_cmd::MAX_HISTORY_MINUTES))]
     pub history_minutes: i64,
     /// Seconds between status lines (0 = none).
     #[arg(long, default_value_t = 10)]

@@ -11,6 +11,9 @@ use tickcast_pipeline::simulator::SimConfig;
 
 use crate::cli::shutdown_on_signals;
 
+/// The longest simulated history `--history-minutes` accepts: ten years.
+pub const MAX_HISTORY_MINUTES: i64 = 10 * 366 * 24 * 60;
+
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Protocol to speak: any connector name (binance, kraken, okx, …).
@@ -43,8 +46,13 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
     /// Minutes of simulated history before now (with --live).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=MAX_HISTORY_MINUTES))]
     pub history_minutes: i64,
+    /// With --live: the first client to subscribe is sent the history before now at once (as
+    /// `tickcast demo` does), so a fresh stack starts with candles to forecast from; later
+    /// clients start at the market's end.
+    #[arg(long)]
+    pub send_history: bool,
     /// Heartbeat period for protocols that have one, ms.
     #[arg(long, default_value_t = 5_000)]
     pub heartbeat_ms: u64,
@@ -116,7 +124,7 @@ fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
             _ => None,
         },
         heartbeat_every: Duration::from_millis(args.heartbeat_ms),
-        history_to_first: false,
+        history_to_first: args.live && args.send_history,
         faults: Faults {
             drop_every: args.drop_every,
             gap_on_drop: args.gap_on_drop,

@@ -24,7 +24,8 @@ pub struct TrainArgs {
     /// Passes over the training bars.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
-    /// flex (CPU) or wgpu (needs a build with the `wgpu` feature).
+    /// flex (CPU) or wgpu (GPU: needs a build with the `wgpu` feature; falls back to flex with
+    /// a warning without it or without a working adapter).
     #[arg(long, default_value = "flex")]
     pub device: DeviceChoice,
     /// Hidden size of the LSTM.

@@ -7,8 +7,15 @@
 //! volumes are declared and used; `depends_on` conditions are satisfiable; Prometheus scrapes
 //! only services that serve metrics on that port (static targets and DNS-discovered names) and
 //! every tickcast service's metrics endpoint; Grafana's Postgres datasource matches the
-//! database service; Kafka runs the version the tests run. Deliberately broken copies of the
-//! file are rejected with the expected message (`broken_files_are_rejected`).
+//! database service; Kafka runs the version the tests run.
+//!
+//! Images are read as Docker builds them: each tickcast service's image is built by a service
+//! with a `build` section (its own or another with the same image name), which produces its
+//! `target` stage or, without one, the Dockerfile's last stage. The `ENV` of that stage and the
+//! stages it derives from counts as the service's environment, and values the binary cannot
+//! honour are rejected (a `wgpu` LSTM device in a build without the `wgpu` feature).
+//! Deliberately broken copies of both files are rejected with the expected message
+//! (`broken_files_are_rejected`). `scripts/compose-test.sh` runs the stack for real.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -54,6 +61,177 @@ fn yaml_to_json(text: &str) -> Result<Value, String> {
     serde_json::to_value(y).map_err(|e| format!("YAML → JSON: {e}"))
 }
 
+/// One stage of a Dockerfile: its name, what it is built `FROM` (an image or an earlier stage),
+/// its `ENV`, and its `ARG` defaults.
+#[derive(Debug, Clone)]
+struct Stage {
+    name: String,
+    from: String,
+    env: BTreeMap<String, String>,
+    args: BTreeMap<String, String>,
+}
+
+/// The Dockerfile's instructions, continuation lines joined and comments dropped.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = t.strip_suffix('\\') {
+            cur.push_str(head);
+            cur.push(' ');
+        } else {
+            cur.push_str(t);
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `K=V K2="V 2"` (or the old `K V` form of `ENV`) → pairs.
+fn key_values(rest: &str) -> Vec<(String, String)> {
+    let rest = rest.trim();
+    if !rest.split_whitespace().next().unwrap_or("").contains('=') {
+        // `ENV KEY value with spaces` / `ARG NAME`.
+        let (k, v) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        return vec![(k.to_string(), v.trim().to_string())];
+    }
+    let mut pairs = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            val = chars.by_ref().take_while(|&c| c != '"').collect();
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                val.push(c);
+            }
+        }
+        if !key.is_empty() {
+            pairs.push((key, val));
+        }
+    }
+    pairs
+}
+
+/// The stages of a Dockerfile, in order.
+fn stages(dockerfile: &str) -> Vec<Stage> {
+    let mut out: Vec<Stage> = Vec::new();
+    for ins in instructions(dockerfile) {
+        let (word, rest) = ins.split_once(char::is_whitespace).unwrap_or((&ins, ""));
+        match word.to_ascii_uppercase().as_str() {
+            "FROM" => {
+                let parts: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|p| !p.starts_with("--"))
+                    .collect();
+                let from = parts.first().copied().unwrap_or("").to_string();
+                let name = match parts.as_slice() {
+                    [_, as_, n] if as_.eq_ignore_ascii_case("as") => (*n).to_string(),
+                    _ => out.len().to_string(),
+                };
+                out.push(Stage {
+                    name,
+                    from,
+                    env: BTreeMap::new(),
+                    args: BTreeMap::new(),
+                });
+            }
+            "ENV" => {
+                if let Some(st) = out.last_mut() {
+                    st.env.extend(key_values(rest));
+                }
+            }
+            "ARG" => {
+                if let Some(st) = out.last_mut() {
+                    st.args.extend(key_values(rest));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `ENV` a stage's image carries: its own over those of the stages it derives from.
+fn stage_env(stages: &[Stage], name: &str) -> BTreeMap<String, String> {
+    let mut chain = Vec::new();
+    let mut cur = stages.iter().rev().find(|s| s.name == name);
+    while let Some(st) = cur {
+        chain.push(st);
+        cur = stages.iter().rev().find(|s| s.name == st.from);
+    }
+    let mut env = BTreeMap::new();
+    for st in chain.into_iter().rev() {
+        env.extend(st.env.clone());
+    }
+    env
+}
+
+/// What a service's `build` section produces: the stage (its `target`, else the Dockerfile's
+/// last) and its build arguments.
+#[derive(Debug, Clone, PartialEq)]
+struct Build {
+    stage: String,
+    args: BTreeMap<String, String>,
+}
+
+fn build_of(svc: &Value, stages: &[Stage]) -> Option<Result<Build, String>> {
+    let b = &svc["build"];
+    if b.is_null() {
+        return None;
+    }
+    let last = stages.last().map(|s| s.name.clone()).unwrap_or_default();
+    let stage = b["target"].as_str().map_or(last, String::from);
+    if !stages.iter().any(|s| s.name == stage) {
+        return Some(Err(format!(
+            "builds target `{stage}`, which the Dockerfile has no stage named"
+        )));
+    }
+    let args = b["args"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), String::from),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Ok(Build { stage, args }))
+}
+
+/// The cargo features a build compiles in (the `build` stage's `FEATURES` argument).
+fn features(build: &Build, stages: &[Stage]) -> BTreeSet<String> {
+    let default = stages
+        .iter()
+        .find_map(|s| s.args.get("FEATURES").cloned())
+        .unwrap_or_default();
+    build
+        .args
+        .get("FEATURES")
+        .cloned()
+        .unwrap_or(default)
+        .split([',', ' '])
+        .filter(|f| !f.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }
@@ -75,6 +253,21 @@ fn listening_ports(name: &str, svc: &Value) -> BTreeSet<u16> {
             ports.insert(p);
         }
     }
+    // `--listen ADDR` / `--listen=ADDR` on the command line (the replay exchange).
+    let cmd: Vec<&str> = svc["command"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (i, a) in cmd.iter().enumerate() {
+        let addr = match a.strip_prefix("--listen") {
+            Some("") => cmd.get(i + 1).copied(),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        };
+        if let Some(p) = addr.and_then(port_of) {
+            ports.insert(p);
+        }
+    }
     match name {
         "kafka" => ports.extend([9092, 9093]),
         "postgres" => ports.extend([5432]),
@@ -91,8 +284,8 @@ fn is_tickcast(svc: &Value) -> bool {
         .is_some_and(|i| i.starts_with("tickcast:"))
 }
 
-/// Every problem found in a compose file (empty: it passes).
-fn problems(text: &str, root: &Path) -> Vec<String> {
+/// Every problem found in a compose file and the Dockerfile it builds (empty: they pass).
+fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
     let mut errs = Vec::new();
     let doc = match yaml_to_json(text) {
         Ok(d) => d,
@@ -118,9 +311,74 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let mut used_volumes = BTreeSet::new();
+    let stages = stages(dockerfile);
+    // Which build produces each image: services with a `build` section, by image name. Two
+    // different builds under one name would make the image depend on which one ran last.
+    let mut builds: BTreeMap<String, Build> = BTreeMap::new();
     for (name, svc) in services {
-        // 2. tickcast services: subcommand, flags, variables.
+        let image = svc["image"].as_str().unwrap_or(name).to_string();
+        match build_of(svc, &stages) {
+            None => {}
+            Some(Err(e)) => errs.push(format!("{name}: {e}")),
+            Some(Ok(b)) => match builds.get(&image) {
+                Some(other) if *other != b => errs.push(format!(
+                    "{name}: builds {image} from stage `{}` {:?}, another service from `{}` {:?}",
+                    b.stage, b.args, other.stage, other.args
+                )),
+                _ => {
+                    builds.insert(image, b);
+                }
+            },
+        }
+    }
+    for (name, svc) in services {
+        // 2. tickcast services: subcommand, flags, variables (the service's own over those its
+        // image's stage sets), and values the build can honour.
         if is_tickcast(svc) {
+            let image = svc["image"].as_str().unwrap_or_default();
+            let build = builds.get(image);
+            if build.is_none() {
+                errs.push(format!("{name}: no service builds {image}"));
+            }
+            let mut env: BTreeMap<String, (String, String)> = build
+                .map(|b| {
+                    stage_env(&stages, &b.stage)
+                        .into_iter()
+                        .map(|(k, v)| (k, (v, format!("the image's stage `{}`", b.stage))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (k, v) in svc["environment"].as_object().into_iter().flatten() {
+                let v = v.as_str().map_or_else(|| v.to_string(), String::from);
+                env.insert(k.clone(), (v, "the service".into()));
+            }
+            let cmd_device = svc["command"].as_array().and_then(|a| {
+                let a: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                a.iter()
+                    .position(|x| *x == "--lstm-device")
+                    .and_then(|i| a.get(i + 1))
+                    .map(|d| (d.to_string(), "the command".to_string()))
+            });
+            if let Some((device, whence)) =
+                cmd_device.or_else(|| env.get("TICKCAST_LSTM_DEVICE").cloned())
+            {
+                match device.parse::<tickcast_lstm::DeviceChoice>() {
+                    Err(e) => errs.push(format!("{name}: TICKCAST_LSTM_DEVICE from {whence}: {e}")),
+                    Ok(tickcast_lstm::DeviceChoice::Wgpu) => {
+                        if let Some(b) = build
+                            && !features(b, &stages).contains("wgpu")
+                        {
+                            errs.push(format!(
+                                "{name}: LSTM device `{device}` from {whence}, but {image} is \
+                                 built without the `wgpu` feature (stage `{}`, FEATURES {:?})",
+                                b.stage,
+                                b.args.get("FEATURES").cloned().unwrap_or_default()
+                            ));
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
             let cmd: Vec<&str> = svc["command"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -138,14 +396,14 @@ fn problems(text: &str, root: &Path) -> Vec<String> {
                             errs.push(format!("{name}: `tickcast {sub}` has no flag {flag}"));
                         }
                     }
-                    if let Some(env) = svc["environment"].as_object() {
-                        for var in env.keys() {
-                            let read = reference
-                                .iter()
-                                .any(|(c, _, e)| of_sub(c) && e.as_deref() == Some(var.as_str()));
-                            if !read && !FOREIGN_ENV.contains(&var.as_str()) {
-                                errs.push(format!("{name}: `tickcast {sub}` does not read {var}"));
-                            }
+                    for (var, (_, whence)) in &env {
+                        let read = reference
+                            .iter()
+                            .any(|(c, _, e)| of_sub(c) && e.as_deref() == Some(var.as_str()));
+                        if !read && !FOREIGN_ENV.contains(&var.as_str()) {
+                            errs.push(format!(
+                                "{name}: `tickcast {sub}` does not read {var} (set by {whence})"
+                            ));
                         }
                     }
                 }
@@ -322,9 +580,13 @@ fn compose_text() -> String {
     std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()
 }
 
+fn dockerfile_text() -> String {
+    std::fs::read_to_string(root().join("Dockerfile")).unwrap()
+}
+
 #[test]
 fn compose_file_is_consistent() {
-    let errs = problems(&compose_text(), &root());
+    let errs = problems(&compose_text(), &dockerfile_text(), &root());
     assert!(errs.is_empty(), "docker-compose.yml:\n{}", errs.join("\n"));
     // The stack has every part the design names.
     let doc = yaml_to_json(&compose_text()).unwrap();
@@ -480,12 +742,153 @@ fn broken_files_are_rejected() {
     ]);
     for (what, (text, want)) in cases {
         assert_ne!(text, good, "{what}: the replacement did not apply");
-        let errs = problems(&text, &root());
+        let errs = problems(&text, &dockerfile_text(), &root());
         assert!(
             errs.iter().any(|e| e.contains(want)),
             "{what}: expected an error containing {want:?}, got {errs:#?}"
         );
     }
+}
+
+/// The Dockerfile with its last two stages swapped (the GPU stage last, as it once was).
+fn gpu_stage_last(dockerfile: &str) -> String {
+    let (head, cpu) = dockerfile
+        .split_once("\n# The CPU runtime, last")
+        .expect("the CPU runtime stage");
+    let (before, gpu) = head
+        .split_once("\n# The forecaster on a GPU")
+        .expect("the GPU stage");
+    format!("{before}\n# The CPU runtime, last{cpu}\n# The forecaster on a GPU{gpu}")
+}
+
+#[test]
+fn broken_images_are_rejected() {
+    let (compose, docker) = (compose_text(), dockerfile_text());
+    let cases: BTreeMap<&str, (String, String, &str)> = BTreeMap::from([
+        (
+            // The bug this guard once missed: with no target, every CPU service got the last
+            // stage, the GPU one, whose ENV asks a CPU-only binary for `wgpu`.
+            "GPU stage as the default image",
+            (
+                compose.replacen("  context: .\n  target: runtime\n", "  context: .\n", 1),
+                gpu_stage_last(&docker),
+                "forecast: LSTM device `wgpu` from the image's stage `runtime-gpu`, but \
+                 tickcast:latest is built without the `wgpu` feature",
+            ),
+        ),
+        (
+            "GPU image built without the feature",
+            (
+                compose.replacen("      args:\n        FEATURES: wgpu\n", "", 1),
+                docker.clone(),
+                "forecast-gpu: LSTM device `wgpu` from the service, but tickcast:gpu is built \
+                 without the `wgpu` feature",
+            ),
+        ),
+        (
+            "device flag the CPU build lacks",
+            (
+                compose.replacen(
+                    "      TICKCAST_STAGES: forecast\n",
+                    "      TICKCAST_STAGES: forecast\n      TICKCAST_LSTM_DEVICE: gpu\n",
+                    1,
+                ),
+                docker.clone(),
+                "forecast: LSTM device `gpu` from the service, but tickcast:latest",
+            ),
+        ),
+        (
+            "unknown device",
+            (
+                compose.replacen(
+                    "      TICKCAST_STAGES: forecast\n",
+                    "      TICKCAST_STAGES: forecast\n      TICKCAST_LSTM_DEVICE: cuda\n",
+                    1,
+                ),
+                docker.clone(),
+                "forecast: TICKCAST_LSTM_DEVICE from the service: unknown device `cuda`",
+            ),
+        ),
+        (
+            "target the Dockerfile lacks",
+            (
+                compose.replacen("  target: runtime\n", "  target: runtime-cpu\n", 1),
+                docker.clone(),
+                "builds target `runtime-cpu`, which the Dockerfile has no stage named",
+            ),
+        ),
+        (
+            "one image name, two builds",
+            (
+                compose.replacen(
+                    "    image: tickcast:latest\n    build: *tickcast-build\n",
+                    "    image: tickcast:latest\n    build:\n      context: .\n      target: runtime-gpu\n",
+                    1,
+                ),
+                docker.clone(),
+                "another service from `",
+            ),
+        ),
+        (
+            "image nobody builds",
+            (
+                compose.replace("    image: tickcast:latest\n    build: *tickcast-build\n    command: [\"migrate\"]", "    image: tickcast:edge\n    command: [\"migrate\"]"),
+                docker.clone(),
+                "migrate: no service builds tickcast:edge",
+            ),
+        ),
+        (
+            "variable the image sets that the subcommand does not read",
+            (
+                compose.clone(),
+                docker.replacen("ENV RUST_LOG=info", "ENV RUST_LOG=info TICKCAST_STAGE=all", 1),
+                "topics: `tickcast topics` does not read TICKCAST_STAGE (set by the image's stage `runtime`)",
+            ),
+        ),
+    ]);
+    for (what, (text, dockerfile, want)) in cases {
+        assert!(
+            text != compose || dockerfile != docker,
+            "{what}: the replacement did not apply"
+        );
+        let errs = problems(&text, &dockerfile, &root());
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{what}: expected an error containing {want:?}, got {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_stages_are_read_as_docker_reads_them() {
+    let st = stages(&dockerfile_text());
+    let names: Vec<&str> = st.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["build", "runtime-base", "runtime-gpu", "runtime"]);
+    assert_eq!(st[2].from, "runtime-base");
+    let gpu = stage_env(&st, "runtime-gpu");
+    assert_eq!(
+        gpu.get("TICKCAST_LSTM_DEVICE").map(String::as_str),
+        Some("wgpu")
+    );
+    assert_eq!(gpu.get("RUST_LOG").map(String::as_str), Some("info"));
+    assert_eq!(
+        gpu.get("NVIDIA_DRIVER_CAPABILITIES").map(String::as_str),
+        Some("compute,utility,graphics")
+    );
+    let cpu = stage_env(&st, "runtime");
+    assert_eq!(
+        cpu.keys().collect::<Vec<_>>(),
+        ["RUST_LOG"],
+        "the CPU image sets {cpu:?}"
+    );
+    // Both ENV forms, quoting and continuation lines.
+    let odd = stages("FROM a AS one\nENV A 1 2\nENV B=\"x y\" \\\n    C=3\nFROM one\nENV C=4\n");
+    assert_eq!(odd[1].name, "1");
+    let env = stage_env(&odd, "1");
+    assert_eq!(
+        env.into_iter().collect::<Vec<_>>(),
+        [("A", "1 2"), ("B", "x y"), ("C", "4")].map(|(k, v)| (k.to_string(), v.to_string()))
+    );
 }
 
 #[test]
@@ -502,6 +905,8 @@ fn dockerfile_builds_every_service_as_a_non_root_user() {
     let gpu = &doc["services"]["forecast-gpu"];
     assert_eq!(gpu["build"]["target"], "runtime-gpu");
     assert_eq!(gpu["profiles"], serde_json::json!(["gpu"]));
+    // A plain `docker build .` gives the CPU runtime.
+    assert_eq!(stages(&d).last().map(|s| s.name.as_str()), Some("runtime"));
 }
 
 #[test]

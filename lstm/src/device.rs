@@ -7,6 +7,11 @@
 //! device is probed with a tiny forward and a checked read-back before use; when no adapter
 //! exists or the probe fails (an error or a panic inside the driver stack), the model falls back
 //! to `flex` with one warning.
+//!
+//! `wgpu` asked of a build without the feature falls back to `flex` the same way, with a warning
+//! that says how to get a GPU build. The choice is a speed preference, never a correctness one
+//! (both devices run the same model), so a forecaster whose image lacks the GPU build keeps
+//! forecasting on the CPU instead of stopping at every start under a restart policy.
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,7 +53,8 @@ impl fmt::Display for DeviceChoice {
 pub const WGPU_BUILT: bool = cfg!(feature = "wgpu");
 
 /// The device for `choice`: `flex` as is; `wgpu` probed, falling back to `flex` with a warning
-/// when it does not work. An error only when `wgpu` is asked of a build without the feature.
+/// when it does not work or this build lacks the `wgpu` feature. The second value is the device
+/// in use.
 pub fn select(choice: DeviceChoice) -> Result<(Device, DeviceChoice)> {
     match choice {
         DeviceChoice::Flex => Ok((Device::flex(), DeviceChoice::Flex)),
@@ -56,12 +62,17 @@ pub fn select(choice: DeviceChoice) -> Result<(Device, DeviceChoice)> {
     }
 }
 
+/// Why `wgpu` cannot run in a build without the feature, and how to get one that can.
+pub const NO_WGPU_BUILD: &str = "the LSTM device `wgpu` (--lstm-device, TICKCAST_LSTM_DEVICE) \
+     needs a build with the `wgpu` feature, and this binary has `flex` only: use the `tickcast:gpu` \
+     image (docker build --target runtime-gpu --build-arg FEATURES=wgpu) or \
+     cargo build --release --features wgpu";
+
 #[cfg(not(feature = "wgpu"))]
+#[allow(clippy::unnecessary_wraps)] // the `wgpu` build's twin can fail
 fn wgpu() -> Result<(Device, DeviceChoice)> {
-    bail!(
-        "device `wgpu` needs a build with the `wgpu` feature \
-         (cargo build --release --features wgpu); this build has `flex` only"
-    )
+    tracing::warn!("{NO_WGPU_BUILD}; running the LSTM on the CPU (flex)");
+    Ok((Device::flex(), DeviceChoice::Flex))
 }
 
 #[cfg(feature = "wgpu")]
@@ -138,8 +149,12 @@ mod tests {
 
     #[cfg(not(feature = "wgpu"))]
     #[test]
-    fn wgpu_without_the_feature_is_a_clear_error() {
-        let e = select(DeviceChoice::Wgpu).expect_err("not built");
-        assert!(format!("{e}").contains("`wgpu` feature"), "{e}");
+    fn wgpu_without_the_feature_falls_back_to_flex() {
+        let (_, used) = select(DeviceChoice::Wgpu).expect("falls back");
+        assert_eq!(used, DeviceChoice::Flex);
+        assert!(
+            NO_WGPU_BUILD.contains("TICKCAST_LSTM_DEVICE")
+                && NO_WGPU_BUILD.contains("tickcast:gpu")
+        );
     }
 }
