@@ -72,14 +72,15 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     if let Some(s) = &data.stats {
         eprintln!(
             "backtest: {} trades → {} candles of {} ({} empty, {} duplicates, {} late, {} gaps \
-             left unfilled)",
+             left unfilled, {} rows skipped as invalid)",
             data.trades,
             candles.len(),
             id.interval,
             s.empty_candles,
             s.duplicates,
             s.late_ticks,
-            s.unfilled_gaps
+            s.unfilled_gaps,
+            s.rejected
         );
     }
     eprintln!(

@@ -134,7 +134,8 @@ fn trades_make_candles_through_the_stream_code_and_score_exactly() {
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains(
-            "12 trades → 8 candles of 1m (1 empty, 1 duplicates, 1 late, 0 gaps left unfilled)"
+            "12 trades → 8 candles of 1m (1 empty, 1 duplicates, 1 late, 0 gaps left unfilled, \
+             0 rows skipped as invalid)"
         ),
         "{stderr}"
     );
@@ -161,6 +162,81 @@ fn trades_make_candles_through_the_stream_code_and_score_exactly() {
         (Some(2), Some(5))
     );
     assert!((lines[1]["mae"].as_f64().unwrap() - 16.0 / 5.0).abs() < 1e-12);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Rows that parse but cannot be trades are skipped and counted, and the scores are those of
+/// the file without them: a size past the maximum (the one that once overflowed a window's
+/// volume), two sizes that would have overflowed together, a time in microseconds, `i64::MAX`.
+/// A size in exponent notation is an exact decimal, not an error.
+#[test]
+fn invalid_trade_rows_are_skipped_and_counted() {
+    let dir = std::env::temp_dir().join(format!("tickcast-bt-poison-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = tickcast(&[
+            "backtest",
+            "--data",
+            file.to_str().unwrap(),
+            "--symbol",
+            "BTC-USDT",
+            "--models",
+            "naive",
+            "--no-ensemble",
+            "--horizons",
+            "1,2",
+            "--json",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+    let (clean, _) = run("clean_trades.csv", TRADES);
+    let mut poisoned = String::new();
+    for (i, line) in TRADES.lines().enumerate() {
+        poisoned.push_str(line);
+        poisoned.push('\n');
+        if i == 2 {
+            poisoned.push_str("0,62000,BTCUSDT,90,100,79228162514264337593543950335,false\n");
+            poisoned.push_str("0,62500,BTCUSDT,91,100,5e28,false\n");
+            poisoned.push_str("0,63000,BTCUSDT,92,100,5e28,false\n");
+            poisoned.push_str("0,1700000000000000,BTCUSDT,93,100,1,false\n");
+            poisoned.push_str(&format!("0,{},BTCUSDT,94,100,1,false\n", i64::MAX));
+        }
+    }
+    let (scores, stderr) = run("poisoned_trades.csv", &poisoned);
+    assert_eq!(scores, clean, "{stderr}");
+    assert!(
+        stderr.contains(
+            "12 trades → 8 candles of 1m (1 empty, 1 duplicates, 1 late, 0 gaps \
+                         left unfilled, 5 rows skipped as invalid)"
+        ),
+        "{stderr}"
+    );
+    for (line, why) in [
+        (4, "above the maximum"),
+        (5, "above the maximum"),
+        (6, "above the maximum"),
+        (7, "after 2200-01-01"),
+        (8, "after 2200-01-01"),
+    ] {
+        assert!(
+            stderr.lines().any(
+                |l| l.starts_with(&format!("backtest: line {line} skipped:")) && l.contains(why)
+            ),
+            "line {line}: {why}\n{stderr}"
+        );
+    }
+    // 2.17e-05 is read exactly: the same scores as the plain decimal.
+    let exp = TRADES.replace(",BTCUSDT,9,95,1,true", ",BTCUSDT,9,95,2.17e-05,true");
+    let plain = TRADES.replace(",BTCUSDT,9,95,1,true", ",BTCUSDT,9,95,0.0000217,true");
+    assert_ne!(exp, TRADES);
+    assert_eq!(
+        run("exp_trades.csv", &exp).0,
+        run("plain_trades.csv", &plain).0
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats};
+use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats, Pushed};
 use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
@@ -192,12 +192,17 @@ fn trade_tick(f: &[&str], idx: &[usize], id: &SeriesId) -> Result<Tick> {
         ts_ms,
         ingested_ms: ts_ms,
     };
-    tick.check().map_err(|e| anyhow!("{e}"))?;
     Ok(tick)
 }
 
+/// Skipped rows of a trade file reported one by one on stderr; the rest are counted only.
+const REJECTED_SHOWN: u64 = 10;
+
 /// Trades through the candles stage's [`CandleBuilder`], one tick at a time, in file order (the
-/// line number stands in for the Kafka offset).
+/// line number stands in for the Kafka offset). A row that parses but cannot be a tick (a size
+/// above the maximum, an event time after 2200) or that would overflow a window is skipped and
+/// counted in the stats' `rejected`, with a line on stderr for the first few: the candles are
+/// those of the file without it. A row that does not parse at all stops the run.
 fn trades_from_lines(
     header: &str,
     lines: CsvLines,
@@ -217,8 +222,29 @@ fn trades_from_lines(
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let tick = trade_tick(&f, &idx, id).with_context(|| format!("line {}: `{line}`", n + 2))?;
-        builder.push(&tick, ("file", 0, n as i64), &mut candles);
-        trades += 1;
+        let why = match tick.check() {
+            Err(e) => {
+                builder.count_rejected();
+                Some(e.to_string())
+            }
+            Ok(()) => match builder.push(&tick, ("file", 0, n as i64), &mut candles) {
+                Pushed::Rejected(why) => Some(why),
+                _ => None,
+            },
+        };
+        match why {
+            Some(why) if builder.stats().rejected <= REJECTED_SHOWN => {
+                eprintln!("backtest: line {} skipped: {why}", n + 2);
+            }
+            Some(_) => {}
+            None => trades += 1,
+        }
+    }
+    if builder.stats().rejected > REJECTED_SHOWN {
+        eprintln!(
+            "backtest: {} rows skipped in all ({REJECTED_SHOWN} shown)",
+            builder.stats().rejected
+        );
     }
     Ok(Data {
         kind: DataKind::Trades,
@@ -479,9 +505,18 @@ mod tests {
         let data = read_data(open(&path).expect("open"), &id(), 0).expect("valid");
         assert_eq!((data.kind, data.candles.len()), (DataKind::Trades, 4));
         std::fs::remove_dir_all(&dir).expect("cleanup");
+        // A row that parses but cannot be a trade (a zero price) is skipped and counted; one that
+        // does not parse stops the read, naming its line.
+        let zero: Box<dyn Read> = Box::new(
+            "trade_time_ms,trade_id,price,qty,is_buyer_maker\n1,1,0,1,true\n2,2,5,1,true\n"
+                .as_bytes(),
+        );
+        let data = read_data(zero, &id(), 0).expect("read");
+        let stats = data.stats.expect("stats");
+        assert_eq!((data.trades, stats.rejected, stats.accepted), (1, 1, 1));
         let bad: Box<dyn Read> =
-            Box::new("trade_time_ms,trade_id,price,qty,is_buyer_maker\n1,1,0,1,true\n".as_bytes());
-        let err = format!("{:#}", read_data(bad, &id(), 0).expect_err("zero price"));
+            Box::new("trade_time_ms,trade_id,price,qty,is_buyer_maker\n1,1,x,1,true\n".as_bytes());
+        let err = format!("{:#}", read_data(bad, &id(), 0).expect_err("not a price"));
         assert!(err.contains("line 2") && err.contains("price"), "{err}");
         let neither: Box<dyn Read> = Box::new("a,b\n1,2\n".as_bytes());
         let err = format!("{:#}", read_data(neither, &id(), 0).expect_err("unknown"));

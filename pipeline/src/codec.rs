@@ -237,10 +237,23 @@ impl Message for Tick {
         if self.trade_id.is_empty() || self.trade_id.len() > 64 {
             return Err(invalid("trade_id", "must be 1 to 64 characters"));
         }
-        check_positive("price", self.price)?;
-        check_positive("size", self.size)?;
+        for (field, d) in [("price", self.price), ("size", self.size)] {
+            if let Some(why) = crate::domain::tick_decimal_problem(d) {
+                return Err(invalid(field, why));
+            }
+        }
         if self.ts_ms < 0 {
             return Err(invalid("ts_ms", "negative time"));
+        }
+        if self.ts_ms > crate::domain::MAX_EVENT_MS {
+            return Err(invalid(
+                "ts_ms",
+                format!(
+                    "{} is after 2200-01-01 ({}): not epoch milliseconds (microseconds?)",
+                    self.ts_ms,
+                    crate::domain::MAX_EVENT_MS
+                ),
+            ));
         }
         Ok(())
     }

@@ -183,8 +183,39 @@ pub struct Alert {
     pub message: String,
 }
 
+/// The largest price or size a tick may carry: 10^15 (a quadrillion quote units for one base
+/// unit, or base units in one trade). Far above any real market, and low enough that a window's
+/// volume cannot overflow a decimal before 10^13 trades at the maximum.
+pub const MAX_TICK_DECIMAL: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+
+/// The most decimals a tick's price or size may carry (the canonical scale).
+pub const MAX_TICK_SCALE: u32 = 18;
+
+/// The latest event time a tick may carry: 2200-01-01T00:00:00Z in epoch milliseconds. A time in
+/// microseconds or nanoseconds (or `i64::MAX`) lies far beyond it, so it is refused before it can
+/// move a watermark, and every window computed from an accepted time fits an `i64`.
+pub const MAX_EVENT_MS: i64 = 7_258_118_400_000;
+
+/// Why a price or size cannot be a tick's: not > 0, above [`MAX_TICK_DECIMAL`], or with more than
+/// [`MAX_TICK_SCALE`] decimals. `None`: it can.
+pub fn tick_decimal_problem(d: Decimal) -> Option<String> {
+    if d <= Decimal::ZERO {
+        Some(format!("{d} is not > 0"))
+    } else if d > MAX_TICK_DECIMAL {
+        Some(format!("{d} is above the maximum {MAX_TICK_DECIMAL}"))
+    } else if d.scale() > MAX_TICK_SCALE {
+        Some(format!(
+            "{d} has {} decimals, more than {MAX_TICK_SCALE}",
+            d.scale()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Exact decimals on the wire: JSON strings of plain digits (`"61234.10"`), never numbers, so
-/// no float ever touches a price. Serialises with the value's own scale.
+/// no float ever touches a price. Serialises with the value's own scale. Reading also takes
+/// exponent notation (`"2.17e-05"`, common in exported CSVs), exactly.
 pub mod decimal_text {
     use std::str::FromStr as _;
 
@@ -202,18 +233,50 @@ pub mod decimal_text {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
-    /// Parses `-?digits(.digits)?` exactly.
+    /// Parses `-?digits(.digits)?`, optionally followed by an exponent `[eE][+-]?digits`,
+    /// exactly: `2.17e-05` is 0.0000217 (scale 7). An exponent that leaves more than 28
+    /// decimals or overflows is an error, never a rounded value.
     pub fn parse(text: &str) -> Result<Decimal, String> {
         if let Some(d) = parse_short(text) {
             return Ok(d);
         }
-        let body = text.strip_prefix('-').unwrap_or(text);
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(i) => (&text[..i], Some(&text[i + 1..])),
+            None => (text, None),
+        };
+        let body = mantissa.strip_prefix('-').unwrap_or(mantissa);
         let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
         let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
         if !(digits(int) && digits(frac)) {
             return Err(format!("`{text}` is not a plain decimal number"));
         }
-        Decimal::from_str(text).map_err(|e| format!("`{text}`: {e}"))
+        let plain = Decimal::from_str(mantissa).map_err(|e| format!("`{text}`: {e}"))?;
+        let Some(exponent) = exponent else {
+            return Ok(plain);
+        };
+        let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        if !digits(unsigned) || unsigned.len() > 3 {
+            return Err(format!("`{text}` has no valid exponent"));
+        }
+        let e: i64 = exponent
+            .parse()
+            .map_err(|_| format!("`{text}` has no valid exponent"))?;
+        let scale = i64::from(plain.scale()) - e;
+        if scale > 28 {
+            return Err(format!("`{text}` has more than 28 decimals"));
+        }
+        if scale >= 0 {
+            let mut d = plain;
+            d.set_scale(u32::try_from(scale).map_err(|_| format!("`{text}`: scale"))?)
+                .map_err(|e| format!("`{text}`: {e}"))?;
+            return Ok(d);
+        }
+        // A positive exponent beyond the decimals: multiply by 10^(−scale), checked.
+        let mut d = plain;
+        d.set_scale(0).map_err(|e| format!("`{text}`: {e}"))?;
+        (0..-scale)
+            .try_fold(d, |acc, _| acc.checked_mul(Decimal::TEN))
+            .ok_or_else(|| format!("`{text}` is too large"))
     }
 
     /// The common case in one scan, with the same result as `Decimal::from_str`: a
@@ -267,7 +330,6 @@ pub mod decimal_text {
                 "1.",
                 ".5",
                 "1..2",
-                "1e5",
                 "+1",
                 "1_0",
                 "",
@@ -292,6 +354,29 @@ pub mod decimal_text {
                     );
                 }
                 assert_eq!(parse(text).ok(), full, "{text}");
+            }
+        }
+
+        #[test]
+        fn exponents_are_exact() {
+            for (text, mantissa, scale) in [
+                ("2.17e-05", 217, 7),
+                ("2.17E-05", 217, 7),
+                ("1e5", 100_000, 0),
+                ("1.5e+3", 1500, 0),
+                ("1.50e1", 150, 1),
+                ("-4e-2", -4, 2),
+                ("6.1234e4", 61234, 0),
+                ("1e-28", 1, 28),
+            ] {
+                let d = parse(text).unwrap();
+                assert_eq!((d.mantissa(), d.scale()), (mantissa, scale), "{text}");
+            }
+            for text in [
+                "1e", "e5", "1e+", "1e5.5", "1e-29", "1e400", "1e1000", "1ee5", "1e 5", "--1e5",
+                "1e99",
+            ] {
+                assert!(parse(text).is_err(), "{text} parsed as {:?}", parse(text));
             }
         }
     }

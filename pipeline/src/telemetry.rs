@@ -179,6 +179,15 @@ pub static LATE_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["exchange"],
     )
 });
+/// Ticks the candles stage refused because they cannot count without an overflow (a window's
+/// volume or end): dead-lettered with the reason.
+pub static REJECTED_TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_candle_rejected_ticks_total",
+        "Ticks refused by the candles stage because they would overflow a window (dead-lettered)",
+        &["exchange"],
+    )
+});
 /// (late tick, interval) pairs: a tick late for two of the stage's intervals counts twice here
 /// and once in [`LATE_TICKS`].
 pub static LATE_TICK_WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {

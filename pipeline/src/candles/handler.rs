@@ -107,18 +107,19 @@ impl Handler for CandleBuilder {
                     continue;
                 }
             };
-            if let Pushed::Late(late) =
-                self.push(&tick, (&m.topic, m.partition, m.offset), &mut closed)
-            {
-                dead.push(DeadLetter::new(
-                    "candles",
-                    &m.topic,
-                    m.partition,
-                    m.offset,
-                    late_reason(&tick, &late),
-                    &m.payload,
-                ));
-            }
+            let reason = match self.push(&tick, (&m.topic, m.partition, m.offset), &mut closed) {
+                Pushed::Late(late) => late_reason(&tick, &late),
+                Pushed::Rejected(why) => why,
+                Pushed::Accepted | Pushed::Duplicate | Pushed::Replayed => continue,
+            };
+            dead.push(DeadLetter::new(
+                "candles",
+                &m.topic,
+                m.partition,
+                m.offset,
+                reason,
+                &m.payload,
+            ));
         }
         let mut partitions: Vec<(&str, i32)> = Vec::new();
         for m in &batch {

@@ -160,6 +160,8 @@ pub struct CandleStats {
     pub idle_closed: u64,
     /// Snapshot entries dropped to fit `state_max_bytes`.
     pub state_truncated: u64,
+    /// Ticks that could not count without an overflow ([`Pushed::Rejected`]).
+    pub rejected: u64,
 }
 
 /// What one tick did.
@@ -175,6 +177,9 @@ pub enum Pushed {
     Late(Vec<Interval>),
     /// Re-read after a restart, and every window it belongs to was emitted before: skipped.
     Replayed,
+    /// It cannot count without an overflow (a window's volume, its end): it changed nothing,
+    /// and the stage dead-letters it with this reason.
+    Rejected(String),
 }
 
 /// One exchange within a partition: its watermark and its symbols.
@@ -346,6 +351,12 @@ impl CandleBuilder {
         offset < part.replay_until
     }
 
+    /// Counts a tick refused before it reached [`CandleBuilder::push`] (it failed its checks),
+    /// in the stats' `rejected`.
+    pub fn count_rejected(&mut self) {
+        self.stats.rejected += 1;
+    }
+
     /// Adds one tick read at `at` = (topic, partition, offset); candles closed by it are
     /// appended to `closed` (per symbol and interval in window order).
     pub fn push(&mut self, tick: &Tick, at: (&str, i32, i64), closed: &mut Vec<Candle>) -> Pushed {
@@ -391,6 +402,12 @@ impl CandleBuilder {
             Pushed::Replayed => {
                 emit.stats.replayed += 1;
                 telemetry::REPLAYED_TICKS
+                    .with_label_values(&[&tick.exchange])
+                    .inc();
+            }
+            Pushed::Rejected(_) => {
+                emit.stats.rejected += 1;
+                telemetry::REJECTED_TICKS
                     .with_label_values(&[&tick.exchange])
                     .inc();
             }
@@ -463,6 +480,15 @@ fn apply_tick(sym: &mut Symbol, tick: &Tick, offset: i64, specs: &[Spec], replay
         .is_some_and(|ids| ids.contains(&tick.trade_id))
     {
         return Pushed::Duplicate;
+    }
+    // Checked before anything changes, so that a tick that cannot count leaves no trace.
+    for (series, spec) in sym.series.iter().zip(specs) {
+        let start = spec.interval.window_start(tick.ts_ms);
+        if start >= series.closed_until
+            && let Some(why) = series.overflow(start, spec, tick)
+        {
+            return Pushed::Rejected(why);
+        }
     }
     let mut late = Vec::new();
     for (series, spec) in sym.series.iter_mut().zip(specs) {

@@ -80,7 +80,33 @@ impl Series {
         self.open.values().map(|w| w.first_offset).min()
     }
 
-    /// Adds a trade to the window starting at `start` (not closed). The open is the earliest
+    /// Why the trade cannot be added to the window starting at `start` without an overflow: the
+    /// window's end, its volume or its trade count. `None`: [`Series::apply`] is safe.
+    pub fn overflow(&self, start: i64, spec: &Spec, t: &Tick) -> Option<String> {
+        if start.checked_add(spec.interval.ms()).is_none() {
+            return Some(format!(
+                "event time {} leaves no room for a {} window",
+                t.ts_ms, spec.label
+            ));
+        }
+        let w = self.open.get(&start)?;
+        if w.candle.volume.checked_add(t.size).is_none() {
+            return Some(format!(
+                "volume of the {} window at {start} would overflow ({} + {})",
+                spec.label, w.candle.volume, t.size
+            ));
+        }
+        if w.candle.trades.checked_add(1).is_none() {
+            return Some(format!(
+                "trade count of the {} window at {start} would overflow",
+                spec.label
+            ));
+        }
+        None
+    }
+
+    /// Adds a trade to the window starting at `start` (not closed; [`Series::overflow`] said
+    /// it fits). The open is the earliest
     /// trade by event time and the close the latest (ties: the one read first, resp. last), so a
     /// tick that arrives out of order within the allowed lateness does not become the close.
     pub fn apply(&mut self, start: i64, spec: &Spec, t: &Tick, offset: i64) {

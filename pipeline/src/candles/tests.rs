@@ -587,3 +587,102 @@ fn snapshots_read_back_and_stay_within_budget() {
         );
     }
 }
+
+/// A tick whose size would overflow its window's volume changes nothing and is refused with the
+/// reason; the window goes on with the ticks around it.
+#[test]
+fn a_tick_that_would_overflow_a_window_is_refused_and_changes_nothing() {
+    let mut b = builder(0);
+    // Sizes near what decoding allowed before the size bound (2^96 − 1).
+    let sized = |id: u64, price: i64, ts_ms: i64, size: Decimal| Tick {
+        size,
+        ..tick("BTC-USDT", id, price, 1, ts_ms)
+    };
+    let ticks = [
+        sized(1, 100, 1_000, Decimal::MAX - Decimal::TEN),
+        sized(2, 105, 2_000, Decimal::new(11, 0)),
+        sized(3, 101, 3_000, Decimal::ONE),
+        tick("BTC-USDT", 4, 100, 1, 61_000),
+    ];
+    let (pushed, candles) = run(&mut b, &ticks);
+    assert_eq!(pushed[0], Pushed::Accepted);
+    match &pushed[1] {
+        Pushed::Rejected(why) => assert!(
+            why.contains("volume of the 1m window at 0 would overflow"),
+            "{why}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(pushed[2..], [Pushed::Accepted, Pushed::Accepted]);
+    assert_eq!(b.stats().rejected, 1);
+    assert_eq!(candles.len(), 1);
+    let c = &candles[0];
+    // The refused tick (price 1.05) is in neither the high nor the close nor the count.
+    assert_eq!((c.open, c.high, c.close), (d(100, 2), d(101, 2), d(101, 2)));
+    assert_eq!(c.volume, Decimal::MAX - Decimal::new(9, 0));
+    assert_eq!(c.trades, 2);
+}
+
+/// The stage's handler dead-letters what decoding refuses (a size above the maximum, a time in
+/// microseconds or `i64::MAX`) with the reason, and builds the same candles as without them.
+#[tokio::test]
+async fn poison_ticks_are_dead_lettered_and_the_rest_counts() {
+    let good = [
+        tick("BTC-USDT", 1, 100, 1, 1_000),
+        tick("BTC-USDT", 2, 102, 1, 2_000),
+        tick("BTC-USDT", 3, 100, 1, 61_000),
+    ];
+    let poison = |id: u64, size: &str, ts_ms: i64| -> Vec<u8> {
+        let t = tick("BTC-USDT", id, 100, 1, ts_ms);
+        let text = String::from_utf8(codec::encode(&t)).unwrap_or_default();
+        text.replace("\"size\":\"0.001\"", &format!("\"size\":\"{size}\""))
+            .into_bytes()
+    };
+    let payloads = vec![
+        codec::encode(&good[0]),
+        poison(10, "79228162514264337593543950335", 1_500),
+        poison(11, "50000000000000000000000000000", 1_600),
+        poison(12, "0.001", 1_700_000_000_000_000), // microseconds
+        poison(13, "0.001", i64::MAX),
+        poison(14, "1e20", 1_800),
+        codec::encode(&good[1]),
+        codec::encode(&good[2]),
+    ];
+    let batch: Vec<Inbound> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(o, payload)| Inbound {
+            topic: "ticks".into(),
+            partition: 0,
+            offset: o as i64,
+            key: None,
+            payload,
+        })
+        .collect();
+    let mut b = builder(0);
+    let fx = b.handle(batch).await.expect("handled");
+    let reasons: Vec<&str> = fx.dead.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 5, "{reasons:#?}");
+    for (r, want) in reasons.iter().zip([
+        "above the maximum",
+        "above the maximum",
+        "after 2200-01-01",
+        "after 2200-01-01",
+        "above the maximum",
+    ]) {
+        assert!(r.contains(want), "{r} lacks {want}");
+    }
+    let mut clean = builder(0);
+    let (_, want) = run(&mut clean, &good);
+    let got: Vec<Candle> = fx
+        .records
+        .iter()
+        .map(|r| codec::decode(&r.payload).expect("a candle"))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        got.len(),
+        1,
+        "the first window closed, and nothing in the future opened"
+    );
+}

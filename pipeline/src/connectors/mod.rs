@@ -223,17 +223,19 @@ pub fn json_err(e: serde_json::Error) -> FrameError {
     FrameError::Json(e.to_string())
 }
 
-/// Parses a decimal price or size given as text, which must be > 0.
+/// Parses a tick's price or size given as text: > 0, at most
+/// [`MAX_TICK_DECIMAL`](crate::domain::MAX_TICK_DECIMAL), at most
+/// [`MAX_TICK_SCALE`](crate::domain::MAX_TICK_SCALE) decimals.
 pub fn positive_decimal(field: &'static str, s: &str) -> Result<Decimal, FrameError> {
     let d = crate::domain::decimal_text::parse(s)
         .map_err(|reason| FrameError::Field { field, reason })?;
-    if d <= Decimal::ZERO {
-        return Err(FrameError::Field {
+    match crate::domain::tick_decimal_problem(d) {
+        None => Ok(d),
+        Some(why) => Err(FrameError::Field {
             field,
-            reason: format!("`{s}` is not > 0"),
-        });
+            reason: format!("`{s}`: {why}"),
+        }),
     }
-    Ok(d)
 }
 
 /// Parses an RFC 3339 UTC timestamp (`2021-04-17T10:11:12.123456Z`) into epoch milliseconds

@@ -384,6 +384,22 @@ impl Core {
                         Err(_) => break,
                     }
                 }
+                // Every tick meets the codec's checks before it is published (a connector
+                // decodes what the exchange sent; a size past the maximum or a time in
+                // microseconds is the exchange's, not a reason to stop): the others go to the
+                // dead-letter topic with the reason.
+                let mut valid = Vec::with_capacity(ticks.len());
+                for t in ticks {
+                    match t.check() {
+                        Ok(()) => valid.push(t),
+                        Err(e) => bad.push(BadFrame {
+                            frame_no: -1,
+                            reason: format!("invalid tick: {e}"),
+                            text: String::from_utf8_lossy(&codec::encode(&t)).into_owned(),
+                        }),
+                    }
+                }
+                let ticks = valid;
                 let received = crate::now_ms();
                 let lag = telemetry::FEED_LAG.with_label_values(&[self.name]);
                 for t in &ticks {
