@@ -95,6 +95,28 @@ fn json_lines_carry_the_exact_scores() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `text` written to `file`, then `tickcast backtest` of the naive model at horizons 1 and 2 on
+/// it as BTC-USDT, JSON lines: (stdout, stderr) of a successful run.
+fn naive_on(file: &std::path::Path, text: &str) -> (String, String) {
+    std::fs::write(file, text).unwrap();
+    let out = tickcast(&[
+        "backtest",
+        "--data",
+        file.to_str().unwrap(),
+        "--symbol",
+        "BTC-USDT",
+        "--models",
+        "naive",
+        "--no-ensemble",
+        "--horizons",
+        "1,2",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
 /// Trades whose 1-minute candles close at 100, 102, 99, 103, 101, (no trade: an explicit empty
 /// candle at 101), 95, 96; the last trade opens a window that never closes. A duplicate and a
 /// late trade change nothing.
@@ -117,21 +139,7 @@ const TRADES: &str = "local_ts_ns,trade_time_ms,symbol,trade_id,price,qty,is_buy
 fn trades_make_candles_through_the_stream_code_and_score_exactly() {
     let dir = std::env::temp_dir().join(format!("tickcast-bt-trades-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("binance_spot_BTCUSDT_trades.csv");
-    std::fs::write(&file, TRADES).unwrap();
-    let out = tickcast(&[
-        "backtest",
-        "--data",
-        file.to_str().unwrap(),
-        "--models",
-        "naive",
-        "--no-ensemble",
-        "--horizons",
-        "1,2",
-        "--json",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, stderr) = naive_on(&dir.join("binance_spot_BTCUSDT_trades.csv"), TRADES);
     assert!(
         stderr.contains(
             "12 trades → 8 candles of 1m (1 empty, 1 duplicates, 1 late, 0 gaps left unfilled, \
@@ -139,8 +147,7 @@ fn trades_make_candles_through_the_stream_code_and_score_exactly() {
         ),
         "{stderr}"
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -173,26 +180,7 @@ fn trades_make_candles_through_the_stream_code_and_score_exactly() {
 fn invalid_trade_rows_are_skipped_and_counted() {
     let dir = std::env::temp_dir().join(format!("tickcast-bt-poison-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let run = |name: &str, text: &str| {
-        let file = dir.join(name);
-        std::fs::write(&file, text).unwrap();
-        let out = tickcast(&[
-            "backtest",
-            "--data",
-            file.to_str().unwrap(),
-            "--symbol",
-            "BTC-USDT",
-            "--models",
-            "naive",
-            "--no-ensemble",
-            "--horizons",
-            "1,2",
-            "--json",
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        (String::from_utf8(out.stdout).unwrap(), stderr)
-    };
+    let run = |name: &str, text: &str| naive_on(&dir.join(name), text);
     let (clean, _) = run("clean_trades.csv", TRADES);
     let mut poisoned = String::new();
     for (i, line) in TRADES.lines().enumerate() {
