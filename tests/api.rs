@@ -164,6 +164,23 @@ async fn api(mode: Mode) {
     };
 
     assert_eq!(get("/healthz").await, (200, "ok".to_string()));
+    // Every answer says nosniff and no-referrer; the dashboard page also its CSP and no framing.
+    for path in ["/", "/healthz", "/api/v1/nope", "/assets/app.js"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        if path == "/" {
+            assert_eq!(h["x-frame-options"], "DENY");
+            assert_eq!(
+                h["content-security-policy"],
+                tickcast_api::dashboard::CONTENT_SECURITY_POLICY
+            );
+            assert!(
+                tickcast_api::dashboard::CONTENT_SECURITY_POLICY.contains("script-src 'self';")
+            );
+        }
+    }
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(
@@ -487,6 +504,17 @@ async fn alerts_api(mode: Mode) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("request body larger than the limit of ")),
+        "{body}"
+    );
 
     // Events, newest first, filtered.
     let (status, v) = {

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
+pub mod headers;
 pub mod health;
 pub mod live;
 pub mod openapi;
@@ -153,6 +154,11 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::middleware::map_response(
+            move |resp: axum::response::Response| async move {
+                headers::harden(resp, limits.body_bytes)
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
