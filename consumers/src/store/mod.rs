@@ -227,7 +227,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
     } else {
-        bail!("unsupported database URL `{url}`: expected postgres://… or sqlite:…")
+        bail!(
+            "unsupported database URL `{}`: expected postgres://… or sqlite:…",
+            postgres::redact(url)
+        )
     }
 }
 

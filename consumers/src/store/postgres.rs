@@ -46,16 +46,41 @@ impl PgStore {
     }
 }
 
-/// The URL without its password, for messages.
+/// The URL without its secrets, for messages: the password of the user part
+/// (`postgres://u:***@h/db`) and the value of every query parameter that names a secret
+/// (`password`, `sslpassword`, anything with `pass`, `secret` or `token` in its name).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+            let creds = &head[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &head[..s + 3], &head[at..]),
+                None => head.to_string(),
+            }
         }
-        _ => url.to_string(),
+        _ => head.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if is_secret_name(k) => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+fn is_secret_name(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["pass", "secret", "token"].iter().any(|w| k.contains(w))
 }
 
 async fn stored_offsets(
@@ -359,5 +384,23 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+        for (url, want) in [
+            (
+                "postgres://h/db?user=u&password=secret",
+                "postgres://h/db?user=u&password=***",
+            ),
+            (
+                "postgres://u:p%40ss@h/db?sslmode=require&sslpassword=k&PassWord=x",
+                "postgres://u:***@h/db?sslmode=require&sslpassword=***&PassWord=***",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://u:@h/db?token=t",
+                "postgres://u:***@h/db?token=***",
+            ),
+            ("not a url ?password=x", "not a url ?password=***"),
+        ] {
+            assert_eq!(super::redact(url), want, "{url}");
+        }
     }
 }
