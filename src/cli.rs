@@ -221,6 +221,10 @@ pub struct StageArgs {
         default_value = ""
     )]
     pub alert_webhook_secret: String,
+    /// Send webhook alerts unsigned when no secret is set (without it, a webhook URL with an
+    /// empty secret is refused at start: receivers could not tell our alerts from anyone's).
+    #[arg(long, env = "TICKCAST_ALERT_WEBHOOK_UNSIGNED")]
+    pub alert_webhook_unsigned: bool,
     /// Tries per event before it becomes a dead letter.
     #[arg(long, env = "TICKCAST_ALERT_WEBHOOK_MAX_TRIES", default_value_t = 8)]
     pub alert_webhook_max_tries: u32,
@@ -276,6 +280,14 @@ impl StageArgs {
         {
             if self.alert_webhook_max_tries == 0 {
                 bail!("--alert-webhook-max-tries must be at least 1");
+            }
+            if self.alert_webhook_secret.is_empty() && !self.alert_webhook_unsigned {
+                bail!(
+                    "--alert-webhook-url is set but the webhook secret is empty, so receivers \
+                     could not verify the alerts: set TICKCAST_ALERT_WEBHOOK_SECRET \
+                     (--alert-webhook-secret), or pass --alert-webhook-unsigned \
+                     (TICKCAST_ALERT_WEBHOOK_UNSIGNED=true) to send them unsigned"
+                );
             }
             let mut w = tickcast_consumers::alerts::WebhookSettings::new(
                 "default",

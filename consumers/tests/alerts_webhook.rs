@@ -301,3 +301,49 @@ async fn deliveries_dead_letter_after_the_last_try() {
         }
     }
 }
+
+/// A 3xx is a failed try, never followed: the signed body reaches only the configured URL, and
+/// the try's error names where the redirect pointed.
+#[tokio::test]
+async fn redirects_are_failed_tries_and_never_followed() {
+    for (store, _dir) in stores("alerts_webhook_redirect").await {
+        put_rules(store.as_ref(), &[hook_rule()]).await;
+        let (target, target_log) = endpoint(0, StatusCode::OK).await;
+        let location = target.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let to = location.clone();
+                async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let moved = Deliverer::new(store.clone(), settings("moved", &url, 2)).expect("client");
+        let (trigger, signal) = shutdown::channel();
+        let mut stage = stage(&store).with_webhook(moved.handle());
+        let task = tokio::spawn(moved.run(signal));
+        let events = drive(&mut stage, &mut Feed::new(), &flipping_inputs()).await;
+        stage.acknowledged(true).await.expect("checkpoint");
+        let dead = settle(store.as_ref(), "moved", events.len(), DeliveryStatus::Dead).await;
+        let want = format!("HTTP 307 Temporary Redirect to {target}: redirects are not followed");
+        assert!(
+            dead.iter()
+                .all(|d| d.attempts == 2 && d.last_error.as_deref() == Some(want.as_str())),
+            "{dead:?}"
+        );
+        assert_eq!(
+            target_log.lock().expect("log").requests,
+            0,
+            "followed a redirect"
+        );
+        trigger.fire();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("deliverer stops")
+            .expect("deliverer task");
+    }
+}

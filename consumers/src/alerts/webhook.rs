@@ -171,8 +171,11 @@ enum Try {
 
 impl Deliverer {
     pub fn new(store: Arc<dyn Store>, settings: WebhookSettings) -> Result<Self> {
+        // Redirects are not followed: the signed body goes to the configured URL only, and a
+        // 3xx is a failed try that names where it pointed.
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the webhook HTTP client")?;
         Ok(Self {
@@ -254,22 +257,31 @@ impl Deliverer {
     async fn try_once(&self, job: &DeliveryJob) -> Try {
         let s = &self.settings;
         let body = job.body.clone().into_bytes();
-        let sig = sign(&s.secret, &body);
-        let sent = self
+        let mut req = self
             .client
             .post(&s.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sig)
-            .header(EVENT_ID_HEADER, &job.event_id)
-            .body(body)
-            .send()
-            .await;
+            .header(EVENT_ID_HEADER, &job.event_id);
+        // An empty secret means unsigned (the command line allows it only when asked to).
+        if !s.secret.bytes().is_empty() {
+            req = req.header(SIGNATURE_HEADER, sign(&s.secret, &body));
+        }
+        let sent = req.body(body).send().await;
         match sent {
             Err(e) => Try::Retryable(format!("request failed: {e}")),
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
                     Try::Ok
+                } else if status.is_redirection() {
+                    let to = resp
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("(no Location)")
+                        .to_string();
+                    tracing::warn!(endpoint = %s.name, %status, location = %to, "webhook redirected: not followed");
+                    Try::Retryable(format!("HTTP {status} to {to}: redirects are not followed"))
                 } else if status.is_server_error()
                     || status == reqwest::StatusCode::REQUEST_TIMEOUT
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS

@@ -1,0 +1,48 @@
+//! Settings that cannot work are refused at start with a message that says what to do, before
+//! anything runs: a webhook URL with an empty signing secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn demo(extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--status-every", "0"])
+        .args(extra)
+        .env_remove("TICKCAST_ALERT_WEBHOOK_SECRET")
+        .env_remove("TICKCAST_ALERT_WEBHOOK_UNSIGNED")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tickcast demo")
+}
+
+#[test]
+fn a_webhook_without_a_secret_is_refused_unless_unsigned_is_asked_for() {
+    let hook = ["--alert-webhook-url", "http://127.0.0.1:9/hook"];
+    let out = demo(&hook).wait_with_output().expect("demo ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the webhook secret is empty")
+            && stderr.contains("TICKCAST_ALERT_WEBHOOK_SECRET")
+            && stderr.contains("--alert-webhook-unsigned"),
+        "{stderr}"
+    );
+    // Asked for unsigned, it starts and keeps running.
+    let mut child = demo(&[&hook[..], &["--alert-webhook-unsigned"]].concat());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll") {
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "demo with --alert-webhook-unsigned ended: {status}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+}
