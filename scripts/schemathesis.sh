@@ -25,7 +25,7 @@ fi
 
 work="$(mktemp -d)"
 out="$work/demo.out"
-token="schemathesis-$$"
+token="schemathesis-token-$$"
 "$bin" demo --api-token "$token" --listen 127.0.0.1:0 --intervals 10s --history-minutes 15 --models naive \
   --horizons 1,3 --status-every 0 --db "$work/demo.db" >"$out" 2>"$work/demo.err" &
 demo=$!

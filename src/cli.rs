@@ -330,10 +330,13 @@ pub struct ApiArgs {
     /// needs only the database).
     #[arg(long, env = "TICKCAST_API_NO_LIVE")]
     pub no_live: bool,
-    /// Bearer token that authorises mutations (alert rules). Unset: mutations are refused.
-    /// Never logged.
+    /// Bearer token that authorises mutations (alert rules), at least 16 characters. Unset:
+    /// mutations are refused. Never logged.
     #[arg(long, env = "TICKCAST_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File holding the API token (a Docker or Kubernetes secret), instead of --api-token.
+    #[arg(long, env = "TICKCAST_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
     /// How long answers of /api/v1/forecasts/latest are reused, in milliseconds (0: never).
     #[arg(long, env = "TICKCAST_LATEST_CACHE_MS", default_value_t = 500)]
     pub latest_cache_ms: u64,
@@ -399,6 +402,36 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The shortest API token accepted: shorter ones can be guessed.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
+
+/// The API token from `--api-token` or the file `--api-token-file` names (one trailing newline
+/// dropped), refused when both are given or when it is shorter than [`MIN_API_TOKEN_CHARS`].
+/// `None` (mutations disabled) when neither is set or the token is empty.
+pub fn api_token(flag: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+    let token = match (flag.filter(|t| !t.trim().is_empty()), file) {
+        (Some(_), Some(_)) => bail!("give the API token once: --api-token or --api-token-file"),
+        (Some(t), None) => t.trim().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API token file {}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let n = token.chars().count();
+    if n < MIN_API_TOKEN_CHARS {
+        bail!(
+            "the API token has {n} characters; at least {MIN_API_TOKEN_CHARS} are needed \
+             (for example `openssl rand -hex 16`)"
+        );
+    }
+    Ok(Some(token))
+}
+
 async fn healthcheck(args: &HealthcheckArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(args.timeout_secs.clamp(0.1, 300.0));
     let client = reqwest::Client::builder().timeout(timeout).build()?;
@@ -441,6 +474,7 @@ async fn run_stages(args: RunArgs) -> Result<()> {
 }
 
 async fn api(args: ApiArgs) -> Result<()> {
+    let token = api_token(args.api_token.as_deref(), args.api_token_file.as_deref())?;
     let store = store::open(&args.db.database_url).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -448,7 +482,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     println!("tickcast API at http://{}", listener.local_addr()?);
     let (_trigger, signal) = shutdown_on_signals();
     let mut state = tickcast_api::AppState::new(store)
-        .with_token(args.api_token.as_deref())
+        .with_token(token.as_deref())
         .with_latest_ttl(Duration::from_millis(args.latest_cache_ms));
     if !args.no_live {
         let cluster = args.kafka.cluster();

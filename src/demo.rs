@@ -38,9 +38,13 @@ pub struct DemoArgs {
     /// SQLite file (default: a fresh file in the temp directory, removed at exit).
     #[arg(long)]
     pub db: Option<PathBuf>,
-    /// Bearer token that authorises API mutations (alert rules); unset: read-only.
+    /// Bearer token that authorises API mutations (alert rules), at least 16 characters; unset:
+    /// read-only.
     #[arg(long, env = "TICKCAST_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File holding the API token, instead of --api-token.
+    #[arg(long, env = "TICKCAST_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
     /// Simulator seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -55,6 +59,8 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
+    // Settings first: a bad one stops here, before anything starts.
+    let token = crate::cli::api_token(args.api_token.as_deref(), args.api_token_file.as_deref())?;
     let broker = Arc::new(EmbeddedBroker::start(1)?);
     let mut settings = KafkaSettings::new(broker.bootstrap());
     settings.session_timeout_ms = 6_000;
@@ -125,7 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let status_store = store.clone();
     let state = tickcast_api::AppState::new(store)
         .with_rules_trigger(rules_changed)
-        .with_token(args.api_token.as_deref())
+        .with_token(token.as_deref())
         .with_live(hub)
         .with_broker(settings.clone());
     let addr = listener.local_addr()?;
