@@ -57,16 +57,8 @@ phase() { # phase NAME: records the time since the previous phase ended
 }
 
 # --- Tools -------------------------------------------------------------------------------
-need=()
-for pkg in podman runc docker-compose debootstrap curl python3 python3-yaml openjdk-17-jre-headless \
-  maven; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [[ ${#need[@]} -gt 0 ]]; then
-  log "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+bash scripts/debian-packages.sh podman runc docker-compose debootstrap curl python3 python3-yaml \
+  openjdk-17-jre-headless maven
 mkdir -p "$work"
 # podman here: runc (crun cannot use this machine's hybrid cgroups), cgroupfs (no systemd), and
 # no default ulimits (setrlimit is refused in this sandbox).

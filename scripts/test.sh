@@ -25,16 +25,8 @@ t_all="$(now)"
 # --- Build prerequisites (rdkafka-sys builds librdkafka from source; Mesa's
 # lavapipe is the Vulkan device of the LSTM's wgpu test; Chromium runs the dashboard's
 # browser test; python3-venv hosts schemathesis) ------------------------------
-need=()
-for pkg in gcc g++ make cmake pkg-config zlib1g-dev curl mesa-vulkan-drivers libvulkan1 \
-  chromium python3-venv; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [[ ${#need[@]} -gt 0 ]]; then
-  log "installing build prerequisites: ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+bash scripts/debian-packages.sh gcc g++ make cmake pkg-config zlib1g-dev curl \
+  mesa-vulkan-drivers libvulkan1 chromium python3-venv
 if ! command -v cargo >/dev/null && [[ -f "$HOME/.cargo/env" ]]; then
   # shellcheck disable=SC1091
   source "$HOME/.cargo/env"

@@ -405,16 +405,16 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// The shortest API token accepted: shorter ones can be guessed.
 pub const MIN_API_TOKEN_CHARS: usize = 16;
 
-/// The API token from `--api-token` or the file `--api-token-file` names (one trailing newline
-/// dropped), refused when both are given or when it is shorter than [`MIN_API_TOKEN_CHARS`].
-/// `None` (mutations disabled) when neither is set or the token is empty.
+/// The API token from `--api-token` or the file `--api-token-file` names (surrounding
+/// whitespace, a trailing newline among it, dropped), refused when both are given or when it is
+/// shorter than [`MIN_API_TOKEN_CHARS`]. `None` (mutations disabled) when neither is set or the
+/// token is empty.
 pub fn api_token(flag: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
     let token = match (flag.filter(|t| !t.trim().is_empty()), file) {
         (Some(_), Some(_)) => bail!("give the API token once: --api-token or --api-token-file"),
         (Some(t), None) => t.trim().to_string(),
         (None, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the API token file {}", path.display()))?
-            .trim_end_matches(['\n', '\r'])
             .trim()
             .to_string(),
         (None, None) => return Ok(None),

@@ -26,25 +26,8 @@ fn tickcast(args: &[&str]) -> std::process::Output {
 fn json_lines_carry_the_exact_scores() {
     let dir = std::env::temp_dir().join(format!("tickcast-backtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("candles.csv");
-    std::fs::write(&file, CSV).unwrap();
-    let out = tickcast(&[
-        "backtest",
-        "--data",
-        file.to_str().unwrap(),
-        "--symbol",
-        "BTC-USDT",
-        "--horizons",
-        "1,2",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let (stdout, _) = backtest_on(&dir.join("candles.csv"), CSV, &[]);
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -95,26 +78,30 @@ fn json_lines_carry_the_exact_scores() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `text` written to `file`, then `tickcast backtest` of the naive model at horizons 1 and 2 on
-/// it as BTC-USDT, JSON lines: (stdout, stderr) of a successful run.
-fn naive_on(file: &std::path::Path, text: &str) -> (String, String) {
+/// `text` written to `file`, then `tickcast backtest` on it as BTC-USDT at horizons 1 and 2,
+/// JSON lines, with `extra` arguments: (stdout, stderr) of a successful run.
+fn backtest_on(file: &std::path::Path, text: &str, extra: &[&str]) -> (String, String) {
     std::fs::write(file, text).unwrap();
-    let out = tickcast(&[
+    let data = file.to_str().unwrap();
+    let base = [
         "backtest",
         "--data",
-        file.to_str().unwrap(),
+        data,
         "--symbol",
         "BTC-USDT",
-        "--models",
-        "naive",
-        "--no-ensemble",
         "--horizons",
         "1,2",
         "--json",
-    ]);
+    ];
+    let out = tickcast(&[&base[..], extra].concat());
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
+/// [`backtest_on`] with the naive model alone.
+fn naive_on(file: &std::path::Path, text: &str) -> (String, String) {
+    backtest_on(file, text, &["--models", "naive", "--no-ensemble"])
 }
 
 /// Trades whose 1-minute candles close at 100, 102, 99, 103, 101, (no trade: an explicit empty

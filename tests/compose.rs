@@ -201,16 +201,7 @@ fn build_of(svc: &Value, stages: &[Stage]) -> Option<Result<Build, String>> {
     }
     let args = b["args"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), String::from),
-                    )
-                })
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), scalar_text(v))).collect())
         .unwrap_or_default();
     Some(Ok(Build { stage, args }))
 }
@@ -253,20 +244,9 @@ fn listening_ports(name: &str, svc: &Value) -> BTreeSet<u16> {
             ports.insert(p);
         }
     }
-    // `--listen ADDR` / `--listen=ADDR` on the command line (the replay exchange).
-    let cmd: Vec<&str> = svc["command"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for (i, a) in cmd.iter().enumerate() {
-        let addr = match a.strip_prefix("--listen") {
-            Some("") => cmd.get(i + 1).copied(),
-            Some(v) => v.strip_prefix('='),
-            None => None,
-        };
-        if let Some(p) = addr.and_then(port_of) {
-            ports.insert(p);
-        }
+    // `--listen ADDR` on the command line (the replay exchange).
+    if let Some(p) = flag_value(&command(svc), "--listen").and_then(port_of) {
+        ports.insert(p);
     }
     match name {
         "kafka" => ports.extend([9092, 9093]),
@@ -276,6 +256,30 @@ fn listening_ports(name: &str, svc: &Value) -> BTreeSet<u16> {
         _ => {}
     }
     ports
+}
+
+/// A service's `command` as its words.
+fn command(svc: &Value) -> Vec<&str> {
+    svc["command"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The value of `flag` in a command: `--flag VALUE` or `--flag=VALUE`.
+fn flag_value<'a>(cmd: &[&'a str], flag: &str) -> Option<&'a str> {
+    cmd.iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix(flag) {
+            Some("") => cmd.get(i + 1).copied(),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        })
+}
+
+/// A YAML scalar as text (`"6"` and `6` alike).
+fn scalar_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), String::from)
 }
 
 fn is_tickcast(svc: &Value) -> bool {
@@ -349,16 +353,11 @@ fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
                 })
                 .unwrap_or_default();
             for (k, v) in svc["environment"].as_object().into_iter().flatten() {
-                let v = v.as_str().map_or_else(|| v.to_string(), String::from);
-                env.insert(k.clone(), (v, "the service".into()));
+                env.insert(k.clone(), (scalar_text(v), "the service".into()));
             }
-            let cmd_device = svc["command"].as_array().and_then(|a| {
-                let a: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
-                a.iter()
-                    .position(|x| *x == "--lstm-device")
-                    .and_then(|i| a.get(i + 1))
-                    .map(|d| (d.to_string(), "the command".to_string()))
-            });
+            let cmd = command(svc);
+            let cmd_device = flag_value(&cmd, "--lstm-device")
+                .map(|d| (d.to_string(), "the command".to_string()));
             if let Some((device, whence)) =
                 cmd_device.or_else(|| env.get("TICKCAST_LSTM_DEVICE").cloned())
             {
@@ -379,10 +378,6 @@ fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
                     Ok(_) => {}
                 }
             }
-            let cmd: Vec<&str> = svc["command"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
             match cmd.first() {
                 None => errs.push(format!("{name}: no command")),
                 Some(sub) if !subcommands.contains(sub) => {

@@ -105,10 +105,10 @@ impl Series {
         None
     }
 
-    /// Adds a trade to the window starting at `start` (not closed; [`Series::overflow`] said
-    /// it fits). The open is the earliest
-    /// trade by event time and the close the latest (ties: the one read first, resp. last), so a
-    /// tick that arrives out of order within the allowed lateness does not become the close.
+    /// Adds a trade to the window starting at `start` (not closed; [`Series::overflow`] said it
+    /// fits). The open is the earliest trade by event time and the close the latest (ties: the
+    /// one read first, resp. last), so a tick that arrives out of order within the allowed
+    /// lateness does not become the close.
     pub fn apply(&mut self, start: i64, spec: &Spec, t: &Tick, offset: i64) {
         let w = self.open.entry(start).or_insert_with(|| Window {
             candle: Candle {
