@@ -4,6 +4,8 @@
 #
 #   scripts/postgres.sh start   # prints DATABASE_URL=postgres://... on stdout
 #   scripts/postgres.sh stop    # stops the server and deletes its dir
+#   scripts/postgres.sh pause   # stops the server (fast mode), keeping its data
+#   scripts/postgres.sh resume  # starts a paused server again on the same data
 #
 # Environment (all optional):
 #   PG_PORT   TCP port (default 35432)
@@ -141,8 +143,31 @@ cmd_stop() {
   rm -rf "$PG_DIR"
 }
 
+# Outage drills (tests/store_outage.rs, tests/chaos.rs): the server goes away and
+# comes back on the same data dir and port.
+cmd_pause() {
+  [[ -f "$PG_DIR/datadir" ]] || die "no server under $PG_DIR"
+  local d; d="$(cat "$PG_DIR/datadir")"
+  ensure_postgres
+  setup_user
+  "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$d" -m fast -w -t 60 stop >&2 || die "pg_ctl stop failed"
+  log "paused (data kept in $d)"
+}
+
+cmd_resume() {
+  [[ -f "$PG_DIR/datadir" ]] || die "no server under $PG_DIR"
+  local d; d="$(cat "$PG_DIR/datadir")"
+  ensure_postgres
+  setup_user
+  "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$d" -l "$d/server.log" -w -t 60 start >&2 \
+    || { tail -n 30 "$d/server.log" >&2 || true; die "pg_ctl start failed"; }
+  log "resumed on 127.0.0.1:$PG_PORT"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  pause) cmd_pause ;;
+  resume) cmd_resume ;;
+  *) echo "usage: $0 start|stop|pause|resume" >&2; exit 2 ;;
 esac

@@ -455,12 +455,12 @@ async fn run_stages(args: RunArgs) -> Result<()> {
     let needs_store =
         args.stages.contains(&StageKind::Sink) || args.stages.contains(&StageKind::Alert);
     let wants_store = needs_store || args.stages.contains(&StageKind::Forecast);
+    let (_trigger, signal) = shutdown_on_signals();
     let store = match &args.database_url {
-        Some(url) if wants_store => Some(store::open(url).await?),
+        Some(url) if wants_store => Some(store::open_waiting(url, &mut signal.clone()).await?),
         None if needs_store => bail!("--stages sink and alert need --database-url or DATABASE_URL"),
         _ => None,
     };
-    let (_trigger, signal) = shutdown_on_signals();
     args.metrics.spawn(signal.clone()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for kind in args.stages {

@@ -84,8 +84,12 @@ pub fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
 }
 
 impl From<anyhow::Error> for ApiError {
+    /// A store that cannot be reached is a 503 that says so; anything else a 500.
     fn from(e: anyhow::Error) -> Self {
-        Self::Internal(e)
+        match tickcast_consumers::store::unavailable(&e) {
+            Some(why) => Self::Unavailable(format!("the store is unavailable: {why}")),
+            None => Self::Internal(e),
+        }
     }
 }
 

@@ -75,8 +75,8 @@ impl Sink {
 }
 
 impl Handler for Sink {
-    async fn handle(&mut self, batch: Vec<Inbound>) -> Result<Effects> {
-        let (rows, dead) = self.decode(&batch);
+    async fn handle(&mut self, batch: &[Inbound]) -> Result<Effects> {
+        let (rows, dead) = self.decode(batch);
         let WriteSummary {
             candles,
             forecasts,
@@ -104,5 +104,9 @@ impl Handler for Sink {
             dead,
             commit: None,
         })
+    }
+
+    async fn ready(&mut self) -> Result<()> {
+        self.store.ping().await
     }
 }

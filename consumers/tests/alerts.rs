@@ -390,7 +390,7 @@ async fn restart_in_the_middle_of_a_for_duration_resumes_exactly() {
             ])
         );
         let lost = first
-            .handle(feed.messages(&all[7..9]))
+            .handle(&feed.messages(&all[7..9]))
             .await
             .expect("handle");
         assert_eq!(

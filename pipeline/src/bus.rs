@@ -49,7 +49,8 @@ impl KafkaSettings {
         c
     }
 
-    /// An idempotent producer: acks=all, lz4, batching with a short linger.
+    /// An idempotent producer: acks=all, lz4, batching with a short linger, and deliveries that
+    /// wait for the broker however long it is away.
     pub fn producer(&self) -> Result<FutureProducer> {
         self.base_config()
             .set("enable.idempotence", "true")
@@ -58,7 +59,9 @@ impl KafkaSettings {
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
-            .set("message.timeout.ms", "120000")
+            // No delivery timeout: a broker outage is waited out (records stay queued, and
+            // callers await each batch, which bounds the queue) instead of failing the send.
+            .set("message.timeout.ms", "0")
             .create()
             .context("creating Kafka producer")
     }

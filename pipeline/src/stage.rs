@@ -18,12 +18,14 @@
 //! Every few seconds the runner reports its consumer lag per input partition
 //! ([`telemetry::CONSUMER_LAG`], see [`LagReporter`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use futures_util::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
@@ -76,12 +78,25 @@ impl Resume {
 
 /// The stage-specific step. Tests call it directly.
 pub trait Handler: Send {
-    fn handle(&mut self, batch: Vec<Inbound>) -> impl Future<Output = Result<Effects>> + Send;
+    /// Handles one batch. When it returns an error, the handler's state must be as it was
+    /// before the call (read from the store first, change state after), because the runner
+    /// hands the same batch in again once the store answers. A panic is caught; the runner then
+    /// forgets the batch's partitions ([`Handler::revoked`]) and reads them again from the
+    /// committed offsets, so state a panic left half-changed is never used.
+    fn handle(&mut self, batch: &[Inbound]) -> impl Future<Output = Result<Effects>> + Send;
+
+    /// Whether what the handler depends on (its store) answers. Asked after a failed batch or
+    /// checkpoint: an error means an outage, which the runner waits out and then retries;
+    /// `Ok` means the failure came from the batch itself, which is then isolated.
+    fn ready(&mut self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// Called once the batch's records are acknowledged (and with `last` at shutdown, after
     /// the final batch): a stage that checkpoints its state elsewhere writes it here and
     /// returns the offsets that checkpoint covers, which are stored instead of the batch's.
-    /// `None` keeps the batch's offsets.
+    /// `None` keeps the batch's offsets. An error is retried (with backoff, until the store
+    /// answers); nothing is stored meanwhile.
     fn acknowledged(
         &mut self,
         _last: bool,
@@ -100,7 +115,8 @@ pub trait Handler: Send {
     /// with it (empty when nothing was). Called before the first batch that holds it.
     fn assigned(&mut self, _topic: &str, _partition: i32, _metadata: &str) {}
 
-    /// A partition left this consumer (rebalance): forget its state.
+    /// A partition left this consumer (rebalance), or is read again from its committed offset
+    /// after a failed batch: forget its state.
     fn revoked(&mut self, _topic: &str, _partition: i32) {}
 }
 
@@ -116,7 +132,23 @@ pub struct StageOptions {
     pub linger: Duration,
 }
 
+/// Waits between tries while a store (or a checkpoint write) fails: doubling from
+/// [`RETRY_FIRST`] up to [`RETRY_CAP`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between tries.
+pub const RETRY_CAP: Duration = Duration::from_secs(10);
+/// How long [`Handler::ready`] may take before the store counts as down.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries of one record alone (with the store answering) before it is dead-lettered.
+const POISON_TRIES: u32 = 2;
+
 /// Runs a handler over a consumer group until `shutdown` fires.
+///
+/// Nothing a record or an outage does ends it: a batch that fails while the store is down is
+/// retried when the store is back (`tickcast_store_up` is 0 meanwhile); a batch that fails or
+/// panics while the store answers is read again record by record from the committed offsets,
+/// and the record that fails alone is dead-lettered with the reason ([`Isolation`]). Only
+/// set-up errors (no consumer, no producer) end it.
 pub async fn run<H: Handler>(
     settings: &KafkaSettings,
     opts: StageOptions,
@@ -127,12 +159,17 @@ pub async fn run<H: Handler>(
     let publisher = Publisher::new(settings)?;
     let mut lag_report = LagReporter::new(&opts.name);
     tracing::info!(stage = %opts.name, group = %opts.group, inputs = ?opts.inputs, "stage started");
+    telemetry::STORE_UP.with_label_values(&[&opts.name]).set(1);
     let stateful = handler.restores_state();
     // Next offset expected per partition this consumer reads; a partition missing here (new,
     // or revoked since) or a message below it (re-read after a rebalance) restores state first.
     let mut expected: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_plan: BTreeMap<(String, i32), Resume> = BTreeMap::new();
-    loop {
+    let mut isolation = Isolation::default();
+    // Set when shutdown cut a batch short: its effects are not all acknowledged, so no final
+    // checkpoint may cover it.
+    let mut cut_short = false;
+    'batches: loop {
         lag_report.poll(&consumer).await;
         let (batch, revoked) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -141,35 +178,88 @@ pub async fn run<H: Handler>(
         for tp in revoked {
             expected.remove(&tp);
             last_plan.remove(&tp);
+            isolation.forget(&tp);
             handler.revoked(&tp.0, tp.1);
         }
         if batch.is_empty() {
-            if let Some(checkpointed) = handler.acknowledged(false).await? {
-                store_offsets(&consumer, &resume_at(checkpointed))?;
+            match acknowledge(&mut handler, &opts, &mut shutdown, false).await {
+                Some(Some(checkpointed)) => store_offsets(&consumer, &resume_at(checkpointed))?,
+                Some(None) => {}
+                None => break,
             }
             continue;
         }
-        for segment in split_at_rewinds(batch) {
+        let mut steps: VecDeque<Vec<Inbound>> = split_at_rewinds(batch)
+            .into_iter()
+            .flat_map(|segment| isolation.steps(segment, &opts.name))
+            .collect();
+        while let Some(piece) = steps.pop_front() {
             if stateful {
-                restore(&consumer, &mut handler, &segment, &expected)?;
+                restore(&consumer, &mut handler, &piece, &expected, &mut shutdown).await?;
             }
-            for m in &segment {
+            for m in &piece {
                 expected.insert((m.topic.clone(), m.partition), m.offset + 1);
             }
-            let plan = step(&mut handler, &publisher, &opts, segment).await?;
-            store_offsets(&consumer, &plan)?;
-            if stateful {
-                commit_async(&consumer, &plan);
-                last_plan.extend(plan);
+            match step(&mut handler, &publisher, &opts, &piece, &mut shutdown).await? {
+                Outcome::Done(plan) => {
+                    store_offsets(&consumer, &plan)?;
+                    if stateful {
+                        commit_async(&consumer, &plan);
+                        last_plan.extend(plan);
+                    }
+                }
+                Outcome::Stopped => {
+                    cut_short = true;
+                    break 'batches;
+                }
+                Outcome::Failed(reason) => {
+                    telemetry::STAGE_RECOVERIES
+                        .with_label_values(&[&opts.name, "isolate"])
+                        .inc();
+                    let later: Vec<Inbound> = steps.drain(..).flatten().collect();
+                    if let Some(dead) = isolation.failed(&piece, &later, &reason, &opts) {
+                        let record = dead.into_record(&opts.deadletter_topic);
+                        if !publish_until_sent(&publisher, &[record], &opts, &mut shutdown).await {
+                            cut_short = true;
+                            break 'batches;
+                        }
+                        telemetry::DEAD_LETTERS
+                            .with_label_values(&[&opts.name])
+                            .inc();
+                    }
+                    // What succeeded is committed now, so the rewind goes back no further
+                    // than the failed piece.
+                    commit_now(&consumer, stateful, &last_plan, &opts);
+                    // Every partition of the failed piece and of the batch's rest is read
+                    // again from its committed offset, with its state as committed.
+                    let mut again: Vec<(String, i32)> = Vec::new();
+                    for m in piece.iter().chain(&later) {
+                        let tp = (m.topic.clone(), m.partition);
+                        if !again.contains(&tp) {
+                            again.push(tp);
+                        }
+                    }
+                    for tp in &again {
+                        expected.remove(tp);
+                        last_plan.remove(tp);
+                        handler.revoked(&tp.0, tp.1);
+                    }
+                    rewind(&consumer, &again, &opts, &mut shutdown).await;
+                    continue 'batches;
+                }
             }
         }
     }
     lag_report.stop().await;
     publisher.flush(Duration::from_secs(10));
-    match handler.acknowledged(true).await {
-        Ok(Some(checkpointed)) => store_offsets(&consumer, &resume_at(checkpointed))?,
-        Ok(None) => {}
-        Err(e) => tracing::error!(stage = %opts.name, error = %e, "final checkpoint failed"),
+    if cut_short {
+        tracing::info!(stage = %opts.name, "stopped during a batch; its input is read again at the next start");
+    } else {
+        match acknowledge(&mut handler, &opts, &mut shutdown, true).await {
+            Some(Some(checkpointed)) => store_offsets(&consumer, &resume_at(checkpointed))?,
+            Some(None) => {}
+            None => tracing::error!(stage = %opts.name, "final checkpoint failed"),
+        }
     }
     if stateful && !last_plan.is_empty() {
         // The last plan with its metadata: an offset-only commit would skip unchanged offsets.
@@ -184,20 +274,48 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-/// One batch through the handler; outputs and dead letters published and acknowledged.
-/// Returns where each partition resumes.
+/// How one step ended.
+enum Outcome {
+    /// Handled and acknowledged; where each partition resumes.
+    Done(BTreeMap<(String, i32), Resume>),
+    /// The handler failed or panicked while its store answered, or its output could not be
+    /// sent: the reason.
+    Failed(String),
+    /// Shutdown fired before the step's effects were acknowledged.
+    Stopped,
+}
+
+/// One batch through the handler; outputs and dead letters published and acknowledged. A
+/// failure while the store is down is waited out and the batch handled again.
 async fn step<H: Handler>(
     handler: &mut H,
     publisher: &Publisher,
     opts: &StageOptions,
-    batch: Vec<Inbound>,
-) -> Result<BTreeMap<(String, i32), Resume>> {
-    let done = batch_offsets(&batch);
+    batch: &[Inbound],
+    shutdown: &mut Shutdown,
+) -> Result<Outcome> {
+    let done = batch_offsets(batch);
     let n = batch.len();
-    let effects = handler
-        .handle(batch)
-        .await
-        .with_context(|| format!("stage {}", opts.name))?;
+    let effects = loop {
+        let handled = AssertUnwindSafe(handler.handle(batch)).catch_unwind().await;
+        match handled {
+            Ok(Ok(effects)) => break effects,
+            Ok(Err(e)) => {
+                let failure = format!("{e:#}");
+                if !store_down(handler, opts, shutdown, &failure).await {
+                    return Ok(Outcome::Failed(failure));
+                }
+                if shutdown.is_fired() {
+                    return Ok(Outcome::Stopped);
+                }
+            }
+            Err(panic) => {
+                let failure = format!("the {} stage panicked: {}", opts.name, panic_text(&*panic));
+                tracing::error!(stage = %opts.name, error = %failure, records = n, "batch panicked");
+                return Ok(Outcome::Failed(failure));
+            }
+        }
+    };
     let mut records = effects.records;
     let dead = effects.dead.len();
     records.extend(
@@ -206,21 +324,338 @@ async fn step<H: Handler>(
             .into_iter()
             .map(|d| d.into_record(&opts.deadletter_topic)),
     );
-    publisher.publish_all(&records).await?;
+    let Some(sent) = publish_or_stop(publisher, &records, shutdown).await else {
+        return Ok(Outcome::Stopped);
+    };
+    if let Err(e) = sent {
+        // Delivery has no timeout (the producer waits out broker outages), so this is the
+        // output itself (too large, say): isolate the input that made it.
+        return Ok(Outcome::Failed(format!("sending its output: {e:#}")));
+    }
     telemetry::STAGE_MESSAGES
         .with_label_values(&[&opts.name])
         .inc_by(n as u64);
     telemetry::DEAD_LETTERS
         .with_label_values(&[&opts.name])
         .inc_by(dead as u64);
-    if let Some(checkpointed) = handler.acknowledged(false).await? {
-        return Ok(resume_at(checkpointed));
+    match acknowledge(handler, opts, shutdown, false).await {
+        None => Ok(Outcome::Stopped),
+        Some(Some(checkpointed)) => Ok(Outcome::Done(resume_at(checkpointed))),
+        Some(None) => Ok(Outcome::Done(effects.commit.unwrap_or_else(|| {
+            done.into_iter()
+                .map(|(tp, next)| (tp, Resume::at(next)))
+                .collect()
+        }))),
     }
-    Ok(effects.commit.unwrap_or_else(|| {
-        done.into_iter()
-            .map(|(tp, next)| (tp, Resume::at(next)))
-            .collect()
-    }))
+}
+
+/// [`Handler::acknowledged`], tried until it succeeds (waiting out store outages with
+/// backoff). `None`: shutdown fired first.
+async fn acknowledge<H: Handler>(
+    handler: &mut H,
+    opts: &StageOptions,
+    shutdown: &mut Shutdown,
+    last: bool,
+) -> Option<Option<BTreeMap<(String, i32), i64>>> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        let failure = match handler.acknowledged(last).await {
+            Ok(done) => return Some(done),
+            Err(e) => format!("{e:#}"),
+        };
+        if last {
+            // The final checkpoint, at shutdown: one more try, no waiting out an outage (the
+            // input is read again at the next start).
+            tracing::warn!(stage = %opts.name, error = %failure, "final checkpoint failed; trying once more");
+            return handler.acknowledged(true).await.ok();
+        }
+        if store_down(handler, opts, shutdown, &failure).await {
+            if shutdown.is_fired() {
+                return None;
+            }
+            continue;
+        }
+        // The store answers but the checkpoint failed: retry it later, storing nothing.
+        telemetry::STAGE_RECOVERIES
+            .with_label_values(&[&opts.name, "checkpoint"])
+            .inc();
+        tracing::error!(stage = %opts.name, error = %failure, retry_in_ms = wait.as_millis() as u64, "checkpoint failed with the store up; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return None,
+        }
+        wait = (wait * 2).min(RETRY_CAP);
+    }
+}
+
+/// Whether a failure was an outage of the handler's store: if [`Handler::ready`] fails, waits
+/// (with backoff, `tickcast_store_up` at 0) until it answers or shutdown fires, and returns
+/// true. False: the store answers, the failure is the input's.
+async fn store_down<H: Handler>(
+    handler: &mut H,
+    opts: &StageOptions,
+    shutdown: &mut Shutdown,
+    failure: &str,
+) -> bool {
+    let down = match tokio::time::timeout(READY_TIMEOUT, handler.ready()).await {
+        Ok(Ok(())) => return false,
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => format!("no answer within {} s", READY_TIMEOUT.as_secs()),
+    };
+    let gauge = telemetry::STORE_UP.with_label_values(&[&opts.name]);
+    gauge.set(0);
+    telemetry::STAGE_RECOVERIES
+        .with_label_values(&[&opts.name, "store"])
+        .inc();
+    tracing::warn!(stage = %opts.name, error = %failure, store = %down, "store unreachable; waiting for it, nothing is skipped");
+    let started = tokio::time::Instant::now();
+    let mut wait = RETRY_FIRST;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return true,
+        }
+        wait = (wait * 2).min(RETRY_CAP);
+        match tokio::time::timeout(READY_TIMEOUT, handler.ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::debug!(stage = %opts.name, error = %format!("{e:#}"), "store still unreachable")
+            }
+            Err(_) => tracing::debug!(stage = %opts.name, "store still not answering"),
+        }
+    }
+    gauge.set(1);
+    tracing::info!(stage = %opts.name, down_s = started.elapsed().as_secs_f64(), "store answers again; resuming");
+    true
+}
+
+/// How long a send may still take once shutdown fired (the broker may be away for good).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// [`Publisher::publish_all`], given up [`STOP_GRACE`] after shutdown fires (`None`).
+async fn publish_or_stop(
+    publisher: &Publisher,
+    records: &[OutRecord],
+    shutdown: &mut Shutdown,
+) -> Option<Result<()>> {
+    let send = publisher.publish_all(records);
+    tokio::pin!(send);
+    tokio::select! {
+        r = &mut send => return Some(r),
+        _ = shutdown.wait() => {}
+    }
+    tokio::time::timeout(STOP_GRACE, send).await.ok()
+}
+
+/// Sends `records`, retrying failures with backoff until they are acknowledged. False:
+/// shutdown fired first.
+async fn publish_until_sent(
+    publisher: &Publisher,
+    records: &[OutRecord],
+    opts: &StageOptions,
+    shutdown: &mut Shutdown,
+) -> bool {
+    let mut wait = RETRY_FIRST;
+    loop {
+        let Some(sent) = publish_or_stop(publisher, records, shutdown).await else {
+            return false;
+        };
+        match sent {
+            Ok(()) => return true,
+            Err(e) => {
+                telemetry::STAGE_RECOVERIES
+                    .with_label_values(&[&opts.name, "publish"])
+                    .inc();
+                tracing::warn!(stage = %opts.name, error = %format!("{e:#}"), "sending a dead letter failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return false,
+        }
+        wait = (wait * 2).min(RETRY_CAP);
+    }
+}
+
+/// The text of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// What the runner knows about records that failed: which to read one at a time, which were
+/// dead-lettered.
+///
+/// When a batch of several records fails while the store answers, the records up to its end
+/// become *suspect*: after the rewind to the committed offsets they are handled one per step.
+/// A suspect that fails alone [`POISON_TRIES`] times is dead-lettered and skipped from then on
+/// (its offset passes with the next record's). Valid records are handled exactly once more
+/// after each rewind, from state as committed, so none is lost or counted twice.
+#[derive(Debug, Default)]
+pub struct Isolation {
+    /// Per partition: records below this offset are handled alone.
+    suspect: HashMap<(String, i32), i64>,
+    /// Dead-lettered records, skipped when read again.
+    poison: HashSet<(String, i32, i64)>,
+    /// Failures of single records so far.
+    tries: HashMap<(String, i32, i64), u32>,
+}
+
+impl Isolation {
+    /// Splits a segment into steps: runs of ordinary records, and each suspect record alone.
+    /// Known poison is left out (it was dead-lettered when found); when a step would then be
+    /// empty for a partition, its offset still passes with the next record.
+    pub fn steps(&mut self, segment: Vec<Inbound>, stage: &str) -> Vec<Vec<Inbound>> {
+        let mut out: Vec<Vec<Inbound>> = Vec::new();
+        let mut run: Vec<Inbound> = Vec::new();
+        for m in segment {
+            let tp = (m.topic.clone(), m.partition);
+            if self.poison.contains(&(tp.0.clone(), tp.1, m.offset)) {
+                tracing::debug!(stage, topic = %m.topic, partition = m.partition, offset = m.offset, "skipping a dead-lettered record");
+                continue;
+            }
+            match self.suspect.get(&tp) {
+                Some(&end) if m.offset < end => {
+                    if !run.is_empty() {
+                        out.push(std::mem::take(&mut run));
+                    }
+                    out.push(vec![m]);
+                }
+                Some(_) => {
+                    self.suspect.remove(&tp);
+                    run.push(m);
+                }
+                None => run.push(m),
+            }
+        }
+        if !run.is_empty() {
+            out.push(run);
+        }
+        out
+    }
+
+    /// Records a failed step. A lone record that failed [`POISON_TRIES`] times comes back as
+    /// its dead letter; a longer step (and the `later` records of its batch) becomes suspect.
+    pub fn failed(
+        &mut self,
+        step: &[Inbound],
+        later: &[Inbound],
+        reason: &str,
+        opts: &StageOptions,
+    ) -> Option<DeadLetter> {
+        if let [m] = step {
+            let id = (m.topic.clone(), m.partition, m.offset);
+            let tries = self.tries.entry(id.clone()).or_insert(0);
+            *tries += 1;
+            if *tries < POISON_TRIES {
+                return None;
+            }
+            self.tries.remove(&id);
+            self.poison.insert(id);
+            return Some(DeadLetter::new(
+                &opts.name,
+                &m.topic,
+                m.partition,
+                m.offset,
+                reason,
+                &m.payload,
+            ));
+        }
+        tracing::warn!(stage = %opts.name, records = step.len(), error = %reason, "batch failed with the store up; re-reading it record by record");
+        for m in step.iter().chain(later) {
+            let end = self
+                .suspect
+                .entry((m.topic.clone(), m.partition))
+                .or_insert(0);
+            *end = (*end).max(m.offset + 1);
+        }
+        None
+    }
+
+    /// A partition left this consumer: what was known about it goes with it.
+    pub fn forget(&mut self, tp: &(String, i32)) {
+        self.suspect.remove(tp);
+        self.poison.retain(|(t, p, _)| !(*p == tp.1 && *t == tp.0));
+        self.tries
+            .retain(|(t, p, _), _| !(*p == tp.1 && *t == tp.0));
+    }
+}
+
+/// Commits what was stored (with its state, for stateful handlers) and waits for the broker.
+fn commit_now(
+    consumer: &StreamConsumer<LoggingContext>,
+    stateful: bool,
+    last_plan: &BTreeMap<(String, i32), Resume>,
+    opts: &StageOptions,
+) {
+    let done = if stateful {
+        if last_plan.is_empty() {
+            return;
+        }
+        plan_list(last_plan).and_then(|tpl| Ok(consumer.commit(&tpl, CommitMode::Sync)?))
+    } else {
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .map_err(anyhow::Error::from)
+    };
+    if let Err(e) = done {
+        // Nothing stored since the last commit is the usual reason.
+        tracing::debug!(stage = %opts.name, error = %format!("{e:#}"), "commit before a rewind");
+    }
+}
+
+/// Moves `partitions` back to their committed offsets (the earliest offset where nothing was
+/// committed), so they are read again with their state as committed. Retries while the broker
+/// does not answer.
+async fn rewind(
+    consumer: &StreamConsumer<LoggingContext>,
+    partitions: &[(String, i32)],
+    opts: &StageOptions,
+    shutdown: &mut Shutdown,
+) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match seek_committed(consumer, partitions) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(stage = %opts.name, error = %format!("{e:#}"), "rewinding to the committed offsets; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return,
+        }
+        wait = (wait * 2).min(RETRY_CAP);
+    }
+}
+
+fn seek_committed(
+    consumer: &StreamConsumer<LoggingContext>,
+    partitions: &[(String, i32)],
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .context("reading committed offsets")?;
+    for (topic, partition) in partitions {
+        let at = committed
+            .find_partition(topic, *partition)
+            .map(|e| e.offset())
+            .filter(|o| matches!(o, Offset::Offset(_)))
+            .unwrap_or(Offset::Beginning);
+        consumer
+            .seek(topic, *partition, at, Duration::from_secs(10))
+            .with_context(|| format!("seeking {topic}/{partition} to {at:?}"))?;
+    }
+    Ok(())
 }
 
 /// Plain next offsets as resume points without state.
@@ -254,11 +689,12 @@ pub fn split_at_rewinds(batch: Vec<Inbound>) -> Vec<Vec<Inbound>> {
 
 /// Hands the committed metadata of every partition that starts in `batch` (new to this
 /// consumer, or read again from an earlier offset) to the handler.
-fn restore<H: Handler>(
+async fn restore<H: Handler>(
     consumer: &StreamConsumer<LoggingContext>,
     handler: &mut H,
     batch: &[Inbound],
     expected: &HashMap<(String, i32), i64>,
+    shutdown: &mut Shutdown,
 ) -> Result<()> {
     let mut starting: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for m in batch {
@@ -277,9 +713,21 @@ fn restore<H: Handler>(
     for (topic, partition) in starting.keys() {
         tpl.add_partition(topic, *partition);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
-        .context("reading committed offsets and their state")?;
+    // The broker may be down: wait for it rather than guess the state.
+    let mut wait = RETRY_FIRST;
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading committed offsets and their state; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait() => bail!("stopped while restoring partition state"),
+                }
+                wait = (wait * 2).min(RETRY_CAP);
+            }
+        }
+    };
     for ((topic, partition), first) in &starting {
         let metadata = committed
             .find_partition(topic, *partition)

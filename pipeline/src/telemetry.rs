@@ -295,6 +295,26 @@ pub static SINK_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["table"],
     )
 });
+/// Whether a stage's store answers: 1 up, 0 while the stage waits out an outage. Set by the
+/// stage runner when a batch or checkpoint fails (and the store does not answer) and when the
+/// store is back.
+pub static STORE_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "tickcast_store_up",
+        "1 while a stage's store answers, 0 while the stage waits for it",
+        &["stage"],
+    )
+});
+/// Failures a stage runner recovered from, by cause: `store` (an outage waited out),
+/// `checkpoint` (a checkpoint write retried), `publish` (a send retried), `isolate` (a batch that
+/// failed or panicked with the store up, re-read record by record to find the cause).
+pub static STAGE_RECOVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_stage_recoveries_total",
+        "Failures a stage recovered from without exiting, by cause",
+        &["stage", "cause"],
+    )
+});
 /// Open candle windows.
 pub static OPEN_WINDOWS: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge("tickcast_open_windows", "Open candle windows", &["stage"]));

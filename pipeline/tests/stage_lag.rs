@@ -22,7 +22,7 @@ struct Slow {
 }
 
 impl Handler for Slow {
-    async fn handle(&mut self, batch: Vec<Inbound>) -> anyhow::Result<Effects> {
+    async fn handle(&mut self, batch: &[Inbound]) -> anyhow::Result<Effects> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.handled.fetch_add(batch.len(), Ordering::SeqCst);
         Ok(Effects::default())

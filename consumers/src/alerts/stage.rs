@@ -108,6 +108,8 @@ pub struct AlertStage {
     last_reload: Option<Instant>,
     /// Events published but not yet in the store.
     unsaved: Vec<AlertEvent>,
+    /// Events made by a `handle` call that then failed, sent with the next batch.
+    pending: Vec<AlertEvent>,
     dirty: HashSet<SeriesKey>,
     looked_up: HashSet<SeriesKey>,
     partitions_of: HashMap<SeriesKey, BTreeSet<(String, i32)>>,
@@ -143,6 +145,7 @@ impl AlertStage {
             reload: None,
             last_reload: None,
             unsaved: Vec::new(),
+            pending: Vec::new(),
             dirty: HashSet::new(),
             looked_up: HashSet::new(),
             partitions_of: HashMap::new(),
@@ -179,15 +182,17 @@ impl AlertStage {
             return Ok(Vec::new());
         }
         let first = self.last_reload.is_none();
-        self.last_reload = Some(Instant::now());
         let rows = match self.store.alert_rules().await {
             Ok(rows) => rows,
             Err(e) if !first => {
                 tracing::warn!(error = %e, "reading alert rules; keeping the current ones");
+                self.last_reload = Some(Instant::now());
                 return Ok(Vec::new());
             }
+            // No rules yet: the batch fails and is handled again once the store answers.
             Err(e) => return Err(e.context("reading alert rules")),
         };
+        self.last_reload = Some(Instant::now());
         let rules: Vec<Rule> = rows.into_iter().map(|r| r.rule).collect();
         if !first && self.engine.rules().eq(rules.iter()) {
             return Ok(Vec::new());
@@ -204,7 +209,7 @@ impl AlertStage {
         let mut keys: Vec<SeriesKey> = Vec::new();
         for i in inputs {
             let k = i.key();
-            if !self.engine.knows(&k) && self.looked_up.insert(k.clone()) {
+            if !self.engine.knows(&k) && !self.looked_up.contains(&k) && !keys.contains(&k) {
                 keys.push(k);
             }
         }
@@ -216,6 +221,7 @@ impl AlertStage {
             .load_alert_states(&self.settings.consumer, &keys)
             .await
             .context("restoring alert state")?;
+        self.looked_up.extend(keys.iter().cloned());
         let mut events = Vec::new();
         for row in &rows {
             let key = (
@@ -324,10 +330,25 @@ impl AlertStage {
 }
 
 impl Handler for AlertStage {
-    async fn handle(&mut self, batch: Vec<Inbound>) -> Result<Effects> {
-        let mut events = self.maybe_reload().await?;
-        let (inputs, dead) = self.decode(&batch);
-        events.extend(self.restore(&inputs).await?);
+    async fn handle(&mut self, batch: &[Inbound]) -> Result<Effects> {
+        // Events of a call that failed after the rules changed: the rules are in force now, so
+        // the events would not come again.
+        let mut events = std::mem::take(&mut self.pending);
+        let (inputs, dead) = self.decode(batch);
+        let read = match self.maybe_reload().await {
+            Ok(reloaded) => {
+                events.extend(reloaded);
+                self.restore(&inputs).await
+            }
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(restored) => events.extend(restored),
+            Err(e) => {
+                self.pending = events;
+                return Err(e);
+            }
+        }
         for i in &inputs {
             events.extend(match i {
                 Input::Forecast(f) => self.engine.on_forecast(f),
@@ -335,7 +356,7 @@ impl Handler for AlertStage {
             });
         }
         self.dirty.extend(self.engine.take_dirty());
-        for (tp, next) in batch_offsets(&batch) {
+        for (tp, next) in batch_offsets(batch) {
             let e = self.handled.entry(tp).or_insert(next);
             *e = (*e).max(next);
         }
@@ -366,6 +387,10 @@ impl Handler for AlertStage {
             self.write_checkpoint().await?;
         }
         Ok(Some(self.covered.clone()))
+    }
+
+    async fn ready(&mut self) -> Result<()> {
+        self.store.ping().await
     }
 
     /// A partition moved to another process: forget its series. What was not checkpointed is

@@ -423,7 +423,6 @@ impl ForecastStage {
         let store = cp.settings.store.clone();
         let consumer = cp.settings.consumer.clone();
         let load_models = !cp.models_loaded;
-        cp.models_loaded = true;
         // Series never seen, and series whose next candle is not the next bar: after a gap, or
         // after their partition moved to another process and back, the store may hold newer
         // state than this process.
@@ -436,26 +435,47 @@ impl ForecastStage {
                 continue;
             }
             let ask = match self.newest.get(&k) {
-                None => cp.looked_up.insert(&k),
+                None => !cp.looked_up.contains(&k),
                 Some(s) => c.open_ms > s.open_ms + bar_ms(c),
             };
             if ask {
                 keys.push(k);
             }
         }
+        // Nothing changes before every read has succeeded: a failed restore is retried whole
+        // once the store answers (see `Handler::handle`).
+        let models = if load_models {
+            store.load_model_states(&consumer).await?
+        } else {
+            Vec::new()
+        };
+        let rows = if keys.is_empty() {
+            Vec::new()
+        } else {
+            store.load_series_states(&consumer, &keys).await?
+        };
+        if let Some(cp) = &mut self.checkpoint {
+            cp.models_loaded = true;
+            for k in &keys {
+                cp.looked_up.insert(k);
+            }
+        }
         if load_models {
-            for (name, bytes) in store.load_model_states(&consumer).await? {
+            for (name, bytes) in models {
                 if let Some(m) = self.models.iter_mut().find(|m| m.name() == name) {
-                    m.load_model(&bytes)
-                        .with_context(|| format!("restoring model {name}"))?;
-                    tracing::info!(model = %name, bytes = bytes.len(), "model parameters restored");
+                    match m.load_model(&bytes) {
+                        Ok(()) => {
+                            tracing::info!(model = %name, bytes = bytes.len(), "model parameters restored")
+                        }
+                        // Like an unreadable series checkpoint: a bug to see, not a reason to
+                        // stop (or to blame the candles); the model starts fresh.
+                        Err(e) => {
+                            tracing::error!(model = %name, error = %format!("{e:#}"), "model checkpoint unreadable; starting it fresh")
+                        }
+                    }
                 }
             }
         }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let rows = store.load_series_states(&consumer, &keys).await?;
         let mut n = 0;
         for row in &rows {
             let key = (
@@ -639,10 +659,10 @@ fn accuracy_row(k: &SeriesKey, a: &Accuracy) -> AccuracyRow {
 }
 
 impl Handler for ForecastStage {
-    async fn handle(&mut self, batch: Vec<Inbound>) -> Result<Effects> {
+    async fn handle(&mut self, batch: &[Inbound]) -> Result<Effects> {
         let mut candles = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
-        for m in &batch {
+        for m in batch {
             match codec::decode::<Candle>(&m.payload) {
                 Ok(c) => {
                     let k = series_key(&c);
@@ -669,7 +689,7 @@ impl Handler for ForecastStage {
         let refs: Vec<&Candle> = candles.iter().collect();
         let out = self.process(&refs);
         if let Some(cp) = &mut self.checkpoint {
-            for (tp, next) in batch_offsets(&batch) {
+            for (tp, next) in batch_offsets(batch) {
                 let e = cp.handled.entry(tp).or_insert(next);
                 *e = (*e).max(next);
             }
@@ -727,6 +747,13 @@ impl Handler for ForecastStage {
             self.write_checkpoint().await?;
         }
         Ok(self.checkpoint.as_ref().map(|cp| cp.covered.clone()))
+    }
+
+    async fn ready(&mut self) -> Result<()> {
+        match &self.checkpoint {
+            Some(cp) => cp.settings.store.ping().await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -21,6 +21,36 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 
 use crate::alerts::{AlertEvent, Rule};
 
+/// How long a query waits for a pooled connection before it fails: short, so that an
+/// unreachable database is reported (a 503 from the API, a wait in the stages) within
+/// about 2 s rather than after a request timeout.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
+/// Why `e` means the database cannot be reached (as opposed to a query it refused), or
+/// `None`: no connection within [`ACQUIRE_TIMEOUT`], a closed pool, a broken socket or TLS
+/// session, or a Postgres error of class 08 (connection exception) or 57P0x (shutting down,
+/// cannot connect now).
+pub fn unavailable(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|cause| {
+        let err = cause.downcast_ref::<sqlx::Error>()?;
+        match err {
+            sqlx::Error::PoolTimedOut => Some(format!(
+                "no database connection within {} ms",
+                ACQUIRE_TIMEOUT.as_millis()
+            )),
+            sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some(err.to_string()),
+            sqlx::Error::Io(io) => Some(format!("database connection: {io}")),
+            sqlx::Error::Tls(tls) => Some(format!("database TLS: {tls}")),
+            sqlx::Error::Database(db) => {
+                let code = db.code()?;
+                (code.starts_with("08") || code.starts_with("57P0"))
+                    .then(|| format!("database: {} ({code})", db.message()))
+            }
+            _ => None,
+        }
+    })
+}
+
 /// Where a record came from: (topic, partition, offset).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pos {
@@ -231,6 +261,33 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
             "unsupported database URL `{}`: expected postgres://… or sqlite:…",
             postgres::redact(url)
         )
+    }
+}
+
+/// [`open`], waiting out a database that cannot be reached yet (it starts after us, or is
+/// restarting): retries with backoff up to 10 s apart, logging each try, until it answers or
+/// `shutdown` fires. Other errors (a bad URL, a wrong password, a failed migration) are
+/// returned at once.
+pub async fn open_waiting(
+    url: &str,
+    shutdown: &mut tickcast_pipeline::shutdown::Shutdown,
+) -> Result<Arc<dyn Store>> {
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        match open(url).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                let Some(why) = unavailable(&e) else {
+                    return Err(e);
+                };
+                tracing::warn!(url = %postgres::redact(url), error = %why, retry_in_ms = wait.as_millis() as u64, "database unreachable; waiting for it");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => bail!("stopped while waiting for the database at {}", postgres::redact(url)),
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
     }
 }
 

@@ -30,7 +30,7 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(super::ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .with_context(|| format!("connecting to Postgres at {}", redact(url)))?;

@@ -209,7 +209,7 @@ pub async fn drive(
 ) -> Vec<AlertEvent> {
     let mut out = Vec::new();
     for b in batches {
-        let effects = stage.handle(feed.messages(b)).await.expect("handle");
+        let effects = stage.handle(&feed.messages(b)).await.expect("handle");
         assert!(effects.dead.is_empty(), "dead letters: {:?}", effects.dead);
         for r in effects.records {
             assert_eq!(&*r.topic, "tickcast.alerts.v1");

@@ -86,10 +86,10 @@ fn late_reason(tick: &Tick, late: &[crate::interval::Interval]) -> String {
 }
 
 impl Handler for CandleBuilder {
-    async fn handle(&mut self, batch: Vec<Inbound>) -> Result<Effects> {
+    async fn handle(&mut self, batch: &[Inbound]) -> Result<Effects> {
         let mut closed = Vec::new();
         let mut dead = Vec::new();
-        for m in &batch {
+        for m in batch {
             let tick: Tick = match codec::decode(&m.payload) {
                 Ok(t) => t,
                 Err(e) => {
@@ -122,7 +122,7 @@ impl Handler for CandleBuilder {
             ));
         }
         let mut partitions: Vec<(&str, i32)> = Vec::new();
-        for m in &batch {
+        for m in batch {
             if !partitions.contains(&(m.topic.as_str(), m.partition)) {
                 partitions.push((&m.topic, m.partition));
             }

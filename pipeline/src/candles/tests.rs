@@ -278,7 +278,7 @@ async fn commit_waits_for_the_longest_interval() {
         payload: codec::encode(t),
     })
     .collect();
-    let fx = b.handle(batch).await.expect("handled");
+    let fx = b.handle(&batch).await.expect("handled");
     assert_eq!(fx.records.len(), 2, "two 1m windows closed");
     // The 1h window opened at offset 40 is still open.
     let plan = fx.commit.expect("plan");
@@ -517,7 +517,7 @@ async fn re_read_poison_and_emitted_windows_are_skipped_silently() {
             })
             .collect()
     };
-    let fx = b.handle(batch(0..4)).await.expect("handled");
+    let fx = b.handle(&batch(0..4)).await.expect("handled");
     assert_eq!(fx.records.len(), 1, "BTC's first window closed");
     assert_eq!(fx.dead.len(), 1);
     assert!(
@@ -530,7 +530,7 @@ async fn re_read_poison_and_emitted_windows_are_skipped_silently() {
     assert_eq!(resume.offset, 11);
     let mut again = builder(0);
     again.assigned("ticks", 0, resume.metadata.as_deref().unwrap_or(""));
-    let fx = again.handle(batch(1..4)).await.expect("handled");
+    let fx = again.handle(&batch(1..4)).await.expect("handled");
     assert!(fx.records.is_empty() && fx.dead.is_empty(), "{:?}", fx.dead);
     assert_eq!(
         again.stats().replayed,
@@ -660,7 +660,7 @@ async fn poison_ticks_are_dead_lettered_and_the_rest_counts() {
         })
         .collect();
     let mut b = builder(0);
-    let fx = b.handle(batch).await.expect("handled");
+    let fx = b.handle(&batch).await.expect("handled");
     let reasons: Vec<&str> = fx.dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(reasons.len(), 5, "{reasons:#?}");
     for (r, want) in reasons.iter().zip([

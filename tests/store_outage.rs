@@ -1,0 +1,252 @@
+//! Postgres goes away mid-stream and comes back, on Apache Kafka and a Postgres server of the
+//! test's own (`scripts/postgres.sh pause|resume`):
+//! - the sink and forecast stages wait (`tickcast_store_up` 0), skip nothing and never exit;
+//! - the API answers 503 naming the store within 2 s;
+//! - once the server is back the stages resume by themselves, and the store holds exactly the
+//!   rows of an uninterrupted run.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, unique};
+use rust_decimal::Decimal;
+use tickcast::{PipelineConfig, StageKind, run_stage};
+use tickcast_consumers::store::{self, CandleQuery, Store};
+use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
+use tickcast_pipeline::codec::{self, Message as _, Topics};
+use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_pipeline::interval::Interval;
+use tickcast_pipeline::shutdown;
+use tickcast_pipeline::telemetry;
+
+/// A Postgres server of this test's own, so stopping it disturbs no other test.
+struct OwnPostgres {
+    dir: TempDir,
+    port: u16,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn script(&self, verb: &str) {
+        let out = Command::new("scripts/postgres.sh")
+            .arg(verb)
+            .env("PG_DIR", &self.dir.0)
+            .env("PG_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = TempDir(std::env::temp_dir().join(unique("pg-outage")));
+        let pg = OwnPostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/tickcast"),
+            dir,
+            port,
+        };
+        pg.script("start");
+        pg
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("scripts/postgres.sh")
+            .arg("stop")
+            .env("PG_DIR", &self.dir.0)
+            .env("PG_PORT", self.port.to_string())
+            .output();
+    }
+}
+
+fn candle(i: i64) -> Candle {
+    let p = Decimal::new(20_000 + (i * 53 % 700), 1);
+    Candle {
+        v: SCHEMA_VERSION,
+        exchange: "binance".into(),
+        symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
+        open_ms: 1_700_000_000_000 + i * 60_000,
+        close_ms: 1_700_000_060_000 + i * 60_000,
+        open: p,
+        high: p + Decimal::ONE,
+        low: p - Decimal::ONE,
+        close: p,
+        volume: Decimal::new(i + 1, 2),
+        trades: 3,
+    }
+}
+
+async fn publish(settings: &KafkaSettings, topics: &Topics, range: std::ops::Range<i64>) {
+    let records: Vec<OutRecord> = range
+        .map(|i| {
+            let c = candle(i);
+            OutRecord {
+                topic: topics.candles().into(),
+                key: c.key(),
+                payload: codec::encode(&c),
+            }
+        })
+        .collect();
+    Publisher::new(settings)
+        .unwrap()
+        .publish_all(&records)
+        .await
+        .unwrap();
+}
+
+async fn stored_candles(store: &dyn Store) -> anyhow::Result<Vec<Candle>> {
+    store
+        .candles(&CandleQuery {
+            exchange: Some("binance".into()),
+            symbol: Some("BTC-USDT".into()),
+            interval: Some("1m".into()),
+            from_ms: None,
+            to_ms: None,
+            limit: 10_000,
+        })
+        .await
+}
+
+fn store_up(stage: &str) -> i64 {
+    telemetry::STORE_UP.with_label_values(&[stage]).get()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_wait_out_a_postgres_outage_and_the_api_answers_503() {
+    let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP") else {
+        assert!(
+            std::env::var_os("TICKCAST_REQUIRE_SERVICES").is_none(),
+            "KAFKA_BOOTSTRAP unset but TICKCAST_REQUIRE_SERVICES is set"
+        );
+        eprintln!("SKIPPED store_outage: set KAFKA_BOOTSTRAP (or run scripts/test.sh)");
+        return;
+    };
+    let pg = OwnPostgres::start();
+    let store = store::open(&pg.url).await.unwrap();
+
+    let mut settings = KafkaSettings::new(bootstrap);
+    settings.partitions = 1;
+    settings.session_timeout_ms = 6_000;
+    let topics = Topics::new(format!("{}.", unique("outage")));
+    let cluster = Cluster::Kafka(settings.clone());
+    cluster.ensure_topics(&topics.all()).await.unwrap();
+    let mut cfg = PipelineConfig::new(cluster, topics.clone());
+    cfg.group_prefix = format!("{}-", unique("outage"));
+    cfg.candles.intervals = vec![Interval::from_ms(60_000)];
+    cfg.horizons = vec![1];
+    cfg.models = vec!["naive".into()];
+    cfg.ensemble = false;
+    cfg.checkpoint_every = Duration::from_millis(200);
+    cfg.linger = Duration::from_millis(20);
+
+    let (trigger, signal) = shutdown::channel();
+    let mut stages = Vec::new();
+    for kind in [StageKind::Sink, StageKind::Forecast] {
+        let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());
+        stages.push(tokio::spawn(async move {
+            run_stage(kind, &cfg, Some(store), signal).await
+        }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let state = tickcast_api::AppState::new(store.clone());
+    let server = tokio::spawn(tickcast_api::serve(listener, state, signal.clone()));
+    let client = reqwest::Client::new();
+    let candles_url = format!("{api}/api/v1/candles?exchange=binance&symbol=BTC-USDT&interval=1m");
+
+    // Before: 100 bars stored, and their forecasts.
+    publish(&settings, &topics, 0..100).await;
+    wait_for("100 candles stored", Duration::from_secs(60), || async {
+        stored_candles(&*store).await.is_ok_and(|c| c.len() == 100)
+    })
+    .await;
+    assert_eq!(client.get(&candles_url).send().await.unwrap().status(), 200);
+
+    // Down: 100 more bars arrive while Postgres is away.
+    pg.script("pause");
+    let down_at = Instant::now();
+    publish(&settings, &topics, 100..200).await;
+    let started = Instant::now();
+    let resp = client.get(&candles_url).send().await.unwrap();
+    let took = started.elapsed();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(2), "503 after {took:?}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the store is unavailable: "),
+        "error names the store: {error}"
+    );
+    wait_for(
+        "tickcast_store_up = 0 for the sink",
+        Duration::from_secs(20),
+        || async { store_up("sink") == 0 },
+    )
+    .await;
+    wait_for(
+        "tickcast_store_up = 0 for the forecast stage",
+        Duration::from_secs(20),
+        || async { store_up("forecast") == 0 },
+    )
+    .await;
+    // Kept down 10 s in all; every stage still running.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    for s in &stages {
+        assert!(!s.is_finished(), "a stage exited during the outage");
+    }
+
+    // Back: the stages resume by themselves.
+    pg.script("resume");
+    let back_at = Instant::now();
+    wait_for("200 candles stored", Duration::from_secs(60), || async {
+        stored_candles(&*store).await.is_ok_and(|c| c.len() == 200)
+    })
+    .await;
+    let recovered = back_at.elapsed();
+    wait_for("every forecast stored", Duration::from_secs(60), || async {
+        store.row_counts().await.is_ok_and(|(_, f)| f == 199)
+    })
+    .await;
+    assert_eq!(store_up("sink"), 1);
+    assert_eq!(store_up("forecast"), 1);
+    assert_eq!(client.get(&candles_url).send().await.unwrap().status(), 200);
+    eprintln!(
+        "store_outage: rows complete {:.1} s after Postgres came back",
+        recovered.as_secs_f64()
+    );
+
+    let want: Vec<Candle> = (0..200).map(candle).collect();
+    assert_eq!(stored_candles(&*store).await.unwrap(), want);
+    trigger.fire();
+    for s in stages {
+        s.await.unwrap().unwrap();
+    }
+    server.await.unwrap().unwrap();
+}
