@@ -247,6 +247,11 @@ pub struct StageArgs {
     /// Seconds between forecast-stage checkpoints to the database.
     #[arg(long, env = "TICKCAST_CHECKPOINT_SECS", default_value_t = 30.0)]
     pub checkpoint_secs: f64,
+    /// When a topic's end on the broker lies below the offset the sink stored in the database
+    /// (the topic was recreated), drop the stored offset and write the partition from the
+    /// broker's offsets. Without it the sink stops and names the partitions.
+    #[arg(long, env = "TICKCAST_SINK_FORGET_OFFSETS_AHEAD")]
+    pub sink_forget_offsets_ahead: bool,
 }
 
 impl StageArgs {
@@ -271,6 +276,7 @@ impl StageArgs {
             bail!("--checkpoint-secs must be a positive number of seconds");
         }
         cfg.checkpoint_every = Duration::from_secs_f64(self.checkpoint_secs);
+        cfg.sink_forget_offsets_ahead = self.sink_forget_offsets_ahead;
         cfg.alerts.rules_file = self.alert_rules.clone();
         cfg.alerts.reload_every = Duration::from_millis(self.alert_reload_ms.max(100));
         if let Some(url) = self

@@ -66,6 +66,9 @@ pub struct PipelineConfig {
     pub linger: Duration,
     /// The alert stage's rule file, webhooks and reload period.
     pub alerts: AlertOptions,
+    /// When the broker is behind the offsets the sink stored (a recreated topic), drop the
+    /// stored ones and write from the broker's, instead of stopping.
+    pub sink_forget_offsets_ahead: bool,
 }
 
 /// Settings of the alert stage.
@@ -106,6 +109,7 @@ impl PipelineConfig {
             max_batch: 5_000,
             linger: Duration::from_millis(20),
             alerts: AlertOptions::default(),
+            sink_forget_offsets_ahead: false,
         }
     }
 
@@ -203,6 +207,13 @@ pub async fn run_stage(
                 bail!("the sink stage needs a database (--database-url)")
             };
             let group = cfg.group(kind);
+            tickcast_consumers::sink::check_offsets(
+                settings,
+                &*store,
+                &group,
+                cfg.sink_forget_offsets_ahead,
+            )
+            .await?;
             let handler = Sink::new(store, group, t.clone());
             stage::run(
                 settings,

@@ -196,3 +196,134 @@ async fn sink_killed_mid_stream_on_kafka_and_postgres() {
 async fn sink_killed_mid_stream_on_embedded_broker_and_sqlite() {
     kill_and_restart(Mode::Embedded).await;
 }
+
+/// The candles topic is deleted and made again (a broker whose volume was dropped) after the
+/// sink wrote 300 of its records: the sink refuses to start, naming the partition and both
+/// offsets, and with `--sink-forget-offsets-ahead` it writes the new topic's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recreated_topic_stops_the_sink_until_told() {
+    let Some(env) = Env::new(Mode::Real, "sinkrecreate", 1).await else {
+        return;
+    };
+    let candles_topic = env.topics.candles();
+    let publish = |range: std::ops::Range<i64>| {
+        let recs: Vec<OutRecord> = range
+            .map(|i| {
+                let c = candle("BTC-USDT", i);
+                OutRecord {
+                    topic: candles_topic.as_str().into(),
+                    key: c.key(),
+                    payload: codec::encode(&c),
+                }
+            })
+            .collect();
+        let settings = env.settings().clone();
+        async move {
+            Publisher::new(&settings)
+                .unwrap()
+                .publish_all(&recs)
+                .await
+                .unwrap()
+        }
+    };
+    publish(0..300).await;
+    let mut child = spawn_sink(&env);
+    let store = env.store.clone();
+    let wrote = common::eventually(Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { common::candle_count(&*store).await == 300 }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(wrote, "sink wrote the first 300");
+
+    // The topic goes and comes back empty; 20 new bars arrive.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &env.settings().bootstrap)
+            .create()
+            .unwrap();
+    let opts = rdkafka::admin::AdminOptions::new();
+    for r in admin.delete_topics(&[&candles_topic], &opts).await.unwrap() {
+        r.unwrap();
+    }
+    let mut recreated = false;
+    for _ in 0..50 {
+        if env
+            .cluster
+            .ensure_topics(std::slice::from_ref(&candles_topic))
+            .await
+            .is_ok()
+        {
+            recreated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recreated, "candles topic made again");
+    let mut published = false;
+    for _ in 0..50 {
+        let settings = env.settings().clone();
+        let c = candle("BTC-USDT", 300);
+        let one = [OutRecord {
+            topic: candles_topic.as_str().into(),
+            key: c.key(),
+            payload: codec::encode(&c),
+        }];
+        if Publisher::new(&settings)
+            .unwrap()
+            .publish_all(&one)
+            .await
+            .is_ok()
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(published, "first record on the new topic");
+    publish(301..320).await;
+
+    // Refused, naming the partition and both offsets.
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["run", "--stages", "sink"])
+        .args(["--bootstrap", &env.settings().bootstrap])
+        .args(["--topic-prefix", &env.topics.prefix])
+        .args(["--group-prefix", &env.group_prefix])
+        .args(["--database-url", &env.database_url])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the sink started: {stderr}");
+    let want = format!(
+        "{candles_topic}/0: the broker ends at offset 20, the database has written up to 300"
+    );
+    assert!(stderr.contains(&want), "{want}\nnot in: {stderr}");
+    assert!(stderr.contains("--sink-forget-offsets-ahead"), "{stderr}");
+    assert_eq!(common::candle_count(&*env.store).await, 300);
+
+    // Told: the new records are written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["run", "--stages", "sink", "--sink-forget-offsets-ahead"])
+        .args(["--bootstrap", &env.settings().bootstrap])
+        .args(["--topic-prefix", &env.topics.prefix])
+        .args(["--group-prefix", &env.group_prefix])
+        .args(["--database-url", &env.database_url])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let caught_up = common::eventually(Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { common::candle_count(&*store).await == 320 }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught_up, "the new topic's 20 records written");
+    let want: Vec<Candle> = (0..320).map(|i| candle("BTC-USDT", i)).collect();
+    assert_eq!(common::all_candles(&*env.store).await, want);
+}

@@ -4,8 +4,10 @@
 //! re-delivers records that change nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
+use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::codec::{self, Topics};
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Candle, Forecast};
@@ -13,6 +15,94 @@ use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use crate::store::{Pos, SinkBatch, Store, WriteSummary};
+
+/// A partition whose end on the broker lies below the offset the store says it has written up
+/// to: the topic was recreated (its volume dropped, say), and every new record would be skipped
+/// as already written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behind {
+    pub topic: String,
+    pub partition: i32,
+    /// The broker's next offset (its high watermark).
+    pub broker: i64,
+    /// The next offset stored in the database.
+    pub stored: i64,
+}
+
+impl std::fmt::Display for Behind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}: the broker ends at offset {}, the database has written up to {}",
+            self.topic, self.partition, self.broker, self.stored
+        )
+    }
+}
+
+/// Compares the offsets the store holds for `consumer` with the broker's, before the sink
+/// starts. Partitions the broker is behind on stop the sink with an error naming each, unless
+/// `forget` is set (`--sink-forget-offsets-ahead`): then their stored offsets are dropped and
+/// the sink writes them from the broker's offsets. Returns the partitions found behind.
+pub async fn check_offsets(
+    settings: &KafkaSettings,
+    store: &dyn Store,
+    consumer: &str,
+    forget: bool,
+) -> Result<Vec<Behind>> {
+    let stored = store
+        .offsets(consumer)
+        .await
+        .context("reading the sink's stored offsets")?;
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
+    let partitions: Vec<(String, i32)> = stored.keys().cloned().collect();
+    let kafka = settings.clone();
+    let ask = partitions.clone();
+    let highs =
+        tokio::task::spawn_blocking(move || kafka.high_watermarks(&ask, Duration::from_secs(30)))
+            .await
+            .context("reading the broker's offsets")??;
+    let behind: Vec<Behind> = partitions
+        .into_iter()
+        .zip(highs)
+        .filter_map(|((topic, partition), broker)| {
+            let stored = stored[&(topic.clone(), partition)];
+            (broker < stored).then_some(Behind {
+                topic,
+                partition,
+                broker,
+                stored,
+            })
+        })
+        .collect();
+    if behind.is_empty() {
+        return Ok(behind);
+    }
+    let list: Vec<String> = behind.iter().map(ToString::to_string).collect();
+    if !forget {
+        bail!(
+            "the broker is behind the offsets the sink stored ({}): the topic was probably \
+             recreated, and every new record would be skipped as already written. Start the sink \
+             with --sink-forget-offsets-ahead (TICKCAST_SINK_FORGET_OFFSETS_AHEAD=true) to drop \
+             those stored offsets and write from the broker's",
+            list.join("; ")
+        );
+    }
+    for b in &behind {
+        tracing::warn!(topic = %b.topic, partition = b.partition, broker = b.broker, stored = b.stored, "broker behind the stored offset; forgetting the stored offset");
+        store
+            .forget_offset(consumer, &b.topic, b.partition)
+            .await
+            .with_context(|| {
+                format!(
+                    "forgetting the stored offset of {}/{}",
+                    b.topic, b.partition
+                )
+            })?;
+    }
+    Ok(behind)
+}
 
 /// Stage handler writing to a [`Store`].
 #[derive(Debug)]

@@ -123,6 +123,37 @@ impl KafkaSettings {
         Ok(consumer)
     }
 
+    /// The high watermark (the next offset to be written) of each partition, 0 for a partition
+    /// the topic does not have (blocking; call it off the async runtime).
+    pub fn high_watermarks(
+        &self,
+        partitions: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<Vec<i64>> {
+        let client: rdkafka::consumer::BaseConsumer = self
+            .base_config()
+            .create()
+            .context("creating Kafka client")?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let md = rdkafka::consumer::Consumer::fetch_metadata(&client, Some(topic), timeout)
+                .with_context(|| format!("reading metadata of {topic} from {}", self.bootstrap))?;
+            let exists = md
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.partitions().iter().any(|p| p.id() == *partition));
+            if !exists {
+                out.push(0);
+                continue;
+            }
+            let (_, high) =
+                rdkafka::consumer::Consumer::fetch_watermarks(&client, topic, *partition, timeout)
+                    .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+            out.push(high);
+        }
+        Ok(out)
+    }
+
     /// Whether the cluster answers a metadata request within `timeout` (blocking; call it
     /// off the async runtime).
     pub fn reachable(&self, timeout: Duration) -> Result<()> {

@@ -180,6 +180,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary>;
     /// Stored next offsets of a consumer.
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>>;
+    /// Drops a consumer's stored offset of one partition (its topic was recreated), so the sink
+    /// writes that partition from the broker's offsets again.
+    async fn forget_offset(&self, consumer: &str, topic: &str, partition: i32) -> Result<()>;
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>>;
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>>;
     /// Number of (candle, forecast) rows stored.

@@ -281,6 +281,18 @@ impl Store for SqliteStore {
         Ok(super::offset_map(rows))
     }
 
+    async fn forget_offset(&self, consumer: &str, topic: &str, partition: i32) -> Result<()> {
+        sqlx::query(
+            "delete from consumer_offsets where consumer = $1 and topic = $2 and partition = $3",
+        )
+        .bind(consumer)
+        .bind(topic)
+        .bind(partition)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
         let rows = sqlx::query(
             "select * from (
