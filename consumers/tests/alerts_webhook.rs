@@ -26,6 +26,8 @@ const SECRET: &str = "s3cret-for-tests";
 struct Log {
     requests: usize,
     bad_signatures: usize,
+    /// Requests without a signature header.
+    unsigned: usize,
     /// Bodies answered 2xx, by event id, in order.
     accepted: Vec<(String, String)>,
 }
@@ -35,12 +37,18 @@ struct Endpoint {
     /// Answer `failure` to the first `fail_first` requests (with a valid signature).
     fail_first: usize,
     failure: StatusCode,
+    /// Each answer takes this long.
+    delay: Duration,
     log: Arc<Mutex<Log>>,
 }
 
 async fn receive(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    tokio::time::sleep(ep.delay).await;
     let mut log = ep.log.lock().expect("log");
     log.requests += 1;
+    if headers.get(SIGNATURE_HEADER).is_none() {
+        log.unsigned += 1;
+    }
     let sig = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -71,12 +79,22 @@ async fn receive(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) ->
 
 /// Starts an endpoint; returns its URL and log.
 async fn endpoint(fail_first: usize, failure: StatusCode) -> (String, Arc<Mutex<Log>>) {
+    slow_endpoint(fail_first, failure, Duration::ZERO).await
+}
+
+/// An endpoint that takes `delay` to answer each request.
+async fn slow_endpoint(
+    fail_first: usize,
+    failure: StatusCode,
+    delay: Duration,
+) -> (String, Arc<Mutex<Log>>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
         .with_state(Endpoint {
             fail_first,
             failure,
+            delay,
             log: log.clone(),
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -345,5 +363,109 @@ async fn redirects_are_failed_tries_and_never_followed() {
             .await
             .expect("deliverer stops")
             .expect("deliverer task");
+    }
+}
+
+/// `n` events: firing and resolved in turn, one per bar.
+fn flipping(n: i64) -> Vec<Vec<In>> {
+    (0..n)
+        .map(|b| {
+            let p = if b % 2 == 0 { 150.0 } else { 50.0 };
+            vec![In::F(fc("m", 1, b, 100.0, p, (p - 10.0, p + 10.0)))]
+        })
+        .collect()
+}
+
+/// Events sent once each by id; panics naming the doubles.
+fn once_each(log: &Log, events: &[AlertEvent]) {
+    let mut got: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, _) in &log.accepted {
+        *got.entry(id.as_str()).or_default() += 1;
+    }
+    let want: BTreeMap<&str, usize> = events.iter().map(|e| (e.id.as_str(), 1)).collect();
+    assert_eq!(got, want, "every event exactly once by id");
+}
+
+/// Two deliverers on one outbox (two alert processes) and an endpoint slower than the lease
+/// would allow a whole batch: each delivery is leased on its own, so none is sent twice. A
+/// second, fast endpoint gets every event while the slow one is still at it.
+#[tokio::test]
+async fn leases_are_per_delivery_and_a_slow_endpoint_holds_up_no_other() {
+    for (store, _dir) in stores("alerts_webhook_leases").await {
+        put_rules(store.as_ref(), &[hook_rule()]).await;
+        let (slow_url, slow_log) =
+            slow_endpoint(0, StatusCode::OK, Duration::from_millis(250)).await;
+        let (fast_url, fast_log) = endpoint(0, StatusCode::OK).await;
+        let slow = |name: &str| {
+            let mut s = settings(name, &slow_url, 3);
+            // Lease: 2 × 1 s + 1 s = 3 s, less than 20 tries of 250 ms.
+            s.timeout = Duration::from_secs(1);
+            Deliverer::new(store.clone(), s).expect("client")
+        };
+        let (a, b) = (slow("slow"), slow("slow"));
+        let fast = Deliverer::new(store.clone(), settings("fast", &fast_url, 3)).expect("client");
+        let mut stage = stage(&store)
+            .with_webhook(a.handle())
+            .with_webhook(fast.handle());
+        let (trigger, signal) = shutdown::channel();
+        let tasks = [
+            tokio::spawn(a.run(signal.clone())),
+            tokio::spawn(b.run(signal.clone())),
+            tokio::spawn(fast.run(signal.clone())),
+        ];
+        let events = drive(&mut stage, &mut Feed::new(), &flipping(20)).await;
+        assert_eq!(events.len(), 20);
+        stage.acknowledged(true).await.expect("checkpoint");
+        let queued = tokio::time::Instant::now();
+
+        settle(store.as_ref(), "fast", 20, DeliveryStatus::Delivered).await;
+        let slow_done = slow_log.lock().expect("log").accepted.len();
+        assert!(
+            slow_done < 20,
+            "{}: the fast endpoint waited for the slow one ({slow_done} slow ones done after {:?})",
+            store.backend(),
+            queued.elapsed()
+        );
+        let delivered = settle(store.as_ref(), "slow", 20, DeliveryStatus::Delivered).await;
+        for log in [&slow_log, &fast_log] {
+            let log = log.lock().expect("log");
+            assert_eq!(log.bad_signatures, 0);
+            assert_eq!(log.requests, 20, "{}: requests", store.backend());
+            once_each(&log, &events);
+        }
+        assert!(delivered.iter().all(|d| d.attempts == 1));
+
+        trigger.fire();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("deliverer stops")
+                .expect("deliverer task");
+        }
+    }
+}
+
+/// With an empty secret (allowed by `--alert-webhook-unsigned`) requests carry no signature
+/// header at all, not a signature made with an empty key: this receiver, which checks
+/// signatures, refuses them (401), and each delivery is dead after one try.
+#[tokio::test]
+async fn an_empty_secret_sends_unsigned_requests() {
+    for (store, _dir) in stores("alerts_webhook_unsigned").await {
+        put_rules(store.as_ref(), &[hook_rule()]).await;
+        let (url, log) = endpoint(0, StatusCode::OK).await;
+        let mut s = settings("unsigned", &url, 3);
+        s.secret = Secret::new("");
+        let deliverer = Deliverer::new(store.clone(), s).expect("client");
+        let mut stage = stage(&store).with_webhook(deliverer.handle());
+        let events = drive(&mut stage, &mut Feed::new(), &flipping(4)).await;
+        stage.acknowledged(true).await.expect("checkpoint");
+        assert_eq!(deliverer.pass().await.expect("pass").dead, 4);
+        let dead = settle(store.as_ref(), "unsigned", 4, DeliveryStatus::Dead).await;
+        assert!(
+            dead.iter()
+                .all(|d| d.last_error.as_deref() == Some("HTTP 401 Unauthorized"))
+        );
+        let log = log.lock().expect("log");
+        assert_eq!((log.requests, log.unsigned), (events.len(), events.len()));
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! - The stage queues every event for every endpoint in the same transaction as its
 //!   checkpoint (insert-if-absent by (endpoint, event id)), then wakes the deliverers.
-//! - A deliverer claims due rows (a lease, so a crashed try is retried and two deliverers
-//!   never send the same row at once), POSTs the event's JSON, and records the outcome:
+//! - A deliverer claims one due row at a time, oldest first, with a lease that covers that one
+//!   try (so a crashed try is retried, and two deliverers — two alert processes — never send
+//!   the same row at once however slow the endpoint), POSTs the event's JSON, and records the
+//!   outcome:
 //!   - 2xx: `delivered`, never sent again;
 //!   - a network error, timeout, 408, 429 or 5xx: tried again after an exponential backoff
 //!     (`base × 2^(tries − 1)`, capped, with a deterministic per-event jitter of up to −50%)
@@ -15,6 +17,7 @@
 //! - Every request carries `X-Tickcast-Signature: sha256=<hex HMAC-SHA256 of the body>` and
 //!   `X-Tickcast-Event-Id`. Receivers deduplicate by the event id: an event is sent again only
 //!   when a try's outcome was lost (a crash between the 2xx and its record).
+//! - Each endpoint has its own deliverer task, so a slow or dead endpoint holds up no other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +100,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Longest wait between two looks at the outbox when nothing wakes the deliverer.
     pub poll: Duration,
-    /// Deliveries claimed per look.
+    /// Tries per pass at most (each claims its own delivery) before the deliverer looks at its
+    /// wake-ups and shutdown again.
     pub batch: i64,
 }
 
@@ -193,18 +197,23 @@ impl Deliverer {
         }
     }
 
-    /// Claims and tries every due delivery once (one claim of up to `batch`).
+    /// Tries due deliveries once each, oldest first, up to `batch` of them; each is claimed
+    /// just before its try, with a lease for that try alone.
     pub async fn pass(&self) -> Result<PassSummary> {
         let s = &self.settings;
-        let now = tickcast_pipeline::now_ms();
         // The lease outlasts a try, so a slow try is not claimed twice.
         let lease = (s.timeout.as_millis() as i64).saturating_mul(2) + 1_000;
-        let jobs = self
-            .store
-            .claim_deliveries(&s.name, now, lease, s.batch)
-            .await?;
         let mut sum = PassSummary::default();
-        for job in jobs {
+        for _ in 0..s.batch.max(1) {
+            let now = tickcast_pipeline::now_ms();
+            let Some(job) = self
+                .store
+                .claim_deliveries(&s.name, now, lease, 1)
+                .await?
+                .pop()
+            else {
+                break;
+            };
             let outcome = self.try_once(&job).await;
             let attempts = job.attempts + 1;
             let outcome = match outcome {
