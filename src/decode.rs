@@ -10,8 +10,9 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use tickcast_pipeline::codec;
+use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::connectors::{self, Connector, Decoded};
+use tickcast_pipeline::domain::EventWindow;
 
 /// Errors listed in the summary (the count covers all of them).
 const ERRORS_SHOWN: usize = 5;
@@ -23,10 +24,14 @@ pub struct DecodeArgs {
     pub exchange: String,
     /// File of raw frames, one per line; `-` or absent: stdin.
     pub file: Option<PathBuf>,
-    /// Receive time written into every tick's `ingested_ms` (default: now), for reproducible
-    /// output.
+    /// Receive time written into every tick's `ingested_ms`, for reproducible output. When
+    /// given, every trade's time is also checked against it as `tickcast ingest` checks it
+    /// (`--max-clock-skew-ms`, `--max-tick-age-ms`); default: now, with no such check (a
+    /// recording is older than any sensible age limit).
     #[arg(long)]
     pub received_ms: Option<i64>,
+    #[command(flatten)]
+    pub window: crate::ingest_cmd::EventWindowArgs,
 }
 
 /// What happened to the frames of one input.
@@ -80,6 +85,7 @@ pub fn decode_stream(
     input: impl BufRead,
     out: &mut impl Write,
     received_ms: i64,
+    window: Option<EventWindow>,
 ) -> std::io::Result<Summary> {
     let mut input = input;
     let mut summary = Summary::default();
@@ -106,10 +112,21 @@ pub fn decode_stream(
         match connector.decode(frame, received_ms, &mut ticks) {
             Ok(Decoded::Trades(_)) => {
                 for t in &ticks {
+                    // The checks ingest makes before it publishes.
+                    let problem = match t.check() {
+                        Ok(()) => window
+                            .and_then(|w| w.problem(t.ts_ms, t.ingested_ms))
+                            .map(|why| format!("invalid field `ts_ms`: {why}")),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = problem {
+                        summary.error(line_no, format!("invalid tick {}: {why}", t.trade_id));
+                        continue;
+                    }
                     out.write_all(&codec::encode(t))?;
                     out.write_all(b"\n")?;
+                    summary.ticks += 1;
                 }
-                summary.ticks += ticks.len() as u64;
             }
             Ok(Decoded::Ack) => summary.acks += 1,
             Ok(Decoded::Reconnect) => summary.reconnects += 1,
@@ -143,8 +160,14 @@ fn run_inner(args: &DecodeArgs) -> Result<i32, String> {
     };
     let reader = BufReader::with_capacity(1 << 16, input);
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let summary = match decode_stream(connector.as_ref(), reader, &mut out, received_ms)
-        .and_then(|s| out.flush().map(|()| s))
+    let summary = match decode_stream(
+        connector.as_ref(),
+        reader,
+        &mut out,
+        received_ms,
+        args.received_ms.map(|_| args.window.window()),
+    )
+    .and_then(|s| out.flush().map(|()| s))
     {
         Ok(s) => s,
         // `tickcast decode … | head` closing the pipe early is not an error.

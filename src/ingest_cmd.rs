@@ -28,6 +28,7 @@ use serde::Deserialize;
 use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::{self, Connector};
+use tickcast_pipeline::domain::EventWindow;
 use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
 
 use crate::cli::{KafkaArgs, MetricsArgs, shutdown_on_signals};
@@ -62,6 +63,8 @@ pub struct IngestArgs {
     /// Do not fill gaps from REST.
     #[arg(long, env = "TICKCAST__INGEST__NO_BACKFILL")]
     pub no_backfill: bool,
+    #[command(flatten)]
+    pub window: EventWindowArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -113,6 +116,44 @@ pub fn load(path: Option<&PathBuf>) -> Result<ConfigFile> {
 
 /// Works out the feeds: flags/environment when they name exchanges or symbols, else the file's
 /// feeds, else Binance BTC-USDT and ETH-USDT.
+/// How far a trade's time may lie from its receive time (`tickcast ingest`, `tickcast decode`).
+#[derive(Debug, Clone, Args)]
+pub struct EventWindowArgs {
+    /// Largest lead of a trade's time over its receive time, in milliseconds, or `off`. Trades
+    /// further ahead (a time in microseconds, a clock far off) are dead-lettered. Set `off` to
+    /// ingest from `tickcast replay --speed` above 1, whose clock runs ahead of the wall.
+    #[arg(long, env = "TICKCAST_MAX_CLOCK_SKEW_MS", default_value = "60000", value_parser = parse_ms_or_off)]
+    pub max_clock_skew_ms: MsOrOff,
+    /// Largest age of a trade when received, in milliseconds, or `off`. Older trades (a time
+    /// in seconds lands in 1970) are dead-lettered. Backfilled trades are as old as the outage
+    /// they fill, hence the 7-day default.
+    #[arg(long, env = "TICKCAST_MAX_TICK_AGE_MS", default_value = "604800000", value_parser = parse_ms_or_off)]
+    pub max_tick_age_ms: MsOrOff,
+}
+
+impl EventWindowArgs {
+    pub fn window(&self) -> EventWindow {
+        EventWindow {
+            max_age_ms: self.max_tick_age_ms.0,
+            max_skew_ms: self.max_clock_skew_ms.0,
+        }
+    }
+}
+
+/// Milliseconds, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsOrOff(pub Option<i64>);
+
+pub fn parse_ms_or_off(s: &str) -> Result<MsOrOff, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(MsOrOff(None));
+    }
+    match s.trim().parse::<i64>() {
+        Ok(ms) if ms >= 0 => Ok(MsOrOff(Some(ms))),
+        _ => Err(format!("`{s}`: expected milliseconds ≥ 0 or `off`")),
+    }
+}
+
 pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>, String> {
     let from_flags = !args.exchanges.is_empty() || !args.symbols.is_empty();
     let mut feeds: Vec<FeedSection> = if from_flags {
@@ -164,6 +205,7 @@ pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>,
             let mut opts = FeedOptions::new(url, symbols);
             opts.rest_url = f.rest_url;
             opts.backfill = backfill;
+            opts.event_window = args.window.window();
             if let Some(s) = stale {
                 if s == 0 {
                     return Err("stale_after_secs must be > 0".into());

@@ -42,7 +42,8 @@ pub struct ReplayArgs {
     /// replays from its first trade, paced.
     #[arg(long)]
     pub live: bool,
-    /// With --live: event time runs this many times faster than real time.
+    /// With --live: event time runs this many times faster than real time. Above 1 its trades
+    /// are stamped ahead of the wall clock, so ingest from it with `--max-clock-skew-ms off`.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
     /// Minutes of simulated history before now (with --live).

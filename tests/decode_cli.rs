@@ -46,6 +46,11 @@ fn decode_file(exchange: &str, file: &str) -> Output {
             exchange,
             "--received-ms",
             &RECEIVED_MS.to_string(),
+            // The fixtures' times are real ones, far from RECEIVED_MS.
+            "--max-clock-skew-ms",
+            "off",
+            "--max-tick-age-ms",
+            "off",
             path.to_str().unwrap(),
         ],
         None,
@@ -620,8 +625,29 @@ fn stdin_is_read_when_the_file_is_absent_or_dash() {
     let frames = std::fs::read(fixture("binance.jsonl")).unwrap();
     let from_file = decode_file("binance", "binance.jsonl");
     for args in [
-        vec!["decode", "--exchange", "binance", "--received-ms", "7"],
-        vec!["decode", "--exchange", "binance", "--received-ms", "7", "-"],
+        vec![
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            "7",
+            "--max-clock-skew-ms",
+            "off",
+            "--max-tick-age-ms",
+            "off",
+        ],
+        vec![
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            "7",
+            "--max-clock-skew-ms",
+            "off",
+            "--max-tick-age-ms",
+            "off",
+            "-",
+        ],
     ] {
         let out = tickcast(&args, Some(&frames));
         assert_eq!(out.status.code(), Some(0), "{args:?}");
@@ -634,7 +660,17 @@ fn stdin_is_read_when_the_file_is_absent_or_dash() {
 fn blank_lines_and_crlf_are_ignored_and_garbage_is_counted() {
     let input = b"\n\r\n   \n{\"result\":null,\"id\":3}\r\nnot json at all\n\n";
     let out = tickcast(
-        &["decode", "--exchange", "binance", "--received-ms", "7"],
+        &[
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            "7",
+            "--max-clock-skew-ms",
+            "off",
+            "--max-tick-age-ms",
+            "off",
+        ],
         Some(input),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -662,7 +698,17 @@ fn blank_lines_and_crlf_are_ignored_and_garbage_is_counted() {
 fn only_the_first_few_errors_are_listed_but_all_are_counted() {
     let input = "x\n".repeat(20);
     let out = tickcast(
-        &["decode", "--exchange", "binance", "--received-ms", "7"],
+        &[
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            "7",
+            "--max-clock-skew-ms",
+            "off",
+            "--max-tick-age-ms",
+            "off",
+        ],
         Some(input.as_bytes()),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -694,4 +740,96 @@ fn usage_errors_exit_2() {
 
     let out = tickcast(&["decode"], None);
     assert_eq!(out.status.code(), Some(2), "--exchange is required");
+}
+
+/// With `--received-ms`, trade times are checked as `tickcast ingest` checks them: one in
+/// microseconds (past 2200), one 61 s ahead of the receive time, one in seconds (1970) and one
+/// 8 days old are errors naming the cause; the trades 60 s ahead and 7 days old pass. Without
+/// `--received-ms` only the fixed bounds apply.
+#[test]
+fn trade_times_are_checked_against_the_receive_time() {
+    const NOW: i64 = 1_723_075_200_000;
+    let frame = |id: u64, t: i64| {
+        format!(
+            r#"{{"e":"trade","E":{t},"s":"BTCUSDT","t":{id},"p":"61234.1","q":"0.5","T":{t},"m":true,"M":true}}"#
+        )
+    };
+    let lines = [
+        frame(1, NOW * 1_000),
+        frame(2, NOW + 61_000),
+        frame(3, NOW + 60_000),
+        frame(4, NOW / 1_000),
+        frame(5, NOW - 8 * 86_400_000),
+        frame(6, NOW - 7 * 86_400_000),
+    ]
+    .join("\n");
+    let out = tickcast(
+        &[
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            &NOW.to_string(),
+        ],
+        Some(lines.as_bytes()),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["trade_id"].to_string())
+        .collect();
+    assert_eq!(ids, ["\"3\"", "\"6\""]);
+    assert_eq!(
+        counts(&stderr),
+        Counts {
+            frames: 6,
+            ticks: 2,
+            acks: 0,
+            reconnects: 0,
+            skipped: 0,
+            errors: 4
+        }
+    );
+    for want in [
+        format!(
+            "line 1: invalid tick 1: invalid field `ts_ms`: {} is after 2200-01-01",
+            NOW * 1_000
+        ),
+        format!(
+            "line 2: invalid tick 2: invalid field `ts_ms`: {} is 61000 ms after the receive time {NOW}, more than the allowed clock skew of 60000 ms",
+            NOW + 61_000
+        ),
+        format!(
+            "line 4: invalid tick 4: invalid field `ts_ms`: {} is {} ms before the receive time {NOW}, more than the maximum age of 604800000 ms",
+            NOW / 1_000,
+            NOW - NOW / 1_000
+        ),
+        format!(
+            "line 5: invalid tick 5: invalid field `ts_ms`: {} is 691200000 ms before the receive time {NOW}, more than the maximum age of 604800000 ms",
+            NOW - 8 * 86_400_000
+        ),
+    ] {
+        assert!(stderr.contains(&want), "{want}\nnot in:\n{stderr}");
+    }
+
+    // The bounds are settings; without a receive time only the fixed ones apply.
+    let out = tickcast(
+        &[
+            "decode",
+            "--exchange",
+            "binance",
+            "--received-ms",
+            &NOW.to_string(),
+            "--max-clock-skew-ms",
+            "61000",
+            "--max-tick-age-ms",
+            "off",
+        ],
+        Some(lines.as_bytes()),
+    );
+    assert_eq!(counts(&String::from_utf8(out.stderr).unwrap()).ticks, 5);
+    let out = tickcast(&["decode", "--exchange", "binance"], Some(lines.as_bytes()));
+    assert_eq!(counts(&String::from_utf8(out.stderr).unwrap()).ticks, 5);
 }

@@ -196,6 +196,67 @@ pub const MAX_TICK_SCALE: u32 = 18;
 /// move a watermark, and every window computed from an accepted time fits an `i64`.
 pub const MAX_EVENT_MS: i64 = 7_258_118_400_000;
 
+/// How far a tick's event time may lie from the time tickcast received it:
+/// `[received − max_age, received + max_skew]`, each bound optional. A time in the wrong unit
+/// (seconds read as milliseconds lands in 1970; microseconds far in the future) or from a
+/// clock far off falls outside, and is dead-lettered at the edge before it can move a
+/// watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    /// How old a trade may be when received (`None`: no limit). Backfilled trades after an
+    /// outage are as old as the outage, so the default is generous.
+    pub max_age_ms: Option<i64>,
+    /// How far ahead of the receive time a trade may be stamped (`None`: no limit): the
+    /// exchange's clock against ours.
+    pub max_skew_ms: Option<i64>,
+}
+
+impl EventWindow {
+    /// Default clock skew allowed: 60 s.
+    pub const DEFAULT_MAX_SKEW_MS: i64 = 60_000;
+    /// Default age allowed: 7 days.
+    pub const DEFAULT_MAX_AGE_MS: i64 = 7 * 24 * 3_600_000;
+    /// No bounds (the fixed ones of [`MAX_EVENT_MS`] and ≥ 0 still apply).
+    pub const OFF: EventWindow = EventWindow {
+        max_age_ms: None,
+        max_skew_ms: None,
+    };
+
+    /// Why `ts_ms` cannot be the event time of a trade received at `received_ms`, or `None`.
+    pub fn problem(&self, ts_ms: i64, received_ms: i64) -> Option<String> {
+        let ahead = ts_ms.saturating_sub(received_ms);
+        if let Some(skew) = self.max_skew_ms
+            && ahead > skew
+        {
+            return Some(format!(
+                "{ts_ms} is {ahead} ms after the receive time {received_ms}, more than the \
+                 allowed clock skew of {skew} ms (a time in microseconds, or a clock far off; \
+                 see --max-clock-skew-ms)"
+            ));
+        }
+        let behind = received_ms.saturating_sub(ts_ms);
+        if let Some(age) = self.max_age_ms
+            && behind > age
+        {
+            return Some(format!(
+                "{ts_ms} is {behind} ms before the receive time {received_ms}, more than the \
+                 maximum age of {age} ms (a time in seconds, or a clock far off; see \
+                 --max-tick-age-ms)"
+            ));
+        }
+        None
+    }
+}
+
+impl Default for EventWindow {
+    fn default() -> Self {
+        Self {
+            max_age_ms: Some(Self::DEFAULT_MAX_AGE_MS),
+            max_skew_ms: Some(Self::DEFAULT_MAX_SKEW_MS),
+        }
+    }
+}
+
 /// Why a price or size cannot be a tick's: not > 0, above [`MAX_TICK_DECIMAL`], or with more than
 /// [`MAX_TICK_SCALE`] decimals. `None`: it can.
 pub fn tick_decimal_problem(d: Decimal) -> Option<String> {
@@ -391,6 +452,31 @@ mod tests {
     fn same(d: Decimal) {
         let want = d.to_f64().unwrap_or(f64::NAN);
         assert_eq!(decimal_f64(&d).to_bits(), want.to_bits(), "{d}");
+    }
+
+    #[test]
+    fn the_event_window_takes_its_bounds_inclusive_and_never_overflows() {
+        let w = EventWindow::default();
+        let r = 1_723_075_200_000;
+        // (event time, accepted)
+        let cases = [
+            (r, true),
+            (r + 60_000, true),
+            (r + 60_001, false),
+            (r - 604_800_000, true),
+            (r - 604_800_001, false),
+            (i64::MAX, false),
+            (i64::MIN, false),
+            (0, false),
+        ];
+        for (ts, ok) in cases {
+            assert_eq!(w.problem(ts, r).is_none(), ok, "{ts}");
+            assert_eq!(EventWindow::OFF.problem(ts, r), None, "{ts}");
+        }
+        // A receive time at the extremes (a broken clock) still gives an answer, no overflow.
+        assert!(w.problem(0, i64::MAX).is_some());
+        assert!(w.problem(i64::MAX, i64::MIN).is_some());
+        assert!(w.problem(i64::MIN, i64::MAX).is_some());
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct FeedOptions {
     pub dedupe_window: usize,
     /// Symbols per connection at most; `None`: the exchange's limit.
     pub max_symbols_per_connection: Option<usize>,
+    /// How far a trade's time may lie from its receive time; the others are dead-lettered.
+    pub event_window: crate::domain::EventWindow,
 }
 
 impl FeedOptions {
@@ -102,6 +104,7 @@ impl FeedOptions {
             max_gap: 100_000,
             dedupe_window: 100_000,
             max_symbols_per_connection: None,
+            event_window: crate::domain::EventWindow::default(),
         }
     }
 
@@ -390,11 +393,19 @@ impl Core {
                 // dead-letter topic with the reason.
                 let mut valid = Vec::with_capacity(ticks.len());
                 for t in ticks {
-                    match t.check() {
-                        Ok(()) => valid.push(t),
-                        Err(e) => bad.push(BadFrame {
+                    let problem = match t.check() {
+                        Ok(()) => self
+                            .opts
+                            .event_window
+                            .problem(t.ts_ms, t.ingested_ms)
+                            .map(|why| format!("invalid field `ts_ms`: {why}")),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    match problem {
+                        None => valid.push(t),
+                        Some(why) => bad.push(BadFrame {
                             frame_no: -1,
-                            reason: format!("invalid tick: {e}"),
+                            reason: format!("invalid tick: {why}"),
                             text: String::from_utf8_lossy(&codec::encode(&t)).into_owned(),
                         }),
                     }
