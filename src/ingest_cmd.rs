@@ -29,7 +29,7 @@ use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::{self, Connector};
 use tickcast_pipeline::domain::EventWindow;
-use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
+use tickcast_pipeline::ingest::{FeedOptions, resume, run_ingest};
 
 use crate::cli::{KafkaArgs, MetricsArgs, shutdown_on_signals};
 
@@ -267,12 +267,54 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
 }
 
 /// `tickcast ingest`.
+/// The last trade per symbol already on the ticks topic, for a feed whose exchange numbers
+/// its trades consecutively and is backfilled (others cannot tell what they missed).
+async fn resume_points(
+    settings: &tickcast_pipeline::bus::KafkaSettings,
+    topics: &Topics,
+    feed: &FeedSpec,
+) -> Result<std::collections::HashMap<String, resume::LastTrade>> {
+    let info = feed.connector.info();
+    if !(info.sequential_ids && feed.opts.backfill) {
+        return Ok(Default::default());
+    }
+    let (settings, topic, exchange, symbols) = (
+        settings.clone(),
+        topics.ticks(),
+        info.name.to_string(),
+        feed.opts.symbols.clone(),
+    );
+    let started = std::time::Instant::now();
+    let found = tokio::task::spawn_blocking(move || {
+        resume::last_trades(
+            &settings,
+            &topic,
+            &exchange,
+            &symbols,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .context("reading where to resume")?
+    .context("reading the last trades on the ticks topic")?;
+    tracing::info!(
+        exchange = info.name,
+        symbols = found.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "resume points read from the ticks topic"
+    );
+    Ok(found)
+}
+
 pub async fn run(args: IngestArgs) -> Result<()> {
     let file = load(args.config.as_ref())?;
-    let feeds = resolve(&args, &file.ingest).map_err(|e| anyhow!("{e}"))?;
+    let mut feeds = resolve(&args, &file.ingest).map_err(|e| anyhow!("{e}"))?;
     let topics = Topics::new(&args.kafka.topic_prefix);
     let cluster = args.kafka.cluster();
     cluster.ensure_topics(&topics.all()).await?;
+    for f in &mut feeds {
+        f.opts.resume_from = resume_points(cluster.settings(), &topics, f).await?;
+    }
     let publisher = Publisher::new(cluster.settings())?;
     let (_trigger, signal) = shutdown_on_signals();
     args.metrics.spawn(signal.clone()).await?;

@@ -39,7 +39,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Pace by event time: history streams at once, then trades arrive in real time. A CSV
-    /// replays from its first trade, paced.
+    /// replays from its first trade, paced. Without it the simulated market's clock starts in
+    /// November 2023, so ingest from it with `--max-tick-age-ms off --max-clock-skew-ms off`.
     #[arg(long)]
     pub live: bool,
     /// With --live: event time runs this many times faster than real time. Above 1 its trades

@@ -160,6 +160,8 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
     feed.gap_grace = Duration::from_millis(300);
     feed.overlap = Duration::from_millis(300);
     feed.max_symbols_per_connection = s.per_connection;
+    // The simulated market keeps its own clock (from 2023, faster than the wall).
+    feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
     if let Some(age) = s.max_age {
         feed.max_connection_age = Some(age);
         feed.rotate_margin = age / 3;
@@ -346,4 +348,104 @@ async fn symbols_beyond_the_connection_limit_open_more_connections() {
     let symbols: BTreeSet<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(symbols.len(), 5, "{symbols:?}");
     assert_eq!(got, o.since_first_sent);
+}
+
+fn spawn_ingest(env: &Env, url: &str, rest: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args([
+            "ingest",
+            "--exchange",
+            "binance",
+            "--symbols",
+            "BTC-USDT,ETH-USDT",
+        ])
+        .args(["--url", url, "--rest-url", rest])
+        .args(["--bootstrap", &env.settings().bootstrap])
+        .args(["--topic-prefix", &env.topics.prefix])
+        // The simulated market keeps its own clock (from 2023).
+        .args(["--max-clock-skew-ms", "off", "--max-tick-age-ms", "off"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start tickcast ingest")
+}
+
+/// `tickcast ingest` is killed with SIGKILL while trades keep happening (300 a second) and
+/// started again 3 s later: it resumes from each symbol's last trade on the ticks topic and
+/// backfills the ~900 trades it missed, so the topic holds every trade since the first one sent,
+/// each at least once (exactly once after de-duplication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_ingest_resumes_from_the_topic_and_backfills_the_downtime() {
+    let Some(env) = Env::new(Mode::Real, "faults-restart", 1).await else {
+        return;
+    };
+    let sim = sims::by_name("binance").unwrap();
+    let mut opts = ReplayOptions::new(SimConfig::default_symbols(11, 1_700_000_000_000));
+    opts.total = Some(4_500);
+    opts.rate = 300.0;
+    let server = ReplayServer::bind("127.0.0.1:0", opts).await.unwrap();
+    let (url, rest) = (server.url().unwrap(), server.rest_url().unwrap());
+    let (sent, market) = (server.sent(), server.market());
+    let (trigger, signal) = shutdown::channel();
+    let replay = tokio::spawn(server.run(signal));
+
+    let mut ingest = spawn_ingest(&env, &url, &rest);
+    let started = common::eventually(Duration::from_secs(30), || {
+        let n = sent.ids().len();
+        async move { n >= 600 }
+    })
+    .await;
+    assert!(started, "the first ingest sent nothing");
+    ingest.kill().unwrap();
+    ingest.wait().unwrap();
+    let down_at = market.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let missed = market.len() - down_at;
+    assert!(missed >= 600, "only {missed} trades while ingest was down");
+    let mut ingest = spawn_ingest(&env, &url, &rest);
+
+    let finished = common::eventually(Duration::from_secs(60), || {
+        let m = market.clone();
+        async move { m.exhausted() }
+    })
+    .await;
+    assert!(finished, "the market did not finish");
+    let in_order: Vec<(String, String)> = market
+        .happened()
+        .iter()
+        .map(|t| (t.symbol.clone(), sim.trade_id(t)))
+        .collect();
+    let sent_ids = sent.ids();
+    let mut begun: BTreeSet<String> = BTreeSet::new();
+    let want: Ids = in_order
+        .iter()
+        .filter(|id| {
+            if sent_ids.contains(*id) {
+                begun.insert(id.0.clone());
+            }
+            begun.contains(&id.0)
+        })
+        .cloned()
+        .collect();
+    let kafka = read_ticks(&env, want.len()).await;
+    ingest.kill().unwrap();
+    ingest.wait().unwrap();
+    trigger.fire();
+    replay.await.unwrap().unwrap();
+
+    let got: Ids = kafka.keys().cloned().collect();
+    let lost: Vec<_> = want.difference(&got).take(10).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} trades lost (e.g. {lost:?}); {missed} happened while ingest was down",
+        want.difference(&got).count(),
+        want.len()
+    );
+    assert_eq!(got, want);
+    let twice = kafka.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "ingest restart: {} trades, {missed} while down, {twice} published twice",
+        want.len()
+    );
 }

@@ -40,6 +40,12 @@ impl KafkaSettings {
         }
     }
 
+    /// The settings every client of this process starts from (bootstrap, client id, no topic
+    /// auto-creation), for clients the bus does not make itself.
+    pub fn client_config(&self) -> ClientConfig {
+        self.base_config()
+    }
+
     fn base_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)

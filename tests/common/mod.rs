@@ -342,7 +342,9 @@ impl Pipeline {
             tasks.spawn(replay.run(signal.clone()));
             let publisher = Publisher::new(env.settings()).unwrap();
             let symbols = vec!["BTC-USDT".to_string(), "ETH-USDT".to_string()];
-            let feed = FeedOptions::new(url, symbols);
+            let mut feed = FeedOptions::new(url, symbols);
+            // The simulated market keeps its own clock (from 2023, faster than the wall).
+            feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
             tasks.spawn(run_feed(
                 Arc::new(Binance::trades()),
                 feed,

@@ -16,6 +16,7 @@
 pub mod backfill;
 pub mod connection;
 mod gaps;
+pub mod resume;
 pub mod tracker;
 
 use std::collections::HashMap;
@@ -81,6 +82,9 @@ pub struct FeedOptions {
     pub max_symbols_per_connection: Option<usize>,
     /// How far a trade's time may lie from its receive time; the others are dead-lettered.
     pub event_window: crate::domain::EventWindow,
+    /// The last trade per symbol published before this process started ([`resume`]): the feed
+    /// goes on from there, backfilling what happened while it was down.
+    pub resume_from: HashMap<String, resume::LastTrade>,
 }
 
 impl FeedOptions {
@@ -105,6 +109,7 @@ impl FeedOptions {
             dedupe_window: 100_000,
             max_symbols_per_connection: None,
             event_window: crate::domain::EventWindow::default(),
+            resume_from: HashMap::new(),
         }
     }
 
@@ -228,9 +233,16 @@ impl Core {
             None
         };
         let (tx, rx) = mpsc::channel(64);
+        let mut tracker = Tracker::new(info.sequential_ids, opts.dedupe_window, opts.max_gap);
+        for symbol in &opts.symbols {
+            if let Some(last) = opts.resume_from.get(symbol) {
+                tracing::info!(feed = info.name, %symbol, last_id = last.id, last_ms = last.ts_ms, "resuming after the last trade on the ticks topic");
+                tracker.seed(symbol, last.id, last.ts_ms);
+            }
+        }
         Ok(Self {
             name: info.name,
-            tracker: Tracker::new(info.sequential_ids, opts.dedupe_window, opts.max_gap),
+            tracker,
             max_age: opts.max_connection_age.or(info.max_connection_age),
             connector,
             opts,
@@ -461,6 +473,10 @@ impl Core {
         } else if self.subscribed_once && self.rest.is_some() {
             // A reconnect: trades may have happened while we were away.
             self.tracker.reconnected();
+            self.catchup_at = Some(now + self.opts.gap_grace);
+        } else if !self.subscribed_once && self.rest.is_some() && !self.opts.resume_from.is_empty()
+        {
+            // A restart: symbols quiet since are caught up from their last trade.
             self.catchup_at = Some(now + self.opts.gap_grace);
         }
         self.subscribed_once = true;

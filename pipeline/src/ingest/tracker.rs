@@ -163,6 +163,20 @@ impl Tracker {
             .min()
     }
 
+    /// Starts a symbol from its last trade before a restart (read from the ticks topic): the
+    /// next trade's id reveals the gap, and until one arrives the symbol counts as quiet, so a
+    /// catch-up fetches what happened meanwhile. Ignored for non-sequential ids or a symbol
+    /// already tracked.
+    pub fn seed(&mut self, symbol: &str, last_id: u64, last_ms: i64) {
+        if !self.sequential || self.symbols.contains_key(symbol) {
+            return;
+        }
+        let st = self.symbols.entry(symbol.to_string()).or_default();
+        st.hwm = Some(last_id);
+        st.hwm_ms = last_ms;
+        st.live_since_reconnect = false;
+    }
+
     /// Marks a reconnect: from now on, symbols that have not had a live trade are candidates
     /// for a catch-up backfill.
     pub fn reconnected(&mut self) {
