@@ -6,6 +6,8 @@
 #   scripts/kafka.sh start   # resolve jars if needed, format, launch in background
 #   scripts/kafka.sh wait    # block until the broker serves requests
 #   scripts/kafka.sh stop    # kill the broker and delete its data dir
+#   scripts/kafka.sh kill    # SIGKILL the broker, keeping its data (outage drills)
+#   scripts/kafka.sh restart # launch a killed broker again on the same data
 #   scripts/kafka.sh lib     # resolve the jars if needed and print their directory
 #   scripts/kafka.sh tool CLASS ARGS...  # run a Kafka tool class from the jars,
 #        e.g. tool org.apache.kafka.tools.TopicCommand --bootstrap-server ... --list
@@ -163,7 +165,12 @@ cmd_start() {
   run_class kafka.tools.StorageTool format --ignore-formatted \
     --cluster-id "$id" --config "$KAFKA_DIR/server.properties" >"$log_dir/format.log" 2>&1 \
     || { cat "$log_dir/format.log" >&2; die "storage format failed"; }
-  # Launch detached from our stdio so callers' pipes/command substitutions don't hang.
+  launch
+  log "launched pid $(cat "$pid_file") (cluster id $id) on 127.0.0.1:$KAFKA_PORT in $(since "$t0")s; logs: $server_log"
+}
+
+# Launch detached from our stdio so callers' pipes/command substitutions don't hang.
+launch() {
   # shellcheck disable=SC2086
   nohup "$(java_bin)" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true ${KAFKA_JVM_OPTS:-} \
@@ -172,7 +179,26 @@ cmd_start() {
     -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
     </dev/null >"$log_dir/stdout.log" 2>&1 &
   echo $! >"$pid_file"
-  log "launched pid $! (cluster id $id) on 127.0.0.1:$KAFKA_PORT in $(since "$t0")s; logs: $server_log"
+}
+
+# Outage drills (tests/chaos.rs): the broker dies without a clean shutdown and comes back on
+# the same log directory.
+cmd_kill() {
+  running || die "not running"
+  local pid; pid="$(cat "$pid_file")"
+  kill -9 "$pid"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  log "killed pid $pid (data kept in $KAFKA_DIR/data)"
+}
+
+cmd_restart() {
+  ! running || die "already running"
+  [[ -f "$KAFKA_DIR/server.properties" ]] || die "no broker under $KAFKA_DIR to restart"
+  ensure_lib
+  # `wait` looks for this start's "started" line, not the last one's.
+  [[ -f "$server_log" ]] && mv "$server_log" "$server_log.$(date +%s%N)"
+  launch
+  log "relaunched pid $(cat "$pid_file") on 127.0.0.1:$KAFKA_PORT"
 }
 
 cmd_wait() {
@@ -217,10 +243,12 @@ case "${1:-}" in
   start) cmd_start ;;
   wait) cmd_wait ;;
   stop) cmd_stop ;;
+  kill) cmd_kill ;;
+  restart) cmd_restart ;;
   lib) ensure_lib; echo "$KAFKA_LIB" ;;
   tool) shift; [[ $# -ge 1 ]] || die "usage: $0 tool CLASS [ARGS...]"
         ensure_lib
         [[ -f "$KAFKA_DIR/log4j2-tools.properties" ]] || { mkdir -p "$KAFKA_DIR"; write_config; }
         run_class "$@" ;;
-  *) echo "usage: $0 start|wait|stop|lib|tool CLASS [ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|wait|stop|kill|restart|lib|tool CLASS [ARGS...]" >&2; exit 2 ;;
 esac

@@ -63,6 +63,11 @@ pub struct IngestArgs {
     /// Do not fill gaps from REST.
     #[arg(long, env = "TICKCAST__INGEST__NO_BACKFILL")]
     pub no_backfill: bool,
+    /// Ticks held at most while Kafka is slow or away (about 300 bytes each); beyond them the
+    /// feed is not read until Kafka acknowledges again, and the trades missed meanwhile are
+    /// backfilled from REST where the exchange numbers them consecutively.
+    #[arg(long, env = "TICKCAST_MAX_BUFFERED_TICKS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_buffered_ticks: u64,
     #[command(flatten)]
     pub window: EventWindowArgs,
     #[command(flatten)]
@@ -206,6 +211,7 @@ pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>,
             opts.rest_url = f.rest_url;
             opts.backfill = backfill;
             opts.event_window = args.window.window();
+            opts.max_buffered_ticks = args.max_buffered_ticks as usize;
             if let Some(s) = stale {
                 if s == 0 {
                     return Err("stale_after_secs must be > 0".into());

@@ -79,6 +79,11 @@ pub struct ReplayArgs {
     /// Every Nth trade happens but is not sent on the connection (REST still has it).
     #[arg(long)]
     pub skip_every: Option<u64>,
+    /// Send a poison trade frame after every N trade frames: a size that overflows a window,
+    /// a time in microseconds or `i64::MAX`, a zero or a negative price, in turn (each must
+    /// reach the dead-letter topic).
+    #[arg(long)]
+    pub poison_every: Option<u64>,
 }
 
 fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
@@ -135,6 +140,7 @@ fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
             duplicate_every: args.duplicate_every,
             garbage_every: args.garbage_every,
             skip_every: args.skip_every,
+            poison_every: args.poison_every,
         },
         source,
     })

@@ -102,6 +102,7 @@ fn fault_storm() -> Scenario {
             duplicate_every: Some(50),
             garbage_every: Some(170),
             skip_every: Some(130),
+            poison_every: None,
         },
         rate: 0.0,
         max_age: None,

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, unique};
+use common::{OwnPostgres, unique};
 use rust_decimal::Decimal;
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store::{self, CandleQuery, Store};
@@ -22,55 +21,6 @@ use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::telemetry;
-
-/// A Postgres server of this test's own, so stopping it disturbs no other test.
-struct OwnPostgres {
-    dir: TempDir,
-    port: u16,
-    url: String,
-}
-
-impl OwnPostgres {
-    fn script(&self, verb: &str) {
-        let out = Command::new("scripts/postgres.sh")
-            .arg(verb)
-            .env("PG_DIR", &self.dir.0)
-            .env("PG_PORT", self.port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "postgres.sh {verb}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = TempDir(std::env::temp_dir().join(unique("pg-outage")));
-        let pg = OwnPostgres {
-            url: format!("postgres://postgres@127.0.0.1:{port}/tickcast"),
-            dir,
-            port,
-        };
-        pg.script("start");
-        pg
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("scripts/postgres.sh")
-            .arg("stop")
-            .env("PG_DIR", &self.dir.0)
-            .env("PG_PORT", self.port.to_string())
-            .output();
-    }
-}
 
 fn candle(i: i64) -> Candle {
     let p = Decimal::new(20_000 + (i * 53 % 700), 1);

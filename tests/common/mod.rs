@@ -217,6 +217,15 @@ pub fn expected_candles(seed: u64, n: usize) -> Vec<Candle> {
 /// Closed 1-minute `binance` candles of `trades` (each trade counted once), sorted by open
 /// time then symbol: a window is closed once a later trade of its symbol reaches its end.
 pub fn closed_candles(trades: impl IntoIterator<Item = SimTrade>) -> Vec<Candle> {
+    closed_candles_late(trades, 0)
+}
+
+/// [`closed_candles`] for a candles stage with `--allowed-lateness-ms lateness`: a window is
+/// closed once a later trade of its symbol is `lateness` past its end.
+pub fn closed_candles_late(
+    trades: impl IntoIterator<Item = SimTrade>,
+    lateness: i64,
+) -> Vec<Candle> {
     let mut windows: BTreeMap<(String, i64), Candle> = BTreeMap::new();
     let mut max_ts: BTreeMap<String, i64> = BTreeMap::new();
     for t in trades {
@@ -247,7 +256,7 @@ pub fn closed_candles(trades: impl IntoIterator<Item = SimTrade>) -> Vec<Candle>
     }
     let mut out: Vec<Candle> = windows
         .into_values()
-        .filter(|c| c.close_ms <= max_ts[&c.symbol])
+        .filter(|c| c.close_ms + lateness <= max_ts[&c.symbol])
         .collect();
     out.sort_by(|a, b| (a.open_ms, &a.symbol).cmp(&(b.open_ms, &b.symbol)));
     out
@@ -413,4 +422,60 @@ pub fn reference_forecasts(
         }
     }
     out
+}
+
+/// A TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Postgres server of a test's own (`scripts/postgres.sh` on a free port and a scratch
+/// dir), so stopping it disturbs no other test; stopped and deleted when dropped.
+pub struct OwnPostgres {
+    dir: TempDir,
+    port: u16,
+    pub url: String,
+}
+
+impl OwnPostgres {
+    /// `scripts/postgres.sh <verb>` for this server: `pause`, `resume`.
+    pub fn script(&self, verb: &str) {
+        let out = std::process::Command::new("scripts/postgres.sh")
+            .arg(verb)
+            .env("PG_DIR", &self.dir.0)
+            .env("PG_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = TempDir(std::env::temp_dir().join(unique("own-pg")));
+        let pg = OwnPostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/tickcast"),
+            dir,
+            port,
+        };
+        pg.script("start");
+        pg
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scripts/postgres.sh")
+            .arg("stop")
+            .env("PG_DIR", &self.dir.0)
+            .env("PG_PORT", self.port.to_string())
+            .output();
+    }
 }

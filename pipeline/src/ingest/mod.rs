@@ -80,6 +80,9 @@ pub struct FeedOptions {
     pub dedupe_window: usize,
     /// Symbols per connection at most; `None`: the exchange's limit.
     pub max_symbols_per_connection: Option<usize>,
+    /// Ticks decoded but not yet taken for publishing, at most (about 300 bytes each): when Kafka
+    /// is away, the connections stop reading the feed once this many wait.
+    pub max_buffered_ticks: usize,
     /// How far a trade's time may lie from its receive time; the others are dead-lettered.
     pub event_window: crate::domain::EventWindow,
     /// The last trade per symbol published before this process started ([`resume`]): the feed
@@ -108,6 +111,7 @@ impl FeedOptions {
             max_gap: 100_000,
             dedupe_window: 100_000,
             max_symbols_per_connection: None,
+            max_buffered_ticks: 100_000,
             event_window: crate::domain::EventWindow::default(),
             resume_from: HashMap::new(),
         }
@@ -217,6 +221,8 @@ struct Core {
     attempt: u32,
     rng: Rng,
     bad_log: LogLimiter,
+    /// Fires at shutdown (set by [`Core::run`]), so a send waiting for Kafka gives up.
+    stop: Shutdown,
 }
 
 impl Core {
@@ -232,7 +238,9 @@ impl Core {
         } else {
             None
         };
-        let (tx, rx) = mpsc::channel(64);
+        // Batches waiting for the core: with `max_batch` ticks each, at most
+        // `max_buffered_ticks` are held while Kafka is slow or away.
+        let (tx, rx) = mpsc::channel((opts.max_buffered_ticks / opts.max_batch.max(1)).max(2));
         let mut tracker = Tracker::new(info.sequential_ids, opts.dedupe_window, opts.max_gap);
         for symbol in &opts.symbols {
             if let Some(last) = opts.resume_from.get(symbol) {
@@ -263,10 +271,12 @@ impl Core {
             attempt: 0,
             rng: Rng::new(crate::now_ms() as u64),
             bad_log: LogLimiter::new(Duration::from_secs(10)),
+            stop: Shutdown::never(),
         })
     }
 
     async fn run(&mut self, mut shutdown: Shutdown) -> Result<()> {
+        self.stop = shutdown.clone();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -554,11 +564,55 @@ impl Core {
             );
             records.push(dl.into_record(&self.dead_topic));
         }
-        self.publisher.publish_all(&records).await?;
+        if !self.send(&records).await? {
+            tracing::warn!(
+                feed = self.name,
+                ticks = n,
+                "stopped before Kafka acknowledged these ticks; the next start resumes from the ticks topic"
+            );
+            return Ok(());
+        }
         telemetry::FEED_TRADES
             .with_label_values(&[self.name])
             .inc_by(n);
         Ok(())
+    }
+}
+
+/// How long a send may still take once shutdown fired.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often a send that waits for Kafka says so.
+const WAITING_NOTE: Duration = Duration::from_secs(30);
+
+impl Core {
+    /// Sends records and waits for Kafka's acknowledgement, however long the broker is away
+    /// (deliveries have no timeout): meanwhile no frame is taken, so the connections' bounded
+    /// queues fill and they stop reading the feed; the trades missed are backfilled after the
+    /// reconnect that follows. False: shutdown fired and the send did not finish within
+    /// [`STOP_GRACE`].
+    async fn send(&mut self, records: &[OutRecord]) -> Result<bool> {
+        let mut stop = self.stop.clone();
+        let send = self.publisher.publish_all(records);
+        tokio::pin!(send);
+        let started = Instant::now();
+        let mut note = tokio::time::interval_at(started + WAITING_NOTE, WAITING_NOTE);
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    r?;
+                    if started.elapsed() >= WAITING_NOTE {
+                        tracing::info!(feed = self.name, waited_s = started.elapsed().as_secs(), "Kafka acknowledges again; the feed resumes");
+                    }
+                    return Ok(true);
+                }
+                _ = note.tick() => {
+                    tracing::warn!(feed = self.name, waited_s = started.elapsed().as_secs(), records = records.len(), "Kafka has not acknowledged; the feed is paused until it does");
+                }
+                _ = stop.wait() => {
+                    return Ok(tokio::time::timeout(STOP_GRACE, send).await.is_ok_and(|r| r.is_ok()));
+                }
+            }
+        }
     }
 }
 

@@ -68,6 +68,7 @@ enum Fed {
     Trade { symbol: String, id: String },
     Raw,
     Garbage,
+    Poison(String),
 }
 
 pub async fn serve(socket: WebSocket, path: String, shared: Shared, shutdown: Shutdown) {
@@ -197,6 +198,7 @@ impl Conn {
                 Fed::Trade { symbol, id } => self.shared.sent.trade(&symbol, id),
                 Fed::Raw => self.shared.sent.raw_frame(),
                 Fed::Garbage => self.shared.sent.garbage(),
+                Fed::Poison(frame) => self.shared.sent.poison(frame),
             }
         }
         Ok(())
@@ -270,6 +272,20 @@ impl Conn {
             if after.garbage {
                 self.tx.feed(Message::text(GARBAGE)).await?;
                 self.fed.push(Fed::Garbage);
+            }
+            if after.poison
+                && let Some(t) = trade
+            {
+                let n = self.shared.sent.next_poison();
+                let bad = super::faults::poison(t, n);
+                let frame = match &entry {
+                    Entry::Trade { event_ms, .. } => {
+                        self.shared.sim.trade_frame(&bad, *event_ms, &self.path)
+                    }
+                    Entry::Frame(_) => unreachable!("a trade entry"),
+                };
+                self.tx.feed(Message::text(frame.clone())).await?;
+                self.fed.push(Fed::Poison(frame));
             }
             if let Some(stall) = after.stall {
                 self.flush().await?;

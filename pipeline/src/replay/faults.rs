@@ -12,6 +12,9 @@
 //! - Skips and drops are never applied to the very last trade of a finite market, so a later
 //!   trade or a reconnect reveals every gap.
 
+use rust_decimal::Decimal;
+
+use crate::simulator::SimTrade;
 use std::time::Duration;
 
 /// Which faults the replay exchange injects; all off by default.
@@ -31,6 +34,28 @@ pub struct Faults {
     pub garbage_every: Option<u64>,
     /// Every Nth trade of the connection happens but is not sent on it.
     pub skip_every: Option<u64>,
+    /// Send a poison trade frame after every N trade frames: well-formed for the protocol,
+    /// but with a size that overflows a window's volume, a time in microseconds or `i64::MAX`,
+    /// a zero or a negative price, in turn ([`poison`]). Its trade id never happens.
+    pub poison_every: Option<u64>,
+}
+
+/// The kinds of poison trade, in the order [`Faults::poison_every`] sends them.
+pub const POISON_KINDS: usize = 5;
+
+/// Poison trade number `n` (from 0), made from a real trade `t`: kind `n % POISON_KINDS`, and
+/// a trade id (`900000000000 + n`) that no simulated trade has.
+pub fn poison(t: &SimTrade, n: u64) -> SimTrade {
+    let mut p = t.clone();
+    p.trade_id = 900_000_000_000 + n;
+    match n % POISON_KINDS as u64 {
+        0 => p.size = Decimal::MAX,
+        1 => p.ts_ms = t.ts_ms.saturating_mul(1_000),
+        2 => p.ts_ms = i64::MAX,
+        3 => p.price = Decimal::ZERO,
+        _ => p.price = -Decimal::ONE,
+    }
+    p
 }
 
 /// The garbage frame: not JSON, not any protocol's message.
@@ -41,6 +66,7 @@ pub const GARBAGE: &str = "\u{1}garbage{not json";
 pub struct After {
     pub duplicate: bool,
     pub garbage: bool,
+    pub poison: bool,
     pub stall: Option<Duration>,
     pub drop: bool,
 }
@@ -81,6 +107,7 @@ impl FaultState {
         After {
             duplicate: hits(self.faults.duplicate_every, n),
             garbage: hits(self.faults.garbage_every, n),
+            poison: hits(self.faults.poison_every, n),
             stall: hits(self.faults.stall_every, n).then_some(self.faults.stall_for),
             drop: !last && hits(self.faults.drop_every, n),
         }

@@ -15,6 +15,8 @@ struct Inner {
     ids: Mutex<BTreeSet<(String, String)>>,
     frames: AtomicU64,
     garbage: AtomicU64,
+    poison: Mutex<Vec<String>>,
+    poison_made: AtomicU64,
     connections: AtomicU64,
     drops: AtomicU64,
 }
@@ -36,6 +38,25 @@ impl SentLog {
     }
     pub(crate) fn garbage(&self) {
         self.inner.garbage.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The number of the next poison trade (from 0).
+    pub(crate) fn next_poison(&self) -> u64 {
+        self.inner.poison_made.fetch_add(1, Ordering::Relaxed)
+    }
+    pub(crate) fn poison(&self, frame: String) {
+        self.inner
+            .poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(frame);
+    }
+    /// Every poison frame sent ([`super::Faults::poison_every`]), in order.
+    pub fn poison_sent(&self) -> Vec<String> {
+        self.inner
+            .poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     pub(crate) fn connection(&self) {
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
