@@ -7,11 +7,15 @@
 //! - [`dashboard`] — `GET /`, the built-in live page (assets embedded).
 //! - [`routes`] — `/api/v1` read resources (symbols, candles, forecasts, accuracy).
 //! - [`alerts`] — `/api/v1/alerts`: rules (mutations need the token) and events.
-//! - [`live`] — `/api/v1/stream`, the websocket fan-out.
+//! - [`live`] — the fan-out of live records (fed from the topics) and the stream's filters.
+//! - [`stream`] — `/api/v1/stream`, the websocket, with its limits.
 //! - [`auth`] — bearer-token check for mutations.
-//! - [`health`] — `/healthz`, `/readyz`, `/metrics`.
+//! - [`origin`] — which browser pages may open the stream (same origin, or listed).
+//! - [`health`] — `/healthz`, `/readyz` (answered from a background probe), `/metrics`.
 //! - [`openapi`] — `/openapi.json`.
 //! - [`error`] — the one error type and its JSON bodies.
+//! - [`server`] — [`serve`]: the accept loop (header-read timeout, connection limit, a
+//!   shutdown that does not wait on idle or slow clients).
 
 pub mod alerts;
 pub mod auth;
@@ -22,7 +26,12 @@ pub mod headers;
 pub mod health;
 pub mod live;
 pub mod openapi;
+pub mod origin;
 pub mod routes;
+pub mod server;
+pub mod stream;
+
+pub use server::serve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +42,11 @@ use axum::routing::get;
 use tickcast_consumers::store::Store;
 use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::shutdown::Shutdown;
-use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
 
-/// Request limits.
+/// Request and connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body accepted (413 beyond).
@@ -46,6 +54,14 @@ pub struct Limits {
     /// Longest a request may take (408 beyond). Websocket connections are not limited once
     /// upgraded.
     pub timeout: Duration,
+    /// Longest a client may take to send a request's headers, counted from the connection's
+    /// start or, on a kept-alive connection, from the end of the previous answer; the
+    /// connection is closed beyond it. Without it a client that sends nothing holds a
+    /// connection (and a file descriptor) for ever.
+    pub header_timeout: Duration,
+    /// Most connections served at once (websocket streams among them); more are answered 503
+    /// and closed ([`server`]).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +69,8 @@ impl Default for Limits {
         Self {
             body_bytes: 64 * 1024,
             timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }
@@ -70,11 +88,18 @@ pub struct AppState {
     pub limits: Limits,
     /// Tells an alert stage in the same process that the rules changed.
     pub rules_changed: Option<tickcast_consumers::alerts::ReloadTrigger>,
+    /// The stream's limits and its open-stream slots.
+    pub streams: stream::Streams,
+    /// The latest readiness of the store and broker, kept by [`health::spawn_probe`].
+    pub probe: Arc<health::Probe>,
+    /// Fires when the server shuts down, so that open streams close; set by [`serve`].
+    pub(crate) shutdown: Option<Shutdown>,
 }
 
 impl AppState {
     /// Read-only state over a store: no live stream, no broker check, mutations disabled,
-    /// `latest` answers cached for 500 ms.
+    /// `latest` answers cached for 500 ms, default [`Limits`] and [`stream::StreamLimits`],
+    /// readiness probed every [`health::PROBE_EVERY`].
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
@@ -84,6 +109,9 @@ impl AppState {
             latest: Arc::new(cache::TtlCache::new(Duration::from_millis(500))),
             limits: Limits::default(),
             rules_changed: None,
+            streams: stream::Streams::new(stream::StreamLimits::default()),
+            probe: Arc::new(health::Probe::new(health::PROBE_EVERY)),
+            shutdown: None,
         }
     }
 
@@ -123,6 +151,17 @@ impl AppState {
         self.limits = limits;
         self
     }
+
+    pub fn with_stream_limits(mut self, limits: stream::StreamLimits) -> Self {
+        self.streams = stream::Streams::new(limits);
+        self
+    }
+
+    /// How often the background probe behind `/readyz` checks the store and the broker.
+    pub fn with_probe_every(mut self, every: Duration) -> Self {
+        self.probe = Arc::new(health::Probe::new(every));
+        self
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -140,7 +179,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(routes::router())
-        .route("/api/v1/stream", get(live::stream))
+        .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/alerts/rules", get(alerts::list_rules))
         .route(
             "/api/v1/alerts/rules/{id}",
@@ -164,16 +203,4 @@ pub fn app(state: AppState) -> Router {
             limits.timeout,
         ))
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown` fires.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
-    Ok(())
 }

@@ -1,5 +1,5 @@
 //! The live stream: ticks, candles, forecasts and alerts pushed to websocket clients
-//! (`GET /api/v1/stream`), filtered per connection by kind, exchange and symbol.
+//! ([`crate::stream`]), filtered per connection by kind, exchange and symbol.
 //!
 //! A [`Hub`] is one broadcast channel. [`Hub::follow_kafka`] feeds it from the topics with a
 //! tail consumer in a group of its own (it starts at the end and never commits), so any number
@@ -8,14 +8,14 @@
 //!
 //! Each message is one JSON text frame: `{"kind":"candle","data":{…the record…}}`, with the
 //! record exactly as on the topic (see `schemas/`).
+//!
+//! The websocket itself, and its limits, are in [`crate::stream`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::Result;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::ws::Utf8Bytes;
 use rdkafka::Message as _;
 use serde::Deserialize;
 use tickcast_pipeline::bus::KafkaSettings;
@@ -23,7 +23,6 @@ use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::shutdown::Shutdown;
 use tokio::sync::broadcast;
 
-use crate::AppState;
 use crate::error::ApiError;
 
 /// What a stream message carries.
@@ -229,82 +228,19 @@ impl Filter {
         })
     }
 
+    /// The stream's first message: the filters as understood.
+    pub fn hello(&self) -> serde_json::Value {
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+        serde_json::json!({
+            "kind": "hello",
+            "data": {"kinds": kinds, "symbols": self.symbols, "exchange": self.exchange},
+        })
+    }
+
     pub fn accepts(&self, e: &Event) -> bool {
         self.kinds.contains(&e.kind)
             && (self.symbols.is_empty() || self.symbols.contains(&e.symbol))
             && self.exchange.as_ref().is_none_or(|x| *x == e.exchange)
-    }
-}
-
-/// `GET /api/v1/stream` — upgrades to a websocket of live records.
-#[utoipa::path(
-    get,
-    path = "/api/v1/stream",
-    tag = "stream",
-    params(StreamParams),
-    responses(
-        (status = 101, description = "Switching to the websocket protocol; each text frame is `{\"kind\": \"tick\"|\"candle\"|\"forecast\"|\"alert\"|\"lagged\", \"data\": …}`"),
-        (status = 400, description = "Bad filter", body = crate::error::ErrorBody),
-        (status = 503, description = "No live stream configured", body = crate::error::ErrorBody),
-    )
-)]
-pub async fn stream(
-    State(state): State<AppState>,
-    q: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let p = q
-        .map(|Query(p)| p)
-        .map_err(|e| crate::error::query_error(&e))?;
-    let filter = Filter::parse(&p)?;
-    let Some(hub) = state.live.clone() else {
-        return Err(ApiError::Unavailable(
-            "this API process has no live stream (it was started without a broker)".into(),
-        ));
-    };
-    let ws = ws.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let rx = hub.subscribe();
-    Ok(ws.on_upgrade(move |socket| pump(socket, rx, filter)))
-}
-
-async fn pump(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<Event>>, filter: Filter) {
-    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.name()).collect();
-    let hello = serde_json::json!({
-        "kind": "hello",
-        "data": {"kinds": kinds, "symbols": filter.symbols, "exchange": filter.exchange},
-    });
-    if socket
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    loop {
-        tokio::select! {
-            incoming = socket.recv() => match incoming {
-                // Pings are answered by the protocol layer; anything else from the client is
-                // ignored. A close or an error ends the connection.
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
-            ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    if filter.accepts(&ev)
-                        && socket.send(Message::Text(ev.text.clone())).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let note = format!(r#"{{"kind":"lagged","data":{{"skipped":{n}}}}}"#);
-                    if socket.send(Message::Text(note.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-        }
     }
 }
 

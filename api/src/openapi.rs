@@ -31,7 +31,7 @@ use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
         crate::routes::forecasts,
         crate::routes::latest_forecasts,
         crate::routes::accuracy,
-        crate::live::stream,
+        crate::stream::stream,
         crate::alerts::list_rules,
         crate::alerts::get_rule,
         crate::alerts::put_rule,

@@ -556,3 +556,142 @@ async fn rule_file_loads_into_the_store() {
         "{err}"
     );
 }
+
+mod properties {
+    //! Schema-valid but extreme forecasts and candles (points to ±10^300, closes from 10^-18
+    //! to 10^15) mixed with poison, in batches of any size: no panic, every poison message is
+    //! dead-lettered, and the events equal those of the valid messages alone.
+
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+    use tickcast_pipeline::codec;
+    use tickcast_pipeline::stage::Inbound;
+
+    #[derive(Debug, Clone)]
+    enum Msg {
+        Valid(In),
+        Poison(usize),
+    }
+
+    fn msg() -> impl Strategy<Value = Msg> {
+        let double = prop_oneof![
+            Just(1e300),
+            Just(-1e300),
+            Just(f64::MIN_POSITIVE),
+            Just(0.0),
+            -1e4f64..1e4,
+        ];
+        let forecast =
+            (1u32..=3, double.clone(), 0.0f64..1e300).prop_map(|(h, p, spread)| (h, p, spread));
+        let close = (1i64..=1_000_000_000_000_000, 0u32..=18).prop_map(|(m, s)| Decimal::new(m, s));
+        prop_oneof![
+            5 => forecast.prop_map(|(h, p, s)| Msg::Valid(In::F(fc("m", h, 0, 100.0, p, (p - s / 2.0, p + s / 2.0))))),
+            2 => close.prop_map(|c| Msg::Valid(In::C(candle("BTC-USDT", 0, &c.to_string())))),
+            1 => (0usize..3).prop_map(Msg::Poison),
+        ]
+    }
+
+    /// Numbers the bars: each input is the next bar, so forecasts and candles interleave.
+    fn number(msgs: Vec<Msg>) -> Vec<Msg> {
+        msgs.into_iter()
+            .enumerate()
+            .map(|(i, m)| match m {
+                Msg::Valid(In::F(f)) => {
+                    let bar = i as i64;
+                    Msg::Valid(In::F(fc(
+                        "m",
+                        f.horizon,
+                        bar,
+                        f.last,
+                        f.point,
+                        (f.lo95, f.hi95),
+                    )))
+                }
+                Msg::Valid(In::C(c)) => {
+                    Msg::Valid(In::C(candle("BTC-USDT", i as i64, &c.close.to_string())))
+                }
+                p => p,
+            })
+            .collect()
+    }
+
+    fn messages(msgs: &[Msg], valid_only: bool) -> Vec<Inbound> {
+        let mut feed = Feed::new();
+        let forecasts = feed.topics.forecasts();
+        let mut out = Vec::new();
+        for m in msgs {
+            match m {
+                Msg::Valid(i) => out.extend(feed.messages(std::slice::from_ref(i))),
+                Msg::Poison(_) if valid_only => {}
+                Msg::Poison(k) => {
+                    let good = codec::encode(&fc("m", 1, 0, 100.0, 100.0, (90.0, 110.0)));
+                    let text = String::from_utf8(good).unwrap_or_default();
+                    let payload = match k {
+                        0 => text.replacen("\"v\":1", "\"v\":7", 1),
+                        1 => text.replacen("\"lo95\":90.0", "\"lo95\":120.0", 1),
+                        _ => text[..text.len() / 3].to_string(),
+                    };
+                    feed.next_f += 1;
+                    out.push(Inbound {
+                        topic: forecasts.clone(),
+                        partition: 0,
+                        offset: feed.next_f - 1,
+                        key: None,
+                        payload: payload.into_bytes(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn events(batch: &[Inbound], split: usize) -> (Vec<AlertEvent>, usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (store, _dir) = sqlite("alerts_props").await;
+            let rules = [
+                rule(r#"{"id":"above","interval":"1m","model":"m","horizon":1,"kind":"above","threshold":100,"hysteresis":1}"#),
+                rule(r#"{"id":"below","interval":"1m","model":"m","horizon":2,"kind":"below","on":"lo95","threshold":50,"for_bars":1}"#),
+                rule(r#"{"id":"move","interval":"1m","model":"m","horizon":3,"kind":"change","threshold":2,"hysteresis":0.5}"#),
+                rule(r#"{"id":"anomaly","interval":"1m","model":"m","horizon":1,"kind":"anomaly","band":95}"#),
+            ];
+            put_rules(store.as_ref(), &rules).await;
+            let mut stage = stage(&store);
+            let (mut out, mut dead) = (Vec::new(), 0);
+            for piece in batch.chunks(split.max(1)) {
+                let fx = stage.handle(piece).await.expect("handle");
+                dead += fx.dead.len();
+                out.extend(
+                    fx.records
+                        .iter()
+                        .map(|r| codec::decode::<AlertEvent>(&r.payload).expect("an event")),
+                );
+                stage.acknowledged(false).await.expect("checkpoint");
+            }
+            (out, dead)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn extreme_inputs_never_panic_and_the_valid_ones_decide(
+            msgs in proptest::collection::vec(msg(), 1..50).prop_map(number),
+            split in 1usize..15,
+        ) {
+            let all = messages(&msgs, false);
+            let valid = messages(&msgs, true);
+            let (got, dead) = events(&all, split);
+            let (want, dead_valid) = events(&valid, valid.len().max(1));
+            prop_assert_eq!(dead_valid, 0);
+            prop_assert_eq!(dead, all.len() - valid.len());
+            prop_assert_eq!(shape(&got), shape(&want));
+            prop_assert_eq!(got, want);
+        }
+    }
+}

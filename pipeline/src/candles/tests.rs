@@ -686,3 +686,117 @@ async fn poison_ticks_are_dead_lettered_and_the_rest_counts() {
         "the first window closed, and nothing in the future opened"
     );
 }
+
+/// One input of the property test: a schema-valid tick (extreme prices, sizes and times
+/// allowed), or a poison payload the stage must dead-letter.
+#[derive(Debug, Clone)]
+enum Input {
+    Valid(Tick),
+    Poison(Vec<u8>),
+}
+
+fn extreme_decimal() -> impl proptest::strategy::Strategy<Value = Decimal> {
+    use proptest::prelude::*;
+    // Mantissas up to 10^15 at scales 0..=18: from 10^-18 up to the maximum, never above.
+    (1i64..=1_000_000_000_000_000, 0u32..=18).prop_map(|(m, s)| Decimal::new(m, s))
+}
+
+fn input() -> impl proptest::strategy::Strategy<Value = Input> {
+    use proptest::prelude::*;
+    let valid = (
+        0usize..2,
+        extreme_decimal(),
+        extreme_decimal(),
+        prop_oneof![0i64..=10 * M, 0i64..=crate::domain::MAX_EVENT_MS],
+    )
+        .prop_map(|(s, price, size, ts_ms)| {
+            let mut t = tick(["BTC-USDT", "ETH-USDT"][s], 0, 1, 1, ts_ms);
+            t.price = price;
+            t.size = size;
+            Input::Valid(t)
+        });
+    let poison = (0usize..7, 0i64..=10 * M).prop_map(|(k, ts)| {
+        let t = tick("BTC-USDT", 0, 100, 1, ts);
+        let text = String::from_utf8(codec::encode(&t)).unwrap_or_default();
+        let text = match k {
+            0 => text.replace(
+                "\"size\":\"0.001\"",
+                "\"size\":\"79228162514264337593543950335\"",
+            ),
+            1 => text.replace("\"size\":\"0.001\"", "\"size\":\"1000000000000000.1\""),
+            2 => text.replace(
+                &format!("\"ts_ms\":{ts}"),
+                &format!("\"ts_ms\":{}", i64::MAX),
+            ),
+            3 => text.replace(&format!("\"ts_ms\":{ts}"), "\"ts_ms\":-1"),
+            4 => text.replace("\"price\":\"1.00\"", "\"price\":\"0\""),
+            5 => text.replace("\"price\":\"1.00\"", "\"price\":\"0.0000000000000000001\""),
+            _ => "{\"v\":1,\"exchange\":\"binance\"".to_string(),
+        };
+        Input::Poison(text.into_bytes())
+    });
+    prop_oneof![4 => valid, 1 => poison]
+}
+
+fn payloads(inputs: &[Input], valid_only: bool) -> Vec<Inbound> {
+    inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| {
+            let payload = match x {
+                Input::Valid(t) => {
+                    let mut t = t.clone();
+                    t.trade_id = i.to_string();
+                    codec::encode(&t)
+                }
+                Input::Poison(p) if !valid_only => p.clone(),
+                Input::Poison(_) => return None,
+            };
+            Some(payload)
+        })
+        .enumerate()
+        .map(|(o, payload)| Inbound {
+            topic: "ticks".into(),
+            partition: 0,
+            offset: o as i64,
+            key: None,
+            payload,
+        })
+        .collect()
+}
+
+/// Candles and dead letters of `batch` handled in pieces of `split`.
+fn handled(batch: &[Inbound], split: usize) -> (Vec<Vec<u8>>, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut b = CandleBuilder::new(opts(&["1m", "1h"], 0), "candles");
+    let (mut records, mut dead) = (Vec::new(), 0);
+    for piece in batch.chunks(split.max(1)) {
+        let fx = rt.block_on(b.handle(piece)).expect("handled");
+        records.extend(fx.records.into_iter().map(|r| r.payload));
+        dead += fx.dead.len();
+    }
+    (records, dead)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Schema-valid but extreme ticks (prices and sizes from 10^-18 to the maximum, times up
+    /// to 2200) mixed with poison, in batches of any size: no panic, every poison payload is
+    /// dead-lettered, and the candles equal those of the valid ticks alone.
+    #[test]
+    fn extreme_and_poison_ticks_never_panic_and_the_valid_ones_decide(
+        inputs in proptest::collection::vec(input(), 1..80),
+        split in 1usize..30,
+    ) {
+        let all = payloads(&inputs, false);
+        let valid = payloads(&inputs, true);
+        let poison = all.len() - valid.len();
+        let (got, dead) = handled(&all, split);
+        let (want, dead_valid) = handled(&valid, valid.len().max(1));
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(dead, poison + dead_valid);
+    }
+}
