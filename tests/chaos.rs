@@ -1,16 +1,19 @@
 //! Chaos on Apache Kafka and Postgres of the test's own, every stage its own process:
 //! `tickcast ingest` (from the replay exchange, Binance protocol, consecutive ids, a poison
-//! frame after every 150 trade frames) and `tickcast run --stages candles|forecast|sink`.
+//! frame after every 150 trade frames) and `tickcast run --stages candles|forecast|sink|alert`.
 //! While trades keep happening:
-//! - each of the candles, forecast and sink processes is killed with SIGKILL and restarted;
+//! - each of the candles, forecast, sink and alert processes is killed with SIGKILL and
+//!   restarted;
 //! - ingest is killed with SIGKILL and restarted 30 s later;
 //! - Postgres is stopped for 60 s;
 //! - the broker is killed with SIGKILL, kept down for 150 s, and restarted on its log directory.
 //!
 //! Then: no process exited by itself; the ticks topic holds every trade that happened (each at
-//! least once, exactly once by id); Postgres holds exactly the candles and forecasts of an
-//! uninterrupted run; every poison frame ingest read is on the dead-letter topic with its
-//! reason. About 7 minutes; `TICKCAST_CHAOS_SCALE=0.2` shortens every wait for a quick look.
+//! least once, exactly once by id), each symbol's in id order; Postgres holds exactly the
+//! candles, forecasts and alert events of an uninterrupted run, with the candles stage's default
+//! lateness of 0 (ingest publishes the trades it backfills before those that followed them);
+//! every poison frame ingest read is on the dead-letter topic with its reason. About 7 minutes;
+//! `TICKCAST_CHAOS_SCALE=0.2` shortens every wait for a quick look.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -24,21 +27,41 @@ use std::time::{Duration, Instant};
 use common::{OwnPostgres, TempDir, unique};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _};
-use tickcast_consumers::store::{self, ForecastQuery, Store};
+use rust_decimal::Decimal;
+use tickcast_consumers::alerts::engine::Engine;
+use tickcast_consumers::alerts::{AlertEvent, Rule};
+use tickcast_consumers::store::{self, AlertEventQuery, ForecastQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Forecast, Tick};
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, sims};
 use tickcast_pipeline::shutdown;
-use tickcast_pipeline::simulator::SimConfig;
+use tickcast_pipeline::simulator::{SimConfig, Simulator};
 
 /// Trades per second on the wall clock (the simulated clock runs ~10× faster).
 const RATE: f64 = 50.0;
 const POISON_EVERY: u64 = 150;
-/// The candles stage's allowed lateness, in event time. The trades ingest backfills after its
-/// restart arrive after newer live ones; at 10× the wall clock, 30 s away is 5 minutes.
-const LATENESS_MS: i64 = 600_000;
+/// The stages, each its own process.
+const STAGES: [&str; 4] = ["candles", "forecast", "sink", "alert"];
+/// The alert rule the alert stage evaluates: BTC's naive 1-bar forecast above `threshold`.
+fn rule_json(threshold: Decimal) -> String {
+    format!(
+        r#"{{"id":"btc-above","symbol":"BTC-USDT","interval":"1m","model":"naive","horizon":1,"kind":"above","threshold":{threshold}}}"#
+    )
+}
+
+/// The median BTC price of the market's first `total` trades: the price crosses it both ways
+/// many times, so the rule fires and resolves again and again.
+fn median_btc(cfg: &SimConfig, total: u64) -> Decimal {
+    let mut prices: Vec<Decimal> = Simulator::new(cfg)
+        .take(total as usize)
+        .filter(|t| t.symbol == "BTC-USDT")
+        .map(|t| t.price)
+        .collect();
+    prices.sort();
+    prices[prices.len() / 2].round_dp(2)
+}
 
 /// A Kafka broker of the test's own (`scripts/kafka.sh` on free ports and a scratch dir).
 struct OwnKafka {
@@ -192,6 +215,44 @@ async fn stored_forecasts(store: &dyn Store) -> BTreeMap<common::ForecastKey, Fo
         .collect()
 }
 
+/// The alert events, by id.
+async fn stored_events(store: &dyn Store) -> Vec<AlertEvent> {
+    let mut e = store
+        .alert_events(&AlertEventQuery {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    e.sort_by(|a, b| a.id.cmp(&b.id));
+    e
+}
+
+/// What the alert engine makes of the forecasts, series by series in bar order, by id.
+fn reference_events(
+    forecasts: &BTreeMap<common::ForecastKey, Forecast>,
+    rule: &str,
+) -> Vec<AlertEvent> {
+    let mut engine = Engine::new(vec![Rule::from_json(rule.as_bytes()).unwrap()]);
+    let mut ordered: Vec<&Forecast> = forecasts.values().collect();
+    ordered.sort_by_key(|f| {
+        (
+            f.exchange.clone(),
+            f.symbol.clone(),
+            f.interval.clone(),
+            f.model.clone(),
+            f.horizon,
+            f.base_ms,
+        )
+    });
+    let mut e: Vec<AlertEvent> = ordered
+        .into_iter()
+        .flat_map(|f| engine.on_forecast(f))
+        .collect();
+    e.sort_by(|a, b| a.id.cmp(&b.id));
+    e
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_at_once_changes_no_result() {
     if std::env::var_os("KAFKA_BOOTSTRAP").is_none()
@@ -219,7 +280,9 @@ async fn every_fault_at_once_changes_no_result() {
     // The exchange: trades at RATE a second for the whole drill, poison now and then.
     let duration_s = 330.0 * scale();
     let total = (RATE * duration_s) as u64;
-    let mut opts = ReplayOptions::new(SimConfig::default_symbols(23, 1_700_000_000_000));
+    let sim_cfg = SimConfig::default_symbols(23, 1_700_000_000_000);
+    let rule = rule_json(median_btc(&sim_cfg, total));
+    let mut opts = ReplayOptions::new(sim_cfg);
     opts.total = Some(total);
     opts.rate = RATE;
     opts.faults = Faults {
@@ -266,12 +329,15 @@ async fn every_fault_at_once_changes_no_result() {
             // An uninterrupted run closes windows by event time only.
             "--idle-grace-ms".into(),
             "off".into(),
-            "--allowed-lateness-ms".into(),
-            LATENESS_MS.to_string(),
         ]
     };
-    for s in ["candles", "forecast", "sink"] {
-        let args = stage(s);
+    let rules = logs.join("rules.yaml");
+    std::fs::write(&rules, format!("rules:\n  - {rule}\n")).unwrap();
+    for s in STAGES {
+        let mut args = stage(s);
+        if s == "alert" {
+            args.extend(["--alert-rules".into(), rules.display().to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         procs.start(s, &args);
     }
@@ -296,7 +362,7 @@ async fn every_fault_at_once_changes_no_result() {
 
     // The drill.
     tokio::time::sleep(secs(20.0)).await;
-    for s in ["candles", "forecast", "sink"] {
+    for s in STAGES {
         note(&format!("SIGKILL {s}"));
         procs.kill(s, secs(5.0)).await;
         tokio::time::sleep(secs(5.0)).await;
@@ -344,16 +410,18 @@ async fn every_fault_at_once_changes_no_result() {
         })
         .cloned()
         .collect();
-    let want_candles = common::closed_candles_late(trades.iter().cloned(), LATENESS_MS);
+    let want_candles = common::closed_candles(trades.iter().cloned());
     let want_forecasts = common::reference_forecasts(&want_candles, "naive", &[1, 5]);
+    let want_events = reference_events(&want_forecasts, &rule);
     let settled = common::eventually(Duration::from_secs(180), || {
         let store = store.clone();
-        let (nc, nf) = (want_candles.len(), want_forecasts.len());
+        let (nc, nf, ne) = (want_candles.len(), want_forecasts.len(), want_events.len());
         async move {
             store
                 .row_counts()
                 .await
                 .is_ok_and(|(c, f)| c as usize >= nc && f as usize >= nf)
+                && stored_events(&*store).await.len() >= ne
         }
     })
     .await;
@@ -368,8 +436,18 @@ async fn every_fault_at_once_changes_no_result() {
     // Trades: every one that happened, exactly once by id.
     let ticks = read_all(&kafka.bootstrap(), &topics.ticks(), Duration::from_secs(3)).await;
     let mut by_id: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out_of_order = 0;
     for p in &ticks {
         let t: Tick = serde_json::from_slice(p).unwrap();
+        let id: u64 = t.trade_id.parse().unwrap();
+        let top = newest.entry(t.symbol.clone()).or_default();
+        // A first copy below an id already read: published after a later trade. (A second
+        // copy is a duplicate, counted below.)
+        if id < *top && !by_id.contains_key(&(t.symbol.clone(), t.trade_id.clone())) {
+            out_of_order += 1;
+        }
+        *top = id.max(*top);
         *by_id.entry((t.symbol, t.trade_id)).or_default() += 1;
     }
     let want_ids: BTreeSet<(String, String)> = trades
@@ -387,6 +465,12 @@ async fn every_fault_at_once_changes_no_result() {
         logs.display()
     );
     let twice = by_id.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        out_of_order,
+        0,
+        "ticks published after a later trade of their symbol; logs in {}",
+        logs.display()
+    );
 
     // Candles and forecasts: an uninterrupted run's, exactly.
     assert!(
@@ -411,6 +495,13 @@ async fn every_fault_at_once_changes_no_result() {
             "forecast {k:?}"
         );
     }
+
+    // Alerts: an uninterrupted run's events, exactly.
+    assert!(
+        want_events.len() >= 4,
+        "the rule fired and resolved too seldom: {want_events:?}"
+    );
+    assert_eq!(stored_events(&*store).await, want_events);
 
     // Poison: every frame ingest read is a dead letter with its reason.
     let poison = sent.poison_sent();
@@ -463,10 +554,11 @@ async fn every_fault_at_once_changes_no_result() {
         poison.len()
     );
     note(&format!(
-        "trades {}, {twice} published twice; candles {}, forecasts {}; poison {} sent, {} dead-lettered",
+        "trades {}, {twice} published twice; candles {}, forecasts {}, alert events {}; poison {} sent, {} dead-lettered",
         want_ids.len(),
         want_candles.len(),
         want_forecasts.len(),
+        want_events.len(),
         poison.len(),
         reasons.len()
     ));

@@ -34,9 +34,18 @@ const TRADES: u64 = 3_000;
 
 type Ids = BTreeSet<(String, String)>;
 
+/// What the ticks topic holds.
+struct Read {
+    /// How often each `(symbol, trade id)` arrived.
+    counts: BTreeMap<(String, String), usize>,
+    /// Ticks whose numeric id is below an id of the same symbol read before it: a backfill
+    /// published after the trades that followed it (the candles stage would find it late).
+    out_of_order: Vec<(String, u64, u64)>,
+}
+
 /// Reads `topic` from the start until `want` distinct ids have arrived (or 60 s pass), then
-/// 1.5 s more to catch duplicates. Returns the count of each id.
-async fn read_ticks(env: &Env, want: usize) -> BTreeMap<(String, String), usize> {
+/// 1.5 s more to catch duplicates.
+async fn read_ticks(env: &Env, want: usize) -> Read {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &env.settings().bootstrap)
         .set("group.id", format!("{}ticks-reader", env.group_prefix))
@@ -45,6 +54,8 @@ async fn read_ticks(env: &Env, want: usize) -> BTreeMap<(String, String), usize>
         .unwrap();
     consumer.subscribe(&[&env.topics.ticks()]).unwrap();
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out_of_order = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
@@ -54,6 +65,13 @@ async fn read_ticks(env: &Env, want: usize) -> BTreeMap<(String, String), usize>
             Ok(m) => {
                 let m = m.unwrap();
                 let t: Tick = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                if let Ok(id) = t.trade_id.parse::<u64>() {
+                    let top = newest.entry(t.symbol.clone()).or_default();
+                    if id < *top {
+                        out_of_order.push((t.symbol.clone(), id, *top));
+                    }
+                    *top = id.max(*top);
+                }
                 *seen.entry((t.symbol, t.trade_id)).or_default() += 1;
                 if seen.len() >= want && quiet_until.is_none() {
                     quiet_until = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
@@ -61,7 +79,10 @@ async fn read_ticks(env: &Env, want: usize) -> BTreeMap<(String, String), usize>
             }
         }
     }
-    seen
+    Read {
+        counts: seen,
+        out_of_order,
+    }
 }
 
 async fn count_dead_letters(env: &Env) -> usize {
@@ -113,6 +134,8 @@ fn fault_storm() -> Scenario {
 }
 
 struct Outcome {
+    /// See [`Read::out_of_order`].
+    out_of_order: Vec<(String, u64, u64)>,
     kafka: BTreeMap<(String, String), usize>,
     happened: Ids,
     /// Every trade that happened from the first one any connection sent on.
@@ -214,12 +237,16 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
     } else {
         sent.ids().len()
     };
-    let kafka = read_ticks(&env, want).await;
+    let Read {
+        counts: kafka,
+        out_of_order,
+    } = read_ticks(&env, want).await;
     let dead_letters = count_dead_letters(&env).await;
     trigger.fire();
     ingest.await.unwrap().unwrap();
     replay.await.unwrap().unwrap();
     Some(Outcome {
+        out_of_order,
         kafka,
         happened,
         since_first_sent,
@@ -261,6 +288,13 @@ async fn nothing_lost_nothing_twice(name: &str) {
         got.difference(expected).count()
     );
     assert_eq!(&got, expected, "{name}");
+    // Gaps are filled before the trades after them are published.
+    assert!(
+        o.out_of_order.is_empty(),
+        "{name}: {} ticks published after a later trade of their symbol, e.g. {:?}",
+        o.out_of_order.len(),
+        &o.out_of_order[..o.out_of_order.len().min(5)]
+    );
     // Every garbage frame the client read went to the dead-letter topic; the client may
     // have abandoned a stalled connection before reading the garbage queued on it.
     assert!(
@@ -429,7 +463,10 @@ async fn a_killed_ingest_resumes_from_the_topic_and_backfills_the_downtime() {
         })
         .cloned()
         .collect();
-    let kafka = read_ticks(&env, want.len()).await;
+    let Read {
+        counts: kafka,
+        out_of_order,
+    } = read_ticks(&env, want.len()).await;
     ingest.kill().unwrap();
     ingest.wait().unwrap();
     trigger.fire();
@@ -444,6 +481,12 @@ async fn a_killed_ingest_resumes_from_the_topic_and_backfills_the_downtime() {
         want.len()
     );
     assert_eq!(got, want);
+    assert!(
+        out_of_order.is_empty(),
+        "the backfill was published after later trades: {} ticks, e.g. {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(5)]
+    );
     let twice = kafka.values().filter(|n| **n > 1).count();
     eprintln!(
         "ingest restart: {} trades, {missed} while down, {twice} published twice",

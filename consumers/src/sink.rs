@@ -199,4 +199,8 @@ impl Handler for Sink {
     async fn ready(&mut self) -> Result<()> {
         self.store.ping().await
     }
+
+    fn outage(&self, error: &anyhow::Error) -> Option<String> {
+        crate::store::unavailable(error)
+    }
 }

@@ -92,6 +92,13 @@ pub trait Handler: Send {
         std::future::ready(Ok(()))
     }
 
+    /// Whether an error is an outage of the store although it answers (a full disk, too many
+    /// connections): the runner then waits and retries the same batch or checkpoint, as for
+    /// an unreachable store, instead of isolating the input. `Some` names the cause.
+    fn outage(&self, _error: &anyhow::Error) -> Option<String> {
+        None
+    }
+
     /// Called once the batch's records are acknowledged (and with `last` at shutdown, after
     /// the final batch): a stage that checkpoints its state elsewhere writes it here and
     /// returns the offsets that checkpoint covers, which are stored instead of the batch's.
@@ -296,14 +303,24 @@ async fn step<H: Handler>(
 ) -> Result<Outcome> {
     let done = batch_offsets(batch);
     let n = batch.len();
+    let mut stalled = Stalled::new();
     let effects = loop {
         let handled = AssertUnwindSafe(handler.handle(batch)).catch_unwind().await;
         match handled {
-            Ok(Ok(effects)) => break effects,
+            Ok(Ok(effects)) => {
+                stalled.over(opts);
+                break effects;
+            }
             Ok(Err(e)) => {
                 let failure = format!("{e:#}");
                 if !store_down(handler, opts, shutdown, &failure).await {
-                    return Ok(Outcome::Failed(failure));
+                    let Some(why) = handler.outage(&e) else {
+                        return Ok(Outcome::Failed(failure));
+                    };
+                    if !stalled.pause(opts, shutdown, &why).await {
+                        return Ok(Outcome::Stopped);
+                    }
+                    continue;
                 }
                 if shutdown.is_fired() {
                     return Ok(Outcome::Stopped);
@@ -358,10 +375,14 @@ async fn acknowledge<H: Handler>(
     last: bool,
 ) -> Option<Option<BTreeMap<(String, i32), i64>>> {
     let mut wait = RETRY_FIRST;
+    let mut stalled = Stalled::new();
     loop {
-        let failure = match handler.acknowledged(last).await {
-            Ok(done) => return Some(done),
-            Err(e) => format!("{e:#}"),
+        let (failure, full) = match handler.acknowledged(last).await {
+            Ok(done) => {
+                stalled.over(opts);
+                return Some(done);
+            }
+            Err(e) => (format!("{e:#}"), handler.outage(&e)),
         };
         if last {
             // The final checkpoint, at shutdown: one more try, no waiting out an outage (the
@@ -371,6 +392,12 @@ async fn acknowledge<H: Handler>(
         }
         if store_down(handler, opts, shutdown, &failure).await {
             if shutdown.is_fired() {
+                return None;
+            }
+            continue;
+        }
+        if let Some(why) = full {
+            if !stalled.pause(opts, shutdown, &why).await {
                 return None;
             }
             continue;
@@ -427,6 +454,51 @@ async fn store_down<H: Handler>(
     gauge.set(1);
     tracing::info!(stage = %opts.name, down_s = started.elapsed().as_secs_f64(), "store answers again; resuming");
     true
+}
+
+/// A store that answers but refuses writes ([`Handler::outage`]: a full disk, say): the same
+/// work is retried with capped backoff while `tickcast_store_up` reads 0; nothing is skipped
+/// and no input is blamed.
+struct Stalled {
+    wait: Duration,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Stalled {
+    fn new() -> Self {
+        Self {
+            wait: RETRY_FIRST,
+            since: None,
+        }
+    }
+
+    /// Waits before the next try. False: shutdown fired first.
+    async fn pause(&mut self, opts: &StageOptions, shutdown: &mut Shutdown, why: &str) -> bool {
+        if self.since.is_none() {
+            self.since = Some(tokio::time::Instant::now());
+            telemetry::STORE_UP.with_label_values(&[&opts.name]).set(0);
+            telemetry::STAGE_RECOVERIES
+                .with_label_values(&[&opts.name, "store"])
+                .inc();
+            tracing::warn!(stage = %opts.name, cause = why, "the store refuses writes; retrying until it takes them, nothing is skipped");
+        } else {
+            tracing::debug!(stage = %opts.name, cause = why, "the store still refuses writes");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.wait) => {}
+            _ = shutdown.wait() => return false,
+        }
+        self.wait = (self.wait * 2).min(RETRY_CAP);
+        true
+    }
+
+    /// The store took the work.
+    fn over(&mut self, opts: &StageOptions) {
+        if let Some(since) = self.since.take() {
+            telemetry::STORE_UP.with_label_values(&[&opts.name]).set(1);
+            tracing::info!(stage = %opts.name, stalled_s = since.elapsed().as_secs_f64(), "the store takes writes again; resuming");
+        }
+    }
 }
 
 /// How long a send may still take once shutdown fired (the broker may be away for good).

@@ -393,6 +393,10 @@ impl Handler for AlertStage {
         self.store.ping().await
     }
 
+    fn outage(&self, error: &anyhow::Error) -> Option<String> {
+        crate::store::unavailable(error)
+    }
+
     /// A partition moved to another process: forget its series. What was not checkpointed is
     /// re-read by the new owner from the last checkpoint's offsets.
     fn revoked(&mut self, topic: &str, partition: i32) {

@@ -755,6 +755,10 @@ impl Handler for ForecastStage {
             None => Ok(()),
         }
     }
+
+    fn outage(&self, error: &anyhow::Error) -> Option<String> {
+        crate::store::unavailable(error)
+    }
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@ use crate::alerts::{AlertEvent, Rule};
 /// about 2 s rather than after a request timeout.
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
-/// Why `e` means the database cannot be reached (as opposed to a query it refused), or
-/// `None`: no connection within [`ACQUIRE_TIMEOUT`], a closed pool, a broken socket or TLS
-/// session, or a Postgres error of class 08 (connection exception) or 57P0x (shutting down,
-/// cannot connect now).
+/// Why `e` means the database cannot serve now (as opposed to a query it refused), or
+/// `None`: no connection within [`ACQUIRE_TIMEOUT`], a closed pool, a broken socket, a Postgres error of class 08 (connection exception), 57P0x (shutting down,
+/// cannot connect now) or 53 (disk full, out of memory, too many connections), or SQLite's
+/// BUSY, LOCKED, IOERR or FULL.
 pub fn unavailable(e: &anyhow::Error) -> Option<String> {
     e.chain().find_map(|cause| {
         let err = cause.downcast_ref::<sqlx::Error>()?;
@@ -40,10 +40,19 @@ pub fn unavailable(e: &anyhow::Error) -> Option<String> {
             )),
             sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some(err.to_string()),
             sqlx::Error::Io(io) => Some(format!("database connection: {io}")),
-            sqlx::Error::Tls(tls) => Some(format!("database TLS: {tls}")),
+            // A TLS failure (an unknown CA, a name mismatch, a server without TLS) is a
+            // setting to mend, not an outage to wait out.
             sqlx::Error::Database(db) => {
+                if let Some(lite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    // The primary result code: BUSY, LOCKED, IOERR, FULL.
+                    let code: i32 = sqlx::error::DatabaseError::code(lite)?.parse().ok()?;
+                    return matches!(code & 0xff, 5 | 6 | 10 | 13)
+                        .then(|| format!("database: {} (SQLite code {code})", db.message()));
+                }
                 let code = db.code()?;
-                (code.starts_with("08") || code.starts_with("57P0"))
+                // 08: connection; 57P0x: shutting down; 53: out of disk, memory or
+                // connections.
+                (code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53"))
                     .then(|| format!("database: {} ({code})", db.message()))
             }
             _ => None,

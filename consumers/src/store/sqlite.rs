@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous, SqliteTransactionManager,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection as _, Sqlite, Transaction, TransactionManager as _};
 use tickcast_pipeline::domain::{Candle, Forecast};
 
 use super::rows::{candle_from, forecast_from};
@@ -46,6 +47,7 @@ impl SqliteStore {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
+            .before_acquire(|conn, _| Box::pin(async move { heal(conn).await.map(|()| true) }))
             .connect_with(opts)
             .await
             .with_context(|| format!("opening SQLite database {url}"))?;
@@ -55,6 +57,37 @@ impl SqliteStore {
             .context("applying SQLite migrations")?;
         Ok(Self { pool })
     }
+
+    /// The connection pool, for what the [`Store`] methods do not cover.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Puts a connection whose last transaction SQLite ended by itself back in step with sqlx.
+/// On a full disk (SQLITE_FULL) or an I/O error SQLite rolls the transaction back itself; the
+/// rollback sqlx then sends fails ("no transaction is active") and its transaction count stays
+/// at one, so every later `BEGIN` on that connection would fail ("attempted to call begin_with
+/// at non-zero transaction depth") long after the disk has room again.
+async fn heal(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(());
+    }
+    // The rollback of a dropped transaction is queued: let it run first.
+    conn.ping().await?;
+    for _ in 0..4 {
+        if !conn.is_in_transaction() {
+            return Ok(());
+        }
+        if SqliteTransactionManager::rollback(conn).await.is_err() {
+            // Open a transaction for sqlx's ROLLBACK to end.
+            sqlx::Executor::execute(&mut *conn, "BEGIN").await?;
+            SqliteTransactionManager::rollback(conn).await?;
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "the connection stays inside a transaction".into(),
+    ))
 }
 
 async fn stored_offsets(

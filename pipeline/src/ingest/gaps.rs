@@ -41,7 +41,63 @@ impl Core {
             };
             self.fill_one(&rest, gap).await?;
         }
-        Ok(())
+        let released = self.release_held();
+        self.publish(released, Vec::new()).await
+    }
+
+    /// Routes one admitted trade so that the ticks topic carries each symbol's trades in id
+    /// order and a backfill is not late for the candles stage: a new trade of a symbol with
+    /// ids missing before it, and any trade of a symbol with trades already held, is held
+    /// until the symbol's gaps are filled or given up; everything else passes to `out`. Only
+    /// feeds that backfill (consecutive ids) hold trades.
+    pub(super) fn pass_in_order(&mut self, t: Tick, admit: Admit, out: &mut Vec<Tick>) {
+        let hold = match admit {
+            Admit::Duplicate => return,
+            Admit::Filled => self.held.contains_key(&t.symbol),
+            Admit::New => {
+                self.rest.is_some()
+                    && (self.tracker.has_gap(&t.symbol) || self.held.contains_key(&t.symbol))
+            }
+        };
+        if hold {
+            self.held_count += 1;
+            self.held.entry(t.symbol.clone()).or_default().push(t);
+        } else {
+            out.push(t);
+        }
+    }
+
+    /// The held trades of symbols with no gap left, in order; all of them once more than
+    /// `max_buffered_ticks` are held (the gap's trades then arrive late, and the candles stage
+    /// dead-letters them).
+    pub(super) fn release_held(&mut self) -> Vec<Tick> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let all = self.held_count > self.opts.max_buffered_ticks;
+        if all {
+            tracing::warn!(
+                feed = self.name,
+                held = self.held_count,
+                "too many trades held behind gaps; publishing them before the gaps are filled"
+            );
+        }
+        let ready: Vec<String> = self
+            .held
+            .keys()
+            .filter(|s| all || !self.tracker.has_gap(s))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for s in ready {
+            if let Some(mut ticks) = self.held.remove(&s) {
+                self.held_count -= ticks.len();
+                // Fills join the held trades in the order they came: put them in id order.
+                ticks.sort_by_key(|t| t.trade_id.parse::<u64>().unwrap_or(u64::MAX));
+                out.extend(ticks);
+            }
+        }
+        out
     }
 
     async fn fill_one(&mut self, rest: &RestClient, gap: Gap) -> Result<()> {
@@ -69,9 +125,7 @@ impl Core {
                         Some(id) => Tracker::admit_fill(&mut want, id),
                         None => self.admit(&t, now),
                     };
-                    if admit != Admit::Duplicate {
-                        out.push(t);
-                    }
+                    self.pass_in_order(t, admit, &mut out);
                 }
                 out
             }
@@ -122,10 +176,11 @@ impl Core {
             {
                 Ok(ticks) => {
                     let now = std::time::Instant::now();
-                    let new: Vec<Tick> = ticks
-                        .into_iter()
-                        .filter(|t| t.symbol == symbol && self.admit(t, now) != Admit::Duplicate)
-                        .collect();
+                    let mut new: Vec<Tick> = Vec::new();
+                    for t in ticks.into_iter().filter(|t| t.symbol == symbol) {
+                        let admit = self.admit(&t, now);
+                        self.pass_in_order(t, admit, &mut new);
+                    }
                     if !new.is_empty() {
                         tracing::info!(feed = self.name, %symbol, trades = new.len(), "caught up after reconnect");
                         telemetry::FEED_GAP_TRADES

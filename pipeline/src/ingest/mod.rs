@@ -9,7 +9,9 @@
 //! - de-duplication by trade id and gap detection — [`tracker`];
 //! - gap filling from the exchange's REST trades endpoint — [`backfill`]: gaps are filled after
 //!   a short grace period (the other connection may still deliver them); after a reconnect,
-//!   symbols that have been quiet since are caught up from their last id;
+//!   symbols that have been quiet since are caught up from their last id; a symbol's live
+//!   trades after a gap are held until it is filled or given up, so each symbol's trades reach
+//!   the topic in id order;
 //! - publishing: ticks keyed `EXCHANGE:BASE-QUOTE`, acknowledged by Kafka before more frames
 //!   are taken; undecodable frames go to the dead-letter topic with the reason.
 
@@ -221,6 +223,11 @@ struct Core {
     attempt: u32,
     rng: Rng,
     bad_log: LogLimiter,
+    /// Live trades held back per symbol while ids before them are missing, so that a backfill
+    /// is published ahead of what came after it ([`Core::pass_in_order`]).
+    held: HashMap<String, Vec<Tick>>,
+    /// Ticks in `held`, over all symbols.
+    held_count: usize,
     /// Fires at shutdown (set by [`Core::run`]), so a send waiting for Kafka gives up.
     stop: Shutdown,
 }
@@ -271,6 +278,8 @@ impl Core {
             attempt: 0,
             rng: Rng::new(crate::now_ms() as u64),
             bad_log: LogLimiter::new(Duration::from_secs(10)),
+            held: HashMap::new(),
+            held_count: 0,
             stop: Shutdown::never(),
         })
     }
@@ -439,10 +448,12 @@ impl Core {
                     lag.observe((received - t.ts_ms).max(0) as f64 / 1000.0);
                 }
                 let now = std::time::Instant::now();
-                let admitted: Vec<Tick> = ticks
-                    .into_iter()
-                    .filter(|t| self.admit(t, now) != Admit::Duplicate)
-                    .collect();
+                let mut admitted = Vec::with_capacity(ticks.len());
+                for t in ticks {
+                    let a = self.admit(&t, now);
+                    self.pass_in_order(t, a, &mut admitted);
+                }
+                admitted.extend(self.release_held());
                 self.publish(admitted, bad).await?;
                 if let Some(ev) = next {
                     self.on_control(ev);

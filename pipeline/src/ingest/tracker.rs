@@ -199,6 +199,13 @@ impl Tracker {
         out
     }
 
+    /// Whether a symbol has ids missing that are waiting to be filled.
+    pub fn has_gap(&self, symbol: &str) -> bool {
+        self.symbols
+            .get(symbol)
+            .is_some_and(|s| !s.missing.is_empty())
+    }
+
     /// Ids still missing, over all symbols (gaps waiting, not ones out for backfill).
     pub fn missing_ids(&self) -> u64 {
         self.symbols
