@@ -14,7 +14,7 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev \
+ && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 ARG FEATURES=""
@@ -27,7 +27,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # What both runtimes share: the user, the health check, the entry point; no binary yet.
 FROM debian:bookworm-slim AS runtime-base
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/tickcast --create-home tickcast
 WORKDIR /var/lib/tickcast

@@ -20,6 +20,11 @@
 #   KAFKA_HEAP_OPTS     JVM heap (default -Xmx512m -Xms256m)
 #   KAFKA_WAIT_TIMEOUT  seconds `wait` waits (default 120)
 #   KAFKA_TOOL_OPTS     JVM options for `tool` (default: quick start, C1 only, 256 MiB heap)
+#   KAFKA_SASL_SSL_PORT a second listener, SASL_SSL on localhost, when set: certificates from
+#                       KAFKA_TLS_DIR (scripts/tls.sh), clients must present a certificate of
+#                       the same CA (mutual TLS) and log in with SCRAM-SHA-512 as `tickcast`,
+#                       password KAFKA_SCRAM_PASSWORD (default tickcast-kafka-secret; the user
+#                       is created when the storage is formatted)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -113,6 +118,23 @@ share.coordinator.state.topic.min.isr=1
 # Tests want consumer groups to settle at once.
 group.initial.rebalance.delay.ms=0
 EOF
+  if [[ -n "${KAFKA_SASL_SSL_PORT:-}" ]]; then
+    local tls="${KAFKA_TLS_DIR:?KAFKA_SASL_SSL_PORT needs KAFKA_TLS_DIR (scripts/tls.sh)}"
+    sed -i \
+      -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT|" \
+      -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://localhost:$KAFKA_SASL_SSL_PORT|" \
+      -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+      "$KAFKA_DIR/server.properties"
+    cat >>"$KAFKA_DIR/server.properties" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$tls/server-keystore.pem
+listener.name.sasl_ssl.ssl.truststore.type=PEM
+listener.name.sasl_ssl.ssl.truststore.location=$tls/ca.pem
+listener.name.sasl_ssl.ssl.client.auth=required
+EOF
+  fi
   # Broker logs go to a file; tools log warnings to stderr only.
   cat >"$KAFKA_DIR/log4j2.properties" <<EOF
 status = warn
@@ -162,7 +184,11 @@ cmd_start() {
   rm -rf "$KAFKA_DIR"
   write_config
   local id; id="$(cluster_id)"
-  run_class kafka.tools.StorageTool format --ignore-formatted \
+  local scram=()
+  if [[ -n "${KAFKA_SASL_SSL_PORT:-}" ]]; then
+    scram=(--add-scram "SCRAM-SHA-512=[name=tickcast,password=${KAFKA_SCRAM_PASSWORD:-tickcast-kafka-secret}]")
+  fi
+  run_class kafka.tools.StorageTool format --ignore-formatted "${scram[@]}" \
     --cluster-id "$id" --config "$KAFKA_DIR/server.properties" >"$log_dir/format.log" 2>&1 \
     || { cat "$log_dir/format.log" >&2; die "storage format failed"; }
   launch

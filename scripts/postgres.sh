@@ -11,6 +11,10 @@
 #   PG_PORT   TCP port (default 35432)
 #   PG_DIR    throwaway dir (default scripts/.pg)
 #   PG_DB     database to create (default tickcast)
+#   PG_TLS_DIR  certificates from scripts/tls.sh: the server also speaks TLS (ssl = on), and
+#             the role tickcast_tls (password PG_TLS_PASSWORD, default tickcast-tls-secret,
+#             CREATEDB) may log in only over TLS with a client certificate from the same CA
+#             (scram-sha-256, clientcert=verify-full); the trust rules stay for the others
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -114,6 +118,29 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 EOF
+  if [[ -n "${PG_TLS_DIR:-}" ]]; then
+    # The server reads its key only if the server user owns it and nobody else can.
+    for f in server.pem server.key ca.pem; do
+      cp "$PG_TLS_DIR/$f" "$DATA/tls-$f"
+      [[ ${#RUN_AS[@]} -eq 0 ]] || chown "$PG_OS_USER" "$DATA/tls-$f"
+      chmod 600 "$DATA/tls-$f"
+    done
+    cat >>"$DATA/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = 'tls-server.pem'
+ssl_key_file = 'tls-server.key'
+ssl_ca_file = 'tls-ca.pem'
+password_encryption = 'scram-sha-256'
+EOF
+    # First match wins: the TLS role's rules go before initdb's trust rules.
+    local hba="$DATA/pg_hba.conf"
+    { echo "hostssl all tickcast_tls 127.0.0.1/32 scram-sha-256 clientcert=verify-full"
+      echo "hostssl all tickcast_tls ::1/128 scram-sha-256 clientcert=verify-full"
+      echo "host all tickcast_tls all reject"
+      cat "$hba"; } >"$hba.new"
+    mv "$hba.new" "$hba"
+    [[ ${#RUN_AS[@]} -eq 0 ]] || chown "$PG_OS_USER" "$hba"
+  fi
   # Server log inside the data dir, which the server user can always write.
   "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 start >&2 \
     || { tail -n 30 "$DATA/server.log" >&2 || true; die "pg_ctl start failed"; }
@@ -121,6 +148,12 @@ EOF
   [[ -x "$psql" ]] || psql="psql"
   "$psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER_ROLE" -d postgres \
     -c "CREATE DATABASE \"$PG_DB\"" >&2 || die "could not create database $PG_DB"
+  if [[ -n "${PG_TLS_DIR:-}" ]]; then
+    "$psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER_ROLE" -d postgres \
+      -c "CREATE ROLE tickcast_tls LOGIN CREATEDB PASSWORD '${PG_TLS_PASSWORD:-tickcast-tls-secret}'" \
+      -c "ALTER DATABASE \"$PG_DB\" OWNER TO tickcast_tls" >&2 \
+      || die "could not create the TLS role"
+  fi
   log "ready on 127.0.0.1:$PG_PORT in $(since "$t0")s ($("$PG_BIN/postgres" --version))"
   echo "DATABASE_URL=$(url)"
 }

@@ -25,7 +25,7 @@ t_all="$(now)"
 # --- Build prerequisites (rdkafka-sys builds librdkafka from source; Mesa's
 # lavapipe is the Vulkan device of the LSTM's wgpu test; Chromium runs the dashboard's
 # browser test; python3-venv hosts schemathesis) ------------------------------
-bash scripts/debian-packages.sh gcc g++ make cmake pkg-config zlib1g-dev curl \
+bash scripts/debian-packages.sh gcc g++ make cmake pkg-config zlib1g-dev libssl-dev openssl curl \
   mesa-vulkan-drivers libvulkan1 chromium python3-venv
 if ! command -v cargo >/dev/null && [[ -f "$HOME/.cargo/env" ]]; then
   # shellcheck disable=SC1091
@@ -56,6 +56,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The services this script starts also serve TLS: Kafka a SASL_SSL listener (SCRAM-SHA-512,
+# mutual TLS), Postgres `ssl = on` with a TLS-only role; certificates made fresh here.
+tls_dir="$root/scripts/.tls"
+if [[ -z "${KAFKA_BOOTSTRAP:-}" && -z "${DATABASE_URL:-}" ]]; then
+  bash scripts/tls.sh "$tls_dir"
+  export KAFKA_TLS_DIR="$tls_dir" PG_TLS_DIR="$tls_dir"
+  export KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$(( ${KAFKA_PORT:-39092} + 2 ))}"
+  secured=1
+fi
+
 if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
   t0="$(now)"
   started+=(kafka)
@@ -82,6 +92,12 @@ else
 fi
 
 export TICKCAST_REQUIRE_SERVICES=1
+if [[ -n "${secured:-}" ]]; then
+  # For tests/secured.rs.
+  export TICKCAST_TLS_DIR="$tls_dir"
+  export TICKCAST_TLS_KAFKA="localhost:$KAFKA_SASL_SSL_PORT"
+  export TICKCAST_TLS_DATABASE_URL="postgres://tickcast_tls@localhost:${PG_PORT:-35432}/tickcast"
+fi
 shared="$(cd "$root/.." && pwd)/shared"
 if [[ -d "$shared" ]]; then
   export TICKCAST_SHARED="$shared"
@@ -117,6 +133,25 @@ if [[ $status -eq 0 ]]; then
   cargo test --workspace --features tickcast-lstm/wgpu --test wgpu -- --nocapture
   status=$?
   log "wgpu test done in $(since "$t2")s"
+fi
+if [[ $status -eq 0 && -n "${secured:-}" ]]; then
+  # The end-to-end test once more, over Kafka's SASL_SSL listener and Postgres TLS with
+  # verify-full, both with client certificates; settings given as users give them.
+  t4="$(now)"
+  log "cargo test --test e2e end_to_end_on_kafka_and_postgres over SASL_SSL and Postgres TLS"
+  KAFKA_BOOTSTRAP="$TICKCAST_TLS_KAFKA" \
+  DATABASE_URL="postgres://tickcast_tls:tickcast-tls-secret@localhost:${PG_PORT:-35432}/tickcast?sslmode=verify-full&sslrootcert=$tls_dir/ca.pem&sslcert=$tls_dir/client.pem&sslkey=$tls_dir/client.key" \
+  TICKCAST_KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL \
+  TICKCAST_KAFKA_PROPERTY_SASL_MECHANISM=SCRAM-SHA-512 \
+  TICKCAST_KAFKA_PROPERTY_SASL_USERNAME=tickcast \
+  TICKCAST_KAFKA_PROPERTY_SASL_PASSWORD=tickcast-kafka-secret \
+  TICKCAST_KAFKA_PROPERTY_SSL_CA_LOCATION="$tls_dir/ca.pem" \
+  TICKCAST_KAFKA_PROPERTY_SSL_CERTIFICATE_LOCATION="$tls_dir/client.pem" \
+  TICKCAST_KAFKA_PROPERTY_SSL_KEY_LOCATION="$tls_dir/client.key" \
+  TICKCAST_KAFKA_PROPERTY_BROKER_ADDRESS_FAMILY=v4 \
+    cargo test --workspace --test e2e end_to_end_on_kafka_and_postgres -- --nocapture
+  status=$?
+  log "secured end-to-end done in $(since "$t4")s"
 fi
 if [[ $status -eq 0 ]]; then
   # Property-based API test against /openapi.json of a running demo (bounded examples).

@@ -85,22 +85,46 @@ pub struct KafkaArgs {
     /// Prefix for every topic name.
     #[arg(long, env = "TICKCAST_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// A librdkafka property for every Kafka client, `NAME=VALUE` (repeatable), e.g.
+    /// `security.protocol=SASL_SSL`. Also from the config file's `[kafka]` table and from
+    /// `TICKCAST_KAFKA_PROPERTY_<NAME>` variables (`sasl.username` →
+    /// `TICKCAST_KAFKA_PROPERTY_SASL_USERNAME`; a `_FILE` suffix reads the value from a file).
+    /// Secrets belong in those files, not on the command line.
+    #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
+    pub properties: Vec<crate::config_file::KafkaProperty>,
+    /// Config file (TOML): a `[kafka]` table of librdkafka properties, and `tickcast ingest`'s
+    /// `[ingest]` feeds.
+    #[arg(long, env = "TICKCAST_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl KafkaArgs {
-    pub fn cluster(&self) -> Cluster {
+    /// The cluster, with the properties of the config file, the environment and the flags.
+    pub fn cluster(&self) -> Result<Cluster> {
+        self.cluster_with(&crate::config_file::load(self.config.as_ref())?)
+    }
+
+    /// [`KafkaArgs::cluster`] with the config file already read.
+    pub fn cluster_with(&self, file: &crate::config_file::ConfigFile) -> Result<Cluster> {
         let mut s = KafkaSettings::new(&self.bootstrap);
         s.partitions = self.partitions;
         s.replication = self.replication;
-        Cluster::Kafka(s)
+        for (k, v) in
+            crate::config_file::kafka_properties(file, std::env::vars(), &self.properties)?
+        {
+            s.set_property(k, v);
+        }
+        Ok(Cluster::Kafka(s))
     }
 }
 
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// `postgres://user@host/db` or `sqlite:path.db`.
-    #[arg(long, env = "DATABASE_URL")]
+    /// `postgres://user@host/db` or `sqlite:path.db`. TLS: `?sslmode=verify-full&sslrootcert=ca.pem`
+    /// (also `sslcert`, `sslkey`). `DATABASE_URL_FILE` reads the URL from a file; libpq's
+    /// `PGPASSFILE` gives the password apart.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 }
 
@@ -111,8 +135,10 @@ pub struct RunArgs {
     pub stages: Vec<StageKind>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Database for the sink (required with `--stages sink`).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Database for the sink (required with `--stages sink`). TLS:
+    /// `?sslmode=verify-full&sslrootcert=ca.pem`. `DATABASE_URL_FILE` reads the URL from a file,
+    /// libpq's `PGPASSFILE` gives the password apart.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[command(flatten)]
     pub stage: StageArgs,
@@ -214,6 +240,7 @@ pub struct StageArgs {
     #[arg(long, env = "TICKCAST_ALERT_WEBHOOK_URL")]
     pub alert_webhook_url: Option<String>,
     /// Secret of the webhook signature header `X-Tickcast-Signature: sha256=<hex>`. Never logged.
+    /// `TICKCAST_ALERT_WEBHOOK_SECRET_FILE` reads it from a file.
     #[arg(
         long,
         env = "TICKCAST_ALERT_WEBHOOK_SECRET",
@@ -431,7 +458,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Decode(args) => crate::decode::run(args),
         Command::Topics(kafka) => {
             let topics = Topics::new(&kafka.topic_prefix);
-            kafka.cluster().ensure_topics(&topics.all()).await?;
+            kafka.cluster()?.ensure_topics(&topics.all()).await?;
             println!("topics ready: {}", topics.all().join(", "));
             Ok(())
         }
@@ -495,7 +522,7 @@ async fn healthcheck(args: &HealthcheckArgs) -> Result<()> {
 
 async fn run_stages(args: RunArgs) -> Result<()> {
     let topics = Topics::new(&args.kafka.topic_prefix);
-    let cluster = args.kafka.cluster();
+    let cluster = args.kafka.cluster()?;
     cluster.ensure_topics(&topics.all()).await?;
     let cfg = args.stage.config(cluster, topics)?;
     let needs_store =
@@ -534,7 +561,7 @@ async fn api(args: ApiArgs) -> Result<()> {
         .with_limits(limits)
         .with_stream_limits(stream_limits);
     if !args.no_live {
-        let cluster = args.kafka.cluster();
+        let cluster = args.kafka.cluster()?;
         let hub = tickcast_api::live::Hub::new(4096);
         hub.follow_kafka(
             cluster.settings(),

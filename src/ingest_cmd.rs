@@ -18,13 +18,11 @@
 //! # rest_url = "https://api.exchange.coinbase.com"
 //! ```
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
-use serde::Deserialize;
 use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::{self, Connector};
@@ -32,12 +30,10 @@ use tickcast_pipeline::domain::EventWindow;
 use tickcast_pipeline::ingest::{FeedOptions, resume, run_ingest};
 
 use crate::cli::{KafkaArgs, MetricsArgs, shutdown_on_signals};
+use crate::config_file::{FeedSection, IngestSection};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Config file (TOML) with an `[ingest]` section.
-    #[arg(long, env = "TICKCAST_CONFIG")]
-    pub config: Option<PathBuf>,
     /// Exchange connectors, comma-separated: binance, binance-agg, coinbase, coinbase-exchange,
     /// kraken, bybit, okx, bitstamp.
     #[arg(
@@ -76,47 +72,11 @@ pub struct IngestArgs {
     pub metrics: MetricsArgs,
 }
 
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub ingest: IngestSection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestSection {
-    pub stale_after_secs: Option<u64>,
-    pub backfill: Option<bool>,
-    #[serde(default)]
-    pub feeds: Vec<FeedSection>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeedSection {
-    pub exchange: String,
-    pub symbols: Vec<String>,
-    pub url: Option<String>,
-    pub rest_url: Option<String>,
-}
-
 /// One exchange to stream.
 #[derive(Debug)]
 pub struct FeedSpec {
     pub connector: Arc<dyn Connector>,
     pub opts: FeedOptions,
-}
-
-/// Reads the config file, if any.
-pub fn load(path: Option<&PathBuf>) -> Result<ConfigFile> {
-    let Some(path) = path else {
-        return Ok(ConfigFile::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 /// Works out the feeds: flags/environment when they name exchanges or symbols, else the file's
@@ -313,10 +273,10 @@ async fn resume_points(
 }
 
 pub async fn run(args: IngestArgs) -> Result<()> {
-    let file = load(args.config.as_ref())?;
+    let file = crate::config_file::load(args.kafka.config.as_ref())?;
     let mut feeds = resolve(&args, &file.ingest).map_err(|e| anyhow!("{e}"))?;
     let topics = Topics::new(&args.kafka.topic_prefix);
-    let cluster = args.kafka.cluster();
+    let cluster = args.kafka.cluster_with(&file)?;
     cluster.ensure_topics(&topics.all()).await?;
     for f in &mut feeds {
         f.opts.resume_from = resume_points(cluster.settings(), &topics, f).await?;
@@ -403,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_file_is_used_when_flags_are_silent_and_flags_win_when_not() {
-        let file: ConfigFile = toml::from_str(
+        let file: crate::config_file::ConfigFile = toml::from_str(
             r#"
             [ingest]
             stale_after_secs = 7
@@ -478,7 +438,7 @@ mod tests {
             let err = resolve(&args(argv), &IngestSection::default()).expect_err("invalid");
             assert!(err.contains(want), "{argv:?}: {err}");
         }
-        let bad: Result<ConfigFile, _> =
+        let bad: Result<crate::config_file::ConfigFile, _> =
             toml::from_str("[ingest]\nfeeds = [{ exchange = \"okx\", symbol = [] }]");
         assert!(
             bad.expect_err("unknown field")

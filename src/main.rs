@@ -2,19 +2,23 @@
 
 mod backtest_cmd;
 mod cli;
+mod config_file;
 mod decode;
 mod demo;
 mod ingest_cmd;
 mod reference;
 mod replay_cmd;
+mod secrets;
 mod train_cmd;
 
 use anyhow::Result;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     tickcast_pipeline::telemetry::init_logging();
-    let cli = cli::Cli::parse();
+    // `X_FILE` variables (Docker and Kubernetes secrets) stand in for `X`.
+    let matches = secrets::with_secret_files(cli::Cli::command())?.get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli::run(cli).await
 }

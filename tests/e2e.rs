@@ -10,9 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{ALL, Env, Mode, Pipeline};
+use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Candle, Forecast};
 
@@ -27,10 +27,7 @@ struct Page<T> {
 }
 
 async fn produce_poison(env: &Env) {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.settings().bootstrap)
-        .create()
-        .unwrap();
+    let p: FutureProducer = env.settings().client_config().create().unwrap();
     let topic = env.topics.ticks();
     let rec = FutureRecord::to(&topic)
         .key("binance:BTC-USDT")
@@ -42,8 +39,9 @@ async fn produce_poison(env: &Env) {
 }
 
 async fn dead_letters(env: &Env, expected: usize) -> Vec<DeadLetter> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.settings().bootstrap)
+    let consumer: StreamConsumer = env
+        .settings()
+        .client_config()
         .set("group.id", format!("{}dl-reader", env.group_prefix))
         .set("auto.offset.reset", "earliest")
         .create()

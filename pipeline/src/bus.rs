@@ -18,7 +18,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use crate::embedded::EmbeddedBroker;
 
 /// How to reach Kafka and how to lay out topics.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaSettings {
     /// `host:port[,host:port]`.
     pub bootstrap: String,
@@ -28,6 +28,85 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// Consumer-group session timeout; short on the embedded broker, where rebalances wait for it.
     pub session_timeout_ms: u32,
+    /// librdkafka properties set on every client of this process (`security.protocol`,
+    /// `sasl.*`, `ssl.*`, …), after tickcast's defaults and before the settings its delivery
+    /// guarantees rest on (idempotence, offset storage), which are set last and win.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Environment variables that set a librdkafka property: `TICKCAST_KAFKA_PROPERTY_SASL_USERNAME`
+/// sets `sasl.username` (`_` → `.`, lower case); with `_FILE` at the end the value is read from
+/// the file it names (a Docker or Kubernetes secret).
+pub const PROPERTY_ENV: &str = "TICKCAST_KAFKA_PROPERTY_";
+
+/// The librdkafka properties the environment sets ([`PROPERTY_ENV`]), sorted by variable.
+pub fn properties_from_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>> {
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(PROPERTY_ENV))
+        .collect();
+    vars.sort();
+    let mut out = Vec::with_capacity(vars.len());
+    for (var, value) in vars {
+        let rest = &var[PROPERTY_ENV.len()..];
+        let (name, from_file) = match rest.strip_suffix("_FILE") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        if name.is_empty() {
+            bail!("{var}: no property name after {PROPERTY_ENV}");
+        }
+        let value = if from_file {
+            read_secret(std::path::Path::new(&value), &var)?
+        } else {
+            value
+        };
+        out.push((name.to_ascii_lowercase().replace('_', "."), value));
+    }
+    Ok(out)
+}
+
+/// A secret from a file (a Docker or Kubernetes secret): its text without surrounding
+/// whitespace; `what` names the setting in errors.
+pub fn read_secret(path: &std::path::Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what}: reading {}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("{what}: {} is empty", path.display());
+    }
+    Ok(text.to_string())
+}
+
+/// Whether a librdkafka property holds a secret: its value is never logged or printed.
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "secret", "jaas", ".key.pem", "ssl.key", "token"]
+        .iter()
+        .any(|s| n.contains(s))
+        && !n.ends_with(".location")
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) { "***" } else { v };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("properties", &props)
+            .finish()
+    }
 }
 
 impl KafkaSettings {
@@ -37,7 +116,15 @@ impl KafkaSettings {
             partitions: 3,
             replication: 1,
             session_timeout_ms: 10_000,
+            properties: Vec::new(),
         }
+    }
+
+    /// Sets a librdkafka property on every client (a later value for the same name wins).
+    pub fn set_property(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        self.properties.retain(|(k, _)| *k != name);
+        self.properties.push((name, value.into()));
     }
 
     /// The settings every client of this process starts from (bootstrap, client id, no topic
@@ -52,7 +139,51 @@ impl KafkaSettings {
             .set("client.id", "tickcast")
             .set("allow.auto.create.topics", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
         c
+    }
+
+    /// Connects once and reads the cluster's metadata, failing fast, with the cause, when the
+    /// broker refuses this client: a wrong SASL password, a certificate no CA vouches for,
+    /// plaintext to a TLS listener or TLS to a plaintext one. A broker that does not answer
+    /// at all is an error after `timeout`. Blocking.
+    pub fn check_access(&self, timeout: Duration) -> Result<()> {
+        use rdkafka::producer::Producer as _;
+        let probe: rdkafka::producer::BaseProducer<ProbeContext> = self
+            .base_config()
+            // One attempt's worth of backoff: the cause is known after the first try.
+            .set("reconnect.backoff.ms", "200")
+            .set("reconnect.backoff.max.ms", "1000")
+            // Its log lines reach only the probe's context, which looks for the cause.
+            .set_log_level(RDKafkaLogLevel::Info)
+            .create_with_context(ProbeContext::default())
+            .context("creating a Kafka client (check the [kafka] properties)")?;
+        let started = std::time::Instant::now();
+        loop {
+            let step = Duration::from_millis(250).min(timeout.saturating_sub(started.elapsed()));
+            let answered = probe.client().fetch_metadata(None, step);
+            // Serves librdkafka's error callbacks, where a refusal is reported.
+            probe.poll(Duration::ZERO);
+            match answered {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if let Some(cause) = probe.context().refused() {
+                        bail!("Kafka at {} refused this client: {cause}", self.bootstrap);
+                    }
+                    if started.elapsed() >= timeout {
+                        let seen = probe.context().last();
+                        bail!(
+                            "Kafka at {} did not answer within {} s: {e}{}",
+                            self.bootstrap,
+                            timeout.as_secs(),
+                            seen.map(|s| format!(" ({s})")).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// An idempotent producer: acks=all, lz4, batching with a short linger, and deliveries that
@@ -244,10 +375,82 @@ impl Cluster {
     }
 }
 
+/// How long the start-up check waits for a broker that does not answer.
+const ACCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Records what librdkafka reports while [`KafkaSettings::check_access`] connects.
+#[derive(Default)]
+struct ProbeContext {
+    refused: std::sync::Mutex<Option<String>>,
+    /// Connections closed during the first request.
+    closed_early: std::sync::atomic::AtomicU32,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    fn refused(&self) -> Option<String> {
+        self.refused.lock().ok()?.clone()
+    }
+    fn last(&self) -> Option<String> {
+        self.last.lock().ok()?.clone()
+    }
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, _fac: &str, log_message: &str) {
+        // A plaintext client at a TLS listener sees only disconnects during its first request
+        // (the broker answers with a TLS alert and closes); librdkafka logs them, at info level.
+        let hint = log_message.contains("security.protocol")
+            || (log_message.contains("Disconnected") && log_message.contains("APIVERSION_QUERY"));
+        if hint
+            && self
+                .closed_early
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        {
+            let text = format!(
+                "{}: the broker closes the connection at the first request, as a TLS listener \
+                 does to a plaintext client; check security.protocol (SSL or SASL_SSL)",
+                log_message.rsplit("]: ").next().unwrap_or(log_message)
+            );
+            if let Ok(mut r) = self.refused.lock() {
+                r.get_or_insert(text);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        // Errors that another try cannot mend: credentials, certificates, the protocol.
+        let refused = matches!(
+            code,
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) || reason.contains("security.protocol")
+            || reason.contains("SASL")
+            || reason.contains("SSL handshake");
+        let text = reason.to_string();
+        if refused && let Ok(mut r) = self.refused.lock() {
+            r.get_or_insert(text.clone());
+        }
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(text);
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// Creates the missing topics through the admin API. Topics that already exist are left alone,
 /// so a process started against a prepared cluster (or the embedded broker, which has no admin
 /// API) needs no admin call.
 async fn create_topics_admin(s: &KafkaSettings, names: &[String]) -> Result<()> {
+    let probe = s.clone();
+    tokio::task::spawn_blocking(move || probe.check_access(ACCESS_TIMEOUT))
+        .await
+        .context("checking Kafka access")??;
     let admin: AdminClient<DefaultClientContext> = s
         .base_config()
         .create()

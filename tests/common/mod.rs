@@ -96,8 +96,14 @@ pub async fn fresh_postgres(url: &str, name: &str) -> String {
         .execute(&mut conn)
         .await
         .expect("create database");
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    format!("{base}/{db}")
+    // Keep the query (`?sslmode=…&sslrootcert=/path`): only the path names the database.
+    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
+    let base = path.rsplit_once('/').map(|(b, _)| b).unwrap_or(path);
+    if query.is_empty() {
+        format!("{base}/{db}")
+    } else {
+        format!("{base}/{db}?{query}")
+    }
 }
 
 /// Just a store (fresh Postgres database or SQLite file), for tests that need no broker.
@@ -136,6 +142,10 @@ impl Env {
             Mode::Real => {
                 let (bootstrap, url) = real_services(name)?;
                 let mut settings = KafkaSettings::new(bootstrap);
+                // A secured broker (scripts/test.sh's TLS run): its properties from the
+                // environment, as the binary reads them.
+                settings.properties =
+                    tickcast_pipeline::bus::properties_from_env(std::env::vars()).unwrap();
                 settings.partitions = partitions;
                 settings.session_timeout_ms = 6_000;
                 let database_url = fresh_postgres(&url, name).await;
