@@ -121,6 +121,10 @@ ctrs() { podman ps -q --filter "label=com.docker.compose.project=$project"; }
 ) &
 health_pid=$!
 
+# The passwords the compose file requires (a user sets them in .env).
+export POSTGRES_PASSWORD="${POSTGRES_PASSWORD:-compose-test-db-$$}"
+export GRAFANA_ADMIN_PASSWORD="${GRAFANA_ADMIN_PASSWORD:-compose-test-admin-$$}"
+export GRAFANA_DB_PASSWORD="${GRAFANA_DB_PASSWORD:-compose-test-reader-$$}"
 dc() {
   docker-compose -p "$project" -f docker-compose.yml -f scripts/compose/override.yml \
     --profile demo "$@"

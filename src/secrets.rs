@@ -120,14 +120,30 @@ mod tests {
 
     #[test]
     fn a_secret_file_fills_the_arguments_that_read_its_variable() {
-        use clap::{CommandFactory as _, FromArgMatches as _};
-        let found = vec![("DATABASE_URL", "sqlite:from-file.db".to_string())];
-        let cmd = apply(crate::cli::Cli::command(), &found);
-        let m = cmd.try_get_matches_from(["tickcast", "migrate"]).unwrap();
-        let cli = crate::cli::Cli::from_arg_matches(&m).unwrap();
-        let crate::cli::Command::Migrate(db) = cli.command else {
-            panic!("not migrate")
-        };
-        assert_eq!(db.database_url, "sqlite:from-file.db");
+        use clap::{Arg, Command};
+        // A variable no environment sets, on an argument of a subcommand.
+        let var = "TICKCAST_TEST_SECRET_NOBODY_SETS";
+        let cmd = Command::new("t").subcommand(
+            Command::new("sub").arg(Arg::new("url").long("url").env(var).required(true)),
+        );
+        let found = vec![(var, "sqlite:from-file.db".to_string())];
+        let m = apply(cmd.clone(), &found)
+            .try_get_matches_from(["t", "sub"])
+            .unwrap();
+        let sub = m.subcommand_matches("sub").unwrap();
+        assert_eq!(sub.get_one::<String>("url").unwrap(), "sqlite:from-file.db");
+        // A flag still wins.
+        let m = apply(cmd.clone(), &found)
+            .try_get_matches_from(["t", "sub", "--url", "sqlite:flag.db"])
+            .unwrap();
+        let sub = m.subcommand_matches("sub").unwrap();
+        assert_eq!(sub.get_one::<String>("url").unwrap(), "sqlite:flag.db");
+        // And the secret is not shown in help.
+        let help = apply(cmd, &found)
+            .find_subcommand_mut("sub")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("from-file"), "{help}");
     }
 }

@@ -7,7 +7,9 @@
 //! volumes are declared and used; `depends_on` conditions are satisfiable; Prometheus scrapes
 //! only services that serve metrics on that port (static targets and DNS-discovered names) and
 //! every tickcast service's metrics endpoint; Grafana's Postgres datasource matches the
-//! database service; Kafka runs the version the tests run.
+//! database service and logs in as a read-only role, never the tables' owner; the passwords are
+//! required (no defaults), Grafana's anonymous access is off, and published ports listen on
+//! 127.0.0.1 unless a variable says otherwise; Kafka runs the version the tests run.
 //!
 //! Images are read as Docker builds them: each tickcast service's image is built by a service
 //! with a `build` section (its own or another with the same image name), which produces its
@@ -528,27 +530,62 @@ fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
             ));
         }
     }
-    // 7. Grafana's Postgres datasource matches the database service.
-    let pg = &services.get("postgres").cloned().unwrap_or(Value::Null)["environment"];
-    for f in std::fs::read_dir(root.join("monitoring/grafana/provisioning/datasources")).unwrap() {
-        let ds = yaml_to_json(&std::fs::read_to_string(f.unwrap().path()).unwrap()).unwrap();
-        for d in ds["datasources"].as_array().into_iter().flatten() {
-            if d["type"].as_str().is_some_and(|t| t.contains("postgres")) {
-                let host = d["url"].as_str().unwrap().split(':').next().unwrap();
-                if !services.contains_key(host) {
-                    errs.push(format!("grafana datasource host {host} is not a service"));
-                }
-                if d["user"] != pg["POSTGRES_USER"]
-                    || d["jsonData"]["database"] != pg["POSTGRES_DB"]
-                {
-                    errs.push(format!(
-                        "grafana datasource user/database {}/{} differ from postgres' {}/{}",
-                        d["user"],
-                        d["jsonData"]["database"],
-                        pg["POSTGRES_USER"],
-                        pg["POSTGRES_DB"]
-                    ));
-                }
+    // 7. Grafana's Postgres datasource: the database service, as a read-only role.
+    let datasources: Vec<String> =
+        std::fs::read_dir(root.join("monitoring/grafana/provisioning/datasources"))
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+    errs.extend(datasource_problems(services, &datasources, root));
+    // 9. Nothing open by default: the passwords are required (no defaults), Grafana has no
+    // anonymous access, and what is published listens on 127.0.0.1 unless a variable says so.
+    for var in [
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "GRAFANA_DB_PASSWORD",
+    ] {
+        let uses: Vec<&str> = text
+            .split("${")
+            .skip(1)
+            .filter(|u| u.starts_with(var))
+            .collect();
+        if uses.is_empty() {
+            errs.push(format!("{var} is never required"));
+        }
+        for u in uses {
+            if !u[var.len()..].starts_with(":?") {
+                errs.push(format!(
+                    "{var} has a default or may be empty (`${{{}`): require it with `:?`",
+                    u.split('}').next().unwrap_or(u)
+                ));
+            }
+        }
+    }
+    if let Some(g) = services.get("grafana") {
+        let env = &g["environment"];
+        if env["GF_AUTH_ANONYMOUS_ENABLED"].as_str() != Some("false") {
+            errs.push("grafana: anonymous access is not turned off (GF_AUTH_ANONYMOUS_ENABLED: \"false\")".into());
+        }
+        if !env["GF_SECURITY_ADMIN_PASSWORD"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("${GRAFANA_ADMIN_PASSWORD:?"))
+        {
+            errs.push(
+                "grafana: the admin password is not required from GRAFANA_ADMIN_PASSWORD".into(),
+            );
+        }
+    }
+    for (name, svc) in services {
+        for p in svc["ports"].as_array().into_iter().flatten() {
+            let spec = p
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| p.to_string());
+            if !published_on_loopback(&spec) {
+                errs.push(format!(
+                    "{name}: publishes {spec} on every interface; bind it to 127.0.0.1 \
+                     (`${{TICKCAST_PUBLISH_ADDR:-127.0.0.1}}:PORT:PORT`)"
+                ));
             }
         }
     }
@@ -567,6 +604,87 @@ fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
         errs.push(format!(
             "kafka image {image}, tests run apache/kafka {version}"
         ));
+    }
+    errs
+}
+
+/// Whether a port mapping binds the host side to the loopback address: `127.0.0.1:H:C`, or a
+/// variable whose default is 127.0.0.1.
+fn published_on_loopback(spec: &str) -> bool {
+    let host = match spec.strip_prefix("${") {
+        Some(var) => match var.split_once('}') {
+            Some((inner, _)) => inner.split_once(":-").map_or("", |(_, d)| d).to_string(),
+            None => return false,
+        },
+        None => {
+            let parts: Vec<&str> = spec.split(':').collect();
+            if parts.len() < 3 {
+                return false;
+            }
+            parts[0].to_string()
+        }
+    };
+    host == "127.0.0.1" || host == "localhost" || host == "[::1]"
+}
+
+/// Grafana's Postgres datasources: the database service's host and database, as a login role
+/// that is not the tables' owner and is made read-only by the database's init scripts.
+fn datasource_problems(
+    services: &serde_json::Map<String, Value>,
+    datasources: &[String],
+    root: &Path,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    let postgres = services.get("postgres").cloned().unwrap_or(Value::Null);
+    let pg = &postgres["environment"];
+    // The init scripts the database service runs on a fresh volume.
+    let mut init = String::new();
+    for v in postgres["volumes"].as_array().into_iter().flatten() {
+        let spec = v.as_str().unwrap_or_default();
+        if let Some((src, rest)) = spec.split_once(':')
+            && rest.starts_with("/docker-entrypoint-initdb.d")
+            && let Ok(dir) = std::fs::read_dir(root.join(src))
+        {
+            for f in dir {
+                init.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap_or_default());
+            }
+        }
+    }
+    for text in datasources {
+        let ds = yaml_to_json(text).unwrap();
+        for d in ds["datasources"].as_array().into_iter().flatten() {
+            if !d["type"].as_str().is_some_and(|t| t.contains("postgres")) {
+                continue;
+            }
+            let host = d["url"].as_str().unwrap().split(':').next().unwrap();
+            if !services.contains_key(host) {
+                errs.push(format!("grafana datasource host {host} is not a service"));
+            }
+            if d["jsonData"]["database"] != pg["POSTGRES_DB"] {
+                errs.push(format!(
+                    "grafana datasource database {} differs from postgres' {}",
+                    d["jsonData"]["database"], pg["POSTGRES_DB"]
+                ));
+            }
+            let user = d["user"].as_str().unwrap_or_default();
+            if d["user"] == pg["POSTGRES_USER"] {
+                errs.push(format!(
+                    "grafana datasource logs in as {user}, the owner of the tables: use a read-only role"
+                ));
+            } else if !init.contains(&format!("create role {user} login"))
+                || !init.contains("in role tickcast_reader")
+            {
+                errs.push(format!(
+                    "grafana datasource user {user} is not made a member of tickcast_reader by the database's init scripts"
+                ));
+            }
+            if d["secureJsonData"]["password"]
+                .as_str()
+                .is_some_and(|p| p.contains("POSTGRES_PASSWORD"))
+            {
+                errs.push("grafana datasource uses the owner's password".into());
+            }
+        }
     }
     errs
 }
@@ -655,8 +773,8 @@ fn broken_files_are_rejected() {
         (
             "published port nobody listens on",
             (
-                good.replace(r#"- "8080:8080""#, r#"- "8080:8081""#),
-                "api: publishes 8080:8081",
+                good.replace(r#":8080:8080""#, r#":8080:8081""#),
+                "api: publishes ${TICKCAST_PUBLISH_ADDR:-127.0.0.1}:8080:8081, but listens",
             ),
         ),
         (
@@ -734,6 +852,77 @@ fn broken_files_are_rejected() {
             ),
         ),
         ("not YAML", (format!("{good}\n  - : [\n"), "YAML")),
+        (
+            "a default database password",
+            (
+                good.replacen(
+                    "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (see .env.example)}",
+                    "${POSTGRES_PASSWORD:-tickcast}",
+                    1,
+                ),
+                "POSTGRES_PASSWORD has a default or may be empty",
+            ),
+        ),
+        (
+            "a default Grafana admin password",
+            (
+                good.replace(
+                    "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD (see .env.example)}",
+                    "${GRAFANA_ADMIN_PASSWORD:-admin}",
+                ),
+                "GRAFANA_ADMIN_PASSWORD has a default or may be empty",
+            ),
+        ),
+        (
+            "a literal Grafana admin password",
+            (
+                good.replace(
+                    "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD (see .env.example)}",
+                    "admin",
+                ),
+                "grafana: the admin password is not required",
+            ),
+        ),
+        (
+            "anonymous Grafana",
+            (
+                good.replace(
+                    "GF_AUTH_ANONYMOUS_ENABLED: \"false\"",
+                    "GF_AUTH_ANONYMOUS_ENABLED: \"true\"",
+                ),
+                "grafana: anonymous access is not turned off",
+            ),
+        ),
+        (
+            "Grafana on every interface",
+            (
+                good.replace(
+                    "\"${TICKCAST_PUBLISH_ADDR:-127.0.0.1}:3000:3000\"",
+                    "\"3000:3000\"",
+                ),
+                "grafana: publishes 3000:3000 on every interface",
+            ),
+        ),
+        (
+            "Prometheus on 0.0.0.0",
+            (
+                good.replace(
+                    "\"${TICKCAST_PUBLISH_ADDR:-127.0.0.1}:9090:9090\"",
+                    "\"0.0.0.0:9090:9090\"",
+                ),
+                "prometheus: publishes 0.0.0.0:9090:9090 on every interface",
+            ),
+        ),
+        (
+            "the API on every interface by default",
+            (
+                good.replace(
+                    "\"${TICKCAST_PUBLISH_ADDR:-127.0.0.1}:8080:8080\"",
+                    "\"${TICKCAST_PUBLISH_ADDR:-0.0.0.0}:8080:8080\"",
+                ),
+                "api: publishes ${TICKCAST_PUBLISH_ADDR:-0.0.0.0}:8080:8080 on every interface",
+            ),
+        ),
     ]);
     for (what, (text, want)) in cases {
         assert_ne!(text, good, "{what}: the replacement did not apply");
@@ -743,6 +932,39 @@ fn broken_files_are_rejected() {
             "{what}: expected an error containing {want:?}, got {errs:#?}"
         );
     }
+}
+
+#[test]
+fn grafana_as_the_tables_owner_is_rejected() {
+    let doc = yaml_to_json(&compose_text()).unwrap();
+    let services = doc["services"].as_object().unwrap();
+    let path = root().join("monitoring/grafana/provisioning/datasources/tickcast.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        datasource_problems(services, std::slice::from_ref(&good), &root()),
+        Vec::<String>::new()
+    );
+    let owner = good
+        .replace("user: grafana_reader", "user: tickcast")
+        .replace("${GRAFANA_DB_PASSWORD}", "${POSTGRES_PASSWORD}");
+    assert_ne!(owner, good);
+    let errs = datasource_problems(services, &[owner], &root());
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("logs in as tickcast, the owner of the tables")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("uses the owner's password")),
+        "{errs:?}"
+    );
+    let stranger = good.replace("user: grafana_reader", "user: someone");
+    let errs = datasource_problems(services, &[stranger], &root());
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("someone is not made a member of tickcast_reader")),
+        "{errs:?}"
+    );
 }
 
 /// The Dockerfile with its last two stages swapped (the GPU stage last, as it once was).

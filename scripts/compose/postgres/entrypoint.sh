@@ -1,6 +1,7 @@
 #!/bin/bash
 # First start: initdb as POSTGRES_USER with POSTGRES_PASSWORD, create POSTGRES_DB, accept
-# password logins from the network; every start: run postgres as the postgres user.
+# password logins from the network, run /docker-entrypoint-initdb.d/*.sh and *.sql as the upstream
+# image does; every start: run postgres as the postgres user.
 set -euo pipefail
 user="${POSTGRES_USER:-postgres}"
 db="${POSTGRES_DB:-$user}"
@@ -20,6 +21,13 @@ if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
   if [[ "$db" != postgres ]]; then
     as_pg psql -v ON_ERROR_STOP=1 -U "$user" -d postgres -qc "CREATE DATABASE \"$db\""
   fi
+  for f in /docker-entrypoint-initdb.d/*; do
+    case "$f" in
+      *.sh) as_pg env POSTGRES_USER="$user" POSTGRES_DB="$db" bash "$f" ;;
+      *.sql) as_pg psql -v ON_ERROR_STOP=1 -U "$user" -d "$db" -q -f "$f" ;;
+      *) ;;
+    esac
+  done
   as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "initialised $PGDATA: user $user, database $db"
 fi
