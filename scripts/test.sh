@@ -97,6 +97,8 @@ if [[ -n "${secured:-}" ]]; then
   export TICKCAST_TLS_DIR="$tls_dir"
   export TICKCAST_TLS_KAFKA="localhost:$KAFKA_SASL_SSL_PORT"
   export TICKCAST_TLS_DATABASE_URL="postgres://tickcast_tls@localhost:${PG_PORT:-35432}/tickcast"
+  # Brokers and servers the tests start of their own are plaintext only.
+  unset KAFKA_SASL_SSL_PORT KAFKA_TLS_DIR PG_TLS_DIR
 fi
 shared="$(cd "$root/.." && pwd)/shared"
 if [[ -d "$shared" ]]; then

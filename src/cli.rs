@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store;
+use tickcast_consumers::store::retention::Retention;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::candles::CandleOptions;
 use tickcast_pipeline::codec::Topics;
@@ -279,6 +280,20 @@ pub struct StageArgs {
     /// broker's offsets. Without it the sink stops and names the partitions.
     #[arg(long, env = "TICKCAST_SINK_FORGET_OFFSETS_AHEAD")]
     pub sink_forget_offsets_ahead: bool,
+    /// How long the sink keeps rows, counted back from the newest bar written:
+    /// `forecasts=DAYS` and `INTERVAL=DAYS` for candles, `keep` for no limit (e.g.
+    /// `forecasts=30d,1s=7d,1m=365d,1h=keep`). Unlisted: forecasts 30 days; candles below one
+    /// minute 7 days, below one hour 365 days, longer kept. `keep-all` keeps everything.
+    /// Postgres drops whole time partitions; SQLite deletes in batches.
+    #[arg(long, env = "TICKCAST_RETENTION", default_value = "forecasts=30d", value_parser = parse_retention)]
+    pub retention: Retention,
+}
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "keep-all" {
+        return Ok(Retention::keep_all());
+    }
+    Retention::parse(s)
 }
 
 impl StageArgs {
@@ -304,6 +319,7 @@ impl StageArgs {
         }
         cfg.checkpoint_every = Duration::from_secs_f64(self.checkpoint_secs);
         cfg.sink_forget_offsets_ahead = self.sink_forget_offsets_ahead;
+        cfg.retention = self.retention.clone();
         cfg.alerts.rules_file = self.alert_rules.clone();
         cfg.alerts.reload_every = Duration::from_millis(self.alert_reload_ms.max(100));
         if let Some(url) = self

@@ -69,6 +69,8 @@ pub struct PipelineConfig {
     /// When the broker is behind the offsets the sink stored (a recreated topic), drop the
     /// stored ones and write from the broker's, instead of stopping.
     pub sink_forget_offsets_ahead: bool,
+    /// How long the sink keeps rows.
+    pub retention: tickcast_consumers::store::retention::Retention,
 }
 
 /// Settings of the alert stage.
@@ -110,6 +112,7 @@ impl PipelineConfig {
             linger: Duration::from_millis(20),
             alerts: AlertOptions::default(),
             sink_forget_offsets_ahead: false,
+            retention: tickcast_consumers::store::retention::Retention::default(),
         }
     }
 
@@ -214,7 +217,10 @@ pub async fn run_stage(
                 cfg.sink_forget_offsets_ahead,
             )
             .await?;
-            let handler = Sink::new(store, group, t.clone());
+            let handler = Sink::new(store, group, t.clone()).with_retention(
+                cfg.retention.clone(),
+                tickcast_consumers::sink::RETENTION_EVERY,
+            );
             stage::run(
                 settings,
                 cfg.options(kind, Sink::inputs(t)),

@@ -653,6 +653,13 @@ impl Store for FlakyStore {
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
         self.inner.write_batch(consumer, batch).await
     }
+    async fn apply_retention(
+        &self,
+        policy: &tickcast_consumers::store::retention::Retention,
+        clock_ms: i64,
+    ) -> Result<tickcast_consumers::store::RetentionReport> {
+        self.inner.apply_retention(policy, clock_ms).await
+    }
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
         self.inner.offsets(consumer).await
     }

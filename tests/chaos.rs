@@ -77,6 +77,8 @@ impl OwnKafka {
             .env("KAFKA_DIR", &self.dir.0)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", self.controller.to_string())
+            .env_remove("KAFKA_SASL_SSL_PORT")
+            .env_remove("KAFKA_TLS_DIR")
             .output()
             .unwrap();
         assert!(
@@ -109,6 +111,8 @@ impl Drop for OwnKafka {
             .env("KAFKA_DIR", &self.dir.0)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", self.controller.to_string())
+            .env_remove("KAFKA_SASL_SSL_PORT")
+            .env_remove("KAFKA_TLS_DIR")
             .output();
     }
 }

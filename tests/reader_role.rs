@@ -30,15 +30,39 @@ async fn the_dashboard_role_reads_everything_and_changes_nothing() {
         return;
     };
     let db_url = common::fresh_postgres(&url, "reader").await;
-    store::open(&db_url).await.unwrap(); // migrations
+    let store = store::open(&db_url).await.unwrap(); // migrations
+    // One candle, through the sink's path (it makes the time partition).
+    let p = rust_decimal::Decimal::ONE;
+    let c = tickcast_pipeline::domain::Candle {
+        v: tickcast_pipeline::domain::SCHEMA_VERSION,
+        exchange: "binance".into(),
+        symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
+        open_ms: 0,
+        close_ms: 60_000,
+        open: p,
+        high: p,
+        low: p,
+        close: p,
+        volume: p,
+        trades: 4,
+    };
+    let pos = store::Pos {
+        topic: "c".into(),
+        partition: 0,
+        offset: 0,
+    };
+    store
+        .write_batch(
+            "sink",
+            &store::SinkBatch {
+                candles: vec![(pos, c)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let mut owner = sqlx::PgConnection::connect(&db_url).await.unwrap();
-    sqlx::query(
-        "insert into candles (exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades) \
-         values ('binance', 'BTC-USDT', '1m', 0, 60000, 1, 2, 0.5, 1.5, 3, 4)",
-    )
-    .execute(&mut owner)
-    .await
-    .unwrap();
 
     // The init script, as the postgres image runs it.
     let (host, port, user, db) = {
@@ -101,7 +125,7 @@ async fn the_dashboard_role_reads_everything_and_changes_nothing() {
     for sql in [
         "delete from candles",
         "update candles set close = 0",
-        "insert into candles (exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades) values ('x', 'X-Y', '1m', 0, 1, 1, 1, 1, 1, 1, 1)",
+        "insert into candles (exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades) values ('x', 'X-Y', '1m', 60000, 120000, 1, 1, 1, 1, 1, 1)",
         "truncate candles",
         "drop table candles",
         "create table mine (x integer)",

@@ -14,6 +14,7 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
+use crate::store::retention::{Retention, data_clock};
 use crate::store::{Pos, SinkBatch, Store, WriteSummary};
 
 /// A partition whose end on the broker lies below the offset the store says it has written up
@@ -104,6 +105,9 @@ pub async fn check_offsets(
     Ok(behind)
 }
 
+/// How often the sink applies retention by default.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// Stage handler writing to a [`Store`].
 #[derive(Debug)]
 pub struct Sink {
@@ -111,14 +115,65 @@ pub struct Sink {
     /// Consumer name under which offsets are stored (the group id).
     consumer: String,
     topics: Topics,
+    retention: Option<Retention>,
+    retention_every: Duration,
+    last_retention: Option<std::time::Instant>,
+    /// The newest bar time written (open of a candle, base of a forecast): the data clock
+    /// retention counts back from.
+    newest_ms: Option<i64>,
 }
 
 impl Sink {
+    /// A sink that keeps everything; see [`Sink::with_retention`].
     pub fn new(store: Arc<dyn Store>, consumer: impl Into<String>, topics: Topics) -> Self {
         Self {
             store,
             consumer: consumer.into(),
             topics,
+            retention: None,
+            retention_every: RETENTION_EVERY,
+            last_retention: None,
+            newest_ms: None,
+        }
+    }
+
+    /// Applies `policy` after the first batch written and then every `every`.
+    pub fn with_retention(mut self, policy: Retention, every: Duration) -> Self {
+        self.retention = Some(policy);
+        self.retention_every = every;
+        self
+    }
+
+    /// Applies retention when due. A failure is logged and tried again at the next pass: the
+    /// batch is written already.
+    async fn retain(&mut self) {
+        let (Some(policy), Some(newest)) = (&self.retention, self.newest_ms) else {
+            return;
+        };
+        if self
+            .last_retention
+            .is_some_and(|t| t.elapsed() < self.retention_every)
+        {
+            return;
+        }
+        self.last_retention = Some(std::time::Instant::now());
+        let clock = data_clock(newest, tickcast_pipeline::now_ms());
+        match self.store.apply_retention(policy, clock).await {
+            Ok(r) if r.dropped.is_empty() && r.deleted == 0 => {}
+            Ok(r) => {
+                tracing::info!(
+                    partitions = r.dropped.len(),
+                    rows = r.deleted,
+                    clock_ms = clock,
+                    "retention applied"
+                );
+                telemetry::SINK_ROWS
+                    .with_label_values(&["retention_deleted"])
+                    .inc_by(r.deleted);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "retention failed; trying again at the next pass")
+            }
         }
     }
 
@@ -172,6 +227,16 @@ impl Handler for Sink {
             forecasts,
             skipped,
         } = self.store.write_batch(&self.consumer, &rows).await?;
+        let newest = rows
+            .candles
+            .iter()
+            .map(|(_, c)| c.open_ms)
+            .chain(rows.forecasts.iter().map(|(_, f)| f.base_ms))
+            .max();
+        if let Some(n) = newest {
+            self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
+        }
+        self.retain().await;
         let now = tickcast_pipeline::now_ms();
         let candle_times = rows.candles.iter().map(|(_, c)| c.close_ms);
         telemetry::observe_end_to_end("sink", "candle", now, candle_times);

@@ -458,6 +458,7 @@ impl OwnPostgres {
             .arg(verb)
             .env("PG_DIR", &self.dir.0)
             .env("PG_PORT", self.port.to_string())
+            .env_remove("PG_TLS_DIR")
             .output()
             .unwrap();
         assert!(

@@ -3,7 +3,9 @@
 //! Migrations in `migrations/<dialect>/` are applied by [`open`].
 
 pub(crate) mod alerts;
+mod partitions;
 pub mod postgres;
+pub mod retention;
 mod rows;
 pub mod sqlite;
 
@@ -75,6 +77,15 @@ pub struct SinkBatch {
     pub forecasts: Vec<(Pos, Forecast)>,
     /// Next offset per (topic, partition) once this batch is written.
     pub offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Postgres partitions dropped.
+    pub dropped: Vec<String>,
+    /// SQLite rows deleted.
+    pub deleted: u64,
 }
 
 /// What a write did.
@@ -187,6 +198,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Upserts the rows and advances `consumer`'s offsets in one transaction. Rows whose offset
     /// is below the stored next offset were written before and are skipped.
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary>;
+    /// Removes what is past `policy`'s retention at data clock `clock_ms`
+    /// ([`retention::data_clock`]): Postgres drops whole time partitions, SQLite deletes in
+    /// batches. `forecasts_latest`, the accuracy scores and the other tables are not touched.
+    async fn apply_retention(
+        &self,
+        policy: &retention::Retention,
+        clock_ms: i64,
+    ) -> Result<RetentionReport>;
     /// Stored next offsets of a consumer.
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>>;
     /// Drops a consumer's stored offset of one partition (its topic was recreated), so the sink

@@ -23,6 +23,7 @@ use crate::store::{
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    partitions: super::partitions::Partitions,
 }
 
 impl PgStore {
@@ -38,7 +39,11 @@ impl PgStore {
             .run(&pool)
             .await
             .context("applying Postgres migrations")?;
-        Ok(Self { pool })
+        let partitions = super::partitions::Partitions::default();
+        super::partitions::adopt_unpartitioned(&pool, &partitions)
+            .await
+            .context("moving existing rows into time partitions")?;
+        Ok(Self { pool, partitions })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -280,6 +285,12 @@ impl Store for PgStore {
     }
 
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
+        // The partitions first, outside the batch's transaction (a few rows at most).
+        let all_candles: Vec<&Candle> = batch.candles.iter().map(|(_, c)| c).collect();
+        let all_forecasts: Vec<&Forecast> = batch.forecasts.iter().map(|(_, f)| f).collect();
+        self.partitions
+            .ensure(&self.pool, &all_candles, &all_forecasts)
+            .await?;
         let mut tx = super::WriteTx::begin_write(&self.pool).await?;
         let stored = stored_offsets(&mut tx, consumer).await?;
         let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
@@ -306,6 +317,21 @@ impl Store for PgStore {
             candles: candles.len(),
             forecasts: forecasts.len(),
             skipped: skipped_c + skipped_f,
+        })
+    }
+
+    async fn apply_retention(
+        &self,
+        policy: &super::retention::Retention,
+        clock_ms: i64,
+    ) -> Result<super::RetentionReport> {
+        let dropped = self
+            .partitions
+            .drop_expired(&self.pool, policy, clock_ms)
+            .await?;
+        Ok(super::RetentionReport {
+            dropped,
+            deleted: 0,
         })
     }
 
