@@ -71,6 +71,8 @@ pub struct PipelineConfig {
     pub sink_forget_offsets_ahead: bool,
     /// How long the sink keeps rows.
     pub retention: tickcast_consumers::store::retention::Retention,
+    /// How often the sink applies retention.
+    pub retention_every: Duration,
 }
 
 /// Settings of the alert stage.
@@ -113,6 +115,7 @@ impl PipelineConfig {
             alerts: AlertOptions::default(),
             sink_forget_offsets_ahead: false,
             retention: tickcast_consumers::store::retention::Retention::default(),
+            retention_every: tickcast_consumers::sink::RETENTION_EVERY,
         }
     }
 
@@ -217,10 +220,8 @@ pub async fn run_stage(
                 cfg.sink_forget_offsets_ahead,
             )
             .await?;
-            let handler = Sink::new(store, group, t.clone()).with_retention(
-                cfg.retention.clone(),
-                tickcast_consumers::sink::RETENTION_EVERY,
-            );
+            let handler = Sink::new(store, group, t.clone())
+                .with_retention(cfg.retention.clone(), cfg.retention_every);
             stage::run(
                 settings,
                 cfg.options(kind, Sink::inputs(t)),

@@ -350,16 +350,7 @@ async fn fresh_db(url: &str, name: &str) -> String {
         .unwrap()
         .subsec_nanos();
     let db = format!("{name}_{}_{nanos}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query(&format!("create database \"{db}\""))
-        .execute(&mut conn)
+    store::postgres::create_database_beside(url, &db)
         .await
-        .unwrap();
-    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
-    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
-    if query.is_empty() {
-        format!("{base}/{db}")
-    } else {
-        format!("{base}/{db}?{query}")
-    }
+        .unwrap()
 }

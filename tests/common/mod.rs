@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use sqlx::Connection as _;
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store::{self, CandleQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
@@ -89,21 +88,9 @@ fn real_services(test: &str) -> Option<(String, String)> {
 /// Creates a fresh database next to the one `url` names and returns its URL.
 pub async fn fresh_postgres(url: &str, name: &str) -> String {
     let db = unique(name).to_lowercase();
-    let mut conn = sqlx::PgConnection::connect(url)
+    store::postgres::create_database_beside(url, &db)
         .await
-        .expect("connect to DATABASE_URL");
-    sqlx::query(&format!("create database \"{db}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    // Keep the query (`?sslmode=…&sslrootcert=/path`): only the path names the database.
-    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
-    let base = path.rsplit_once('/').map(|(b, _)| b).unwrap_or(path);
-    if query.is_empty() {
-        format!("{base}/{db}")
-    } else {
-        format!("{base}/{db}?{query}")
-    }
+        .expect("create a database beside DATABASE_URL's")
 }
 
 /// Just a store (fresh Postgres database or SQLite file), for tests that need no broker.

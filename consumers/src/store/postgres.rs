@@ -51,6 +51,27 @@ impl PgStore {
     }
 }
 
+/// Creates an empty database named `name` on the server `url` points at and returns its URL
+/// (`url` with the database replaced, its query kept): for tests and benchmarks.
+pub async fn create_database_beside(url: &str, name: &str) -> Result<String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to Postgres at {}", redact(url)))?;
+    sqlx::query(&format!("create database \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("creating database {name}"))?;
+    // Keep the query (`?sslmode=…&sslrootcert=/path`): only the path names the database.
+    let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    Ok(if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    })
+}
+
 /// The URL without its secrets, for messages: the password of the user part
 /// (`postgres://u:***@h/db`) and the value of every query parameter that names a secret
 /// (`password`, `sslpassword`, anything with `pass`, `secret` or `token` in its name).
