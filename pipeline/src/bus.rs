@@ -83,9 +83,17 @@ pub fn read_secret(path: &std::path::Path, what: &str) -> Result<String> {
 /// Whether a librdkafka property holds a secret: its value is never logged or printed.
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "secret", "jaas", ".key.pem", "ssl.key", "token"]
-        .iter()
-        .any(|s| n.contains(s))
+    [
+        "password",
+        "secret",
+        "jaas",
+        ".key.pem",
+        "ssl.key",
+        "token",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
         && !n.ends_with(".location")
 }
 

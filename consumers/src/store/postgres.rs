@@ -152,49 +152,125 @@ async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) ->
     Ok(())
 }
 
-/// Forecast rows as `unnest` arrays, `$1`…`$13` in column order.
-const FORECAST_ROWS: &str = "select * from unnest($1::text[], $2::text[], $3::text[], $4::text[],
-    $5::int[], $6::bigint[], $7::bigint[], $8::float8[], $9::float8[], $10::float8[],
-    $11::float8[], $12::float8[], $13::float8[])";
-
 /// Every forecast, keyed by its base bar.
 const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, horizon, base_ms)
     do update set target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
     lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
 
-async fn upsert_forecasts(
-    tx: &mut Transaction<'_, Postgres>,
-    table: &str,
-    conflict: &str,
-    rows: &[&Forecast],
-) -> Result<()> {
+/// The forecast columns, in table order (`forecasts`, `forecasts_latest`, the staging table).
+const FORECAST_COLUMNS: &str = "exchange, symbol, interval, model, horizon, base_ms, target_ms, \
+    last, point, lo80, hi80, lo95, hi95";
+
+/// Writes forecasts through Postgres's bulk path: `COPY` into a temporary staging table (one per
+/// connection, emptied at commit), then one upsert into `forecasts` and one into
+/// `forecasts_latest` (the newest per series) from it. `rows` hold one row per key.
+async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let text = |f: fn(&Forecast) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
-    let num = |f: fn(&Forecast) -> f64| rows.iter().map(|r| f(r)).collect::<Vec<f64>>();
-    let sql = format!(
-        "insert into {table} (exchange, symbol, interval, model, horizon, base_ms, target_ms,
-                              last, point, lo80, hi80, lo95, hi95) {FORECAST_ROWS} {conflict}"
-    );
-    sqlx::query(&sql)
-        .bind(text(|f| f.exchange.to_string()))
-        .bind(text(|f| f.symbol.to_string()))
-        .bind(text(|f| f.interval.to_string()))
-        .bind(text(|f| f.model.to_string()))
-        .bind(rows.iter().map(|f| f.horizon as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|f| f.base_ms).collect::<Vec<_>>())
-        .bind(rows.iter().map(|f| f.target_ms).collect::<Vec<_>>())
-        .bind(num(|f| f.last))
-        .bind(num(|f| f.point))
-        .bind(num(|f| f.lo80))
-        .bind(num(|f| f.hi80))
-        .bind(num(|f| f.lo95))
-        .bind(num(|f| f.hi95))
-        .execute(&mut **tx)
+    // `if not exists` notes every batch after the first; not worth a log line.
+    for sql in [
+        "set local client_min_messages = warning",
+        "create temp table if not exists sink_forecasts (like forecasts) on commit delete rows",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut **tx)
+            .await
+            .context("making the forecast staging table")?;
+    }
+    let mut text = String::with_capacity(rows.len() * 128);
+    for f in rows {
+        copy_row(&mut text, f);
+    }
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "copy sink_forecasts ({FORECAST_COLUMNS}) from stdin"
+        ))
         .await
-        .with_context(|| format!("upserting {table}"))?;
+        .context("staging forecasts")?;
+    copy.send(text.as_bytes())
+        .await
+        .context("staging forecasts")?;
+    copy.finish().await.context("staging forecasts")?;
+    sqlx::query(&format!(
+        "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts \
+         {UPSERT_FORECASTS}"
+    ))
+    .execute(&mut **tx)
+    .await
+    .context("upserting forecasts")?;
+    sqlx::query(&format!(
+        "insert into forecasts_latest ({FORECAST_COLUMNS}) \
+         select distinct on (exchange, symbol, interval, model, horizon) {FORECAST_COLUMNS} \
+         from sink_forecasts order by exchange, symbol, interval, model, horizon, base_ms desc {}",
+        super::UPSERT_LATEST
+    ))
+    .execute(&mut **tx)
+    .await
+    .context("upserting forecasts_latest")?;
     Ok(())
+}
+
+/// One forecast as a line of `COPY`'s text format.
+fn copy_row(out: &mut String, f: &Forecast) {
+    use std::fmt::Write as _;
+    for t in [&f.exchange, &f.symbol, &f.interval, &f.model] {
+        copy_text(out, t);
+        out.push('\t');
+    }
+    let _ = write!(out, "{}\t{}\t{}", f.horizon, f.base_ms, f.target_ms);
+    for x in [f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95] {
+        out.push('\t');
+        copy_float(out, x);
+    }
+    out.push('\n');
+}
+
+/// Text in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
+fn copy_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A float as Postgres reads it back exactly: Rust's shortest round-trip digits (never in
+/// exponent form), and Postgres's names for the non-finite values.
+fn copy_float(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
+    if x.is_nan() {
+        out.push_str("NaN");
+    } else if x.is_infinite() {
+        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        let _ = write!(out, "{x}");
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn copy_lines_escape_text_and_keep_floats_exact() {
+        let mut s = String::new();
+        copy_text(&mut s, "a\\b\tc\nd\re");
+        assert_eq!(s, "a\\\\b\\tc\\nd\\re");
+        for x in [0.1, 1e-7, 123_456.789, f64::MAX, -0.0, 5e-324] {
+            let mut t = String::new();
+            copy_float(&mut t, x);
+            assert!(!t.contains('e'), "{t}");
+            assert_eq!(t.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{t}");
+        }
+        let mut t = String::new();
+        copy_float(&mut t, f64::NEG_INFINITY);
+        assert_eq!(t, "-Infinity");
+    }
 }
 
 // The alert methods' bodies (shared with the other dialect).
@@ -317,9 +393,7 @@ impl Store for PgStore {
         let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
         let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
         upsert_candles(&mut tx, &candles).await?;
-        upsert_forecasts(&mut tx, "forecasts", UPSERT_FORECASTS, &forecasts).await?;
-        let latest = super::newest_per_series(&forecasts);
-        upsert_forecasts(&mut tx, "forecasts_latest", super::UPSERT_LATEST, &latest).await?;
+        write_forecasts(&mut tx, &forecasts).await?;
         for ((topic, partition), next) in &batch.offsets {
             sqlx::query(
                 "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)

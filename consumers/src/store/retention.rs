@@ -152,17 +152,11 @@ pub fn utc_date(ms: i64) -> String {
 }
 
 /// The table name part of a candle interval (`1m` → `1m`; anything but ASCII letters and digits
-/// becomes `_`).
+/// becomes `_`; case is kept, the names are quoted).
 pub fn interval_slug(interval: &str) -> String {
     interval
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
@@ -182,7 +176,7 @@ mod tests {
         assert_eq!(candle_span_ms(60_000), 30 * DAY_MS);
         assert_eq!(candle_span_ms(3_600_000), 365 * DAY_MS);
         assert_eq!(interval_slug("1m"), "1m");
-        assert_eq!(interval_slug("4H"), "4h");
+        assert_eq!(interval_slug("4H"), "4H");
     }
 
     #[test]
