@@ -57,7 +57,9 @@ phase() { # phase NAME: records the time since the previous phase ended
 }
 
 # --- Tools -------------------------------------------------------------------------------
+# dnsname: containers reach each other by service name on podman 4.3's CNI networks.
 bash scripts/debian-packages.sh podman runc docker-compose debootstrap curl python3 python3-yaml \
+  golang-github-containernetworking-plugin-dnsname \
   openjdk-17-jre-headless maven
 mkdir -p "$work"
 # podman here: runc (crun cannot use this machine's hybrid cgroups), cgroupfs (no systemd), and
@@ -270,14 +272,20 @@ for f in sorted(glob.glob(root + "/dashboards/*.y*ml")):
         print("dashboards", p["options"]["path"])
 EOF
 )"
-grafana_pw="${POSTGRES_PASSWORD:-tickcast}"
+grafana_pw="$GRAFANA_DB_PASSWORD"
 while read -r kind a b c d e; do
   case "$kind $a" in
     "datasource grafana-postgresql-datasource" | "datasource postgres")
       n="$(podman exec -e PGPASSWORD="$grafana_pw" "${project}_postgres_1" psql \
         "host=${b%%:*} port=${b##*:} user=$c dbname=$d sslmode=$e" -tAc "select count(*) from forecasts")" \
         || die "Grafana's Postgres datasource ($c@$b/$d) cannot log in"
-      echo "== Grafana datasource $a: $c@$b/$d logs in and reads $n forecasts" ;;
+      # It reads, and may change nothing.
+      if podman exec -e PGPASSWORD="$grafana_pw" "${project}_postgres_1" psql \
+        "host=${b%%:*} port=${b##*:} user=$c dbname=$d sslmode=$e" -tAc "delete from forecasts" \
+        >/dev/null 2>&1; then
+        die "Grafana's Postgres datasource ($c) may delete forecasts"
+      fi
+      echo "== Grafana datasource $a: $c@$b/$d logs in, reads $n forecasts, may not delete" ;;
     "datasource prometheus")
       podman exec "${project}_api_1" tickcast healthcheck "$b/-/ready" \
         || die "Grafana's Prometheus datasource $b does not answer"
