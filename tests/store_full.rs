@@ -12,79 +12,19 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::unique;
+use common::{publish_test_candles, test_candle, try_all_candles, unique, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rust_decimal::Decimal;
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store::sqlite::SqliteStore;
-use tickcast_consumers::store::{self, CandleQuery, Store};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_consumers::store::{self, Store};
+use tickcast_pipeline::bus::{Cluster, KafkaSettings};
+use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::telemetry;
 
-fn candle(i: i64) -> Candle {
-    let p = Decimal::new(20_000 + (i * 53 % 700), 1);
-    Candle {
-        v: SCHEMA_VERSION,
-        exchange: "binance".into(),
-        symbol: "BTC-USDT".into(),
-        interval: "1m".into(),
-        open_ms: 1_700_000_000_000 + i * 60_000,
-        close_ms: 1_700_000_060_000 + i * 60_000,
-        open: p,
-        high: p + Decimal::ONE,
-        low: p - Decimal::ONE,
-        close: p,
-        volume: Decimal::new(i + 1, 2),
-        trades: 3,
-    }
-}
-
-async fn publish(settings: &KafkaSettings, topics: &Topics, range: std::ops::Range<i64>) {
-    let records: Vec<OutRecord> = range
-        .map(|i| {
-            let c = candle(i);
-            OutRecord {
-                topic: topics.candles().into(),
-                key: c.key(),
-                payload: codec::encode(&c),
-            }
-        })
-        .collect();
-    Publisher::new(settings)
-        .unwrap()
-        .publish_all(&records)
-        .await
-        .unwrap();
-}
-
 async fn stored(store: &dyn Store) -> usize {
-    store
-        .candles(&CandleQuery {
-            exchange: Some("binance".into()),
-            symbol: Some("BTC-USDT".into()),
-            interval: Some("1m".into()),
-            from_ms: None,
-            to_ms: None,
-            limit: 100_000,
-        })
-        .await
-        .map_or(0, |c| c.len())
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    try_all_candles(store).await.map_or(0, |c| c.len())
 }
 
 /// Messages on the dead-letter topic (read until 3 s pass with none).
@@ -138,7 +78,7 @@ async fn a_full_disk_is_waited_out_and_nothing_is_dead_lettered() {
         tokio::spawn(async move { run_stage(StageKind::Sink, &cfg, Some(store), signal).await })
     };
 
-    publish(&settings, &topics, 0..100).await;
+    publish_test_candles(&settings, &topics, 0..100).await;
     wait_for("100 candles stored", Duration::from_secs(60), || async {
         stored(&*store).await == 100
     })
@@ -155,7 +95,7 @@ async fn a_full_disk_is_waited_out_and_nothing_is_dead_lettered() {
         .unwrap();
     let recoveries = telemetry::STAGE_RECOVERIES.with_label_values(&["sink", "store"]);
     let before = recoveries.get();
-    publish(&settings, &topics, 100..1_100).await;
+    publish_test_candles(&settings, &topics, 100..1_100).await;
     wait_for(
         "tickcast_store_up = 0 for the sink",
         Duration::from_secs(30),
@@ -191,18 +131,10 @@ async fn a_full_disk_is_waited_out_and_nothing_is_dead_lettered() {
         freed.elapsed().as_secs_f64()
     );
     assert_eq!(telemetry::STORE_UP.with_label_values(&["sink"]).get(), 1);
-    let rows = store
-        .candles(&CandleQuery {
-            exchange: Some("binance".into()),
-            symbol: Some("BTC-USDT".into()),
-            interval: Some("1m".into()),
-            from_ms: None,
-            to_ms: None,
-            limit: 100_000,
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows, (0..1_100).map(candle).collect::<Vec<_>>());
+    assert_eq!(
+        common::all_candles(&*store).await,
+        (0..1_100).map(test_candle).collect::<Vec<_>>()
+    );
     assert_eq!(dead_letters(&settings, &topics).await, 0, "dead letters");
     trigger.fire();
     sink.await.unwrap().unwrap();

@@ -11,80 +11,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{OwnPostgres, unique};
-use rust_decimal::Decimal;
+use common::{OwnPostgres, publish_test_candles, test_candle, try_all_candles, unique, wait_for};
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store::{self, CandleQuery, Store};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_consumers::store;
+use tickcast_pipeline::bus::{Cluster, KafkaSettings};
+use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::telemetry;
 
-fn candle(i: i64) -> Candle {
-    let p = Decimal::new(20_000 + (i * 53 % 700), 1);
-    Candle {
-        v: SCHEMA_VERSION,
-        exchange: "binance".into(),
-        symbol: "BTC-USDT".into(),
-        interval: "1m".into(),
-        open_ms: 1_700_000_000_000 + i * 60_000,
-        close_ms: 1_700_000_060_000 + i * 60_000,
-        open: p,
-        high: p + Decimal::ONE,
-        low: p - Decimal::ONE,
-        close: p,
-        volume: Decimal::new(i + 1, 2),
-        trades: 3,
-    }
-}
-
-async fn publish(settings: &KafkaSettings, topics: &Topics, range: std::ops::Range<i64>) {
-    let records: Vec<OutRecord> = range
-        .map(|i| {
-            let c = candle(i);
-            OutRecord {
-                topic: topics.candles().into(),
-                key: c.key(),
-                payload: codec::encode(&c),
-            }
-        })
-        .collect();
-    Publisher::new(settings)
-        .unwrap()
-        .publish_all(&records)
-        .await
-        .unwrap();
-}
-
-async fn stored_candles(store: &dyn Store) -> anyhow::Result<Vec<Candle>> {
-    store
-        .candles(&CandleQuery {
-            exchange: Some("binance".into()),
-            symbol: Some("BTC-USDT".into()),
-            interval: Some("1m".into()),
-            from_ms: None,
-            to_ms: None,
-            limit: 10_000,
-        })
-        .await
-}
-
 fn store_up(stage: &str) -> i64 {
     telemetry::STORE_UP.with_label_values(&[stage]).get()
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,9 +69,9 @@ async fn stages_wait_out_a_postgres_outage_and_the_api_answers_503() {
     let candles_url = format!("{api}/api/v1/candles?exchange=binance&symbol=BTC-USDT&interval=1m");
 
     // Before: 100 bars stored, and their forecasts.
-    publish(&settings, &topics, 0..100).await;
+    publish_test_candles(&settings, &topics, 0..100).await;
     wait_for("100 candles stored", Duration::from_secs(60), || async {
-        stored_candles(&*store).await.is_ok_and(|c| c.len() == 100)
+        try_all_candles(&*store).await.is_ok_and(|c| c.len() == 100)
     })
     .await;
     assert_eq!(client.get(&candles_url).send().await.unwrap().status(), 200);
@@ -141,7 +79,7 @@ async fn stages_wait_out_a_postgres_outage_and_the_api_answers_503() {
     // Down: 100 more bars arrive while Postgres is away.
     pg.script("pause");
     let down_at = Instant::now();
-    publish(&settings, &topics, 100..200).await;
+    publish_test_candles(&settings, &topics, 100..200).await;
     let started = Instant::now();
     let resp = client.get(&candles_url).send().await.unwrap();
     let took = started.elapsed();
@@ -176,7 +114,7 @@ async fn stages_wait_out_a_postgres_outage_and_the_api_answers_503() {
     pg.script("resume");
     let back_at = Instant::now();
     wait_for("200 candles stored", Duration::from_secs(60), || async {
-        stored_candles(&*store).await.is_ok_and(|c| c.len() == 200)
+        try_all_candles(&*store).await.is_ok_and(|c| c.len() == 200)
     })
     .await;
     let recovered = back_at.elapsed();
@@ -192,8 +130,8 @@ async fn stages_wait_out_a_postgres_outage_and_the_api_answers_503() {
         recovered.as_secs_f64()
     );
 
-    let want: Vec<Candle> = (0..200).map(candle).collect();
-    assert_eq!(stored_candles(&*store).await.unwrap(), want);
+    let want: Vec<Candle> = (0..200).map(test_candle).collect();
+    assert_eq!(try_all_candles(&*store).await.unwrap(), want);
     trigger.fire();
     for s in stages {
         s.await.unwrap().unwrap();

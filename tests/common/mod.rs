@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use tickcast::{PipelineConfig, StageKind, run_stage};
 use tickcast_consumers::store::{self, CandleQuery, Store};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
-use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
+use tickcast_pipeline::codec::{self, Message as _, Topics};
 use tickcast_pipeline::connectors::binance::Binance;
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::embedded::EmbeddedBroker;
@@ -269,15 +269,74 @@ pub fn expected_forecast_count(candles: &[Candle], horizons: &[u32]) -> usize {
 
 /// Every row of the store, sorted as [`expected_candles`] sorts.
 pub async fn all_candles(store: &dyn Store) -> Vec<Candle> {
+    try_all_candles(store).await.unwrap()
+}
+
+/// [`all_candles`], or the store's error (while it is down).
+pub async fn try_all_candles(store: &dyn Store) -> anyhow::Result<Vec<Candle>> {
     let mut c = store
         .candles(&CandleQuery {
             limit: 10_000,
             ..Default::default()
         })
+        .await?;
+    c.sort_by(|a, b| (a.open_ms, &a.symbol).cmp(&(b.open_ms, &b.symbol)));
+    Ok(c)
+}
+
+/// Bar `i` of a made-up 1-minute Binance BTC-USDT series from 2023-11-14 (prices vary with
+/// `i`): candles a test publishes straight to the candles topic.
+pub fn test_candle(i: i64) -> Candle {
+    let p = Decimal::new(20_000 + (i * 53 % 700), 1);
+    Candle {
+        v: SCHEMA_VERSION,
+        exchange: "binance".into(),
+        symbol: "BTC-USDT".into(),
+        interval: "1m".into(),
+        open_ms: 1_700_000_000_000 + i * 60_000,
+        close_ms: 1_700_000_060_000 + i * 60_000,
+        open: p,
+        high: p + Decimal::ONE,
+        low: p - Decimal::ONE,
+        close: p,
+        volume: Decimal::new(i + 1, 2),
+        trades: 3,
+    }
+}
+
+/// Publishes [`test_candle`]`(i)` for every `i` in `range` to the candles topic.
+pub async fn publish_test_candles(
+    settings: &KafkaSettings,
+    topics: &Topics,
+    range: std::ops::Range<i64>,
+) {
+    let records: Vec<OutRecord> = range
+        .map(|i| {
+            let c = test_candle(i);
+            OutRecord {
+                topic: topics.candles().into(),
+                key: c.key(),
+                payload: codec::encode(&c),
+            }
+        })
+        .collect();
+    Publisher::new(settings)
+        .unwrap()
+        .publish_all(&records)
         .await
         .unwrap();
-    c.sort_by(|a, b| (a.open_ms, &a.symbol).cmp(&(b.open_ms, &b.symbol)));
-    c
+}
+
+/// [`eventually`], failing the test with `what` when `check` does not hold in time.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        eventually(timeout, check).await,
+        "timed out waiting for {what}"
+    );
 }
 
 /// Number of forecast rows stored.
