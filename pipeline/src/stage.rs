@@ -374,7 +374,7 @@ async fn acknowledge<H: Handler>(
     shutdown: &mut Shutdown,
     last: bool,
 ) -> Option<Option<BTreeMap<(String, i32), i64>>> {
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     let mut stalled = Stalled::new();
     loop {
         let (failure, full) = match handler.acknowledged(last).await {
@@ -406,12 +406,10 @@ async fn acknowledge<H: Handler>(
         telemetry::STAGE_RECOVERIES
             .with_label_values(&[&opts.name, "checkpoint"])
             .inc();
-        tracing::error!(stage = %opts.name, error = %failure, retry_in_ms = wait.as_millis() as u64, "checkpoint failed with the store up; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => return None,
+        tracing::error!(stage = %opts.name, error = %failure, retry_in_ms = backoff.next().as_millis() as u64, "checkpoint failed with the store up; retrying");
+        if !backoff.sleep(shutdown).await {
+            return None;
         }
-        wait = (wait * 2).min(RETRY_CAP);
     }
 }
 
@@ -429,20 +427,14 @@ async fn store_down<H: Handler>(
         Ok(Err(e)) => format!("{e:#}"),
         Err(_) => format!("no answer within {} s", READY_TIMEOUT.as_secs()),
     };
-    let gauge = telemetry::STORE_UP.with_label_values(&[&opts.name]);
-    gauge.set(0);
-    telemetry::STAGE_RECOVERIES
-        .with_label_values(&[&opts.name, "store"])
-        .inc();
+    store_went_down(opts);
     tracing::warn!(stage = %opts.name, error = %failure, store = %down, "store unreachable; waiting for it, nothing is skipped");
     let started = tokio::time::Instant::now();
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => return true,
+        if !backoff.sleep(shutdown).await {
+            return true;
         }
-        wait = (wait * 2).min(RETRY_CAP);
         match tokio::time::timeout(READY_TIMEOUT, handler.ready()).await {
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
@@ -451,23 +443,62 @@ async fn store_down<H: Handler>(
             Err(_) => tracing::debug!(stage = %opts.name, "store still not answering"),
         }
     }
-    gauge.set(1);
+    telemetry::STORE_UP.with_label_values(&[&opts.name]).set(1);
     tracing::info!(stage = %opts.name, down_s = started.elapsed().as_secs_f64(), "store answers again; resuming");
     true
+}
+
+/// Capped exponential backoff between retries: [`RETRY_FIRST`], doubling up to [`RETRY_CAP`].
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self(RETRY_FIRST)
+    }
+
+    /// The wait before the next try.
+    pub fn next(&self) -> Duration {
+        self.0
+    }
+
+    /// Sleeps the current wait, then doubles it. False: shutdown fired first.
+    pub async fn sleep(&mut self, shutdown: &mut Shutdown) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.0) => {}
+            _ = shutdown.wait() => return false,
+        }
+        self.0 = (self.0 * 2).min(RETRY_CAP);
+        true
+    }
+}
+
+/// An outage of the stage's store begins: `tickcast_store_up` 0, a recovery counted.
+fn store_went_down(opts: &StageOptions) {
+    telemetry::STORE_UP.with_label_values(&[&opts.name]).set(0);
+    telemetry::STAGE_RECOVERIES
+        .with_label_values(&[&opts.name, "store"])
+        .inc();
 }
 
 /// A store that answers but refuses writes ([`Handler::outage`]: a full disk, say): the same
 /// work is retried with capped backoff while `tickcast_store_up` reads 0; nothing is skipped
 /// and no input is blamed.
 struct Stalled {
-    wait: Duration,
+    backoff: Backoff,
     since: Option<tokio::time::Instant>,
 }
 
 impl Stalled {
     fn new() -> Self {
         Self {
-            wait: RETRY_FIRST,
+            backoff: Backoff::new(),
             since: None,
         }
     }
@@ -476,20 +507,12 @@ impl Stalled {
     async fn pause(&mut self, opts: &StageOptions, shutdown: &mut Shutdown, why: &str) -> bool {
         if self.since.is_none() {
             self.since = Some(tokio::time::Instant::now());
-            telemetry::STORE_UP.with_label_values(&[&opts.name]).set(0);
-            telemetry::STAGE_RECOVERIES
-                .with_label_values(&[&opts.name, "store"])
-                .inc();
+            store_went_down(opts);
             tracing::warn!(stage = %opts.name, cause = why, "the store refuses writes; retrying until it takes them, nothing is skipped");
         } else {
             tracing::debug!(stage = %opts.name, cause = why, "the store still refuses writes");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(self.wait) => {}
-            _ = shutdown.wait() => return false,
-        }
-        self.wait = (self.wait * 2).min(RETRY_CAP);
-        true
+        self.backoff.sleep(shutdown).await
     }
 
     /// The store took the work.
@@ -527,7 +550,7 @@ async fn publish_until_sent(
     opts: &StageOptions,
     shutdown: &mut Shutdown,
 ) -> bool {
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     loop {
         let Some(sent) = publish_or_stop(publisher, records, shutdown).await else {
             return false;
@@ -541,11 +564,9 @@ async fn publish_until_sent(
                 tracing::warn!(stage = %opts.name, error = %format!("{e:#}"), "sending a dead letter failed; retrying");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => return false,
+        if !backoff.sleep(shutdown).await {
+            return false;
         }
-        wait = (wait * 2).min(RETRY_CAP);
     }
 }
 
@@ -690,7 +711,7 @@ async fn rewind(
     opts: &StageOptions,
     shutdown: &mut Shutdown,
 ) {
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     loop {
         match seek_committed(consumer, partitions) {
             Ok(()) => return,
@@ -698,11 +719,9 @@ async fn rewind(
                 tracing::warn!(stage = %opts.name, error = %format!("{e:#}"), "rewinding to the committed offsets; retrying")
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => return,
+        if !backoff.sleep(shutdown).await {
+            return;
         }
-        wait = (wait * 2).min(RETRY_CAP);
     }
 }
 
@@ -786,17 +805,15 @@ async fn restore<H: Handler>(
         tpl.add_partition(topic, *partition);
     }
     // The broker may be down: wait for it rather than guess the state.
-    let mut wait = RETRY_FIRST;
+    let mut backoff = Backoff::new();
     let committed = loop {
         match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "reading committed offsets and their state; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait() => bail!("stopped while restoring partition state"),
+                if !backoff.sleep(shutdown).await {
+                    bail!("stopped while restoring partition state");
                 }
-                wait = (wait * 2).min(RETRY_CAP);
             }
         }
     };

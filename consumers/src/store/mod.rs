@@ -303,7 +303,7 @@ pub async fn open_waiting(
     url: &str,
     shutdown: &mut tickcast_pipeline::shutdown::Shutdown,
 ) -> Result<Arc<dyn Store>> {
-    let mut wait = std::time::Duration::from_millis(250);
+    let mut backoff = tickcast_pipeline::stage::Backoff::new();
     loop {
         match open(url).await {
             Ok(store) => return Ok(store),
@@ -311,14 +311,15 @@ pub async fn open_waiting(
                 let Some(why) = unavailable(&e) else {
                     return Err(e);
                 };
-                tracing::warn!(url = %postgres::redact(url), error = %why, retry_in_ms = wait.as_millis() as u64, "database unreachable; waiting for it");
+                tracing::warn!(url = %postgres::redact(url), error = %why, retry_in_ms = backoff.next().as_millis() as u64, "database unreachable; waiting for it");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => bail!("stopped while waiting for the database at {}", postgres::redact(url)),
+        if !backoff.sleep(shutdown).await {
+            bail!(
+                "stopped while waiting for the database at {}",
+                postgres::redact(url)
+            );
         }
-        wait = (wait * 2).min(std::time::Duration::from_secs(10));
     }
 }
 

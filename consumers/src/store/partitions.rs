@@ -222,6 +222,16 @@ async fn drop_before(pool: &PgPool, parent: &str, cut: i64) -> Result<Vec<String
 /// those tables, in one transaction under an advisory lock (every process that opens the store
 /// tries; one does it). A no-op once done.
 pub async fn adopt_unpartitioned(pool: &PgPool, partitions: &Partitions) -> Result<()> {
+    // The usual start: nothing left to move, and no lock to take.
+    let (any,): (bool,) = sqlx::query_as(
+        "select to_regclass('candles_unpartitioned') is not null \
+         or to_regclass('forecasts_unpartitioned') is not null",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !any {
+        return Ok(());
+    }
     for (old, new) in [
         ("candles_unpartitioned", "candles"),
         ("forecasts_unpartitioned", "forecasts"),
