@@ -328,14 +328,14 @@ pub async fn open_waiting(
 pub(crate) fn fresh<'a, T, K: std::hash::Hash + Eq>(
     rows: &'a [(Pos, T)],
     stored: &HashMap<(String, i32), i64>,
-    key: impl Fn(&T) -> K,
+    key: impl Fn(&'a T) -> K,
 ) -> (Vec<&'a T>, usize) {
     let mut latest: HashMap<K, (&'a Pos, &'a T)> = HashMap::new();
     let mut skipped = 0;
     for (pos, row) in rows {
         let done = stored
-            .get(&(pos.topic.clone(), pos.partition))
-            .is_some_and(|next| pos.offset < *next);
+            .iter()
+            .any(|((t, p), next)| *p == pos.partition && *t == pos.topic && pos.offset < *next);
         if done {
             skipped += 1;
             continue;
@@ -357,26 +357,13 @@ pub(crate) fn fresh<'a, T, K: std::hash::Hash + Eq>(
 }
 
 /// The natural key of a candle row.
-pub(crate) fn candle_key(c: &Candle) -> (String, String, String, i64) {
-    (
-        c.exchange.clone(),
-        c.symbol.clone(),
-        c.interval.clone(),
-        c.open_ms,
-    )
+pub(crate) fn candle_key(c: &Candle) -> (&str, &str, &str, i64) {
+    (&c.exchange, &c.symbol, &c.interval, c.open_ms)
 }
 
 /// The natural key of a forecast row.
-pub(crate) fn forecast_key(f: &Forecast) -> (String, String, String, String, u32, i64) {
-    let (exchange, symbol, interval) = crate::forecast::forecast_series_key(f);
-    (
-        exchange,
-        symbol,
-        interval,
-        f.model.to_string(),
-        f.horizon,
-        f.base_ms,
-    )
+pub(crate) fn forecast_key(f: &Forecast) -> (&str, &str, &str, &str, u32, i64) {
+    (&f.exchange, &f.symbol, &f.interval, &f.model, f.horizon, f.base_ms)
 }
 
 /// Upserts one series checkpoint (both dialects).

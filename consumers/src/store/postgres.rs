@@ -1,4 +1,5 @@
-//! The Postgres store. Batches are written with `unnest` (one statement per table per batch).
+//! The Postgres store. The sink's forecasts go in by binary `COPY` into a staging table;
+//! candles by `unnest` (one statement per table per batch).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -161,48 +162,80 @@ const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, 
 const FORECAST_COLUMNS: &str = "exchange, symbol, interval, model, horizon, base_ms, target_ms, \
     last, point, lo80, hi80, lo95, hi95";
 
-/// Writes forecasts through Postgres's bulk path: `COPY` into a temporary staging table (one per
-/// connection, emptied at commit), then one upsert into `forecasts` and one into
-/// `forecasts_latest` (the newest per series) from it. `rows` hold one row per key.
+/// Writes forecasts through Postgres's bulk path: binary `COPY` into a temporary staging table
+/// (one per connection, emptied at commit), then from it one insert into `forecasts` and one
+/// upsert into `forecasts_latest` (the newest per series). `rows` hold one row per key.
+///
+/// The insert is plain, which costs about half an upsert: a row is stored twice only when a
+/// forecast is delivered again under a new offset (a forecast stage that restarted from its
+/// checkpoint). Then the insert fails on the key, is rolled back to its savepoint, and the batch
+/// is upserted instead, the newer delivery winning as before.
 async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    // `if not exists` notes every batch after the first; not worth a log line.
-    for sql in [
-        "set local client_min_messages = warning",
-        "create temp table if not exists sink_forecasts (like forecasts) on commit delete rows",
-    ] {
-        sqlx::query(sql)
-            .execute(&mut **tx)
-            .await
-            .context("making the forecast staging table")?;
-    }
-    let mut text = String::with_capacity(rows.len() * 128);
+    // `if not exists` notes every batch after the first; not worth a log line. One round trip.
+    sqlx::Executor::execute(
+        &mut **tx,
+        "set local client_min_messages = warning;
+         create temp table if not exists sink_forecasts (like forecasts) on commit delete rows",
+    )
+    .await
+    .context("making the forecast staging table")?;
+    let mut data = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 160 + 2);
+    data.extend_from_slice(COPY_HEADER);
     for f in rows {
-        copy_row(&mut text, f);
+        copy_row(&mut data, f)?;
     }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
     let mut copy = tx
         .copy_in_raw(&format!(
-            "copy sink_forecasts ({FORECAST_COLUMNS}) from stdin"
+            "copy sink_forecasts ({FORECAST_COLUMNS}) from stdin (format binary)"
         ))
         .await
         .context("staging forecasts")?;
-    copy.send(text.as_bytes())
-        .await
-        .context("staging forecasts")?;
+    copy.send(data).await.context("staging forecasts")?;
     copy.finish().await.context("staging forecasts")?;
-    sqlx::query(&format!(
-        "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts \
-         {UPSERT_FORECASTS}"
+    sqlx::query("savepoint sink_plain").execute(&mut **tx).await?;
+    let plain = sqlx::query(&format!(
+        "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts"
     ))
     .execute(&mut **tx)
-    .await
-    .context("upserting forecasts")?;
+    .await;
+    match plain {
+        Ok(_) => {
+            sqlx::query("release savepoint sink_plain").execute(&mut **tx).await?;
+        }
+        Err(e) if is_unique_violation(&e) => {
+            sqlx::query("rollback to savepoint sink_plain").execute(&mut **tx).await?;
+            sqlx::query(&format!(
+                "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts \
+                 {UPSERT_FORECASTS}"
+            ))
+            .execute(&mut **tx)
+            .await
+            .context("upserting forecasts")?;
+        }
+        Err(e) => return Err(anyhow::Error::from(e).context("inserting forecasts")),
+    }
+    // Usually each series, model and horizon appears once in a batch: then no sort is needed
+    // to keep its newest row.
+    let once = {
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        rows.iter().all(|f| {
+            seen.insert((&*f.exchange, &*f.symbol, &*f.interval, &*f.model, f.horizon))
+        })
+    };
+    let newest = if once {
+        format!("select {FORECAST_COLUMNS} from sink_forecasts")
+    } else {
+        format!(
+            "select distinct on (exchange, symbol, interval, model, horizon) {FORECAST_COLUMNS} \
+             from sink_forecasts order by exchange, symbol, interval, model, horizon, base_ms desc"
+        )
+    };
     sqlx::query(&format!(
-        "insert into forecasts_latest ({FORECAST_COLUMNS}) \
-         select distinct on (exchange, symbol, interval, model, horizon) {FORECAST_COLUMNS} \
-         from sink_forecasts order by exchange, symbol, interval, model, horizon, base_ms desc {}",
+        "insert into forecasts_latest ({FORECAST_COLUMNS}) {newest} {}",
         super::UPSERT_LATEST
     ))
     .execute(&mut **tx)
@@ -211,66 +244,35 @@ async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast])
     Ok(())
 }
 
-/// One forecast as a line of `COPY`'s text format.
-fn copy_row(out: &mut String, f: &Forecast) {
-    use std::fmt::Write as _;
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// `COPY … (format binary)`'s file header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// One forecast as a tuple of `COPY`'s binary format, in [`FORECAST_COLUMNS`] order: each
+/// field its length, then its value in network byte order (floats bit for bit, so exactly).
+fn copy_row(out: &mut Vec<u8>, f: &Forecast) -> Result<()> {
+    let horizon = i32::try_from(f.horizon)
+        .with_context(|| format!("horizon {} does not fit a Postgres integer", f.horizon))?;
+    out.extend_from_slice(&13i16.to_be_bytes());
     for t in [&f.exchange, &f.symbol, &f.interval, &f.model] {
-        copy_text(out, t);
-        out.push('\t');
+        let len = i32::try_from(t.len()).context("text field over 2 GiB")?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(t.as_bytes());
     }
-    let _ = write!(out, "{}\t{}\t{}", f.horizon, f.base_ms, f.target_ms);
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&horizon.to_be_bytes());
+    for x in [f.base_ms, f.target_ms] {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&x.to_be_bytes());
+    }
     for x in [f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95] {
-        out.push('\t');
-        copy_float(out, x);
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&x.to_bits().to_be_bytes());
     }
-    out.push('\n');
-}
-
-/// Text in `COPY`'s text format: backslash, tab, newline and carriage return escaped.
-fn copy_text(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A float as Postgres reads it back exactly: Rust's shortest round-trip digits (never in
-/// exponent form), and Postgres's names for the non-finite values.
-fn copy_float(out: &mut String, x: f64) {
-    use std::fmt::Write as _;
-    if x.is_nan() {
-        out.push_str("NaN");
-    } else if x.is_infinite() {
-        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
-    } else {
-        let _ = write!(out, "{x}");
-    }
-}
-
-#[cfg(test)]
-mod copy_tests {
-    use super::*;
-
-    #[test]
-    fn copy_lines_escape_text_and_keep_floats_exact() {
-        let mut s = String::new();
-        copy_text(&mut s, "a\\b\tc\nd\re");
-        assert_eq!(s, "a\\\\b\\tc\\nd\\re");
-        for x in [0.1, 1e-7, 123_456.789, f64::MAX, -0.0, 5e-324] {
-            let mut t = String::new();
-            copy_float(&mut t, x);
-            assert!(!t.contains('e'), "{t}");
-            assert_eq!(t.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{t}");
-        }
-        let mut t = String::new();
-        copy_float(&mut t, f64::NEG_INFINITY);
-        assert_eq!(t, "-Infinity");
-    }
+    Ok(())
 }
 
 // The alert methods' bodies (shared with the other dialect).

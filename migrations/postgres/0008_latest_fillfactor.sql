@@ -1,0 +1,1 @@
+alter table forecasts_latest set (fillfactor = 50);
