@@ -1,32 +1,36 @@
-//! The `ensemble` forecast: a weighted combination of the models, per series and horizon,
-//! built to never do worse than the naive forecast.
+//! The `ensemble` forecast: per series and horizon, a point from the members that have beaten
+//! the naive forecast's point error, and bands from the member whose bands have scored best,
+//! chosen apart, so that it is never worse than naive and about as good as its best member.
 //!
-//! Weights come from each model's rolling squared error relative to the naive forecast on the
-//! same points (`rel_mse`, from the [`Scorer`]): a model earns a weight only once it has at
-//! least `min_points` scored forecasts, at least `min_independent` independent ones (errors of
-//! h-bar forecasts made one bar apart overlap, so the rolling window holds about
-//! `window / h` independent outcomes), and `rel_mse < max_rel_mse` (0.95): clearly better than
-//! naive recently, not by chance. With the bar at 1.0 and no independence rule, AutoETS earned
-//! weight by chance on real BTC bars and the ensemble's MAE at 60 bars came out 0.5% worse than
-//! naive's; with 0.95 alone, still 0.5% worse at 60 bars.
-//! Its raw weight is `1 / rel_mse`; naive's is 1. After normalising, naive keeps at least
-//! `naive_floor`. Weights are recomputed only every `cooldown` bars per series and horizon, so
-//! they do not chase noise. When no model has beaten naive — the usual case for crypto points —
-//! the ensemble's point is exactly the naive forecast.
+//! **Point.** Weights come from each model's rolling squared error relative to the naive
+//! forecast on the same points (`rel_mse`, from the [`Scorer`]): a model earns a weight only
+//! once it has at least `min_points` scored forecasts, at least `min_independent` independent
+//! ones (errors of h-bar forecasts made one bar apart overlap, so the rolling window holds
+//! about `window / h` independent outcomes), and `rel_mse < max_rel_mse` (0.95): clearly
+//! better than naive recently, not by chance. With the bar at 1.0 and no independence rule,
+//! AutoETS earned weight by chance on real BTC bars and the ensemble's MAE at 60 bars came out
+//! 0.5% worse than naive's; with 0.95 alone, still 0.5% worse at 60 bars. Its raw weight is
+//! `1 / rel_mse`; naive's is 1. After normalising, naive keeps at least `naive_floor`. When no
+//! model has beaten naive — the usual case for crypto points — the point is naive's.
 //!
-//! Point: `Σ wᵢ·pointᵢ`. Interval bounds: the weighted geometric mean of the members' bounds
-//! (quantile averaging in log space), then calibrated online like every model's. With a single
-//! member (naive alone, the usual case), the ensemble's forecast is that member's calibrated
-//! forecast exactly, bands included; the ensemble's own calibrator learns only from the
-//! forecasts it combined.
-
-use std::collections::VecDeque;
+//! **Bands.** The member with the lowest rolling 95% interval score (Winkler) among those with
+//! `min_points` scored forecasts and `min_independent` independent ones lends its calibrated
+//! bands, moved onto the ensemble's point
+//! (each bound times `point / member's point`, so their shape and width relative to the point
+//! are kept). The member in use keeps the bands unless another's score is lower by more than
+//! `band_margin`, so that the choice does not flap on noise. A weighted mix of the members'
+//! bands, calibrated again, was the earlier design: it never used the LSTM's quantile bands,
+//! the only ones better than naive's, because they came with no better point.
+//!
+//! Weights and the band member are recomputed only every `cooldown` bars per series and
+//! horizon. With naive alone for both (the usual case early on), the ensemble's forecast is
+//! naive's calibrated forecast exactly.
 
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
-use super::calibrated::{CalibrationSettings, SeriesState as CalSeries};
-use super::scorer::{Outcome, Scorer};
+use super::calibrated::SeriesState as CalSeries;
+use super::scorer::Scorer;
 use super::state::{Dec, Enc};
 use super::{Prediction, SeriesKey, SeriesMap, SeriesRef};
 
@@ -50,7 +54,9 @@ pub struct EnsembleSettings {
     pub min_independent: f64,
     /// Bars between weight updates per series and horizon.
     pub cooldown: u64,
-    pub calibration: CalibrationSettings,
+    /// How much lower (as a share) another member's interval score must be to take the bands
+    /// over from the member in use.
+    pub band_margin: f64,
 }
 
 impl Default for EnsembleSettings {
@@ -61,7 +67,7 @@ impl Default for EnsembleSettings {
             max_rel_mse: 0.95,
             min_independent: 30.0,
             cooldown: 60,
-            calibration: CalibrationSettings::default(),
+            band_margin: 0.002,
         }
     }
 }
@@ -75,6 +81,10 @@ struct Weights {
     /// (separate, cold allocations at thousands of series). `None` until then, and when
     /// `of` has more models than [`Resolved`] holds (then each bar looks them up by name).
     resolved: Option<Resolved>,
+    /// The member whose bands are published (empty: naive).
+    bands: String,
+    /// `bands`' position among the members, found when it is set or restored.
+    bands_at: Option<usize>,
     set_at_bar: u64,
 }
 
@@ -117,38 +127,6 @@ struct SeriesEnsemble {
     bar: u64,
     /// Per horizon.
     weights: Vec<(u32, Weights)>,
-    cal: CalSeries,
-    /// Per horizon, the recent bars whose forecast this calibrator built (combined from two
-    /// or more members), oldest first: only their outcomes teach it.
-    own: Vec<(u32, VecDeque<u64>)>,
-    /// Forecasts made before this bar are taken as its own (a checkpoint of format 1, which
-    /// did not record them).
-    own_since: u64,
-}
-
-/// Whether the forecast for horizon `h` made at bar `made` was calibrated by the ensemble
-/// (`own`, `own_since` of a [`SeriesEnsemble`]); forgets that horizon's older bars.
-fn was_own(own: &mut [(u32, VecDeque<u64>)], own_since: u64, h: u32, made: u64) -> bool {
-    if made < own_since {
-        return true;
-    }
-    let Some((_, bars)) = own.iter_mut().find(|(x, _)| *x == h) else {
-        return false;
-    };
-    while bars.front().is_some_and(|&b| b < made) {
-        bars.pop_front();
-    }
-    bars.front() == Some(&made)
-}
-
-/// Records that the ensemble calibrated its forecast for horizon `h` at `bar`. Bars whose
-/// outcome is overdue (it was never scored) are dropped, so at most `h + 1` are kept.
-fn mark_own(own: &mut Vec<(u32, VecDeque<u64>)>, h: u32, bar: u64) {
-    let bars = super::entry(own, h, VecDeque::new);
-    while bars.front().is_some_and(|&b| b + u64::from(h) < bar) {
-        bars.pop_front();
-    }
-    bars.push_back(bar);
 }
 
 /// Combines the members' predictions.
@@ -195,6 +173,64 @@ fn weights(
     w
 }
 
+/// The member whose bands the ensemble publishes for one series and horizon: the lowest
+/// rolling 95% interval score among members with `min_points` scored forecasts and
+/// `min_independent` independent ones (as for the point); `current` unless the best is lower
+/// by more than `band_margin`; naive when none qualifies. Without the independence rule, at
+/// 60 bars (about 8 independent outcomes in the scorer's window) the choice followed noise and
+/// the bands scored 0.4–0.7% worse than naive's on 1-minute BTC and ETH.
+fn band_source(
+    settings: &EnsembleSettings,
+    scorer: &Scorer,
+    key: &dyn SeriesRef,
+    horizon: u32,
+    members: &[&str],
+    current: &str,
+) -> String {
+    let score_of = |m: &str| {
+        scorer
+            .score(key, m, horizon)
+            .filter(|s| {
+                s.n >= settings.min_points
+                    && s.effective_points() / f64::from(horizon.max(1)) >= settings.min_independent
+            })
+            .and_then(super::score::Score::winkler95)
+    };
+    let mut best: Option<(&str, f64)> = None;
+    for &m in members {
+        if let Some(w) = score_of(m)
+            && best.is_none_or(|(_, b)| w < b)
+        {
+            best = Some((m, w));
+        }
+    }
+    let Some((name, w)) = best else {
+        return NAIVE.to_string();
+    };
+    if current != name
+        && members.contains(&current)
+        && score_of(current).is_some_and(|c| c <= w * (1.0 + settings.band_margin))
+    {
+        return current.to_string();
+    }
+    name.to_string()
+}
+
+/// `band`'s bounds moved onto `point` (each times `point / band.point`); as they are when the
+/// ratio is not a finite positive number.
+fn moved(horizon: u32, point: f64, band: &Prediction) -> Prediction {
+    let k = point / band.point;
+    let k = if k.is_finite() && k > 0.0 { k } else { 1.0 };
+    Prediction {
+        horizon,
+        point,
+        lo80: band.lo80 * k,
+        hi80: band.hi80 * k,
+        lo95: band.lo95 * k,
+        hi95: band.hi95 * k,
+    }
+}
+
 impl Ensemble {
     pub fn new(settings: EnsembleSettings) -> Self {
         Self {
@@ -203,32 +239,17 @@ impl Ensemble {
         }
     }
 
-    /// One bar of a series: `outcomes` are the ensemble's own forecasts scored at this bar
-    /// (its calibrator learns from them), `members` are (model, its predictions for this bar).
-    /// Returns the ensemble's predictions, none while naive has none.
-    pub fn combine<'a>(
+    /// One bar of a series: `members` are (model, its predictions for this bar). Returns the
+    /// ensemble's predictions, none while naive has none.
+    pub fn combine(
         &mut self,
         key: &dyn SeriesRef,
-        outcomes: impl IntoIterator<Item = &'a Outcome>,
         members: &[(&str, &[Prediction])],
         scorer: &Scorer,
     ) -> Vec<Prediction> {
         let settings = self.settings;
         let s = self.series.get_or_default(key);
         s.bar += 1;
-        let bar = s.bar;
-        let (own, own_since) = (&mut s.own, s.own_since);
-        s.cal.learn(
-            outcomes.into_iter().filter(|o| {
-                was_own(
-                    own,
-                    own_since,
-                    o.horizon,
-                    bar.saturating_sub(u64::from(o.horizon)),
-                )
-            }),
-            settings.calibration,
-        );
         let Some((_, naive)) = members.iter().find(|(m, _)| *m == NAIVE) else {
             return Vec::new();
         };
@@ -236,22 +257,17 @@ impl Ensemble {
         let mut parts: Vec<(f64, &Prediction)> = Vec::new();
         for np in naive.iter() {
             let h = np.horizon;
-            let i = match s.weights.iter().position(|(x, _)| *x == h) {
-                Some(i) => i,
-                None => {
-                    s.weights.push((h, Weights::default()));
-                    s.weights.len() - 1
-                }
-            };
-            let w = &mut s.weights[i].1;
+            let w = super::entry(&mut s.weights, h, Weights::default);
             if w.of.is_empty() || s.bar >= w.set_at_bar + settings.cooldown {
                 let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
                 w.of = weights(&settings, scorer, key, h, &names);
+                w.bands = band_source(&settings, scorer, key, h, &names, &w.bands);
                 w.set_at_bar = s.bar;
                 w.resolved = None;
             }
             if w.resolved.is_none() {
                 w.resolved = Resolved::new(&w.of, members);
+                w.bands_at = members.iter().position(|(m, _)| *m == w.bands);
             }
             // The weighted members that have a prediction for h now, renormalised.
             let of_member = |j: usize, h: u32| {
@@ -281,48 +297,18 @@ impl Ensemble {
             if total <= 0.0 {
                 continue;
             }
-            let mean = |f: &dyn Fn(&Prediction) -> f64| {
-                parts.iter().map(|(w, p)| w * f(p)).sum::<f64>() / total
-            };
-            let geo = |f: &dyn Fn(&Prediction) -> f64| mean(&|p| f(p).ln()).exp();
-            if let [(_, only)] = parts.as_slice() {
-                // One member (the usual case: naive alone): its prediction as it is, already
-                // calibrated by its own calibrator. Calibrating it a second time here made the
-                // intervals wander (two trackers compounding) and cost interval score: on
-                // 1-minute BTC, Winkler 95 at 60 bars 1,603.7 against naive's own 1,499.1.
-                out.push(Prediction {
-                    horizon: h,
-                    ..**only
-                });
-                continue;
-            }
-            let combined = {
-                let (point, hi95) = (mean(&|p| p.point), geo(&|p| p.hi95));
-                if super::calibrated::has_spread(point, hi95) {
-                    // The calibrator below rebuilds every bound from the point and hi95
-                    // alone: the other geometric means (three logs per member) would be
-                    // thrown away.
-                    Prediction {
-                        horizon: h,
-                        point,
-                        lo80: f64::NAN,
-                        hi80: f64::NAN,
-                        lo95: f64::NAN,
-                        hi95,
-                    }
-                } else {
-                    Prediction {
-                        horizon: h,
-                        point,
-                        lo80: geo(&|p| p.lo80),
-                        hi80: geo(&|p| p.hi80),
-                        lo95: geo(&|p| p.lo95),
-                        hi95,
-                    }
+            // The band member's prediction for h; naive's while it has none.
+            let band = w.bands_at.and_then(|j| of_member(j, h)).unwrap_or(np);
+            match parts.as_slice() {
+                // One member for the point and the same for the bands (the usual case: naive
+                // alone): its prediction as it is, already calibrated by its own calibrator.
+                [(_, only)] if std::ptr::eq(*only, band) => out.push(**only),
+                [(_, only)] => out.push(moved(h, only.point, band)),
+                _ => {
+                    let point = parts.iter().map(|(w, p)| w * p.point).sum::<f64>() / total;
+                    out.push(moved(h, point, band));
                 }
-            };
-            out.push(s.cal.publish(combined));
-            mark_own(&mut s.own, h, bar);
+            }
         }
         out
     }
@@ -339,13 +325,19 @@ impl Ensemble {
         Some(&s.weights.iter().find(|(h, _)| *h == horizon)?.1.of)
     }
 
+    /// The member whose bands are in force for a series and horizon (empty: naive).
+    pub fn bands_of(&self, key: &SeriesKey, horizon: u32) -> Option<&str> {
+        let s = self.series.get(key)?;
+        Some(&s.weights.iter().find(|(h, _)| *h == horizon)?.1.bands)
+    }
+
     pub fn reset_series(&mut self, key: &SeriesKey) {
         self.series.remove(key);
     }
 
     pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let s = self.series.get(key)?;
-        let mut e = Enc::new(2);
+        let mut e = Enc::new(3);
         e.u64(s.bar);
         let mut ws: Vec<_> = s.weights.iter().collect();
         ws.sort_by_key(|(h, _)| *h);
@@ -355,24 +347,15 @@ impl Ensemble {
             for (m, x) in &w.of {
                 e.bytes(m.as_bytes()).f64(*x);
             }
-        }
-        s.cal.save(&mut e, self.settings.calibration);
-        let mut own: Vec<_> = s.own.iter().collect();
-        own.sort_by_key(|(h, _)| *h);
-        e.u64(s.own_since).u32(own.len() as u32);
-        for (h, bars) in own {
-            e.u32(*h).u32(bars.len() as u32);
-            for b in bars {
-                e.u64(*b);
-            }
+            e.bytes(w.bands.as_bytes());
         }
         Some(e.finish())
     }
 
     pub fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
-        // Format 1 had no record of which forecasts the calibrator built: they count as its
-        // own, as they were.
-        let (mut d, version) = Dec::versioned(bytes, 1..=2)?;
+        // Formats 1 and 2 had no band member and held a calibrator (and, in 2, a record of the
+        // forecasts it built), no longer used: read past, and the choice made at once.
+        let (mut d, version) = Dec::versioned(bytes, 1..=3)?;
         let bar = d.u64()?;
         let mut weights = Vec::new();
         for _ in 0..d.u32()? {
@@ -381,41 +364,36 @@ impl Ensemble {
             for _ in 0..d.u32()? {
                 of.push((String::from_utf8(d.bytes()?.to_vec())?, d.f64()?));
             }
+            let (bands, set_at_bar) = if version >= 3 {
+                (String::from_utf8(d.bytes()?.to_vec())?, set_at_bar)
+            } else {
+                (String::new(), 0)
+            };
             weights.push((
                 h,
                 Weights {
                     of,
                     resolved: None,
+                    bands,
+                    bands_at: None,
                     set_at_bar,
                 },
             ));
         }
-        let cal = CalSeries::load(&mut d)?;
-        let mut own = Vec::new();
-        let own_since = if version == 1 {
-            bar + 1
-        } else {
-            let since = d.u64()?;
+        if version < 3 {
+            CalSeries::load(&mut d)?;
+        }
+        if version == 2 {
+            d.u64()?;
             for _ in 0..d.u32()? {
-                let h = d.u32()?;
-                let bars = (0..d.u32()?)
-                    .map(|_| d.u64())
-                    .collect::<Result<VecDeque<u64>>>()?;
-                own.push((h, bars));
+                d.u32()?;
+                for _ in 0..d.u32()? {
+                    d.u64()?;
+                }
             }
-            since
-        };
+        }
         d.end()?;
-        self.series.insert(
-            key,
-            SeriesEnsemble {
-                bar,
-                weights,
-                cal,
-                own,
-                own_since,
-            },
-        );
+        self.series.insert(key, SeriesEnsemble { bar, weights });
         Ok(())
     }
 }
@@ -442,6 +420,22 @@ mod tests {
     /// Feeds `bars` candles: naive forecasts the last close, `good` forecasts the next close
     /// exactly (an oracle), `bad` is 1% off. Returns the ensemble and the last combination.
     fn run(bars: usize, settings: EnsembleSettings) -> (Ensemble, Vec<Prediction>, SeriesKey) {
+        run_with(bars, settings, |close, next| {
+            vec![
+                ("naive", pred(1, close)),
+                ("good", pred(1, next)),
+                ("bad", pred(1, close * 1.01)),
+            ]
+        })
+    }
+
+    /// Feeds `bars` candles, with the members' predictions for horizon 1 from
+    /// `members(close, next close)`, every one scored.
+    fn run_with(
+        bars: usize,
+        settings: EnsembleSettings,
+        members: impl Fn(f64, f64) -> Vec<(&'static str, Prediction)>,
+    ) -> (Ensemble, Vec<Prediction>, SeriesKey) {
         let cs = synthetic_candles(&["BTC-USDT"], bars + 1, 4);
         let key = series_key(&cs[0]);
         let mut scorer = Scorer::new(ScorerSettings::default());
@@ -449,16 +443,13 @@ mod tests {
         let mut last = Vec::new();
         for i in 0..bars {
             let c = &cs[i];
-            let mut outcomes = Vec::new();
-            scorer.observe_into(&key, c, &mut outcomes);
-            let ens_id = scorer.model_id("ensemble");
+            scorer.observe(&key, c);
             let close = c.close.to_f64().unwrap_or(f64::NAN);
             let next = cs[i + 1].close.to_f64().unwrap_or(f64::NAN);
-            let members: Vec<(&str, Vec<Prediction>)> = vec![
-                ("naive", vec![pred(1, close)]),
-                ("good", vec![pred(1, next)]),
-                ("bad", vec![pred(1, close * 1.01)]),
-            ];
+            let members: Vec<(&str, Vec<Prediction>)> = members(close, next)
+                .into_iter()
+                .map(|(m, p)| (m, vec![p]))
+                .collect();
             for (m, ps) in &members {
                 for p in ps {
                     scorer.record(
@@ -484,12 +475,7 @@ mod tests {
             }
             let refs: Vec<(&str, &[Prediction])> =
                 members.iter().map(|(m, p)| (*m, p.as_slice())).collect();
-            last = ens.combine(
-                &key,
-                outcomes.iter().filter(|o| o.model == ens_id),
-                &refs,
-                &scorer,
-            );
+            last = ens.combine(&key, &refs, &scorer);
         }
         (ens, last, key)
     }
@@ -512,51 +498,115 @@ mod tests {
     }
 
     #[test]
-    fn the_calibrator_learns_only_from_forecasts_it_built() {
-        let mut own = Vec::new();
-        for bar in [3, 4, 7] {
-            mark_own(&mut own, 5, bar);
-        }
-        mark_own(&mut own, 1, 7);
-        // Outcomes of h = 5 arrive 5 bars later: made at 3 and 4 (own), not 5 or 6.
-        assert!(was_own(&mut own, 0, 5, 3));
-        assert!(was_own(&mut own, 0, 5, 4));
-        assert!(!was_own(&mut own, 0, 5, 5));
-        assert!(!was_own(&mut own, 0, 5, 6));
-        assert!(was_own(&mut own, 0, 5, 7));
-        assert!(!was_own(&mut own, 0, 2, 7), "a horizon never built");
-        assert!(was_own(&mut own, 10, 2, 7), "before the record began");
-        // Bars whose outcome never came are dropped: at most h + 1 kept.
-        let mut own = Vec::new();
-        for bar in 1..=100 {
-            mark_own(&mut own, 3, bar);
-        }
-        assert_eq!(own[0].1.len(), 4);
-    }
-
-    #[test]
-    fn state_round_trips_and_format_1_still_loads() {
+    fn state_round_trips_and_formats_1_and_2_still_load() {
         let s = EnsembleSettings {
             min_points: 50,
             cooldown: 10,
             ..EnsembleSettings::default()
         };
-        let (mut ens, _, key) = run(200, s);
-        mark_own(&mut ens.series.get_or_default(&key).own, 1, 200);
+        let (ens, _, key) = run(200, s);
         let saved = ens.save_series(&key).expect("state");
         let mut back = Ensemble::new(s);
         back.load_series(&key, &saved).expect("loads");
         assert_eq!(back.save_series(&key), Some(saved));
-        // Format 1: bar, weights, calibrator, nothing after.
+        assert_eq!(back.bands_of(&key, 1), ens.bands_of(&key, 1));
+        // Format 1: bar, weights, calibrator, nothing after; format 2 adds the record of the
+        // calibrator's forecasts. Both load, their band member chosen again at the next bar.
+        let weights = |e: &mut Enc| {
+            e.u64(42).u32(1).u32(1).u64(40).u32(1);
+            e.bytes(b"naive").f64(1.0);
+        };
         let mut e = Enc::new(1);
-        e.u64(42).u32(0);
-        CalSeries::default().save(&mut e, CalibrationSettings::default());
+        weights(&mut e);
+        CalSeries::default().save(&mut e, Default::default());
         let v1 = e.finish();
-        let mut old = Ensemble::new(s);
-        old.load_series(&key, &v1).expect("format 1 loads");
-        let st = old.series.get(&key).expect("series");
-        assert_eq!((st.bar, st.own_since, st.own.len()), (42, 43, 0));
-        assert!(old.load_series(&key, &[3]).is_err(), "unknown format");
+        let mut e = Enc::new(2);
+        weights(&mut e);
+        CalSeries::default().save(&mut e, Default::default());
+        e.u64(43).u32(1).u32(1).u32(2).u64(41).u64(42);
+        let v2 = e.finish();
+        for old_format in [v1, v2] {
+            let mut old = Ensemble::new(s);
+            old.load_series(&key, &old_format)
+                .expect("old format loads");
+            let st = old.series.get(&key).expect("series");
+            assert_eq!(st.bar, 42);
+            assert_eq!(st.weights[0].1.set_at_bar, 0, "due at once");
+            assert_eq!(old.bands_of(&key, 1), Some(""));
+        }
+        assert!(
+            Ensemble::new(s).load_series(&key, &[4]).is_err(),
+            "unknown format"
+        );
+    }
+
+    #[test]
+    fn the_bands_come_from_the_member_whose_bands_score_best() {
+        let s = EnsembleSettings {
+            min_points: 50,
+            cooldown: 10,
+            ..EnsembleSettings::default()
+        };
+        // Naive's bands are ±1% and ±2%; `sharp` has naive's point with bands a tenth as
+        // wide, which still hold the synthetic series' moves; `off` has narrow bands 3% away,
+        // missing every time.
+        let sharp = |close: f64| Prediction {
+            horizon: 1,
+            point: close,
+            lo80: close * 0.999,
+            hi80: close * 1.001,
+            lo95: close * 0.998,
+            hi95: close * 1.002,
+        };
+        let members = |close: f64, _next: f64| {
+            let mut off = pred(1, close * 1.03);
+            off.lo95 = close * 1.029;
+            off.lo80 = close * 1.0295;
+            vec![
+                ("naive", pred(1, close)),
+                ("sharp", sharp(close)),
+                ("off", off),
+            ]
+        };
+        let (ens, last, key) = run_with(45, s, members);
+        // Before any member has 50 scored forecasts: naive's forecast exactly.
+        assert_eq!(ens.bands_of(&key, 1), Some("naive"));
+        let cs = synthetic_candles(&["BTC-USDT"], 201, 4);
+        let close = |i: usize| cs[i].close.to_f64().unwrap_or(f64::NAN);
+        assert_eq!(last[0], pred(1, close(44)));
+        let (ens, last, key) = run_with(200, s, members);
+        assert_eq!(ens.bands_of(&key, 1), Some("sharp"));
+        // The point stays naive's (no member beat its point error); the bands are sharp's.
+        assert_eq!(
+            ens.weights_of(&key, 1),
+            Some(&[("naive".to_string(), 1.0)][..])
+        );
+        assert_eq!(last[0], sharp(close(199)));
+    }
+
+    #[test]
+    fn borrowed_bands_move_onto_the_point() {
+        let band = Prediction {
+            horizon: 5,
+            point: 100.0,
+            lo80: 98.0,
+            hi80: 103.0,
+            lo95: 96.0,
+            hi95: 105.0,
+        };
+        let m = moved(5, 110.0, &band);
+        assert_eq!(m.point, 110.0);
+        for (a, b) in [
+            (m.lo80, 107.8),
+            (m.hi80, 113.3),
+            (m.lo95, 105.6),
+            (m.hi95, 115.5),
+        ] {
+            assert!((a - b).abs() < 1e-9, "{a} {b}");
+        }
+        // No usable ratio: the bounds as they are.
+        let zero = Prediction { point: 0.0, ..band };
+        assert_eq!(moved(5, 110.0, &zero).hi95, 105.0);
     }
 
     #[test]

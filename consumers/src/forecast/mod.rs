@@ -146,6 +146,34 @@ pub fn clear_batch(batch: &mut Vec<Vec<Prediction>>, n: usize) -> &mut [Vec<Pred
     out
 }
 
+/// Weight of the previous value in the EWMA of squared log returns (RiskMetrics): the
+/// volatility `naive`'s bands use, and that `trend` and `ets` scale theirs by.
+pub const RETURN_LAMBDA: f64 = 0.94;
+
+/// The EWMA of squared log returns after return `r`, `first` when it is the series' first.
+pub fn ewma_variance(variance: f64, r: f64, first: bool) -> f64 {
+    if first {
+        r * r
+    } else {
+        RETURN_LAMBDA * variance + (1.0 - RETURN_LAMBDA) * r * r
+    }
+}
+
+/// The EWMA of squared log returns over log closes, oldest first (0 for fewer than two).
+pub fn window_variance<'a>(logs: impl IntoIterator<Item = &'a f64>) -> f64 {
+    let mut variance = 0.0;
+    let mut prev: Option<f64> = None;
+    let mut first = true;
+    for &y in logs {
+        if let Some(p) = prev {
+            variance = ewma_variance(variance, y - p, first);
+            first = false;
+        }
+        prev = Some(y);
+    }
+    variance
+}
+
 /// z-scores of the central 80% and 95% normal intervals.
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;

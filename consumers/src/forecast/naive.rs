@@ -29,7 +29,7 @@ pub struct Naive {
 impl Default for Naive {
     fn default() -> Self {
         Self {
-            lambda: 0.94,
+            lambda: super::RETURN_LAMBDA,
             min_returns: 1,
             series: SeriesMap::default(),
         }

@@ -162,6 +162,11 @@ impl Score {
         (self.n > 0 && self.naive_sq_err > 0.0).then(|| self.sq_err / self.naive_sq_err)
     }
 
+    /// The mean 95% interval (Winkler) score; `None` before any point.
+    pub fn winkler95(&self) -> Option<f64> {
+        (self.n > 0 && self.weight > 0.0).then(|| self.winkler95 / self.weight)
+    }
+
     /// Appends the score to a checkpoint.
     pub fn save(&self, e: &mut super::state::Enc) {
         e.u64(self.n);

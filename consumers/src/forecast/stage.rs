@@ -304,7 +304,6 @@ impl ForecastStage {
             );
         }
         let preds = &self.preds;
-        let ensemble_scored = Scored::new(&self.outcomes, &self.starts, self.ensemble_id);
         out.forecasts
             .reserve(candles.len() * (self.names.len() + 1) * self.horizons.len());
         let mut ids: Vec<u16> = Vec::new();
@@ -342,7 +341,7 @@ impl ForecastStage {
                         .zip(preds)
                         .map(|(m, p)| (m.name(), p[i].as_slice())),
                 );
-                for p in ens.combine(key, ensemble_scored.of(i), &members, &self.scorer) {
+                for p in ens.combine(key, &members, &self.scorer) {
                     out.forecasts.push(series.forecast(&self.ensemble_name, &p));
                     ids.push(self.ensemble_id);
                     self.published[self.names.len()] += 1;
