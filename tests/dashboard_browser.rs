@@ -272,6 +272,20 @@ async fn dashboard_renders_and_updates_in_chromium() {
             .await,
         json!("—")
     );
+    // Prices print at the symbol's precision: the decimals its closes are quoted with (2 to
+    // 10), every bound of the newest forecast's band to the same digit.
+    assert_eq!(
+        cdp.eval(
+            "(() => { const d = S.decimals; \
+              const parts = document.getElementById('b95').textContent.split(' – '); \
+              return d >= 2 && d <= 10 && parts.length === 2 \
+                && parts.every((p) => (p.split('.')[1] || '').length === d); })()"
+        )
+        .await,
+        json!(true),
+        "band text {}",
+        cdp.eval("document.getElementById('b95').textContent").await
+    );
 
     // Updates: live ticks move the price, closed bars and new forecasts arrive over the
     // websocket and grow the chart's data.

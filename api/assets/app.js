@@ -9,6 +9,7 @@ const S = {
   candles: new Map(), // open_ms -> close
   fc: new Map(),      // target_ms -> forecast
   plot: null, ws: null, dirty: false, updates: 0, ticks: 0, gen: 0,
+  decimals: null,     // the symbol's price precision, from its closes as quoted
 };
 const KEEP_BARS = 240;
 
@@ -20,8 +21,18 @@ async function getJSON(path) {
 
 function fmt(x) {
   if (x == null || !isFinite(x)) return "—";
+  if (S.decimals != null) {
+    return x.toLocaleString(undefined, { minimumFractionDigits: S.decimals, maximumFractionDigits: S.decimals });
+  }
   const a = Math.abs(x);
   return x.toLocaleString(undefined, { maximumFractionDigits: a >= 100 ? 2 : a >= 1 ? 4 : 6 });
+}
+
+// The decimals of a price as the exchange quotes it (a close's text), 2 to 10.
+function decimalsOf(text) {
+  const t = String(text);
+  const frac = t.includes(".") ? t.split(".")[1].replace(/0+$/, "").length : 0;
+  return Math.min(10, Math.max(2, frac));
 }
 
 function option(sel, values, chosen) {
@@ -78,6 +89,7 @@ async function load() {
   S.candles = new Map(candles.data.map((c) => [c.open_ms, Number(c.close)]));
   S.fc = new Map(fcs.data.map((f) => [f.target_ms, f]));
   const last = candles.data[candles.data.length - 1];
+  S.decimals = candles.data.length ? Math.max(...candles.data.map((c) => decimalsOf(c.close))) : null;
   if (last) $("price").textContent = fmt(Number(last.close));
   draw();
   scores();
@@ -161,6 +173,7 @@ function connect() {
     }
     if (msg.kind === "candle" && d.interval === S.interval) {
       S.candles.set(d.open_ms, Number(d.close));
+      S.decimals = Math.max(S.decimals ?? 2, decimalsOf(d.close));
     } else if (msg.kind === "forecast" && d.interval === S.interval && d.model === S.model
                && d.horizon === S.horizon) {
       S.fc.set(d.target_ms, d);
@@ -175,12 +188,34 @@ function connect() {
   };
 }
 
+// An interval label's length in ms ("1m", "2s", "1h", "1d"); 0 when unknown.
+function barMs(label) {
+  const m = /^(\d+)([smhd])$/.exec(label || "");
+  return m ? Number(m[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[m[2]] : 0;
+}
+
 async function scores() {
   let rows;
   try { rows = (await getJSON(`/api/v1/accuracy?symbol=${S.symbol}&interval=${S.interval}`)).data; }
   catch { return; }
   const body = $("scores").querySelector("tbody");
   body.innerHTML = "";
+  if (!rows.length) {
+    // Say when the first scores will come: each forecast is scored when its target bar closes.
+    const targets = [...S.fc.values()].map((f) => f.target_ms);
+    const first = targets.length ? new Date(Math.min(...targets) + barMs(S.interval)) : null;
+    const td = document.createElement("td");
+    td.colSpan = 8;
+    td.className = "muted";
+    td.textContent = first
+      ? `No scores yet. A forecast is scored when its target bar closes: the first at about ${first.toLocaleTimeString()}, shown here at the next checkpoint.`
+      : "No scores yet. Forecasts start once the models have warmed up; each is scored when its target bar closes, horizon bars later.";
+    const tr = document.createElement("tr");
+    tr.appendChild(td);
+    body.appendChild(tr);
+    document.body.dataset.scores = "0";
+    return;
+  }
   rows.sort((a, b) => a.horizon - b.horizon || a.model.localeCompare(b.model));
   for (const r of rows) {
     const tr = document.createElement("tr");

@@ -157,7 +157,7 @@ async fn each_rule_kind_emits_its_exact_sequence() {
         assert_eq!((e.model.as_str(), e.horizon), ("m", 2));
         assert_eq!(
             e.message,
-            "outside-80: firing: close 106 (rule: outside the 80% band; nearest bound 105)"
+            "outside-80: firing: close 106.00 (rule: outside the 80% band; nearest bound 105.00)"
         );
         let e = first("outside-80", Resolved);
         assert_eq!((e.value, e.threshold), (104.0, 105.0));
@@ -165,11 +165,15 @@ async fn each_rule_kind_emits_its_exact_sequence() {
         assert_eq!((e.value, e.threshold), (100.5, 100.0));
         assert_eq!(
             e.message,
-            "lo95-above: firing: lo95 100.5 (rule: above 100)"
+            "lo95-above: firing: lo95 100.50 (rule: above 100.00)"
         );
         let e = first("big-move", Firing);
         assert_eq!(e.threshold, 2.0);
         assert!((e.value + 2.5).abs() < 1e-9, "{}", e.value);
+        assert_eq!(
+            e.message,
+            "big-move: firing: predicted change -2.50% (rule: beyond ±2%)"
+        );
         assert_eq!(
             all.iter()
                 .map(|e| &e.id)

@@ -158,7 +158,7 @@ pub enum AlertState {
 /// ```json
 /// {"v":1,"id":"5d0f…","rule":"btc-above-70k","exchange":"binance","symbol":"BTC-USDT",
 ///  "interval":"1m","model":"ensemble","horizon":5,"state":"firing","ts_ms":1723075200000,
-///  "value":70012.5,"threshold":70000.0,"message":"btc-above-70k: firing: lo95 70012.5 (rule: above 70000)"}
+///  "value":70012.5,"threshold":70000.0,"message":"btc-above-70k: firing: lo95 70012.50 (rule: above 70000.00)"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -139,7 +139,8 @@ impl Engine {
             };
             let Some(reading) = reading else { continue };
             let series = self.series.entry(key.clone()).or_default();
-            if let Some(e) = step(series, a, &key, f.base_ms, &reading) {
+            let shown = Shown::of_price(f.last);
+            if let Some(e) = step(series, a, &key, f.base_ms, &reading, shown) {
                 out.push(e);
             }
             self.dirty.insert(key.clone());
@@ -163,6 +164,8 @@ impl Engine {
         let Some(close) = c.close.to_f64().filter(|x| x.is_finite()) else {
             return Vec::new();
         };
+        // The candle's own decimals: the precision the exchange quotes the symbol at.
+        let shown = Shown::of_decimal(&c.close);
         let series = self.series.entry(key.clone()).or_default();
         series.closes.insert(c.open_ms, close);
         while series.closes.len() > RECENT_CLOSES {
@@ -184,7 +187,7 @@ impl Engine {
                 continue;
             };
             let reading = anomaly_reading(bands.get(band), r.hysteresis, close);
-            if let Some(e) = step(series, a, &key, c.open_ms, &reading) {
+            if let Some(e) = step(series, a, &key, c.open_ms, &reading, shown) {
                 out.push(e);
             }
         }
@@ -225,7 +228,8 @@ impl Engine {
                 && r.matches(f)
             {
                 let reading = anomaly_reading(bands.get(band), r.hysteresis, close);
-                if let Some(e) = step(series, a, key, f.target_ms, &reading) {
+                let shown = Shown::of_price(f.last);
+                if let Some(e) = step(series, a, key, f.target_ms, &reading, shown) {
                     out.push(e);
                 }
             }
@@ -351,6 +355,7 @@ fn step(
     key: &SeriesKey,
     ts: i64,
     reading: &Reading,
+    shown: Shown,
 ) -> Option<AlertEvent> {
     let r = &a.rule;
     let inst = series
@@ -376,7 +381,7 @@ fn step(
         ts,
         reading.value,
         reading.threshold,
-        describe(r, reading, state),
+        describe(r, reading, state, shown),
     ))
 }
 
@@ -434,12 +439,50 @@ fn anomaly_reading((lo, hi): (f64, f64), hysteresis: f64, close: f64) -> Reading
     }
 }
 
-fn describe(r: &Rule, reading: &Reading, state: AlertState) -> String {
-    let (v, t) = (reading.value, reading.threshold);
+/// How many decimals a message prints prices at: the symbol's precision, as its prices are
+/// quoted (at least 2, at most 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub decimals: usize,
+}
+
+impl Shown {
+    const MIN: usize = 2;
+    const MAX: usize = 10;
+
+    /// From a price as the exchange quoted it (a candle's close).
+    pub fn of_decimal(price: &rust_decimal::Decimal) -> Self {
+        Self::clamped(price.normalize().scale() as usize)
+    }
+
+    /// From a price that was a quoted decimal before it became an `f64` (a forecast's `last`):
+    /// the digits of its shortest round-trip form.
+    pub fn of_price(price: f64) -> Self {
+        let text = format!("{price}");
+        Self::clamped(text.split_once('.').map_or(0, |(_, frac)| frac.len()))
+    }
+
+    fn clamped(decimals: usize) -> Self {
+        Self {
+            decimals: decimals.clamp(Self::MIN, Self::MAX),
+        }
+    }
+
+    /// A price at this precision.
+    pub fn price(self, x: f64) -> String {
+        format!("{x:.*}", self.decimals)
+    }
+}
+
+fn describe(r: &Rule, reading: &Reading, state: AlertState, shown: Shown) -> String {
+    let (v, t) = (shown.price(reading.value), shown.price(reading.threshold));
     let what = match r.condition {
         Condition::Above { on, .. } => format!("{} {v} (rule: above {t})", on.name()),
         Condition::Below { on, .. } => format!("{} {v} (rule: below {t})", on.name()),
-        Condition::Change { .. } => format!("predicted change {v}% (rule: beyond ±{t}%)"),
+        Condition::Change { .. } => format!(
+            "predicted change {:.2}% (rule: beyond ±{}%)",
+            reading.value, reading.threshold
+        ),
         Condition::Anomaly { band } => format!(
             "close {v} (rule: outside the {}% band; nearest bound {t})",
             band.percent()
@@ -511,5 +554,30 @@ fn event(
             0.0
         },
         message,
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::Shown;
+
+    #[test]
+    fn prices_print_at_the_symbols_precision() {
+        // A bound computed from a forecast prints at the decimals of the quoted price.
+        assert_eq!(
+            Shown::of_price(54_598.27).price(54_598.277_625_409_31),
+            "54598.28"
+        );
+        assert_eq!(
+            Shown::of_price(0.000_012_34).price(0.000_012_345_678),
+            "0.00001235"
+        );
+        // At least two decimals, at most ten.
+        assert_eq!(Shown::of_price(70_000.0).price(70_000.0), "70000.00");
+        assert_eq!(Shown::of_price(1e-12).decimals, 10);
+        let quoted: rust_decimal::Decimal = "0.1000".parse().expect("decimal");
+        assert_eq!(Shown::of_decimal(&quoted).decimals, 2);
+        let quoted: rust_decimal::Decimal = "1.23456".parse().expect("decimal");
+        assert_eq!(Shown::of_decimal(&quoted).price(1.2), "1.20000");
     }
 }
