@@ -4,7 +4,7 @@
 # symbols on 1-minute bars write a day. Prints the machine's load before and after: other work
 # on the machine skews both figures.
 #
-#   scripts/bench-sink.sh [SYMBOLS] [BARS]     (default 1000 10: 180,000 rows)
+#   scripts/bench-sink.sh [SYMBOLS] [BARS]     (default 1000 10: 150,000 rows)
 #
 # Starts Postgres (scripts/postgres.sh) unless DATABASE_URL is set.
 set -euo pipefail

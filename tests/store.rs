@@ -191,7 +191,10 @@ async fn behaves(mode: Mode) {
         offsets: BTreeMap::from([(("f".into(), 0), 6)]),
         ..Default::default()
     };
-    let s = store.write_batch("sink", &redelivered).await.expect("redelivered");
+    let s = store
+        .write_batch("sink", &redelivered)
+        .await
+        .expect("redelivered");
     assert_eq!(s.forecasts, 4);
     let f5 = store
         .forecasts(&ForecastQuery {
@@ -242,9 +245,7 @@ async fn behaves(mode: Mode) {
         .await
         .expect("read");
     assert_eq!(back, vec![edge.clone()]);
-    let bits = |f: &Forecast| {
-        [f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95].map(f64::to_bits)
-    };
+    let bits = |f: &Forecast| [f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95].map(f64::to_bits);
     let mut want = bits(&edge);
     if sqlite {
         // SQLite stores a REAL with an integral value as an integer: −0.0 comes back as 0.

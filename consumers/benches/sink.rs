@@ -1,16 +1,17 @@
 //! The sink's write path into Postgres against Postgres's own bulk load, in the same run:
 //! - **sink**: `Store::write_batch` with batches of 5,000 forecasts, as the sink stage calls it
-//!   (partitions made as needed, `forecasts` and `forecasts_latest` upserted, offsets stored,
+//!   (partitions made as needed, `forecast_rows` and `forecast_latest_rows` written, offsets stored,
 //!   one transaction per batch);
 //! - **COPY**: the same rows into the same table of a second fresh database
-//!   (`COPY forecasts FROM STDIN`, one statement, partitions made beforehand).
+//!   (`COPY forecast_rows FROM STDIN`, one statement, partitions and the names' ids made
+//!   beforehand).
 //!
-//! Also the bytes a forecast row takes on disk (table and indexes of the `forecasts`
+//! Also the bytes a forecast row takes on disk (table and indexes of the `forecast_rows`
 //! partitions), and from it the bytes per day of 1,000 symbols on 1-minute bars with the
-//! default models (5 and the ensemble) and horizons (1, 5, 15).
+//! default models (4 and the ensemble) and horizons (1, 5, 15).
 //!
-//! `scripts/bench-sink.sh [SYMBOLS] [BARS]` runs it (default 1,000 symbols × 10 bars × 18 =
-//! 180,000 rows); or `DATABASE_URL=postgres://… cargo bench -p tickcast-consumers --bench sink
+//! `scripts/bench-sink.sh [SYMBOLS] [BARS]` runs it (default 1,000 symbols × 10 bars × 15 =
+//! 150,000 rows); or `DATABASE_URL=postgres://… cargo bench -p tickcast-consumers --bench sink
 //! -- [SYMBOLS] [BARS]`. Results also go to `SINK_BENCH_OUT` (key=value) when set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,8 @@ use tickcast_consumers::store::postgres::PgStore;
 use tickcast_consumers::store::{Pos, SinkBatch, Store};
 use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
 
-const MODELS: [&str; 6] = ["naive", "garch", "ets", "trend", "lstm", "ensemble"];
+/// The default models and the ensemble.
+const MODELS: [&str; 5] = ["naive", "garch", "ets", "lstm", "ensemble"];
 const HORIZONS: [u32; 3] = [1, 5, 15];
 const BATCH: usize = 5_000;
 /// 2026-12-01T00:00:00Z.
@@ -137,32 +139,48 @@ async fn main() {
     assert_eq!(stored as usize, n, "the sink stored every row");
     let (bytes,): (i64,) = sqlx::query_as(
         "select coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint from pg_inherits \
-         where inhparent = 'forecasts'::regclass",
+         where inhparent = 'forecast_rows'::regclass",
     )
     .fetch_one(store.pool())
     .await
     .unwrap();
 
-    // COPY of the same rows into the same table (partitions made by one sink write first,
-    // then emptied).
+    // COPY of the same rows into the same table (partitions and the names' ids made by the
+    // sink's path first, then the rows emptied).
     let copy_url = fresh_db(&url, "bench_copy").await;
     let copy_store = PgStore::connect(&copy_url).await.unwrap();
-    copy_store.write_batch("bench", &batches[0]).await.unwrap();
+    for b in &batches {
+        copy_store.write_batch("bench", b).await.unwrap();
+    }
     let mut conn = sqlx::PgConnection::connect(&copy_url).await.unwrap();
-    sqlx::query("truncate forecasts, forecasts_latest")
+    sqlx::query("truncate forecast_rows, forecast_latest_rows")
         .execute(&mut conn)
         .await
         .unwrap();
-    let mut text = String::with_capacity(n * 120);
+    let series: std::collections::HashMap<String, i32> =
+        sqlx::query_as::<_, (i32, String)>("select id, symbol from forecast_series")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, s)| (s, id))
+            .collect();
+    let models: std::collections::HashMap<String, i16> =
+        sqlx::query_as::<_, (i16, String)>("select id, name from forecast_models")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, m)| (m, id))
+            .collect();
+    let mut text = String::with_capacity(n * 100);
     for f in &all {
         use std::fmt::Write as _;
         writeln!(
             text,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            f.exchange,
-            f.symbol,
-            f.interval,
-            f.model,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            series[&*f.symbol],
+            models[&*f.model],
             f.horizon,
             f.base_ms,
             f.target_ms,
@@ -177,10 +195,7 @@ async fn main() {
     }
     let started = Instant::now();
     let mut copy = conn
-        .copy_in_raw(
-            "copy forecasts (exchange, symbol, interval, model, horizon, base_ms, target_ms, \
-             last, point, lo80, hi80, lo95, hi95) from stdin",
-        )
+        .copy_in_raw("copy forecast_rows from stdin")
         .await
         .unwrap();
     copy.send(text.as_bytes()).await.unwrap();

@@ -243,16 +243,16 @@ async fn postgres_partitions_are_made_and_dropped_exactly() {
     assert_eq!(
         report.dropped,
         vec![
-            "forecasts_p20261201".to_string(),
+            "forecast_rows_p20261201".to_string(),
             "candles_1s_p20261201".to_string()
         ]
     );
     assert_eq!(
-        partitions_of(&pool, "forecasts").await,
+        partitions_of(&pool, "forecast_rows").await,
         [
-            "forecasts_p20261202",
-            "forecasts_p20261203",
-            "forecasts_p20261204"
+            "forecast_rows_p20261202",
+            "forecast_rows_p20261203",
+            "forecast_rows_p20261204"
         ]
     );
     assert_eq!(
@@ -299,43 +299,144 @@ async fn sqlite_deletes_exactly_the_rows_past_retention() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A database as an earlier version left it: every migration before `version` applied.
+async fn migrated_before(db: &str, version: i64) {
+    let mut m = sqlx::migrate!("../migrations/postgres");
+    let older: Vec<_> = m
+        .migrations
+        .iter()
+        .filter(|x| x.version < version)
+        .cloned()
+        .collect();
+    m.migrations = older.into();
+    let pool = sqlx::PgPool::connect(db).await.unwrap();
+    m.run(&pool).await.unwrap();
+    pool.close().await;
+}
+
 #[tokio::test]
-async fn rows_written_before_partitioning_are_moved_into_partitions() {
+async fn rows_written_before_partitioning_and_ids_are_moved_over() {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!("SKIPPED retention (Postgres): set DATABASE_URL");
         return;
     };
     let db = fresh_db(&url, "adopt").await;
-    let store = store::postgres::PgStore::connect(&db).await.unwrap();
-    // As migration 0007 leaves a database that had rows: the old tables beside the new.
+    // As migrations 0007 and 0008 leave a database that had rows: forecasts in a day
+    // partition of the partitioned table, and the old unpartitioned tables (which 0007 makes
+    // and the first process to open the store empties) beside the new.
+    migrated_before(&db, 9).await;
     let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
     for sql in [
-        "create table candles_unpartitioned (like candles including all)",
-        "create table forecasts_unpartitioned (like forecasts including all)",
+        "create table forecasts_p20261202 partition of forecasts \
+         for values from (1796169600000) to (1796256000000)",
+        "insert into forecasts values \
+         ('binance','BTC-USDT','1m','lstm',5,1796169600000,1796169900000,1,1.5,0,2,-1,3), \
+         ('kraken','ETH-USD','1m','naive',1,1796169660000,1796169720000,2,2,1,3,0,4)",
         "insert into candles_unpartitioned values \
          ('binance','BTC-USDT','1m',1796083200000,1796083260000,1,2,0.5,1.5,3,4), \
          ('binance','BTC-USDT','1s',1796169600000,1796169601000,1,1,1,1,1,1)",
+        "insert into forecasts_latest values \
+         ('kraken','ETH-USD','1m','naive',1,1796169660000,1796169720000,2,2,1,3,0,4)",
         "insert into forecasts_unpartitioned values \
          ('binance','BTC-USDT','1m','naive',1,1796083200000,1796083260000,1,1,0,2,-1,3), \
          ('binance','BTC-USDT','1m','naive',1,1796256000000,1796256060000,1,1,0,2,-1,3)",
     ] {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
-    drop(store);
+    drop(conn);
     let store = store::postgres::PgStore::connect(&db).await.unwrap();
     let pool = store.pool().clone();
     assert_eq!(
-        partitions_of(&pool, "forecasts").await,
-        ["forecasts_p20261201", "forecasts_p20261203"]
+        partitions_of(&pool, "forecast_rows").await,
+        [
+            "forecast_rows_p20261201",
+            "forecast_rows_p20261202",
+            "forecast_rows_p20261203"
+        ]
     );
     assert_eq!(
         partitions_of(&pool, "candles_1s").await,
         ["candles_1s_p20261202"]
     );
-    assert_eq!(store.row_counts().await.unwrap(), (2, 2));
+    assert_eq!(store.row_counts().await.unwrap(), (2, 4));
+    // Every row reads back through the `forecasts` view with its names, exactly.
+    let rows: Vec<(String, String, String, i32, i64, f64, f64, f64)> = sqlx::query_as(
+        "select exchange, symbol, model, horizon, base_ms, point, lo95, hi95 from forecasts \
+         order by base_ms, exchange",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let row = |e: &str, s: &str, m: &str, h: i32, b: i64, p: f64, lo: f64, hi: f64| {
+        (e.to_string(), s.to_string(), m.to_string(), h, b, p, lo, hi)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row(
+                "binance",
+                "BTC-USDT",
+                "naive",
+                1,
+                1_796_083_200_000,
+                1.0,
+                -1.0,
+                3.0
+            ),
+            row(
+                "binance",
+                "BTC-USDT",
+                "lstm",
+                5,
+                1_796_169_600_000,
+                1.5,
+                -1.0,
+                3.0
+            ),
+            row(
+                "kraken",
+                "ETH-USD",
+                "naive",
+                1,
+                1_796_169_660_000,
+                2.0,
+                0.0,
+                4.0
+            ),
+            row(
+                "binance",
+                "BTC-USDT",
+                "naive",
+                1,
+                1_796_256_000_000,
+                1.0,
+                -1.0,
+                3.0
+            ),
+        ]
+    );
+    // The latest forecasts moved over too.
+    let latest: Vec<(String, String, i64, f64)> =
+        sqlx::query_as("select symbol, model, base_ms, hi95 from forecasts_latest")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        latest,
+        vec![("ETH-USD".into(), "naive".into(), 1_796_169_660_000, 4.0)]
+    );
+    // Two series, two models: each name stored once.
+    let (series, models): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from forecast_series), (select count(*) from forecast_models)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((series, models), (2, 2));
     let (left,): (bool,) = sqlx::query_as(
         "select to_regclass('candles_unpartitioned') is not null \
-         or to_regclass('forecasts_unpartitioned') is not null",
+         or to_regclass('forecasts_unpartitioned') is not null \
+         or to_regclass('forecast_rows_unpartitioned') is not null",
     )
     .fetch_one(&pool)
     .await
@@ -343,7 +444,6 @@ async fn rows_written_before_partitioning_are_moved_into_partitions() {
     assert!(!left, "the old tables were not dropped");
 }
 
-/// A fresh database next to the one `url` names.
 async fn fresh_db(url: &str, name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -3,6 +3,7 @@
 //! Migrations in `migrations/<dialect>/` are applied by [`open`].
 
 pub(crate) mod alerts;
+mod forecast_ids;
 mod partitions;
 pub mod postgres;
 pub mod retention;
@@ -330,7 +331,9 @@ pub(crate) fn fresh<'a, T, K: std::hash::Hash + Eq>(
     stored: &HashMap<(String, i32), i64>,
     key: impl Fn(&'a T) -> K,
 ) -> (Vec<&'a T>, usize) {
-    let mut latest: HashMap<K, (&'a Pos, &'a T)> = HashMap::new();
+    // Fx: the keys are a few short strings and numbers, hashed once per row of every batch.
+    let mut latest: rustc_hash::FxHashMap<K, (&'a Pos, &'a T)> =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(rows.len(), Default::default());
     let mut skipped = 0;
     for (pos, row) in rows {
         let done = stored
@@ -363,7 +366,14 @@ pub(crate) fn candle_key(c: &Candle) -> (&str, &str, &str, i64) {
 
 /// The natural key of a forecast row.
 pub(crate) fn forecast_key(f: &Forecast) -> (&str, &str, &str, &str, u32, i64) {
-    (&f.exchange, &f.symbol, &f.interval, &f.model, f.horizon, f.base_ms)
+    (
+        &f.exchange,
+        &f.symbol,
+        &f.interval,
+        &f.model,
+        f.horizon,
+        f.base_ms,
+    )
 }
 
 /// Upserts one series checkpoint (both dialects).

@@ -1,6 +1,6 @@
 //! Postgres time partitions (see [`super::retention`]): made before a batch needs them, dropped
-//! once past retention, and the rows of an unpartitioned table (written before migration 0007)
-//! moved into them.
+//! once past retention, and the rows of an unpartitioned table (written before migration 0007;
+//! migration 0009 gives forecasts their ids) moved into them.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use super::retention::{
 /// One range partition to have.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Wanted {
-    /// `None`: a partition of `forecasts`; else the candle interval.
+    /// `None`: a partition of `forecast_rows`; else the candle interval.
     interval: Option<String>,
     start: i64,
     span: i64,
@@ -26,7 +26,7 @@ struct Wanted {
 impl Wanted {
     fn parent(&self) -> String {
         match &self.interval {
-            None => "forecasts".into(),
+            None => "forecast_rows".into(),
             Some(iv) => format!("candles_{}", interval_slug(iv)),
         }
     }
@@ -58,7 +58,7 @@ pub struct Partitions {
 }
 
 impl Partitions {
-    /// Makes the partitions `candles` and `forecasts` need, each with the span after it (made
+    /// Makes the partitions `candles` and `forecast_rows` need, each with the span after it (made
     /// ahead, so the next day's first batch finds its partition). Each is made in its own
     /// statement outside the batch's transaction; another process making the same one at the
     /// same time is not an error.
@@ -121,7 +121,7 @@ impl Partitions {
     ) -> Result<Vec<String>> {
         let mut dropped = Vec::new();
         if let Some(cut) = cutoff(clock_ms, policy.forecasts_days) {
-            dropped.extend(drop_before(pool, "forecasts", cut).await?);
+            dropped.extend(drop_before(pool, "forecast_rows", cut).await?);
         }
         // The interval tables of `candles`, and the interval each holds.
         let tables: Vec<(String, String)> = sqlx::query_as(
@@ -225,7 +225,7 @@ pub async fn adopt_unpartitioned(pool: &PgPool, partitions: &Partitions) -> Resu
     // The usual start: nothing left to move, and no lock to take.
     let (any,): (bool,) = sqlx::query_as(
         "select to_regclass('candles_unpartitioned') is not null \
-         or to_regclass('forecasts_unpartitioned') is not null",
+         or to_regclass('forecast_rows_unpartitioned') is not null",
     )
     .fetch_one(pool)
     .await?;
@@ -234,7 +234,7 @@ pub async fn adopt_unpartitioned(pool: &PgPool, partitions: &Partitions) -> Resu
     }
     for (old, new) in [
         ("candles_unpartitioned", "candles"),
-        ("forecasts_unpartitioned", "forecasts"),
+        ("forecast_rows_unpartitioned", "forecast_rows"),
     ] {
         let mut tx = pool.begin().await?;
         // "tickcast partitions", as a number.

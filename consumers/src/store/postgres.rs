@@ -25,6 +25,7 @@ use crate::store::{
 pub struct PgStore {
     pool: PgPool,
     partitions: super::partitions::Partitions,
+    ids: super::forecast_ids::ForecastIds,
 }
 
 impl PgStore {
@@ -44,7 +45,11 @@ impl PgStore {
         super::partitions::adopt_unpartitioned(&pool, &partitions)
             .await
             .context("moving existing rows into time partitions")?;
-        Ok(Self { pool, partitions })
+        Ok(Self {
+            pool,
+            partitions,
+            ids: super::forecast_ids::ForecastIds::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -153,24 +158,26 @@ async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) ->
     Ok(())
 }
 
-/// Every forecast, keyed by its base bar.
-const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, horizon, base_ms)
-    do update set target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
+/// The fallback when a forecast row is already stored: the newer delivery wins.
+const UPSERT_ROWS: &str = "on conflict (series, model, horizon, base_ms) do update set \
+    target_ms = excluded.target_ms, last = excluded.last, point = excluded.point, \
     lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
 
-/// The forecast columns, in table order (`forecasts`, `forecasts_latest`, the staging table).
-const FORECAST_COLUMNS: &str = "exchange, symbol, interval, model, horizon, base_ms, target_ms, \
-    last, point, lo80, hi80, lo95, hi95";
-
-/// Writes forecasts through Postgres's bulk path: binary `COPY` into a temporary staging table
-/// (one per connection, emptied at commit), then from it one insert into `forecasts` and one
-/// upsert into `forecasts_latest` (the newest per series). `rows` hold one row per key.
+/// Writes forecasts through Postgres's bulk path: binary `COPY` of their id rows (`ids`, one
+/// per row: see [`super::forecast_ids`]) into a temporary staging table (one per connection,
+/// emptied at commit), then from it one insert into `forecast_rows` and one upsert into
+/// `forecast_latest_rows` (the newest per series, model and horizon). `rows` hold one row per
+/// key.
 ///
 /// The insert is plain, which costs about half an upsert: a row is stored twice only when a
 /// forecast is delivered again under a new offset (a forecast stage that restarted from its
 /// checkpoint). Then the insert fails on the key, is rolled back to its savepoint, and the batch
 /// is upserted instead, the newer delivery winning as before.
-async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast]) -> Result<()> {
+async fn write_forecasts(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&Forecast],
+    ids: &[(i32, i16)],
+) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -178,39 +185,41 @@ async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast])
     sqlx::Executor::execute(
         &mut **tx,
         "set local client_min_messages = warning;
-         create temp table if not exists sink_forecasts (like forecasts) on commit delete rows",
+         create temp table if not exists sink_forecast_rows (like forecast_rows)
+           on commit delete rows",
     )
     .await
     .context("making the forecast staging table")?;
-    let mut data = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 160 + 2);
+    let mut data = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 110 + 2);
     data.extend_from_slice(COPY_HEADER);
-    for f in rows {
-        copy_row(&mut data, f)?;
+    for (f, &id) in rows.iter().zip(ids) {
+        copy_row(&mut data, f, id)?;
     }
     data.extend_from_slice(&(-1i16).to_be_bytes());
     let mut copy = tx
-        .copy_in_raw(&format!(
-            "copy sink_forecasts ({FORECAST_COLUMNS}) from stdin (format binary)"
-        ))
+        .copy_in_raw("copy sink_forecast_rows from stdin (format binary)")
         .await
         .context("staging forecasts")?;
     copy.send(data).await.context("staging forecasts")?;
     copy.finish().await.context("staging forecasts")?;
-    sqlx::query("savepoint sink_plain").execute(&mut **tx).await?;
-    let plain = sqlx::query(&format!(
-        "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts"
-    ))
-    .execute(&mut **tx)
-    .await;
+    sqlx::query("savepoint sink_plain")
+        .execute(&mut **tx)
+        .await?;
+    let plain = sqlx::query("insert into forecast_rows select * from sink_forecast_rows")
+        .execute(&mut **tx)
+        .await;
     match plain {
         Ok(_) => {
-            sqlx::query("release savepoint sink_plain").execute(&mut **tx).await?;
+            sqlx::query("release savepoint sink_plain")
+                .execute(&mut **tx)
+                .await?;
         }
         Err(e) if is_unique_violation(&e) => {
-            sqlx::query("rollback to savepoint sink_plain").execute(&mut **tx).await?;
+            sqlx::query("rollback to savepoint sink_plain")
+                .execute(&mut **tx)
+                .await?;
             sqlx::query(&format!(
-                "insert into forecasts ({FORECAST_COLUMNS}) select {FORECAST_COLUMNS} from sink_forecasts \
-                 {UPSERT_FORECASTS}"
+                "insert into forecast_rows select * from sink_forecast_rows {UPSERT_ROWS}"
             ))
             .execute(&mut **tx)
             .await
@@ -221,26 +230,30 @@ async fn write_forecasts(tx: &mut Transaction<'_, Postgres>, rows: &[&Forecast])
     // Usually each series, model and horizon appears once in a batch: then no sort is needed
     // to keep its newest row.
     let once = {
-        let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        rows.iter().all(|f| {
-            seen.insert((&*f.exchange, &*f.symbol, &*f.interval, &*f.model, f.horizon))
-        })
+        let mut seen =
+            rustc_hash::FxHashSet::with_capacity_and_hasher(rows.len(), Default::default());
+        rows.iter()
+            .zip(ids)
+            .all(|(f, id)| seen.insert((*id, f.horizon)))
     };
-    let newest = if once {
-        format!("select {FORECAST_COLUMNS} from sink_forecasts")
+    let (distinct, order) = if once {
+        ("", "")
     } else {
-        format!(
-            "select distinct on (exchange, symbol, interval, model, horizon) {FORECAST_COLUMNS} \
-             from sink_forecasts order by exchange, symbol, interval, model, horizon, base_ms desc"
+        (
+            "distinct on (series, model, horizon)",
+            "order by series, model, horizon, base_ms desc",
         )
     };
     sqlx::query(&format!(
-        "insert into forecasts_latest ({FORECAST_COLUMNS}) {newest} {}",
-        super::UPSERT_LATEST
+        "insert into forecast_latest_rows select {distinct} * from sink_forecast_rows {order} \
+         on conflict (series, model, horizon) do update set base_ms = excluded.base_ms, \
+           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point, \
+           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95 \
+         where excluded.base_ms >= forecast_latest_rows.base_ms"
     ))
     .execute(&mut **tx)
     .await
-    .context("upserting forecasts_latest")?;
+    .context("upserting the latest forecasts")?;
     Ok(())
 }
 
@@ -251,17 +264,16 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// `COPY … (format binary)`'s file header: signature, flags, header extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-/// One forecast as a tuple of `COPY`'s binary format, in [`FORECAST_COLUMNS`] order: each
+/// One forecast as a tuple of `COPY`'s binary format, in `forecast_rows`' column order: each
 /// field its length, then its value in network byte order (floats bit for bit, so exactly).
-fn copy_row(out: &mut Vec<u8>, f: &Forecast) -> Result<()> {
+fn copy_row(out: &mut Vec<u8>, f: &Forecast, (series, model): (i32, i16)) -> Result<()> {
     let horizon = i32::try_from(f.horizon)
         .with_context(|| format!("horizon {} does not fit a Postgres integer", f.horizon))?;
-    out.extend_from_slice(&13i16.to_be_bytes());
-    for t in [&f.exchange, &f.symbol, &f.interval, &f.model] {
-        let len = i32::try_from(t.len()).context("text field over 2 GiB")?;
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(t.as_bytes());
-    }
+    out.extend_from_slice(&11i16.to_be_bytes());
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&series.to_be_bytes());
+    out.extend_from_slice(&2i32.to_be_bytes());
+    out.extend_from_slice(&model.to_be_bytes());
     out.extend_from_slice(&4i32.to_be_bytes());
     out.extend_from_slice(&horizon.to_be_bytes());
     for x in [f.base_ms, f.target_ms] {
@@ -394,8 +406,11 @@ impl Store for PgStore {
         let stored = stored_offsets(&mut tx, consumer).await?;
         let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
         let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
+        // Names not seen before get their ids on another connection, committed at once: an id
+        // is harmless if this batch then fails.
+        let ids = self.ids.of(&self.pool, &forecasts).await?;
         upsert_candles(&mut tx, &candles).await?;
-        write_forecasts(&mut tx, &forecasts).await?;
+        write_forecasts(&mut tx, &forecasts, &ids).await?;
         for ((topic, partition), next) in &batch.offsets {
             sqlx::query(
                 "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)

@@ -4,7 +4,7 @@
 //! list-partitioned on `interval`, and each interval's table range-partitioned on `open_ms`:
 //! by day below one minute, by 30 days below one hour, by 365 days above. Spans start at
 //! multiples of their length from the Unix epoch; a partition is named after the UTC date its
-//! span starts (`forecasts_p20261207`, `candles_1m_p20261120`). The sink makes the partitions a
+//! span starts (`forecast_rows_p20261207`, `candles_1m_p20261120`). The sink makes the partitions a
 //! batch needs, and the next span's, before it writes.
 //!
 //! **Retention.** A table's rows are kept for its retention, counted back from the data clock:
