@@ -299,6 +299,9 @@ async fn sqlite_deletes_exactly_the_rows_past_retention() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A row of the `forecasts` view: exchange, symbol, model, horizon, base_ms, point, lo95, hi95.
+type ViewRow = (String, String, String, i32, i64, f64, f64, f64);
+
 /// A database as an earlier version left it: every migration before `version` applied.
 async fn migrated_before(db: &str, version: i64) {
     let mut m = sqlx::migrate!("../migrations/postgres");
@@ -360,7 +363,7 @@ async fn rows_written_before_partitioning_and_ids_are_moved_over() {
     );
     assert_eq!(store.row_counts().await.unwrap(), (2, 4));
     // Every row reads back through the `forecasts` view with its names, exactly.
-    let rows: Vec<(String, String, String, i32, i64, f64, f64, f64)> = sqlx::query_as(
+    let rows: Vec<ViewRow> = sqlx::query_as(
         "select exchange, symbol, model, horizon, base_ms, point, lo95, hi95 from forecasts \
          order by base_ms, exchange",
     )
