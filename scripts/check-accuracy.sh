@@ -76,6 +76,17 @@ for sym, name in (("BTC", "BTC-USDT"), ("ETH", "ETH-USDT")):
               f"{r['winkler95'] / n['winkler95']:.3f} | {r['coverage80']:.3f} / {r['coverage95']:.3f} | "
               f"{r['mae']:,.2f} | {r['winkler95']:,.1f} |")
 
+print("\n**Touch probabilities** (levels at ±1 and ±2 × naive's σ√h from the last close): Brier "
+      "score over the trailing base rate's (below 1 is better), and expected calibration error "
+      "over 10 bins.\n")
+print("| asset | model | h | Brier | ÷ base rate | ECE |")
+print("| --- | --- | ---: | ---: | ---: | ---: |")
+for sym, name in (("BTC", "BTC-USDT"), ("ETH", "ETH-USDT")):
+    for r in sorted(load(f"{out}/{sym}.json"), key=lambda r: (r["model"] != "naive", r["model"], r["horizon"])):
+        if r["model"] in ("naive", "lstm", "ensemble") and r.get("touch_brier") is not None:
+            print(f"| {name} | {r['model']} | {r['horizon']} | {r['touch_brier']:.4f} | "
+                  f"{r['touch_brier_rel']:.3f} | {r['touch_ece']:.4f} |")
+
 if failures:
     print("\nMISSED:", *failures, sep="\n  ", file=sys.stderr)
     sys.exit(1)

@@ -110,7 +110,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         }
     } else {
         println!(
-            "{:<10} {:>4} {:>8} {:>10} {:>10} {:>7} {:>7} {:>6} {:>6} {:>10} {:>6}",
+            "{:<10} {:>4} {:>8} {:>10} {:>10} {:>7} {:>7} {:>6} {:>6} {:>10} {:>6} {:>9} {:>9}",
             "model",
             "h",
             "n",
@@ -121,12 +121,15 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             "cov80",
             "cov95",
             "winkler95",
-            "dir"
+            "dir",
+            "touch_rel",
+            "touch_ece"
         );
         for r in &rows {
             let s = &r.summary;
+            let opt = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.4}"));
             println!(
-                "{:<10} {:>4} {:>8} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>10.3} {:>6.3}",
+                "{:<10} {:>4} {:>8} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>10.3} {:>6.3} {:>9} {:>9}",
                 r.model,
                 r.horizon,
                 s.n,
@@ -137,7 +140,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
                 s.coverage80,
                 s.coverage95,
                 s.winkler95,
-                s.directional_accuracy
+                s.directional_accuracy,
+                opt(r.touch.brier_rel()),
+                opt(r.touch.ece())
             );
         }
     }

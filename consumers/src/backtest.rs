@@ -25,6 +25,7 @@ use tickcast_pipeline::interval::Interval;
 
 use crate::forecast::score::{Point, Score, Summary};
 use crate::forecast::stage::ForecastStage;
+use crate::forecast::touch::{BaseRate, Touch, TouchCalibrator, TouchScore, drift_and_spread};
 
 /// Which series a candle file holds.
 #[derive(Debug, Clone)]
@@ -260,6 +261,38 @@ pub struct Row {
     pub model: String,
     pub horizon: u32,
     pub summary: Summary,
+    /// Touch probabilities for levels at ±1 and ±2 × naive's spread over the horizon from the
+    /// last close (none when the run has no naive model).
+    pub touch: TouchScore,
+}
+
+/// Touch levels, in units of naive's spread over the horizon (its `σ√h`) from the last close.
+pub const TOUCH_LEVELS: [f64; 4] = [-2.0, -1.0, 1.0, 2.0];
+
+/// Outcomes the trailing base rate of touches counts (per horizon and level).
+const BASE_WINDOW: usize = 1_000;
+
+/// A forecast's touch probabilities waiting for their target bar.
+struct PendingTouch {
+    model: Name,
+    horizon: u32,
+    /// Index of the bar the forecast was made at.
+    base: usize,
+    last: f64,
+    /// Per level of [`TOUCH_LEVELS`]: the level in log price from `last`, the published
+    /// probability and the base rate's.
+    levels: [(f64, Touch, f64); 4],
+}
+
+/// Running maximum of highs and minimum of lows of the bars after `base` up to `to`.
+fn window_extremes(highs: &[f64], lows: &[f64], base: usize, to: usize) -> (f64, f64) {
+    let range = base + 1..=to;
+    let hi = highs[range.clone()]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lo = lows[range].iter().copied().fold(f64::INFINITY, f64::min);
+    (hi, lo)
 }
 
 /// Replays `candles` (one series, in time order) through a forecast stage built by `models`
@@ -274,6 +307,14 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     // target_ms → (model, horizon, point) waiting for their candle.
     let mut pending: BTreeMap<i64, Vec<(Name, u32, Point)>> = BTreeMap::new();
     let mut scores: BTreeMap<(Name, u32), Score> = BTreeMap::new();
+    let mut touch_pending: BTreeMap<i64, Vec<PendingTouch>> = BTreeMap::new();
+    let mut touch_scores: BTreeMap<(Name, u32), TouchScore> = BTreeMap::new();
+    let mut calibrators: BTreeMap<(Name, u32), TouchCalibrator> = BTreeMap::new();
+    let mut base_rates: BTreeMap<(u32, usize), BaseRate> = BTreeMap::new();
+    let (mut highs, mut lows) = (
+        Vec::with_capacity(candles.len()),
+        Vec::with_capacity(candles.len()),
+    );
     let mut last_close: Option<f64> = None;
     // In-sample one-step naive MAE over every step inside a window (MASE's scale).
     let (mut step_sum, mut step_n) = (0.0f64, 0u64);
@@ -292,6 +333,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
                 // A gap: never bridged.
                 stage = fresh();
                 pending.clear();
+                touch_pending.clear();
                 last_close = None;
             }
             _ => {}
@@ -305,7 +347,52 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             p.actual = close;
             scores.entry((model, horizon)).or_default().add(&p);
         }
-        for f in stage.forecasts(&[c]) {
+        let at = highs.len();
+        highs.push(c.high_f64());
+        lows.push(c.low_f64());
+        for t in touch_pending.remove(&c.open_ms).unwrap_or_default() {
+            let (hi, lo) = window_extremes(&highs, &lows, t.base, at);
+            let (up, down) = ((hi / t.last).ln(), (lo / t.last).ln());
+            let cal = calibrators.entry((t.model.clone(), t.horizon)).or_default();
+            let score = touch_scores.entry((t.model, t.horizon)).or_default();
+            for (k, &(a, p, reference)) in t.levels.iter().enumerate() {
+                let touched = if a > 0.0 { up >= a } else { down <= a };
+                cal.learn(p, touched);
+                score.add(p.p, reference, touched);
+                base_rates
+                    .entry((t.horizon, k))
+                    .or_insert_with(|| BaseRate::new(BASE_WINDOW))
+                    .push(touched);
+            }
+        }
+        let made = stage.forecasts(&[c]);
+        // Naive's spread per horizon at this bar: the touch levels' unit.
+        let unit: Vec<(u32, f64)> = made
+            .iter()
+            .filter(|f| &*f.model == crate::forecast::ensemble::NAIVE)
+            .filter_map(|f| Some((f.horizon, drift_and_spread(f.last, f.point, f.hi95)?.1)))
+            .collect();
+        for f in made {
+            if let Some(&(_, sn)) = unit.iter().find(|(h, _)| *h == f.horizon)
+                && let Some((mu, s)) = drift_and_spread(f.last, f.point, f.hi95)
+            {
+                let cal = calibrators.entry((f.model.clone(), f.horizon)).or_default();
+                let levels = std::array::from_fn(|k| {
+                    let a = TOUCH_LEVELS[k] * sn;
+                    let reference = base_rates.get(&(f.horizon, k)).map_or(0.5, BaseRate::rate);
+                    (a, cal.probability(a, mu, s), reference)
+                });
+                touch_pending
+                    .entry(f.target_ms)
+                    .or_default()
+                    .push(PendingTouch {
+                        model: f.model.clone(),
+                        horizon: f.horizon,
+                        base: at,
+                        last: f.last,
+                        levels,
+                    });
+            }
             let p = Point::from_forecast(&f);
             pending
                 .entry(f.target_ms)
@@ -322,10 +409,14 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     Ok(scores
         .into_iter()
         .filter_map(|((model, horizon), s)| {
+            let touch = touch_scores
+                .remove(&(model.clone(), horizon))
+                .unwrap_or_default();
             s.summary(scale).map(|summary| Row {
                 model: model.to_string(),
                 horizon,
                 summary,
+                touch,
             })
         })
         .collect())
@@ -359,6 +450,9 @@ pub fn json_line(r: &Row) -> String {
         "coverage80": num(s.coverage80), "coverage95": num(s.coverage95),
         "winkler95": num(s.winkler95), "pinball": num(s.pinball),
         "directional_accuracy": num(s.directional_accuracy),
+        "touch_brier": r.touch.brier().map_or(serde_json::Value::Null, num),
+        "touch_brier_rel": r.touch.brier_rel().map_or(serde_json::Value::Null, num),
+        "touch_ece": r.touch.ece().map_or(serde_json::Value::Null, num),
     })
     .to_string()
 }
@@ -394,6 +488,69 @@ mod tests {
 360000,x,101,101,90,95,1
 420000,x,95,96,94,96,1
 ";
+
+    /// Touch probabilities calibrate on a walk whose volatility clusters: GARCH(1,1) returns,
+    /// each bar's high and low from 20 steps inside it. The calibrated naive model's touch
+    /// probabilities for the ±1 and ±2 σ√h levels reach an ECE ≤ 0.02. (Their Brier score is
+    /// the trailing base rate's, by construction: the levels are in units of naive's own
+    /// spread, so naive gives each level nearly the same probability at every bar.)
+    #[test]
+    fn touch_probabilities_calibrate_on_clustered_volatility() {
+        use crate::forecast::calibrated::{Calibrated, CalibrationSettings};
+        use rust_decimal::Decimal;
+        let mut rng = tickcast_pipeline::simulator::Rng::new(5);
+        let (omega, alpha, beta) = (5e-9, 0.08, 0.9);
+        let mut var: f64 = omega / (1.0 - alpha - beta);
+        let mut price = 100.0f64;
+        let dec = |x: f64| Decimal::from_f64_retain(x).expect("finite").round_dp(8);
+        let mut candles = Vec::new();
+        for i in 0..40_000usize {
+            let step_sd = (var / 20.0).sqrt();
+            let open = price;
+            let (mut hi, mut lo, mut r_bar) = (price, price, 0.0);
+            for _ in 0..20 {
+                let r = step_sd * rng.normal();
+                price *= r.exp();
+                r_bar += r;
+                hi = hi.max(price);
+                lo = lo.min(price);
+            }
+            var = omega + alpha * r_bar * r_bar + beta * var;
+            let mut c = crate::forecast::flat_candle(i, dec(price));
+            c.open = dec(open);
+            c.high = dec(hi);
+            c.low = dec(lo);
+            candles.push(c);
+        }
+        let rows = run(&candles, &|| {
+            let naive = Calibrated::new(Box::new(Naive::default()), CalibrationSettings::default());
+            ForecastStage::new(vec![Box::new(naive)], vec![1, 5], "t")
+        })
+        .expect("runs");
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            let (ece, rel) = (
+                r.touch.ece().expect("scored"),
+                r.touch.brier_rel().expect("scored"),
+            );
+            assert!(
+                r.touch.n > 150_000,
+                "h {}: {} outcomes",
+                r.horizon,
+                r.touch.n
+            );
+            eprintln!(
+                "h {}: touch ECE {ece:.4}, Brier {rel:.4} × the base rate's",
+                r.horizon
+            );
+            assert!(ece <= 0.02, "h {}: touch ECE {ece:.4}", r.horizon);
+            assert!(
+                (rel - 1.0).abs() < 0.02,
+                "h {}: Brier {rel:.4} × the base rate's",
+                r.horizon
+            );
+        }
+    }
 
     #[test]
     fn csv_reads_exact_candles_and_names_bad_lines() {

@@ -105,6 +105,16 @@ impl Candle {
     pub fn close_f64(&self) -> f64 {
         decimal_f64(&self.close)
     }
+
+    /// The high as an `f64` ([`decimal_f64`]).
+    pub fn high_f64(&self) -> f64 {
+        decimal_f64(&self.high)
+    }
+
+    /// The low as an `f64` ([`decimal_f64`]).
+    pub fn low_f64(&self) -> f64 {
+        decimal_f64(&self.low)
+    }
 }
 
 /// A shared name (exchange, symbol, interval, model) in a [`Forecast`]: the forecast stage

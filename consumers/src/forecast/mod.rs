@@ -29,6 +29,7 @@ pub mod scorer;
 pub mod series;
 pub mod stage;
 pub mod state;
+pub mod touch;
 pub mod trend;
 
 pub use series::{SeriesMap, SeriesSet};
