@@ -32,6 +32,9 @@ import json, sys
 out = sys.argv[1]
 failures = []
 
+def fmt(x, digits):
+    return "—" if x is None else f"{x:.{digits}f}"
+
 def load(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -42,8 +45,8 @@ for sym, name in (("BTC", "BTC-USDT"), ("ETH", "ETH-USDT")):
     naive = {r["horizon"]: r for r in rows if r["model"] == "naive"}
     trend_naive = {r["horizon"]: r for r in load(f"{out}/{sym}-trend.json") if r["model"] == "naive"}
     print(f"\n**{name}**\n")
-    print("| model | h | rel. MAE | IS 95 ÷ naive | coverage 80 / 95 | MAE | IS 95 |")
-    print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    print("| model | h | rel. MAE | IS 95 ÷ naive | CRPS ÷ naive | PIT error | coverage 80 / 95 | MAE | IS 95 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     order = ["naive", "garch", "ets", "lstm"]
     seen = [m for m in dict.fromkeys(r["model"] for r in rows) if m != "ensemble"]
     members = [m for m in order if m in seen] + [m for m in seen if m not in order]
@@ -51,8 +54,9 @@ for sym, name in (("BTC", "BTC-USDT"), ("ETH", "ETH-USDT")):
         for r in sorted((r for r in rows if r["model"] == model), key=lambda r: r["horizon"]):
             h, n = r["horizon"], naive[r["horizon"]]
             ratio = r["winkler95"] / n["winkler95"]
-            print(f"| {model} | {h} | {r['rel_mae']:.3f} | {ratio:.3f} | "
-                  f"{r['coverage80']:.3f} / {r['coverage95']:.3f} | {r['mae']:,.2f} | {r['winkler95']:,.1f} |")
+            print(f"| {model} | {h} | {r['rel_mae']:.3f} | {ratio:.3f} | {fmt(r.get('crps_rel'), 3)} | "
+                  f"{fmt(r.get('pit_max_err'), 4)} | {r['coverage80']:.3f} / {r['coverage95']:.3f} | "
+                  f"{r['mae']:,.2f} | {r['winkler95']:,.1f} |")
             where = f"{name} {model} h={h}"
             if model != "ensemble":
                 if r["rel_mae"] > 1.02:
@@ -73,7 +77,8 @@ for sym, name in (("BTC", "BTC-USDT"), ("ETH", "ETH-USDT")):
     for r in sorted(trend, key=lambda r: r["horizon"]):
         n = trend_naive[r["horizon"]]
         print(f"| trend (not default) | {r['horizon']} | {r['rel_mae']:.3f} | "
-              f"{r['winkler95'] / n['winkler95']:.3f} | {r['coverage80']:.3f} / {r['coverage95']:.3f} | "
+              f"{r['winkler95'] / n['winkler95']:.3f} | {fmt(r.get('crps_rel'), 3)} | "
+              f"{fmt(r.get('pit_max_err'), 4)} | {r['coverage80']:.3f} / {r['coverage95']:.3f} | "
               f"{r['mae']:,.2f} | {r['winkler95']:,.1f} |")
 
 print("\n**Touch probabilities** (levels at ±1 and ±2 × naive's σ√h from the last close): Brier "

@@ -23,6 +23,7 @@ use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
+use crate::forecast::quantiles::{QuantileCalibrator, QuantileScore, crps};
 use crate::forecast::score::{Point, Score, Summary};
 use crate::forecast::stage::ForecastStage;
 use crate::forecast::touch::{BaseRate, Touch, TouchCalibrator, TouchScore, drift_and_spread};
@@ -264,6 +265,17 @@ pub struct Row {
     /// Touch probabilities for levels at ±1 and ±2 × naive's spread over the horizon from the
     /// last close (none when the run has no naive model).
     pub touch: TouchScore,
+    /// The nine calibrated quantiles ([`crate::forecast::quantiles`]).
+    pub quantiles: QuantileScore,
+}
+
+/// A forecast's quantiles waiting for their target bar.
+struct PendingQuantiles {
+    model: Name,
+    horizon: u32,
+    point: f64,
+    spread: f64,
+    quantiles: [f64; 9],
 }
 
 /// Touch levels, in units of naive's spread over the horizon (its `σ√h`) from the last close.
@@ -311,6 +323,9 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     let mut touch_scores: BTreeMap<(Name, u32), TouchScore> = BTreeMap::new();
     let mut calibrators: BTreeMap<(Name, u32), TouchCalibrator> = BTreeMap::new();
     let mut base_rates: BTreeMap<(u32, usize), BaseRate> = BTreeMap::new();
+    let mut q_pending: BTreeMap<i64, Vec<PendingQuantiles>> = BTreeMap::new();
+    let mut q_scores: BTreeMap<(Name, u32), QuantileScore> = BTreeMap::new();
+    let mut q_calibrators: BTreeMap<(Name, u32), QuantileCalibrator> = BTreeMap::new();
     let (mut highs, mut lows) = (
         Vec::with_capacity(candles.len()),
         Vec::with_capacity(candles.len()),
@@ -334,6 +349,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
                 stage = fresh();
                 pending.clear();
                 touch_pending.clear();
+                q_pending.clear();
                 last_close = None;
             }
             _ => {}
@@ -346,6 +362,27 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
         for (model, horizon, mut p) in pending.remove(&c.open_ms).unwrap_or_default() {
             p.actual = close;
             scores.entry((model, horizon)).or_default().add(&p);
+        }
+        let due = q_pending.remove(&c.open_ms).unwrap_or_default();
+        // Naive's CRPS per horizon at this target: the reference of every model's.
+        let naive_crps: Vec<(u32, f64)> = due
+            .iter()
+            .filter(|q| &*q.model == crate::forecast::ensemble::NAIVE)
+            .map(|q| (q.horizon, crps(&q.quantiles, close)))
+            .collect();
+        for q in due {
+            let reference = naive_crps
+                .iter()
+                .find(|(h, _)| *h == q.horizon)
+                .map(|(_, c)| *c);
+            q_calibrators
+                .entry((q.model.clone(), q.horizon))
+                .or_default()
+                .learn((close / q.point).ln() / q.spread);
+            q_scores
+                .entry((q.model, q.horizon))
+                .or_default()
+                .add(&q.quantiles, close, reference);
         }
         let at = highs.len();
         highs.push(c.high_f64());
@@ -373,6 +410,21 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             .filter_map(|f| Some((f.horizon, drift_and_spread(f.last, f.point, f.hi95)?.1)))
             .collect();
         for f in made {
+            if let Some((_, s)) = drift_and_spread(f.last, f.point, f.hi95) {
+                let cal = q_calibrators
+                    .entry((f.model.clone(), f.horizon))
+                    .or_default();
+                q_pending
+                    .entry(f.target_ms)
+                    .or_default()
+                    .push(PendingQuantiles {
+                        model: f.model.clone(),
+                        horizon: f.horizon,
+                        point: f.point,
+                        spread: s,
+                        quantiles: cal.quantiles(f.point, s),
+                    });
+            }
             if let Some(&(_, sn)) = unit.iter().find(|(h, _)| *h == f.horizon)
                 && let Some((mu, s)) = drift_and_spread(f.last, f.point, f.hi95)
             {
@@ -412,11 +464,15 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             let touch = touch_scores
                 .remove(&(model.clone(), horizon))
                 .unwrap_or_default();
+            let quantiles = q_scores
+                .remove(&(model.clone(), horizon))
+                .unwrap_or_default();
             s.summary(scale).map(|summary| Row {
                 model: model.to_string(),
                 horizon,
                 summary,
                 touch,
+                quantiles,
             })
         })
         .collect())
@@ -450,6 +506,9 @@ pub fn json_line(r: &Row) -> String {
         "coverage80": num(s.coverage80), "coverage95": num(s.coverage95),
         "winkler95": num(s.winkler95), "pinball": num(s.pinball),
         "directional_accuracy": num(s.directional_accuracy),
+        "crps": r.quantiles.crps().map_or(serde_json::Value::Null, num),
+        "crps_rel": r.quantiles.crps_rel().map_or(serde_json::Value::Null, num),
+        "pit_max_err": r.quantiles.pit_max_err().map_or(serde_json::Value::Null, num),
         "touch_brier": r.touch.brier().map_or(serde_json::Value::Null, num),
         "touch_brier_rel": r.touch.brier_rel().map_or(serde_json::Value::Null, num),
         "touch_ece": r.touch.ece().map_or(serde_json::Value::Null, num),
@@ -549,6 +608,32 @@ mod tests {
                 "h {}: Brier {rel:.4} × the base rate's",
                 r.horizon
             );
+        }
+    }
+
+    /// The nine quantiles calibrate on a fat-tailed random walk (90% of returns with sd 0.1%,
+    /// 10% with sd 0.6%, which a normal band misplaces at every level): PIT error ≤ 0.015.
+    #[test]
+    fn quantiles_calibrate_on_a_fat_tailed_walk() {
+        use crate::forecast::calibrated::{Calibrated, CalibrationSettings};
+        let candles = crate::forecast::synthetic_candles(&["BTC-USDT"], 40_000, 8);
+        let rows = run(&candles, &|| {
+            let naive = Calibrated::new(Box::new(Naive::default()), CalibrationSettings::default());
+            ForecastStage::new(vec![Box::new(naive)], vec![1, 5], "t")
+        })
+        .expect("runs");
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            let pit = r.quantiles.pit_max_err().expect("scored");
+            eprintln!(
+                "h {}: PIT error {pit:.4}, CRPS {:?}",
+                r.horizon,
+                r.quantiles.crps()
+            );
+            assert!(r.quantiles.n > 39_000, "h {}: {}", r.horizon, r.quantiles.n);
+            assert!(pit <= 0.015, "h {}: PIT error {pit:.4}", r.horizon);
+            // Naive against itself.
+            assert_eq!(r.quantiles.crps_rel(), Some(1.0));
         }
     }
 

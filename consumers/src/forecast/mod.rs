@@ -24,6 +24,7 @@ pub mod ets;
 pub mod garch;
 pub mod garch_model;
 pub mod naive;
+pub mod quantiles;
 pub mod score;
 pub mod scorer;
 pub mod series;
