@@ -298,6 +298,7 @@ async fn api(mode: Mode) {
         "/api/v1/forecasts",
         "/api/v1/forecasts/latest",
         "/api/v1/accuracy",
+        "/api/v1/probability",
         "/api/v1/stream",
         "/healthz",
         "/readyz",
@@ -310,6 +311,74 @@ async fn api(mode: Mode) {
     }
     let (status, body) = get("/api/v1/stream").await;
     assert_eq!(status, 503, "{body}");
+
+    // The probability of a level by the newest forecast: the ensemble's at 1 bar was made at
+    // bar 29 (last 129, point 129.5, 80% 128–130, 95% 127–131).
+    let (status, body) =
+        get("/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&horizon=1&level=131")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    use tickcast_consumers::forecast::Z95;
+    use tickcast_consumers::forecast::touch::{above_probability, touch_probability};
+    let newest = forecast("ensemble", 1, 29);
+    assert_eq!(v["level"], Value::from(131.0));
+    assert_eq!(
+        v["above"].as_f64(),
+        above_probability(129.5, 128.0, 130.0, 127.0, 131.0, 131.0)
+    );
+    assert!(
+        (v["above"].as_f64().unwrap() - 0.025).abs() < 1e-6,
+        "{body}"
+    );
+    let touch = touch_probability(
+        (131.0f64 / 129.0).ln(),
+        (129.5f64 / 129.0).ln(),
+        (131.0f64 / 129.5).ln() / Z95,
+    );
+    assert_eq!(v["touch"].as_f64(), Some(touch));
+    // Touching a level is likelier than closing beyond it.
+    assert!(touch > 0.025 && touch < 1.0, "{touch}");
+    let f: Forecast = serde_json::from_value(v["forecast"].clone()).unwrap();
+    assert_eq!(f, newest);
+    // Another model, and the point itself: even odds.
+    let (status, body) = get(
+        "/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&model=naive&horizon=5&level=129.5",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!((v["above"].as_f64().unwrap() - 0.5).abs() < 1e-6, "{body}");
+    assert_eq!(v["forecast"]["model"], Value::from("naive"));
+    // No such series: 404 saying which.
+    let (status, body) =
+        get("/api/v1/probability?exchange=binance&symbol=ETH-USDT&interval=1m&horizon=1&level=10")
+            .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("ETH-USDT"), "{body}");
+    let ok = "/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&horizon=1";
+    let probability_cases = [
+        (ok.to_string(), "level"),
+        (format!("{ok}&level=-1"), "level"),
+        (format!("{ok}&level=0"), "level"),
+        (format!("{ok}&level=abc"), "level"),
+        (format!("{ok}&level=NaN"), "level"),
+        (
+            "/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&level=1".to_string(),
+            "horizon",
+        ),
+        (
+            "/api/v1/probability?symbol=BTC-USDT&interval=1m&horizon=1&level=1".to_string(),
+            "exchange",
+        ),
+        (format!("{ok}&level=1&colour=red"), "colour"),
+    ];
+    for (path, field) in probability_cases {
+        let (status, body) = get(&path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["field"], Value::from(field), "{path}: {body}");
+    }
 
     // Bad parameters: 400 with the field named.
     let cases = [

@@ -31,6 +31,7 @@ use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
         crate::routes::forecasts,
         crate::routes::latest_forecasts,
         crate::routes::accuracy,
+        crate::routes::probability,
         crate::stream::stream,
         crate::alerts::list_rules,
         crate::alerts::get_rule,
@@ -40,6 +41,7 @@ use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
     ),
     components(schemas(
         ErrorBody, Check, Readiness, Candle, Forecast, Tick, Side, SeriesInfo, AccuracyRow,
+        crate::routes::Probability,
         Page<Candle>, Page<Forecast>, Page<SeriesInfo>, Page<AccuracyRow>,
         Alert, AlertState, RuleSpec, RuleKind, Bound, RuleOut, Page<RuleOut>, Page<Alert>,
     )),

@@ -321,8 +321,124 @@ pub async fn accuracy(
     Ok(Json(Page::new(data)))
 }
 
+/// Query parameters of `/api/v1/probability`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProbabilityParams {
+    /// Lower-case exchange id, e.g. `binance` (required).
+    #[param(pattern = r"^[a-z0-9_]{1,32}$")]
+    pub exchange: Option<String>,
+    /// Canonical `BASE-QUOTE`, e.g. `BTC-USDT` (required).
+    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
+    pub symbol: Option<String>,
+    /// Candle interval, e.g. `1m` (required).
+    #[param(pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
+    pub interval: Option<String>,
+    /// Model name (default `ensemble`).
+    #[param(min_length = 1, max_length = 64)]
+    pub model: Option<String>,
+    /// Horizon in bars, ≥ 1 (required).
+    #[param(minimum = 1)]
+    pub horizon: Option<i32>,
+    /// The price level, > 0 (required).
+    pub level: Option<f64>,
+}
+
+/// How likely a price level is, by the newest forecast of a series, model and horizon.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Probability {
+    /// The level asked about.
+    pub level: f64,
+    /// The probability that the close of the target bar is at or above `level`, from the
+    /// forecast's calibrated bands and point read as its 2.5, 10, 50, 90 and 97.5% quantiles.
+    pub above: f64,
+    /// The probability that the price reaches `level` at any time before the target bar
+    /// closes: the reflection principle on the forecast's drift and 95% spread. (Its online
+    /// calibration runs in backtests; the live stage does not publish it yet.)
+    pub touch: f64,
+    /// The forecast both come from.
+    pub forecast: Forecast,
+}
+
+/// `GET /api/v1/probability?exchange=&symbol=&interval=&model=&horizon=&level=` — the
+/// probability that the close at the target bar is at or above `level`, and that the price
+/// touches `level` before then, by the newest forecast of that series, model (default
+/// `ensemble`) and horizon.
+#[utoipa::path(get, path = "/api/v1/probability", tag = "data", params(ProbabilityParams),
+    responses((status = 200, body = Probability), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn probability(
+    State(state): State<AppState>,
+    q: Result<Query<ProbabilityParams>, QueryRejection>,
+) -> Result<Json<Probability>, ApiError> {
+    let Query(p) = q.map_err(|e| crate::error::query_error(&e))?;
+    let required =
+        |v: Option<String>, field: &str| v.ok_or_else(|| ApiError::param(field, "required"));
+    let exchange = required(p.exchange, "exchange")?;
+    exchange_param("exchange", &exchange)?;
+    let symbol = required(p.symbol, "symbol")?;
+    symbol_param("symbol", &symbol)?;
+    let interval = required(p.interval, "interval")?;
+    Interval::parse(&interval).map_err(|e| ApiError::param("interval", e))?;
+    let model = p.model.unwrap_or_else(|| "ensemble".to_string());
+    if !(1..=64).contains(&model.len()) {
+        return Err(ApiError::param("model", "must be 1 to 64 characters"));
+    }
+    let horizon = p
+        .horizon
+        .ok_or_else(|| ApiError::param("horizon", "required"))?;
+    if horizon < 1 {
+        return Err(ApiError::param("horizon", "must be at least 1"));
+    }
+    let level = p
+        .level
+        .ok_or_else(|| ApiError::param("level", "required"))?;
+    if !(level.is_finite() && level > 0.0) {
+        return Err(ApiError::param("level", "must be a positive price"));
+    }
+    let found = state
+        .store
+        .latest_forecasts(&ForecastQuery {
+            exchange: Some(exchange.clone()),
+            symbol: Some(symbol.clone()),
+            interval: Some(interval.clone()),
+            model: Some(model.clone()),
+            horizon: Some(horizon),
+            from_ms: None,
+            to_ms: None,
+            limit: 1,
+        })
+        .await?;
+    let Some(f) = found.into_iter().next() else {
+        return Err(ApiError::NotFound(format!(
+            "no forecast for {exchange} {symbol} {interval}, model {model}, horizon {horizon}"
+        )));
+    };
+    use tickcast_consumers::forecast::touch::{
+        above_probability, drift_and_spread, touch_probability,
+    };
+    let above = above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level);
+    let touch = drift_and_spread(f.last, f.point, f.hi95)
+        .map(|(mu, s)| touch_probability((level / f.last).ln(), mu, s))
+        .filter(|p| p.is_finite());
+    let (Some(above), Some(touch)) = (above, touch) else {
+        return Err(ApiError::NotFound(format!(
+            "the newest forecast for {exchange} {symbol} {interval}, model {model}, horizon \
+             {horizon} has no usable bands"
+        )));
+    };
+    Ok(Json(Probability {
+        level,
+        above,
+        touch,
+        forecast: f,
+    }))
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/probability", get(probability))
         .route("/api/v1/symbols", get(symbols))
         .route("/api/v1/candles", get(candles))
         .route("/api/v1/forecasts", get(forecasts))

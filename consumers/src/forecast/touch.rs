@@ -73,6 +73,57 @@ pub fn touch_probability(a: f64, mu: f64, s: f64) -> f64 {
     (first + second).clamp(0.0, 1.0)
 }
 
+/// The probability that the close at a forecast's target bar is at or above `level`, from its
+/// calibrated bands and point read as the 2.5, 10, 50, 90 and 97.5% quantiles of the close:
+/// the normal score is interpolated linearly in log price between them, and beyond the outer
+/// ones extended along the outer segment. `None` when the bounds are not positive, finite and
+/// in order, or `level` is not positive.
+pub fn above_probability(
+    point: f64,
+    lo80: f64,
+    hi80: f64,
+    lo95: f64,
+    hi95: f64,
+    level: f64,
+) -> Option<f64> {
+    const Z: [f64; 5] = [-Z95, -super::Z80, 0.0, super::Z80, Z95];
+    let bounds = [lo95, lo80, point, hi80, hi95];
+    if !(level > 0.0 && level.is_finite())
+        || bounds.iter().any(|b| !(b.is_finite() && *b > 0.0))
+        || bounds.windows(2).any(|w| w[0] > w[1])
+    {
+        return None;
+    }
+    let x = bounds.map(f64::ln);
+    let y = level.ln();
+    if x[0] == x[4] {
+        // Every bound equal: all the mass at the point.
+        return Some(if y <= x[2] { 1.0 } else { 0.0 });
+    }
+    // The normal score of y along the segment i → i + 1 (a segment of zero width has none).
+    let along = |i: usize| {
+        let width = x[i + 1] - x[i];
+        (width > 0.0).then(|| Z[i] + (y - x[i]) / width * (Z[i + 1] - Z[i]))
+    };
+    let z = if y < x[0] {
+        (0..4).find_map(along)
+    } else if y > x[4] {
+        (0..4).rev().find_map(along)
+    } else {
+        (0..4)
+            .filter(|&i| x[i] <= y && y <= x[i + 1])
+            .find_map(along)
+            .or_else(|| {
+                // y sits on bounds of zero width, a step of the distribution: what lies at or
+                // above it starts at the lowest of them.
+                let at = x.iter().position(|&b| b == y)?;
+                Some(Z[at])
+            })
+    };
+    // Some segment has width (the bounds are not all equal), so a score was found.
+    z.map(|z| 1.0 - norm_cdf(z))
+}
+
 /// The drift and spread of a forecast over its horizon, in log price from its last close;
 /// `None` without a usable 95% band.
 pub fn drift_and_spread(last: f64, point: f64, hi95: f64) -> Option<(f64, f64)> {
@@ -249,6 +300,39 @@ mod tests {
                 norm_cdf(x)
             );
         }
+    }
+
+    #[test]
+    fn above_probability_reads_the_bands_as_quantiles() {
+        let (point, lo80, hi80, lo95, hi95) = (100.0, 98.0, 102.5, 96.5, 104.0);
+        let above = |level: f64| above_probability(point, lo80, hi80, lo95, hi95, level).unwrap();
+        // At each bound exactly its level.
+        assert!((above(point) - 0.5).abs() < 1e-7);
+        assert!((above(hi80) - 0.10).abs() < 1e-7);
+        assert!((above(hi95) - 0.025).abs() < 1e-7);
+        assert!((above(lo80) - 0.90).abs() < 1e-7);
+        assert!((above(lo95) - 0.975).abs() < 1e-7);
+        // Between and beyond: in order, and within (0, 1).
+        let levels = [90.0, 96.5, 97.0, 99.0, 100.0, 101.0, 103.0, 104.0, 110.0];
+        let ps: Vec<f64> = levels.iter().map(|&l| above(l)).collect();
+        assert!(ps.windows(2).all(|w| w[0] >= w[1]), "{ps:?}");
+        assert!(ps[0] < 1.0 && ps[8] > 0.0 && ps[8] < 0.025);
+        // Every bound equal: a step at the point.
+        assert_eq!(above_probability(5.0, 5.0, 5.0, 5.0, 5.0, 5.0), Some(1.0));
+        assert_eq!(above_probability(5.0, 5.0, 5.0, 5.0, 5.0, 5.1), Some(0.0));
+        // Unusable input.
+        assert_eq!(
+            above_probability(100.0, 98.0, 102.5, 99.0, 104.0, 100.0),
+            None
+        );
+        assert_eq!(
+            above_probability(100.0, 98.0, 102.5, 96.5, 104.0, 0.0),
+            None
+        );
+        assert_eq!(
+            above_probability(100.0, 98.0, 102.5, -1.0, 104.0, 100.0),
+            None
+        );
     }
 
     #[test]
