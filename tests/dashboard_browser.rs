@@ -287,6 +287,39 @@ async fn dashboard_renders_and_updates_in_chromium() {
         cdp.eval("document.getElementById('b95').textContent").await
     );
 
+    // The odds of a typed price: at the newest forecast's point, about even that the bar
+    // closes at or above it; both figures shown as percentages.
+    cdp.eval(
+        "(() => { const f = [...S.fc.values()].sort((a, b) => b.base_ms - a.base_ms)[0]; \
+          const el = document.getElementById('level'); el.value = String(f.point); \
+          el.dispatchEvent(new Event('input')); return true; })()",
+    )
+    .await;
+    let t0 = Instant::now();
+    let odds = loop {
+        let d = cdp.dataset().await;
+        if d["above"].is_string() && d["touch"].is_string() {
+            break d;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no odds for the typed price: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let above: f64 = odds["above"].as_str().unwrap().parse().unwrap();
+    let touch: f64 = odds["touch"].as_str().unwrap().parse().unwrap();
+    assert!((0.3..=0.7).contains(&above), "above {above}");
+    assert!(touch > 0.0 && touch <= 1.0, "touch {touch}");
+    let text = cdp
+        .eval("document.getElementById('prob').textContent")
+        .await;
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains('%') && t.contains("touches")),
+        "{text}"
+    );
+
     // Updates: live ticks move the price, closed bars and new forecasts arrive over the
     // websocket and grow the chart's data.
     let t0 = Instant::now();

@@ -65,8 +65,29 @@ async function init() {
       load();
     });
   }
+  $("level").addEventListener("input", odds);
   await load();
   setInterval(scores, 15000);
+}
+
+// The odds of the price the user typed, by the newest forecast of the selected model and
+// horizon: closing at or above it at the target bar, and touching it before then.
+async function odds() {
+  const text = $("level").value;
+  const level = Number(text);
+  if (!text || !(level > 0)) { $("prob").textContent = "type a price"; return; }
+  const s = S.series.find((x) => x.symbol === S.symbol && x.interval === S.interval);
+  if (!s) return;
+  const q = new URLSearchParams({ exchange: s.exchange, symbol: S.symbol, interval: S.interval,
+    model: S.model, horizon: String(S.horizon), level: String(level) });
+  let d;
+  try { d = await getJSON(`/api/v1/probability?${q}`); }
+  catch { $("prob").textContent = "no forecast to read it from yet"; return; }
+  if (Number($("level").value) !== level) return; // typed on meanwhile
+  const pct = (p) => `${(100 * p).toFixed(1)}%`;
+  $("prob").textContent = `closes at or above it in ${S.horizon} bar(s): ${pct(d.above)} · touches it before: ${pct(d.touch)}`;
+  document.body.dataset.above = String(d.above);
+  document.body.dataset.touch = String(d.touch);
 }
 
 async function load() {
@@ -94,6 +115,7 @@ async function load() {
   draw();
   scores();
   alerts();
+  odds();
   connect();
 }
 
@@ -177,6 +199,7 @@ function connect() {
     } else if (msg.kind === "forecast" && d.interval === S.interval && d.model === S.model
                && d.horizon === S.horizon) {
       S.fc.set(d.target_ms, d);
+      if ($("level").value) odds();
     } else if (msg.kind === "alert") {
       addAlert(d, true);
       return;
