@@ -309,6 +309,19 @@ async fn api(mode: Mode) {
             "{path} missing from the OpenAPI document"
         );
     }
+    // The probability's parameters are required in the document as in the handler (a client
+    // generated from it must send them).
+    let required: Vec<&str> = doc["paths"]["/api/v1/probability"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["required"] == Value::Bool(true))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        required,
+        ["exchange", "symbol", "interval", "horizon", "level"]
+    );
     let (status, body) = get("/api/v1/stream").await;
     assert_eq!(status, 503, "{body}");
 

@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 
 use tickcast_consumers::alerts::RuleSpec;
-use tickcast_consumers::alerts::rule::{Bound, Kind as RuleKind};
+use tickcast_consumers::alerts::rule::{Bound, Kind as RuleKind, Odds};
 use tickcast_pipeline::domain::{Alert, AlertState};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -43,7 +43,7 @@ use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
         ErrorBody, Check, Readiness, Candle, Forecast, Tick, Side, SeriesInfo, AccuracyRow,
         crate::routes::Probability,
         Page<Candle>, Page<Forecast>, Page<SeriesInfo>, Page<AccuracyRow>,
-        Alert, AlertState, RuleSpec, RuleKind, Bound, RuleOut, Page<RuleOut>, Page<Alert>,
+        Alert, AlertState, RuleSpec, RuleKind, Bound, Odds, RuleOut, Page<RuleOut>, Page<Alert>,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -326,22 +326,23 @@ pub async fn accuracy(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ProbabilityParams {
-    /// Lower-case exchange id, e.g. `binance` (required).
-    #[param(pattern = r"^[a-z0-9_]{1,32}$")]
+    /// Lower-case exchange id, e.g. `binance`.
+    #[param(required = true, pattern = r"^[a-z0-9_]{1,32}$")]
     pub exchange: Option<String>,
-    /// Canonical `BASE-QUOTE`, e.g. `BTC-USDT` (required).
-    #[param(pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
+    /// Canonical `BASE-QUOTE`, e.g. `BTC-USDT`.
+    #[param(required = true, pattern = r"^[A-Z0-9]{1,16}(-[A-Z0-9]{1,16}){1,4}$")]
     pub symbol: Option<String>,
-    /// Candle interval, e.g. `1m` (required).
-    #[param(pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
+    /// Candle interval, e.g. `1m`.
+    #[param(required = true, pattern = r"^[1-9][0-9]{0,5}(ms|s|m|h|d)$")]
     pub interval: Option<String>,
     /// Model name (default `ensemble`).
     #[param(min_length = 1, max_length = 64)]
     pub model: Option<String>,
-    /// Horizon in bars, ≥ 1 (required).
-    #[param(minimum = 1)]
+    /// Horizon in bars, ≥ 1.
+    #[param(required = true, minimum = 1)]
     pub horizon: Option<i32>,
-    /// The price level, > 0 (required).
+    /// The price level, > 0.
+    #[param(required = true, exclusive_minimum = 0.0)]
     pub level: Option<f64>,
 }
 

@@ -45,6 +45,12 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             rule(
                 r#"{"id":"outside-80","interval":"1m","model":"m","horizon":2,"kind":"anomaly","band":80}"#,
             ),
+            rule(
+                r#"{"id":"likely-above-105","interval":"1m","model":"m","horizon":4,"kind":"probability","of":"above","level":105,"threshold":0.6,"hysteresis":0.1}"#,
+            ),
+            rule(
+                r#"{"id":"may-touch-90","interval":"1m","model":"m","horizon":6,"kind":"probability","of":"touch","level":90,"threshold":0.5}"#,
+            ),
         ];
         put_rules(store.as_ref(), &rules).await;
 
@@ -82,6 +88,19 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             point(2, 5, 100.0),
             In::C(candle("BTC-USDT", 8, "200")),
         ];
+        // P(close ≥ 105) by forecasts with last 100, 80% band point ± 5, 95% ± 10: point 100
+        // → 0.10, 110 → 0.90, 105.5 → 0.55 (inside the hysteresis), 104 → 0.40, 107 → 0.69.
+        let likely: Vec<In> = [100.0, 110.0, 105.5, 104.0, 107.0]
+            .iter()
+            .enumerate()
+            .map(|(b, v)| point(4, b as i64, *v))
+            .collect();
+        // P(touching 90 within 6 bars): point 100 → 0.03, 89 → 0.67, 100 → 0.03.
+        let touch: Vec<In> = [100.0, 89.0, 100.0]
+            .iter()
+            .enumerate()
+            .map(|(b, v)| point(6, b as i64, *v))
+            .collect();
         // Inputs no rule matches: other model, other horizon, other symbol.
         let others = vec![
             In::F(fc("other", 5, 0, 100.0, 300.0, (290.0, 310.0))),
@@ -89,7 +108,7 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             In::C(candle("ETH-USDT", 2, "1")),
         ];
         type Case = (&'static str, Vec<In>, Vec<(String, AlertState, i64)>);
-        let cases: [Case; 5] = [
+        let cases: [Case; 7] = [
             (
                 "above on lo95, for 2 bars, hysteresis 2",
                 above,
@@ -130,6 +149,20 @@ async fn each_rule_kind_emits_its_exact_sequence() {
                     ("outside-80", Resolved, 6),
                 ]),
             ),
+            (
+                "probability of closing at or above 105, at least 0.6, hysteresis 0.1",
+                likely,
+                want(&[
+                    ("likely-above-105", Firing, 1),
+                    ("likely-above-105", Resolved, 3),
+                    ("likely-above-105", Firing, 4),
+                ]),
+            ),
+            (
+                "probability of touching 90, at least 0.5",
+                touch,
+                want(&[("may-touch-90", Firing, 1), ("may-touch-90", Resolved, 2)]),
+            ),
             ("inputs no rule watches", others, Vec::new()),
         ];
         let mut stage = stage(&store);
@@ -166,6 +199,19 @@ async fn each_rule_kind_emits_its_exact_sequence() {
         assert_eq!(
             e.message,
             "lo95-above: firing: lo95 100.50 (rule: above 100.00)"
+        );
+        let e = first("likely-above-105", Firing);
+        assert_eq!(e.threshold, 0.6);
+        assert!((e.value - 0.9).abs() < 1e-6, "{}", e.value);
+        assert_eq!(
+            e.message,
+            "likely-above-105: firing: P(close ≥ 105.00) 0.900 (rule: at least 0.6)"
+        );
+        let e = first("may-touch-90", Firing);
+        assert!((e.value - 0.6722).abs() < 1e-3, "{}", e.value);
+        assert_eq!(
+            e.message,
+            "may-touch-90: firing: P(touch 90.00) 0.672 (rule: at least 0.5)"
         );
         let e = first("big-move", Firing);
         assert_eq!(e.threshold, 2.0);
@@ -543,7 +589,15 @@ async fn rule_file_loads_into_the_store() {
         .expect("example file is valid");
     let stored = store.alert_rules().await.expect("rules");
     assert_eq!(stored.len(), n);
-    assert!(n >= 4, "the example shows every kind");
+    assert!(n >= 5, "the example shows every kind");
+    let kinds: std::collections::BTreeSet<String> = stored
+        .iter()
+        .map(|r| format!("{:?}", r.rule.kind()))
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["Above", "Anomaly", "Below", "Change", "Probability"]
+    );
     assert!(stored.iter().all(|r| r.source == SOURCE_FILE));
 
     std::fs::write(

@@ -58,6 +58,40 @@ fn errors_name_the_field() {
         ),
         (&format!(r#"{{{BASE},"kind":"anomaly","band":90}}"#), "band"),
         (
+            &format!(r#"{{{BASE},"kind":"probability","threshold":0.5}}"#),
+            "level",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"probability","level":-3,"threshold":0.5}}"#),
+            "level",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"probability","level":100}}"#),
+            "threshold",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"probability","level":100,"threshold":1.5}}"#),
+            "threshold",
+        ),
+        (
+            &format!(
+                r#"{{{BASE},"kind":"probability","level":100,"threshold":0.5,"hysteresis":0.5}}"#
+            ),
+            "hysteresis",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"probability","level":100,"threshold":0.5,"of":"never"}}"#),
+            "of",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"above","threshold":1,"level":100}}"#),
+            "level",
+        ),
+        (
+            &format!(r#"{{{BASE},"kind":"change","threshold":1,"of":"touch"}}"#),
+            "of",
+        ),
+        (
             &format!(r#"{{{BASE},"kind":"anomaly","threshold":3}}"#),
             "threshold",
         ),
@@ -127,6 +161,25 @@ fn round_trips_through_json() {
         serde_json::to_string(&bars).expect("json"),
         r#"{"id":"r1","interval":"1m","model":"naive","horizon":5,"kind":"anomaly","band":80,"for_bars":2,"enabled":true}"#
     );
+    // A probability rule: `of` defaults to `above`, and is written out.
+    let odds = spec(&format!(
+        r#"{{{BASE},"kind":"probability","level":70000,"threshold":0.8,"hysteresis":0.1}}"#
+    ))
+    .expect("valid");
+    assert_eq!(
+        odds.condition,
+        Condition::Probability {
+            of: tickcast_consumers::alerts::rule::Odds::Above,
+            level: 70_000.0,
+            at_least: 0.8
+        }
+    );
+    let back = serde_json::to_string(&odds).expect("json");
+    assert_eq!(
+        back,
+        r#"{"id":"r1","interval":"1m","model":"naive","horizon":5,"kind":"probability","threshold":0.8,"level":70000.0,"of":"above","hysteresis":0.1,"enabled":true}"#
+    );
+    assert_eq!(serde_json::from_str::<Rule>(&back).expect("again"), odds);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use tickcast_pipeline::domain::{AlertState, Candle, Forecast, SCHEMA_VERSION};
 
 use super::AlertEvent;
 use super::machine::{Machine, Reading, Timing};
-use super::rule::{Band, Condition, Rule};
+use super::rule::{Band, Condition, Odds, Rule};
 
 pub use crate::forecast::SeriesKey;
 
@@ -420,6 +420,31 @@ fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading>
             }
         }
         Condition::Anomaly { .. } => return None,
+        Condition::Probability {
+            of,
+            level,
+            at_least,
+        } => {
+            use crate::forecast::touch::{above_probability, drift_and_spread, touch_probability};
+            let above = || above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level);
+            let p = match of {
+                Odds::Above => above()?,
+                Odds::Below => 1.0 - above()?,
+                Odds::Touch => {
+                    let (mu, s) = drift_and_spread(f.last, f.point, f.hi95)?;
+                    touch_probability((level / f.last).ln(), mu, s)
+                }
+            };
+            if !p.is_finite() {
+                return None;
+            }
+            Reading {
+                value: p,
+                threshold: at_least,
+                breach: p >= at_least,
+                clear: p < at_least - hysteresis,
+            }
+        }
     })
 }
 
@@ -486,6 +511,13 @@ fn describe(r: &Rule, reading: &Reading, state: AlertState, shown: Shown) -> Str
         Condition::Anomaly { band } => format!(
             "close {v} (rule: outside the {}% band; nearest bound {t})",
             band.percent()
+        ),
+        Condition::Probability { of, level, .. } => format!(
+            "P({} {}) {:.3} (rule: at least {})",
+            of.name(),
+            shown.price(level),
+            reading.value,
+            reading.threshold
         ),
     };
     let verb = match state {

@@ -20,6 +20,20 @@
 //!
 //! `anomaly` rules take `band: 80 | 95` (default 95) instead of `on` and `threshold`; their
 //! hysteresis is a price distance inside the band.
+//!
+//! `probability` rules fire when the forecast makes a price `level` likely enough:
+//!
+//! ```yaml
+//! kind: probability
+//! of: touch                     # above (close at or above level, default) | below | touch
+//! level: 70000                  # a price
+//! threshold: 0.8                # the probability, in (0, 1]
+//! hysteresis: 0.1               # resolves below 0.7
+//! ```
+//!
+//! `above` and `below` read the forecast's calibrated bands and point as its 2.5, 10, 50, 90 and
+//! 97.5% quantiles; `touch` is the chance that the price reaches `level` at any time before
+//! the target bar ([`crate::forecast::touch`]). The event's `value` is the probability.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -68,6 +82,33 @@ pub enum Kind {
     Change,
     /// The actual close of the target bar falls outside the forecast's interval.
     Anomaly,
+    /// The forecast's probability of a price level (`of`) reaches the threshold.
+    Probability,
+}
+
+/// Which probability of its level a `probability` rule watches.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Odds {
+    /// The target bar closes at or above the level.
+    #[default]
+    Above,
+    /// The target bar closes at or below the level.
+    Below,
+    /// The price reaches the level at any time before the target bar closes.
+    Touch,
+}
+
+impl Odds {
+    pub fn name(self) -> &'static str {
+        match self {
+            Odds::Above => "close ≥",
+            Odds::Below => "close ≤",
+            Odds::Touch => "touch",
+        }
+    }
 }
 
 /// A forecast value a price rule looks at. `lo95 above X` reads "at least 97.5% likely
@@ -149,6 +190,12 @@ pub enum Condition {
     Anomaly {
         band: Band,
     },
+    /// The probability `of` the price `level` is at least `at_least`.
+    Probability {
+        of: Odds,
+        level: f64,
+        at_least: f64,
+    },
 }
 
 /// How long the condition must hold before the alert fires.
@@ -204,6 +251,12 @@ pub struct RuleSpec {
     pub threshold: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub band: Option<u8>,
+    /// `probability` rules: the price level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<f64>,
+    /// `probability` rules: which probability of the level (default `above`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<Odds>,
     /// A duration such as `3m`; exclusive with `for_bars`.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
     pub for_duration: Option<String>,
@@ -258,6 +311,7 @@ impl Rule {
             Condition::Below { .. } => Kind::Below,
             Condition::Change { .. } => Kind::Change,
             Condition::Anomaly { .. } => Kind::Anomaly,
+            Condition::Probability { .. } => Kind::Probability,
         }
     }
 
@@ -306,6 +360,14 @@ impl TryFrom<RuleSpec> for Rule {
             return Err(RuleError::new(
                 "hysteresis",
                 format!("must be below the threshold ({percent} percent) for a change rule"),
+            ));
+        }
+        if let Condition::Probability { at_least, .. } = condition
+            && hysteresis >= at_least
+        {
+            return Err(RuleError::new(
+                "hysteresis",
+                format!("must be below the threshold ({at_least}) for a probability rule"),
             ));
         }
         let hold = match (&s.for_duration, s.for_bars) {
@@ -379,7 +441,42 @@ fn condition(s: &RuleSpec) -> Result<Condition, RuleError> {
             Ok(())
         }
     };
+    if s.kind != Kind::Probability {
+        no("level", s.level.is_some(), "`probability`")?;
+        no("of", s.of.is_some(), "`probability`")?;
+    }
     match s.kind {
+        Kind::Probability => {
+            no("band", s.band.is_some(), "`anomaly`")?;
+            no("on", s.on.is_some(), "`above` and `below`")?;
+            let level = match s.level {
+                None => return Err(RuleError::new("level", "required for `probability` rules")),
+                Some(x) if !x.is_finite() || x <= 0.0 => {
+                    return Err(RuleError::new("level", "must be a price > 0"));
+                }
+                Some(x) => x,
+            };
+            let at_least = match s.threshold {
+                None => {
+                    return Err(RuleError::new(
+                        "threshold",
+                        "required for `probability` rules",
+                    ));
+                }
+                Some(x) if !(x > 0.0 && x <= 1.0) => {
+                    return Err(RuleError::new(
+                        "threshold",
+                        "a probability: more than 0, at most 1",
+                    ));
+                }
+                Some(x) => x,
+            };
+            Ok(Condition::Probability {
+                of: s.of.unwrap_or_default(),
+                level,
+                at_least,
+            })
+        }
         Kind::Above | Kind::Below => {
             no("band", s.band.is_some(), "`anomaly`")?;
             let on = s.on.unwrap_or_default();
@@ -425,6 +522,13 @@ impl From<Rule> for RuleSpec {
             Condition::Below { on, price } => (Kind::Below, Some(on), Some(price), None),
             Condition::Change { percent } => (Kind::Change, None, Some(percent), None),
             Condition::Anomaly { band } => (Kind::Anomaly, None, None, Some(band.percent())),
+            Condition::Probability { at_least, .. } => {
+                (Kind::Probability, None, Some(at_least), None)
+            }
+        };
+        let (level, of) = match r.condition {
+            Condition::Probability { of, level, .. } => (Some(level), Some(of)),
+            _ => (None, None),
         };
         let (for_duration, for_bars) = match r.hold {
             Hold::Bars(n) => (None, Some(n)),
@@ -442,6 +546,8 @@ impl From<Rule> for RuleSpec {
             on,
             threshold,
             band,
+            level,
+            of,
             for_duration,
             for_bars,
             hysteresis: (r.hysteresis != 0.0).then_some(r.hysteresis),
