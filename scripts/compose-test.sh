@@ -25,7 +25,8 @@
 #
 # Environment: COMPOSE_TEST_DIR (work dir, default /tmp/tickcast-compose),
 # COMPOSE_TEST_TIMEOUT (seconds per wait, default 600), TICKCAST_DEMO_SPEED (default 10),
-# TICKCAST_DEMO_HISTORY_MINUTES (default 900: the trend model's first fit needs 720 bars).
+# TICKCAST_DEMO_HISTORY_MINUTES (default 900: past every default model's warm-up, GARCH's 201 bars
+# and AutoETS's 240, and the 720 the `trend` model needs when TICKCAST_MODELS names it).
 # The models it waits for are those the forecast service runs by default.
 set -euo pipefail
 
