@@ -237,12 +237,24 @@ pub async fn forecasts(
 }
 
 fn check_model_horizon(p: &SeriesParams) -> Result<(), ApiError> {
-    if p.horizon.is_some_and(|h| h < 1) {
+    if let Some(h) = p.horizon {
+        check_horizon(h)?;
+    }
+    if let Some(m) = &p.model {
+        check_model(m)?;
+    }
+    Ok(())
+}
+
+fn check_horizon(h: i32) -> Result<(), ApiError> {
+    if h < 1 {
         return Err(ApiError::param("horizon", "must be at least 1"));
     }
-    if let Some(m) = &p.model
-        && !(1..=64).contains(&m.len())
-    {
+    Ok(())
+}
+
+fn check_model(m: &str) -> Result<(), ApiError> {
+    if !(1..=64).contains(&m.len()) {
         return Err(ApiError::param("model", "must be 1 to 64 characters"));
     }
     Ok(())
@@ -416,13 +428,8 @@ pub async fn probability(
             "no forecast for {exchange} {symbol} {interval}, model {model}, horizon {horizon}"
         )));
     };
-    use tickcast_consumers::forecast::touch::{
-        above_probability, drift_and_spread, touch_probability,
-    };
-    let above = above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level);
-    let touch = drift_and_spread(f.last, f.point, f.hi95)
-        .map(|(mu, s)| touch_probability((level / f.last).ln(), mu, s))
-        .filter(|p| p.is_finite());
+    use tickcast_consumers::forecast::touch::{above_of, touch_of};
+    let (above, touch) = (above_of(&f, level), touch_of(&f, level));
     let (Some(above), Some(touch)) = (above, touch) else {
         return Err(ApiError::NotFound(format!(
             "the newest forecast for {exchange} {symbol} {interval}, model {model}, horizon \

@@ -410,7 +410,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             .filter_map(|f| Some((f.horizon, drift_and_spread(f.last, f.point, f.hi95)?.1)))
             .collect();
         for f in made {
-            if let Some((_, s)) = drift_and_spread(f.last, f.point, f.hi95) {
+            if let Some((mu, s)) = drift_and_spread(f.last, f.point, f.hi95) {
                 let cal = q_calibrators
                     .entry((f.model.clone(), f.horizon))
                     .or_default();
@@ -424,26 +424,24 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
                         spread: s,
                         quantiles: cal.quantiles(f.point, s),
                     });
-            }
-            if let Some(&(_, sn)) = unit.iter().find(|(h, _)| *h == f.horizon)
-                && let Some((mu, s)) = drift_and_spread(f.last, f.point, f.hi95)
-            {
-                let cal = calibrators.entry((f.model.clone(), f.horizon)).or_default();
-                let levels = std::array::from_fn(|k| {
-                    let a = TOUCH_LEVELS[k] * sn;
-                    let reference = base_rates.get(&(f.horizon, k)).map_or(0.5, BaseRate::rate);
-                    (a, cal.probability(a, mu, s), reference)
-                });
-                touch_pending
-                    .entry(f.target_ms)
-                    .or_default()
-                    .push(PendingTouch {
-                        model: f.model.clone(),
-                        horizon: f.horizon,
-                        base: at,
-                        last: f.last,
-                        levels,
+                if let Some(&(_, sn)) = unit.iter().find(|(h, _)| *h == f.horizon) {
+                    let cal = calibrators.entry((f.model.clone(), f.horizon)).or_default();
+                    let levels = std::array::from_fn(|k| {
+                        let a = TOUCH_LEVELS[k] * sn;
+                        let reference = base_rates.get(&(f.horizon, k)).map_or(0.5, BaseRate::rate);
+                        (a, cal.probability(a, mu, s), reference)
                     });
+                    touch_pending
+                        .entry(f.target_ms)
+                        .or_default()
+                        .push(PendingTouch {
+                            model: f.model.clone(),
+                            horizon: f.horizon,
+                            base: at,
+                            last: f.last,
+                            levels,
+                        });
+                }
             }
             let p = Point::from_forecast(&f);
             pending

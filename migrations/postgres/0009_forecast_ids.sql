@@ -36,19 +36,11 @@ create table forecast_rows (
 
 create index forecast_rows_by_target on forecast_rows (series, target_ms);
 
--- Updated in place at every bar: room on each page keeps the updates off the index.
+-- The newest row per series, model and horizon. The same columns in the same order as
+-- `forecast_rows` (the sink moves rows between them with `select *`); updated in place at
+-- every bar, so room on each page keeps the updates off the index.
 create table forecast_latest_rows (
-    series    integer          not null,
-    model     smallint         not null,
-    horizon   integer          not null,
-    base_ms   bigint           not null,
-    target_ms bigint           not null,
-    last      double precision not null,
-    point     double precision not null,
-    lo80      double precision not null,
-    hi80      double precision not null,
-    lo95      double precision not null,
-    hi95      double precision not null,
+    like forecast_rows,
     primary key (series, model, horizon)
 ) with (fillfactor = 50);
 

@@ -425,15 +425,11 @@ fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading>
             level,
             at_least,
         } => {
-            use crate::forecast::touch::{above_probability, drift_and_spread, touch_probability};
-            let above = || above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level);
+            use crate::forecast::touch::{above_of, touch_of};
             let p = match of {
-                Odds::Above => above()?,
-                Odds::Below => 1.0 - above()?,
-                Odds::Touch => {
-                    let (mu, s) = drift_and_spread(f.last, f.point, f.hi95)?;
-                    touch_probability((level / f.last).ln(), mu, s)
-                }
+                Odds::Above => above_of(f, level)?,
+                Odds::Below => 1.0 - above_of(f, level)?,
+                Odds::Touch => touch_of(f, level)?,
             };
             if !p.is_finite() {
                 return None;

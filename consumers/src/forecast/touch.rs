@@ -22,6 +22,8 @@
 
 use std::f64::consts::SQRT_2;
 
+use tickcast_pipeline::domain::Forecast;
+
 use super::Z95;
 
 /// The standard normal distribution function.
@@ -125,11 +127,25 @@ pub fn above_probability(
 }
 
 /// The drift and spread of a forecast over its horizon, in log price from its last close;
-/// `None` without a usable 95% band.
+/// `None` without a usable 95% band ([`super::calibrated::spread`]'s rule).
 pub fn drift_and_spread(last: f64, point: f64, hi95: f64) -> Option<(f64, f64)> {
     let mu = (point / last).ln();
-    let s = (hi95 / point).ln() / Z95;
-    (mu.is_finite() && s.is_finite() && s > 0.0).then_some((mu, s))
+    let s = super::calibrated::spread(point, hi95)?;
+    mu.is_finite().then_some((mu, s))
+}
+
+/// By forecast `f`: the probability that its target bar closes at or above `level`
+/// ([`above_probability`] on its bands and point).
+pub fn above_of(f: &Forecast, level: f64) -> Option<f64> {
+    above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level)
+}
+
+/// By forecast `f`: the probability that the price reaches `level` before its target bar
+/// closes ([`touch_probability`] on its drift and spread, not calibrated).
+pub fn touch_of(f: &Forecast, level: f64) -> Option<f64> {
+    let (mu, s) = drift_and_spread(f.last, f.point, f.hi95)?;
+    let p = touch_probability((level / f.last).ln(), mu, s);
+    p.is_finite().then_some(p)
 }
 
 /// Online calibration of touch probabilities for one series, model and horizon: Platt scaling

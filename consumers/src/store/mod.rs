@@ -565,8 +565,8 @@ macro_rules! save_checkpoint_body {
 pub(crate) use save_checkpoint_body;
 
 /// Of several forecasts for one series, model and horizon, the one with the newest base bar:
-/// what the sink writes to `forecasts_latest` (one row per key, so a batch never updates a row
-/// twice in one statement).
+/// what the SQLite sink writes to `forecasts_latest` (one row per key, so a batch never updates
+/// a row twice in one statement).
 pub(crate) fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> {
     let mut newest: BTreeMap<(&str, &str, &str, &str, u32), &'a Forecast> = BTreeMap::new();
     for f in rows {
@@ -587,8 +587,9 @@ pub(crate) fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> 
     newest.into_values().collect()
 }
 
-/// Upsert clause of `forecasts_latest`: a row moves only forward in time, so a redelivered old
-/// forecast never replaces a newer one (both dialects).
+/// Upsert clause of SQLite's `forecasts_latest`: a row moves only forward in time, so a
+/// redelivered old forecast never replaces a newer one (Postgres's `forecast_latest_rows` has
+/// the same rule, on its ids).
 pub(crate) const UPSERT_LATEST: &str = "on conflict (exchange, symbol, interval, model, horizon)
     do update set base_ms = excluded.base_ms, target_ms = excluded.target_ms,
     last = excluded.last, point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80,

@@ -158,10 +158,11 @@ async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) ->
     Ok(())
 }
 
-/// The fallback when a forecast row is already stored: the newer delivery wins.
-const UPSERT_ROWS: &str = "on conflict (series, model, horizon, base_ms) do update set \
-    target_ms = excluded.target_ms, last = excluded.last, point = excluded.point, \
-    lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
+/// The values a stored forecast row takes from a newer delivery of its key (in
+/// `forecast_rows`) or a newer forecast of its series (in `forecast_latest_rows`).
+const NEWER_VALUES: &str = "target_ms = excluded.target_ms, last = excluded.last, \
+    point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, \
+    hi95 = excluded.hi95";
 
 /// Writes forecasts through Postgres's bulk path: binary `COPY` of their id rows (`ids`, one
 /// per row: see [`super::forecast_ids`]) into a temporary staging table (one per connection,
@@ -219,7 +220,8 @@ async fn write_forecasts(
                 .execute(&mut **tx)
                 .await?;
             sqlx::query(&format!(
-                "insert into forecast_rows select * from sink_forecast_rows {UPSERT_ROWS}"
+                "insert into forecast_rows select * from sink_forecast_rows \
+                 on conflict (series, model, horizon, base_ms) do update set {NEWER_VALUES}"
             ))
             .execute(&mut **tx)
             .await
@@ -247,9 +249,7 @@ async fn write_forecasts(
     sqlx::query(&format!(
         "insert into forecast_latest_rows select {distinct} * from sink_forecast_rows {order} \
          on conflict (series, model, horizon) do update set base_ms = excluded.base_ms, \
-           target_ms = excluded.target_ms, last = excluded.last, point = excluded.point, \
-           lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95 \
-         where excluded.base_ms >= forecast_latest_rows.base_ms"
+           {NEWER_VALUES} where excluded.base_ms >= forecast_latest_rows.base_ms"
     ))
     .execute(&mut **tx)
     .await
