@@ -12,7 +12,9 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use tickcast_consumers::store::{AccuracyRow, Checkpoint};
 use tickcast_consumers::store::{Pos, SinkBatch};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{
+    Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
+};
 use tickcast_pipeline::shutdown;
 
 fn candle(minute: i64) -> Candle {
@@ -50,6 +52,7 @@ fn forecast(model: &str, horizon: u32, base_minute: i64) -> Forecast {
         hi80: last + 1.0,
         lo95: last - 2.0,
         hi95: last + 2.0,
+        ..Default::default()
     }
 }
 
@@ -139,6 +142,12 @@ async fn api(mode: Mode) {
                     coverage95: 1.0,
                     winkler95: 4.0,
                     directional_accuracy: None,
+                    crps: Some(0.25),
+                    crps_rel: Some(0.5),
+                    pit_max_err: Some(0.125),
+                    touch_brier: Some(0.1875),
+                    touch_brier_rel: Some(0.75),
+                    touch_ece: Some(0.0625),
                 }],
                 ..Default::default()
             },
@@ -150,7 +159,7 @@ async fn api(mode: Mode) {
     let (trigger, signal) = shutdown::channel();
     let server = tokio::spawn(tickcast_api::serve(
         listener,
-        tickcast_api::AppState::new(store),
+        tickcast_api::AppState::new(store.clone()),
         signal,
     ));
     let http = reqwest::Client::new();
@@ -274,6 +283,17 @@ async fn api(mode: Mode) {
     assert_eq!(v["count"], 1);
     assert_eq!(v["data"][0]["rel_mae"], Value::from(1.0));
     assert_eq!(v["data"][0]["winkler95"], Value::from(4.0));
+    // The scores of version 2's fields, exactly as saved.
+    for (field, want) in [
+        ("crps", 0.25),
+        ("crps_rel", 0.5),
+        ("pit_max_err", 0.125),
+        ("touch_brier", 0.1875),
+        ("touch_brier_rel", 0.75),
+        ("touch_ece", 0.0625),
+    ] {
+        assert_eq!(v["data"][0][field], Value::from(want), "{field}: {body}");
+    }
     let (_, body) = get("/api/v1/accuracy?model=naive").await;
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["count"], 0);
 
@@ -433,6 +453,97 @@ async fn api(mode: Mode) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
+
+    // A version 2 forecast is served with its quantiles, touch calibration, model version and
+    // degraded flag, exactly; a version 1 forecast without them. (Written last: the rows above
+    // are the only ones the earlier answers count.)
+    let version: Name = "ets.r2.5c1f09ab".into();
+    let v2 = Forecast {
+        v: FORECAST_VERSION,
+        quantiles: Some([
+            -0.0, 1e-300, 126.5, 127.25, 129.5, 130.0, 130.75, 131.0, 1e300,
+        ]),
+        touch: Some(TouchCalibration {
+            alpha: -0.123_456_789_012_345_67,
+            beta: 1.000_000_000_000_000_2,
+        }),
+        model_version: Some(version),
+        degraded: Some(true),
+        ..forecast("ets", 1, 29)
+    };
+    store
+        .write_batch(
+            "sink",
+            &SinkBatch {
+                forecasts: vec![(pos("f", 122), v2.clone())],
+                offsets: BTreeMap::from([(("f".into(), 0), 123)]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/forecasts?model=ets",
+        "/api/v1/forecasts/latest?model=ets",
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(page["count"], 1, "{path}: {body}");
+        let f = &page["data"][0];
+        assert_eq!(f["v"], 2, "{path}: {body}");
+        assert_eq!(f["model_version"], "ets.r2.5c1f09ab", "{path}: {body}");
+        assert_eq!(f["degraded"], true, "{path}: {body}");
+        assert_eq!(f["touch"]["alpha"], -0.123_456_789_012_345_67, "{body}");
+        let back: Forecast = serde_json::from_value(f.clone()).unwrap();
+        assert_eq!(back, v2, "{path}: {body}");
+        let bits = |f: &Forecast| f.quantiles.map(|qs| qs.map(f64::to_bits));
+        assert_eq!(bits(&back), bits(&v2), "{path}: {body}");
+    }
+    // The probability of a level by a version 2 forecast: from its nine quantiles and through
+    // its touch calibration, as the library computes them.
+    let v2 = Forecast {
+        v: FORECAST_VERSION,
+        quantiles: Some([
+            126.0, 126.8, 127.6, 128.6, 129.5, 130.1, 131.2, 131.9, 132.4,
+        ]),
+        touch: Some(TouchCalibration {
+            alpha: -0.4,
+            beta: 1.3,
+        }),
+        model_version: Some("lstm.r1.0a9b3c2d.t720".into()),
+        degraded: Some(false),
+        ..forecast("lstm", 1, 29)
+    };
+    store
+        .write_batch(
+            "sink",
+            &SinkBatch {
+                forecasts: vec![(pos("f", 123), v2.clone())],
+                offsets: BTreeMap::from([(("f".into(), 0), 124)]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (status, body) =
+        get("/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&model=lstm&horizon=1&level=131.5").await;
+    assert_eq!(status, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    use tickcast_consumers::forecast::touch::{above_of, touch_of};
+    let (above, touch) = (above_of(&v2, 131.5).unwrap(), touch_of(&v2, 131.5).unwrap());
+    assert_eq!(p["above"], Value::from(above), "{body}");
+    assert_eq!(p["touch"], Value::from(touch), "{body}");
+    // Between the 90% (131.2) and 95% (131.9) quantiles.
+    assert!(above > 0.05 && above < 0.1, "{above}");
+    assert_eq!(p["forecast"]["model_version"], "lstm.r1.0a9b3c2d.t720");
+
+    let (_, body) = get("/api/v1/forecasts/latest?model=naive&horizon=5").await;
+    let f = &serde_json::from_str::<Value>(&body).unwrap()["data"][0];
+    assert_eq!(f["v"], 1, "{body}");
+    for field in ["quantiles", "touch", "model_version", "degraded"] {
+        assert!(f.get(field).is_none(), "{field}: {body}");
+    }
 
     trigger.fire();
     server.await.unwrap().unwrap();

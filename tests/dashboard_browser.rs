@@ -319,6 +319,14 @@ async fn dashboard_renders_and_updates_in_chromium() {
             .is_some_and(|t| t.contains('%') && t.contains("touches")),
         "{text}"
     );
+    // The newest forecast names its model's version (`{model}.r{revision}.{hash}`).
+    let version = odds["modelVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let shown = cdp.eval("document.getElementById('mv').textContent").await;
+    assert!(version.contains(".r"), "model version {version:?}");
+    assert_eq!(shown.as_str(), Some(version.as_str()));
 
     // Updates: live ticks move the price, closed bars and new forecasts arrive over the
     // websocket and grow the chart's data.

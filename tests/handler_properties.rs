@@ -229,6 +229,7 @@ fn extreme_forecast() -> impl Strategy<Value = Forecast> {
                 hi80: point + half / 2.0,
                 lo95: point - half,
                 hi95: point + half,
+                ..Default::default()
             }
         })
 }
@@ -293,6 +294,7 @@ fn probe_forecast() -> Forecast {
         hi80: 1.0,
         lo95: 1.0,
         hi95: 1.0,
+        ..Default::default()
     }
 }
 

@@ -55,6 +55,7 @@ fn forecast(c: &Candle, horizon: u32) -> Forecast {
         hi80: last + 1.0,
         lo95: last - 2.0,
         hi95: last + 2.0,
+        ..Default::default()
     }
 }
 

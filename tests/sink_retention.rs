@@ -38,6 +38,7 @@ fn forecast(base_ms: i64) -> Forecast {
         hi80: 1.5,
         lo95: 0.0,
         hi95: 2.0,
+        ..Default::default()
     }
 }
 

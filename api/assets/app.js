@@ -137,6 +137,9 @@ function draw() {
     $("fc").textContent = `${fmt(newest.point)} (${S.model}, +${S.horizon})`;
     $("b80").textContent = `${fmt(newest.lo80)} – ${fmt(newest.hi80)}`;
     $("b95").textContent = `${fmt(newest.lo95)} – ${fmt(newest.hi95)}`;
+    $("mv").textContent = newest.model_version ?? "— (a version 1 forecast)";
+    $("degraded").hidden = newest.degraded !== true;
+    document.body.dataset.modelVersion = newest.model_version ?? "";
   }
   document.body.dataset.candles = String(S.candles.size);
   document.body.dataset.forecasts = String(S.fc.size);
@@ -228,7 +231,7 @@ async function scores() {
     const targets = [...S.fc.values()].map((f) => f.target_ms);
     const first = targets.length ? new Date(Math.min(...targets) + barMs(S.interval)) : null;
     const td = document.createElement("td");
-    td.colSpan = 8;
+    td.colSpan = 10;
     td.className = "muted";
     td.textContent = first
       ? `No scores yet. A forecast is scored when its target bar closes: the first at about ${first.toLocaleTimeString()}, shown here at the next checkpoint.`
@@ -245,7 +248,8 @@ async function scores() {
     const rel = r.rel_mae;
     const cells = [r.model, r.horizon, rel == null ? "—" : rel.toFixed(3),
       r.mase == null ? "—" : r.mase.toFixed(3), r.coverage80.toFixed(3), r.coverage95.toFixed(3),
-      fmt(r.winkler95), Math.round(r.n)];
+      fmt(r.winkler95), r.crps_rel == null ? "—" : r.crps_rel.toFixed(3),
+      r.touch_ece == null ? "—" : r.touch_ece.toFixed(3), Math.round(r.n)];
     cells.forEach((c, i) => {
       const td = document.createElement("td");
       td.textContent = String(c);

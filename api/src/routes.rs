@@ -364,11 +364,12 @@ pub struct Probability {
     /// The level asked about.
     pub level: f64,
     /// The probability that the close of the target bar is at or above `level`, from the
-    /// forecast's calibrated bands and point read as its 2.5, 10, 50, 90 and 97.5% quantiles.
+    /// forecast's nine calibrated quantiles (interpolated in normal score between them; for a
+    /// version 1 forecast, from its bands and point).
     pub above: f64,
     /// The probability that the price reaches `level` at any time before the target bar
-    /// closes: the reflection principle on the forecast's drift and 95% spread. (Its online
-    /// calibration runs in backtests; the live stage does not publish it yet.)
+    /// closes: the reflection principle on the forecast's drift and 95% spread, through the
+    /// forecast's online touch calibration (a version 1 forecast has none).
     pub touch: f64,
     /// The forecast both come from.
     pub forecast: Forecast,

@@ -6,6 +6,9 @@
 //!   (`COPY forecast_rows FROM STDIN`, one statement, partitions and the names' ids made
 //!   beforehand).
 //!
+//! The rows are version 2 forecasts, as the forecast stage publishes them: nine quantiles around
+//! the point, a touch calibration, one shared model version per model, not degraded.
+//!
 //! Also the bytes a forecast row takes on disk (table and indexes of the `forecast_rows`
 //! partitions), and from it the bytes per day of 1,000 symbols on 1-minute bars with the
 //! default models (4 and the ensemble) and horizons (1, 5, 15).
@@ -21,7 +24,7 @@ use std::time::Instant;
 use sqlx::Connection as _;
 use tickcast_consumers::store::postgres::PgStore;
 use tickcast_consumers::store::{Pos, SinkBatch, Store};
-use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{FORECAST_VERSION, Forecast, Name, TouchCalibration};
 
 /// The default models and the ensemble.
 const MODELS: [&str; 5] = ["naive", "garch", "ets", "lstm", "ensemble"];
@@ -29,22 +32,36 @@ const HORIZONS: [u32; 3] = [1, 5, 15];
 const BATCH: usize = 5_000;
 /// 2026-12-01T00:00:00Z.
 const T0: i64 = 1_796_083_200_000;
+/// Standard normal quantiles at the levels of `Forecast::quantiles`.
+const Z: [f64; 9] = [
+    -1.959_964, -1.644_854, -1.281_552, -0.674_490, 0.0, 0.674_490, 1.281_552, 1.644_854, 1.959_964,
+];
 
 fn rows(symbols: usize, bars: usize) -> Vec<Forecast> {
     let mut out = Vec::with_capacity(symbols * bars * MODELS.len() * HORIZONS.len());
+    // One version per model, shared by its rows as the stage shares it.
+    let versions: Vec<Name> = MODELS
+        .iter()
+        .map(|m| match *m {
+            "lstm" => format!("{m}.r1.0a9b3c2d.t1200").into(),
+            _ => format!("{m}.r2.5c1f09ab").into(),
+        })
+        .collect();
     for bar in 0..bars {
         let base = T0 + bar as i64 * 60_000;
         for s in 0..symbols {
             let last = 100.0 + s as f64 * 0.37 + bar as f64 * 0.01;
-            for model in MODELS {
+            for (model, version) in MODELS.iter().zip(&versions) {
                 for h in HORIZONS {
                     let point = last * (1.0 + 0.0001 * f64::from(h));
+                    // A spread of about 1% a bar, wider with the horizon.
+                    let spread = 0.0102 * f64::from(h).sqrt();
                     out.push(Forecast {
-                        v: SCHEMA_VERSION,
+                        v: FORECAST_VERSION,
                         exchange: "binance".into(),
                         symbol: format!("S{s:04}-USDT").into(),
                         interval: "1m".into(),
-                        model: model.into(),
+                        model: (*model).into(),
                         horizon: h,
                         base_ms: base,
                         target_ms: base + i64::from(h) * 60_000,
@@ -54,6 +71,13 @@ fn rows(symbols: usize, bars: usize) -> Vec<Forecast> {
                         hi80: point * 1.01,
                         lo95: point * 0.98,
                         hi95: point * 1.02,
+                        quantiles: Some(Z.map(|z| point * (1.0 + z * spread))),
+                        touch: Some(TouchCalibration {
+                            alpha: -0.031 + 0.007 * (s % 9) as f64,
+                            beta: 0.97 + 0.011 * f64::from(h),
+                        }),
+                        model_version: Some(version.clone()),
+                        degraded: Some(false),
                     });
                 }
             }
@@ -173,10 +197,18 @@ async fn main() {
             .into_iter()
             .map(|(id, m)| (m, id))
             .collect();
-    let mut text = String::with_capacity(n * 100);
+    let versions: std::collections::HashMap<String, i32> =
+        sqlx::query_as::<_, (i32, String)>("select id, name from forecast_model_versions")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, v)| (v, id))
+            .collect();
+    let mut text = String::with_capacity(n * 300);
     for f in &all {
         use std::fmt::Write as _;
-        writeln!(
+        write!(
             text,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             series[&*f.symbol],
@@ -190,6 +222,18 @@ async fn main() {
             f.hi80,
             f.lo95,
             f.hi95
+        )
+        .unwrap();
+        for q in f.quantiles.expect("version 2") {
+            write!(text, "\t{q}").unwrap();
+        }
+        let touch = f.touch.expect("version 2");
+        let version = f.model_version.as_deref().expect("version 2");
+        let degraded = if f.degraded == Some(true) { 't' } else { 'f' };
+        writeln!(
+            text,
+            "\t{}\t{}\t{}\t{degraded}",
+            touch.alpha, touch.beta, versions[version]
         )
         .unwrap();
     }

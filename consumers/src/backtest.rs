@@ -23,10 +23,10 @@ use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
-use crate::forecast::quantiles::{QuantileCalibrator, QuantileScore, crps};
+use crate::forecast::quantiles::{QuantileScore, crps};
 use crate::forecast::score::{Point, Score, Summary};
 use crate::forecast::stage::ForecastStage;
-use crate::forecast::touch::{BaseRate, Touch, TouchCalibrator, TouchScore, drift_and_spread};
+use crate::forecast::touch::{BaseRate, TouchCalibrator, TouchScore, drift_and_spread};
 
 /// Which series a candle file holds.
 #[derive(Debug, Clone)]
@@ -273,8 +273,6 @@ pub struct Row {
 struct PendingQuantiles {
     model: Name,
     horizon: u32,
-    point: f64,
-    spread: f64,
     quantiles: [f64; 9],
 }
 
@@ -293,7 +291,7 @@ struct PendingTouch {
     last: f64,
     /// Per level of [`TOUCH_LEVELS`]: the level in log price from `last`, the published
     /// probability and the base rate's.
-    levels: [(f64, Touch, f64); 4],
+    levels: [(f64, f64, f64); 4],
 }
 
 /// Running maximum of highs and minimum of lows of the bars after `base` up to `to`.
@@ -321,11 +319,9 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
     let mut scores: BTreeMap<(Name, u32), Score> = BTreeMap::new();
     let mut touch_pending: BTreeMap<i64, Vec<PendingTouch>> = BTreeMap::new();
     let mut touch_scores: BTreeMap<(Name, u32), TouchScore> = BTreeMap::new();
-    let mut calibrators: BTreeMap<(Name, u32), TouchCalibrator> = BTreeMap::new();
     let mut base_rates: BTreeMap<(u32, usize), BaseRate> = BTreeMap::new();
     let mut q_pending: BTreeMap<i64, Vec<PendingQuantiles>> = BTreeMap::new();
     let mut q_scores: BTreeMap<(Name, u32), QuantileScore> = BTreeMap::new();
-    let mut q_calibrators: BTreeMap<(Name, u32), QuantileCalibrator> = BTreeMap::new();
     let (mut highs, mut lows) = (
         Vec::with_capacity(candles.len()),
         Vec::with_capacity(candles.len()),
@@ -375,10 +371,6 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
                 .iter()
                 .find(|(h, _)| *h == q.horizon)
                 .map(|(_, c)| *c);
-            q_calibrators
-                .entry((q.model.clone(), q.horizon))
-                .or_default()
-                .learn((close / q.point).ln() / q.spread);
             q_scores
                 .entry((q.model, q.horizon))
                 .or_default()
@@ -390,12 +382,10 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
         for t in touch_pending.remove(&c.open_ms).unwrap_or_default() {
             let (hi, lo) = window_extremes(&highs, &lows, t.base, at);
             let (up, down) = ((hi / t.last).ln(), (lo / t.last).ln());
-            let cal = calibrators.entry((t.model.clone(), t.horizon)).or_default();
             let score = touch_scores.entry((t.model, t.horizon)).or_default();
             for (k, &(a, p, reference)) in t.levels.iter().enumerate() {
                 let touched = if a > 0.0 { up >= a } else { down <= a };
-                cal.learn(p, touched);
-                score.add(p.p, reference, touched);
+                score.add(p, reference, touched);
                 base_rates
                     .entry((t.horizon, k))
                     .or_insert_with(|| BaseRate::new(BASE_WINDOW))
@@ -410,26 +400,30 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
             .filter_map(|f| Some((f.horizon, drift_and_spread(f.last, f.point, f.hi95)?.1)))
             .collect();
         for f in made {
-            if let Some((mu, s)) = drift_and_spread(f.last, f.point, f.hi95) {
-                let cal = q_calibrators
-                    .entry((f.model.clone(), f.horizon))
-                    .or_default();
+            // Scored on what the stage published: its quantiles, and its touch calibration
+            // applied at the levels.
+            if let (Some((mu, s)), Some(quantiles), Some(touch)) = (
+                drift_and_spread(f.last, f.point, f.hi95),
+                f.quantiles,
+                f.touch,
+            ) {
                 q_pending
                     .entry(f.target_ms)
                     .or_default()
                     .push(PendingQuantiles {
                         model: f.model.clone(),
                         horizon: f.horizon,
-                        point: f.point,
-                        spread: s,
-                        quantiles: cal.quantiles(f.point, s),
+                        quantiles,
                     });
                 if let Some(&(_, sn)) = unit.iter().find(|(h, _)| *h == f.horizon) {
-                    let cal = calibrators.entry((f.model.clone(), f.horizon)).or_default();
+                    let cal = TouchCalibrator {
+                        alpha: touch.alpha,
+                        beta: touch.beta,
+                    };
                     let levels = std::array::from_fn(|k| {
                         let a = TOUCH_LEVELS[k] * sn;
                         let reference = base_rates.get(&(f.horizon, k)).map_or(0.5, BaseRate::rate);
-                        (a, cal.probability(a, mu, s), reference)
+                        (a, cal.probability(a, mu, s).p, reference)
                     });
                     touch_pending
                         .entry(f.target_ms)

@@ -20,6 +20,26 @@ fn point(h: u32, bar: i64, point: f64) -> In {
     In::F(fc("m", h, bar, 100.0, point, (point - 10.0, point + 10.0)))
 }
 
+/// [`point`] as a version 2 forecast, degraded or not.
+fn point_v2(h: u32, bar: i64, point: f64, degraded: bool) -> In {
+    let In::F(f) = self::point(h, bar, point) else {
+        unreachable!("point makes forecasts")
+    };
+    In::F(tickcast_pipeline::domain::Forecast {
+        v: tickcast_pipeline::domain::FORECAST_VERSION,
+        quantiles: Some([
+            f.lo95, f.lo95, f.lo80, f.lo80, f.point, f.hi80, f.hi80, f.hi95, f.hi95,
+        ]),
+        touch: Some(tickcast_pipeline::domain::TouchCalibration {
+            alpha: 0.0,
+            beta: 1.0,
+        }),
+        model_version: Some("m.r1.00000000".into()),
+        degraded: Some(degraded),
+        ..f
+    })
+}
+
 fn lo95(h: u32, bar: i64, lo: f64) -> In {
     In::F(fc("m", h, bar, 100.0, lo + 5.0, (lo, lo + 10.0)))
 }
@@ -50,6 +70,12 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             ),
             rule(
                 r#"{"id":"may-touch-90","interval":"1m","model":"m","horizon":6,"kind":"probability","of":"touch","level":90,"threshold":0.5}"#,
+            ),
+            rule(
+                r#"{"id":"skips-degraded","interval":"1m","model":"m","horizon":7,"kind":"above","threshold":100}"#,
+            ),
+            rule(
+                r#"{"id":"reads-degraded","interval":"1m","model":"m","horizon":7,"kind":"above","threshold":100,"include_degraded":true}"#,
             ),
         ];
         put_rules(store.as_ref(), &rules).await;
@@ -101,6 +127,18 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             .enumerate()
             .map(|(b, v)| point(6, b as i64, *v))
             .collect();
+        // Degraded forecasts (bars 1 and 2) are skipped unless the rule includes them.
+        let degraded: Vec<In> = [
+            (101.0, false),
+            (102.0, true),
+            (99.0, true),
+            (101.0, false),
+            (99.0, false),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(b, (v, d))| point_v2(7, b as i64, *v, *d))
+        .collect();
         // Inputs no rule matches: other model, other horizon, other symbol.
         let others = vec![
             In::F(fc("other", 5, 0, 100.0, 300.0, (290.0, 310.0))),
@@ -108,7 +146,7 @@ async fn each_rule_kind_emits_its_exact_sequence() {
             In::C(candle("ETH-USDT", 2, "1")),
         ];
         type Case = (&'static str, Vec<In>, Vec<(String, AlertState, i64)>);
-        let cases: [Case; 7] = [
+        let cases: [Case; 8] = [
             (
                 "above on lo95, for 2 bars, hysteresis 2",
                 above,
@@ -162,6 +200,18 @@ async fn each_rule_kind_emits_its_exact_sequence() {
                 "probability of touching 90, at least 0.5",
                 touch,
                 want(&[("may-touch-90", Firing, 1), ("may-touch-90", Resolved, 2)]),
+            ),
+            (
+                "degraded forecasts skipped unless the rule includes them",
+                degraded,
+                want(&[
+                    ("reads-degraded", Firing, 0),
+                    ("skips-degraded", Firing, 0),
+                    ("reads-degraded", Resolved, 2),
+                    ("reads-degraded", Firing, 3),
+                    ("reads-degraded", Resolved, 4),
+                    ("skips-degraded", Resolved, 4),
+                ]),
             ),
             ("inputs no rule watches", others, Vec::new()),
         ];
@@ -626,6 +676,8 @@ mod properties {
     use tickcast_pipeline::codec;
     use tickcast_pipeline::stage::Inbound;
 
+    // A test's short list of messages: the size of a variant does not matter here.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug, Clone)]
     enum Msg {
         Valid(In),

@@ -66,15 +66,24 @@ fn candle(symbol: &str, i: i64, close: i64) -> Candle {
     }
 }
 
-/// `last` is the base bar's close; intervals are `point ± half80` and `point ± half95`.
+/// `last` is the base bar's close; intervals are `point ± half80` and `point ± half95`; a
+/// version 2 forecast, its quantiles between the bands (midpoints at 5, 25, 75 and 95%), a
+/// touch calibration, and every seventh bar degraded.
 fn forecast(symbol: &str, model: &str, h: i64, i: i64, last: f64, point: f64) -> Forecast {
     let (half80, half95) = if model == "naive" {
         (0.9, 4.0)
     } else {
         (0.5, 1.0)
     };
+    let (lo80, hi80, lo95, hi95) = (
+        point - half80,
+        point + half80,
+        point - half95,
+        point + half95,
+    );
+    let mid = |a: f64, b: f64| (a + b) / 2.0;
     Forecast {
-        v: SCHEMA_VERSION,
+        v: tickcast_pipeline::domain::FORECAST_VERSION,
         exchange: "binance".into(),
         symbol: symbol.into(),
         interval: "1m".into(),
@@ -84,10 +93,27 @@ fn forecast(symbol: &str, model: &str, h: i64, i: i64, last: f64, point: f64) ->
         target_ms: T0_MS + (i + h) * MINUTE,
         last,
         point,
-        lo80: point - half80,
-        hi80: point + half80,
-        lo95: point - half95,
-        hi95: point + half95,
+        lo80,
+        hi80,
+        lo95,
+        hi95,
+        quantiles: Some([
+            lo95,
+            mid(lo95, lo80),
+            lo80,
+            mid(lo80, point),
+            point,
+            mid(point, hi80),
+            hi80,
+            mid(hi80, hi95),
+            hi95,
+        ]),
+        touch: Some(tickcast_pipeline::domain::TouchCalibration {
+            alpha: 0.25,
+            beta: 0.9,
+        }),
+        model_version: Some(format!("{model}.r1.00000000").into()),
+        degraded: Some(i % 7 == 0),
     }
 }
 
@@ -108,6 +134,12 @@ fn accuracy(symbol: &str, model: &str, horizon: i32, mae: f64) -> AccuracyRow {
         coverage95: 0.95,
         winkler95: 4.0 + mae,
         directional_accuracy: Some(0.5),
+        crps: None,
+        crps_rel: None,
+        pit_max_err: None,
+        touch_brier: None,
+        touch_brier_rel: None,
+        touch_ece: None,
     }
 }
 
@@ -274,7 +306,12 @@ struct Variable {
     query: String,
     multi: bool,
     include_all: bool,
+    /// A text box's value (what a user types), from [`TEXTBOX`]; `None` for a query.
+    typed: Option<String>,
 }
+
+/// What the test types into each text-box variable.
+const TEXTBOX: &[(&str, &str)] = &[("level", "139.6")];
 
 #[derive(Debug)]
 struct Dashboard {
@@ -347,6 +384,21 @@ fn parse_dashboard(json: &Value) -> Dashboard {
     let mut variables = Vec::new();
     for v in json["templating"]["list"].as_array().expect("templating") {
         let name = v["name"].as_str().unwrap().to_string();
+        if v["type"] == "textbox" {
+            let typed = TEXTBOX
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{uid}: text box {name}: no value in TEXTBOX"))
+                .1;
+            variables.push(Variable {
+                name,
+                query: String::new(),
+                multi: false,
+                include_all: false,
+                typed: Some(typed.to_string()),
+            });
+            continue;
+        }
         assert_eq!(v["type"], "query", "{uid}: variable {name} is not a query");
         let datasource = uid_of(&v["datasource"]).expect("variable datasource");
         let query = v["query"].as_str().expect("variable query").to_string();
@@ -363,6 +415,7 @@ fn parse_dashboard(json: &Value) -> Dashboard {
             query,
             multi: v["multi"].as_bool().unwrap_or(false),
             include_all: v["includeAll"].as_bool().unwrap_or(false),
+            typed: None,
         });
     }
     Dashboard {
@@ -576,6 +629,7 @@ fn expansion_matches_grafana() {
         query: String::new(),
         multi: true,
         include_all: true,
+        typed: None,
     };
     let single = Variable {
         multi: false,
@@ -600,6 +654,12 @@ enum Want {
 }
 
 const WANT: &[(&str, &str, &str, Want)] = &[
+    (
+        "tickcast-forecasts",
+        "$symbol: odds of $level",
+        "A",
+        Want::Rows(4),
+    ),
     (
         "tickcast-forecasts",
         "$symbol: price and $model forecast, $horizon bars ahead, with 80% / 95% bands",
@@ -775,6 +835,11 @@ async fn every_dashboard_sql_query_returns_rows_on_postgres() {
         // Variables in order, each seeing the ones before it.
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         for v in &d.variables {
+            if let Some(typed) = &v.typed {
+                // Grafana inserts a text box's value as typed.
+                vars.insert(v.name.clone(), typed.replace('\'', "''"));
+                continue;
+            }
             let sql = expand(&v.query, &vars);
             let values: Vec<String> =
                 sqlx::query(&format!("select cast(v as text) from ({sql}) as q(v)"))
@@ -808,6 +873,9 @@ async fn every_dashboard_sql_query_returns_rows_on_postgres() {
                     rows[0].get("time").is_some(),
                     "{what}: time series without `time`"
                 );
+            }
+            if q.panel == "$symbol: odds of $level" {
+                odds_match_the_api(store.as_ref(), &rows).await;
             }
             for (i, (dash, panel, ref_id, want)) in WANT.iter().enumerate() {
                 if (*dash, *panel, *ref_id)
@@ -849,6 +917,43 @@ async fn every_dashboard_sql_query_returns_rows_on_postgres() {
             (got - want).abs() < 1e-9,
             "postgres: {sql} = {got}, want {want}"
         );
+    }
+}
+
+/// The odds panel's probabilities are the API's ([`above_of`] and [`touch_of`] on the same
+/// newest forecasts), for the level the test typed.
+async fn odds_match_the_api(store: &dyn Store, rows: &[Value]) {
+    use tickcast_consumers::forecast::touch::{above_of, touch_of};
+    let level: f64 = TEXTBOX[0].1.parse().unwrap();
+    let latest = store
+        .latest_forecasts(&tickcast_consumers::store::ForecastQuery {
+            symbol: Some("BTC-USDT".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), latest.len());
+    for f in &latest {
+        let row = rows
+            .iter()
+            .find(|r| r["model"] == *f.model && r["horizon"] == f.horizon)
+            .unwrap_or_else(|| panic!("no odds row for {} h{}", f.model, f.horizon));
+        for (col, want) in [
+            ("p_close_above", above_of(f, level).unwrap()),
+            ("p_touch", touch_of(f, level).unwrap()),
+        ] {
+            let got = row[col]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{col} in {row:?}"));
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{} h{}: {col} {got} in SQL, {want} by the API",
+                f.model,
+                f.horizon
+            );
+        }
+        assert_eq!(row["model_version"], *f.model_version.as_deref().unwrap());
     }
 }
 

@@ -3,7 +3,9 @@
 //! - reads that span partitions answer as before;
 //! - retention drops exactly the partitions past it (Postgres) or deletes exactly the rows past
 //!   it (SQLite), and `forecasts_latest` and the accuracy scores stay whole;
-//! - rows written before partitioning (migration 0007) are moved into partitions on open.
+//! - rows written before partitioning (migration 0007) are moved into partitions on open;
+//! - rows written before version 2 forecasts (Postgres migration 0010, SQLite 0007) read back
+//!   exactly, as version 1, beside the version 2 rows written after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -15,7 +17,9 @@ use tickcast_consumers::store::retention::Retention;
 use tickcast_consumers::store::{
     self, AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, Pos, SinkBatch, Store,
 };
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{
+    Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
+};
 
 const DAY: i64 = 86_400_000;
 /// 2026-12-01T00:00:00Z.
@@ -55,6 +59,7 @@ fn forecast(symbol: &str, base_ms: i64) -> Forecast {
         hi80: 101.0,
         lo95: 98.0,
         hi95: 102.0,
+        ..Default::default()
     }
 }
 
@@ -106,6 +111,12 @@ fn accuracy() -> AccuracyRow {
         coverage95: 0.95,
         winkler95: 4.0,
         directional_accuracy: Some(0.5),
+        crps: None,
+        crps_rel: None,
+        pit_max_err: None,
+        touch_brier: None,
+        touch_brier_rel: None,
+        touch_ece: None,
     }
 }
 
@@ -418,6 +429,21 @@ async fn rows_written_before_partitioning_and_ids_are_moved_over() {
             ),
         ]
     );
+    // Through the store, every moved row is a version 1 forecast (0010's columns null).
+    let moved = store
+        .forecasts(&ForecastQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 4);
+    assert!(
+        moved
+            .iter()
+            .all(|f| f.v == 1 && f.quantiles.is_none() && f.degraded.is_none()),
+        "{moved:?}"
+    );
     // The latest forecasts moved over too.
     let latest: Vec<(String, String, i64, f64)> =
         sqlx::query_as("select symbol, model, base_ms, hi95 from forecasts_latest")
@@ -456,4 +482,314 @@ async fn fresh_db(url: &str, name: &str) -> String {
     store::postgres::create_database_beside(url, &db)
         .await
         .unwrap()
+}
+
+/// The version 1 forecasts a database holds before version 2's columns: two bars of one key
+/// (with values at the edges of f64) and one of another series and model. In `forecasts`
+/// order (target time, then names).
+fn stored_v1() -> Vec<Forecast> {
+    let mut edge = forecast("BTC-USDT", D0 + 60_000);
+    edge.last = 5e-324;
+    edge.point = 123_456.789_012_345_67;
+    edge.lo80 = -1e-300;
+    edge.hi80 = f64::MAX;
+    edge.lo95 = f64::MIN;
+    edge.hi95 = 1e300;
+    let newer = forecast("BTC-USDT", D0 + 120_000);
+    let other = Forecast {
+        exchange: "kraken".into(),
+        model: "lstm".into(),
+        horizon: 5,
+        target_ms: D0 + 120_000 + 5 * 60_000,
+        point: 100.25,
+        ..forecast("ETH-USD", D0 + 120_000)
+    };
+    vec![edge, newer, other]
+}
+
+/// A version 2 forecast of the same series and model as `stored_v1`'s first, a bar later.
+fn written_v2() -> Forecast {
+    let version: Name = "naive.r1.00c0ffee".into();
+    Forecast {
+        v: FORECAST_VERSION,
+        quantiles: Some([
+            -0.0,
+            1e-300,
+            97.5,
+            98.0,
+            100.0,
+            101.0,
+            101.5,
+            102.0,
+            f64::MAX,
+        ]),
+        touch: Some(TouchCalibration {
+            alpha: -0.5,
+            beta: 1e-300,
+        }),
+        model_version: Some(version),
+        degraded: Some(true),
+        ..forecast("BTC-USDT", D0 + 180_000)
+    }
+}
+
+/// The bits of every float of `fs`.
+fn float_bits(fs: &[Forecast]) -> Vec<Vec<u64>> {
+    fs.iter()
+        .map(|f| {
+            let mut xs = vec![f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95];
+            xs.extend(f.quantiles.iter().flatten());
+            xs.extend(f.touch.iter().flat_map(|t| [t.alpha, t.beta]));
+            xs.into_iter().map(f64::to_bits).collect()
+        })
+        .collect()
+}
+
+/// After the upgrade: the old rows (`old`, newest per key in `old_latest`) read back exactly
+/// as version 1, with the score saved before; then a version 2 forecast of the first key goes
+/// in beside them and becomes its latest.
+async fn check_upgraded(store: &dyn Store, old: &[Forecast], old_latest: &[Forecast]) {
+    let all = ForecastQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let back = store.forecasts(&all).await.unwrap();
+    assert_eq!(back, old);
+    assert_eq!(float_bits(&back), float_bits(old));
+    assert!(back.iter().all(|f| f.v == 1 && f.model_version.is_none()));
+    let latest = store.latest_forecasts(&all).await.unwrap();
+    assert_eq!(latest, old_latest);
+    assert_eq!(float_bits(&latest), float_bits(old_latest));
+    let scores = store
+        .accuracy(&AccuracyQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(scores, vec![accuracy()]);
+
+    let v2 = written_v2();
+    let batch = SinkBatch {
+        forecasts: vec![(
+            Pos {
+                topic: "f".into(),
+                partition: 0,
+                offset: 0,
+            },
+            v2.clone(),
+        )],
+        offsets: BTreeMap::from([(("f".into(), 0), 1)]),
+        ..Default::default()
+    };
+    store.write_batch("sink", &batch).await.unwrap();
+    let mut want = old.to_vec();
+    want.insert(2, v2.clone());
+    let back = store.forecasts(&all).await.unwrap();
+    assert_eq!(back, want);
+    assert_eq!(float_bits(&back), float_bits(&want));
+    let mut want = old_latest.to_vec();
+    want[0] = v2;
+    let latest = store.latest_forecasts(&all).await.unwrap();
+    assert_eq!(latest, want);
+    assert_eq!(float_bits(&latest), float_bits(&want));
+}
+
+#[tokio::test]
+async fn forecasts_stored_before_version_2_read_back_as_version_1_postgres() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert!(
+            std::env::var_os("TICKCAST_REQUIRE_SERVICES").is_none(),
+            "DATABASE_URL unset but TICKCAST_REQUIRE_SERVICES is set"
+        );
+        eprintln!("SKIPPED retention (Postgres): set DATABASE_URL");
+        return;
+    };
+    let db = fresh_db(&url, "forecast_v2").await;
+    // As migration 0009 leaves a database with rows: the names and their ids, the rows in a day
+    // partition, the newest per key in `forecast_latest_rows`, a score.
+    migrated_before(&db, 10).await;
+    let old = stored_v1();
+    let old_latest = vec![old[1].clone(), old[2].clone()];
+    let mut conn = sqlx::PgConnection::connect(&db).await.unwrap();
+    sqlx::query(&format!(
+        "create table forecast_rows_p20261201 partition of forecast_rows \
+         for values from ({D0}) to ({})",
+        D0 + DAY
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (table, rows) in [
+        ("forecast_rows", &old),
+        ("forecast_latest_rows", &old_latest),
+    ] {
+        for f in rows.iter() {
+            sqlx::query(
+                "insert into forecast_series (exchange, symbol, interval) values ($1, $2, $3) \
+                 on conflict do nothing",
+            )
+            .bind(&*f.exchange)
+            .bind(&*f.symbol)
+            .bind(&*f.interval)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query("insert into forecast_models (name) values ($1) on conflict do nothing")
+                .bind(&*f.model)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(&format!(
+                "insert into {table} select s.id, m.id, $5::int, $6::bigint, $7::bigint, \
+                 $8::float8, $9::float8, $10::float8, $11::float8, $12::float8, $13::float8 \
+                 from forecast_series s, forecast_models m \
+                 where s.exchange = $1 and s.symbol = $2 and s.interval = $3 and m.name = $4"
+            ))
+            .bind(&*f.exchange)
+            .bind(&*f.symbol)
+            .bind(&*f.interval)
+            .bind(&*f.model)
+            .bind(f.horizon as i32)
+            .bind(f.base_ms)
+            .bind(f.target_ms)
+            .bind(f.last)
+            .bind(f.point)
+            .bind(f.lo80)
+            .bind(f.hi80)
+            .bind(f.lo95)
+            .bind(f.hi95)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+    let a = accuracy();
+    sqlx::query(
+        "insert into accuracy values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         $14, $15)",
+    )
+    .bind(&a.exchange)
+    .bind(&a.symbol)
+    .bind(&a.interval)
+    .bind(&a.model)
+    .bind(a.horizon)
+    .bind(a.ts_ms)
+    .bind(a.n)
+    .bind(a.mae)
+    .bind(a.rmse)
+    .bind(a.mase)
+    .bind(a.rel_mae)
+    .bind(a.coverage80)
+    .bind(a.coverage95)
+    .bind(a.winkler95)
+    .bind(a.directional_accuracy)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let store = store::postgres::PgStore::connect(&db).await.unwrap();
+    // In the views, the new columns are null on every old row, and the views made on them
+    // still answer.
+    let (nulls, outcomes, newest): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from forecasts where quantiles is null and touch_alpha is null \
+                 and touch_beta is null and model_version is null and degraded is null), \
+                (select count(*) from forecast_outcomes), (select count(*) from latest_forecasts)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((nulls, outcomes, newest), (3, 3, 2));
+    check_upgraded(&store, &old, &old_latest).await;
+    // The new row in the view: its quantiles as one array, its version by name.
+    let (quantiles, version, degraded): (Vec<f64>, String, bool) = sqlx::query_as(
+        "select quantiles, model_version, degraded from forecasts where quantiles is not null",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let v2 = written_v2();
+    assert_eq!(
+        quantiles.iter().map(|q| q.to_bits()).collect::<Vec<_>>(),
+        v2.quantiles.unwrap().map(f64::to_bits)
+    );
+    assert_eq!((version.as_str(), degraded), ("naive.r1.00c0ffee", true));
+}
+
+#[tokio::test]
+async fn forecasts_stored_before_version_2_read_back_as_version_1_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tickcast-forecast-v2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("t.db").display());
+    // As migration 0006 leaves a database with rows.
+    {
+        let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let mut m = sqlx::migrate!("../migrations/sqlite");
+        m.migrations = m
+            .migrations
+            .iter()
+            .filter(|x| x.version < 7)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        m.run(&pool).await.unwrap();
+        let old = stored_v1();
+        for (table, rows) in [("forecasts", &old[..]), ("forecasts_latest", &old[1..])] {
+            for f in rows {
+                sqlx::query(&format!(
+                    "insert into {table} values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                     $12, $13)"
+                ))
+                .bind(&*f.exchange)
+                .bind(&*f.symbol)
+                .bind(&*f.interval)
+                .bind(&*f.model)
+                .bind(f.horizon as i32)
+                .bind(f.base_ms)
+                .bind(f.target_ms)
+                .bind(f.last)
+                .bind(f.point)
+                .bind(f.lo80)
+                .bind(f.hi80)
+                .bind(f.lo95)
+                .bind(f.hi95)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        let a = accuracy();
+        sqlx::query(
+            "insert into accuracy values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15)",
+        )
+        .bind(&a.exchange)
+        .bind(&a.symbol)
+        .bind(&a.interval)
+        .bind(&a.model)
+        .bind(a.horizon)
+        .bind(a.ts_ms)
+        .bind(a.n)
+        .bind(a.mae)
+        .bind(a.rmse)
+        .bind(a.mase)
+        .bind(a.rel_mae)
+        .bind(a.coverage80)
+        .bind(a.coverage95)
+        .bind(a.winkler95)
+        .bind(a.directional_accuracy)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = store::open(&url).await.unwrap();
+    let old = stored_v1();
+    check_upgraded(&*store, &old, &old[1..]).await;
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,7 +28,7 @@ use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
 use tickcast_consumers::forecast::series::AHEAD;
 use tickcast_consumers::forecast::{
-    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, of,
+    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, of,
 };
 use tickcast_pipeline::domain::Candle;
 
@@ -688,6 +688,29 @@ impl Mix {
 impl Forecaster for LstmModel {
     fn name(&self) -> &'static str {
         "lstm"
+    }
+
+    /// Its settings less where it runs and starts from, and the training steps taken.
+    fn version(&self) -> ModelVersion {
+        let s = &self.settings;
+        let mut v = ModelVersion::new(
+            1,
+            &(
+                s.hidden,
+                &s.horizons,
+                &s.quantiles,
+                &s.features,
+                s.min_returns,
+                s.history,
+                &s.batch,
+                &s.adam,
+                s.train_every,
+                s.steps_per_train,
+                s.seed,
+            ),
+        );
+        v.generation = Some(self.training_steps());
+        v
     }
 
     fn update_into(

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::{Alert, Candle, Forecast, SCHEMA_VERSION, Tick};
+use crate::domain::{Alert, Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, Tick};
 
 /// Base topic names. A deployment may prefix them (see [`Topics`]).
 pub const TICKS: &str = "tickcast.ticks.v1";
@@ -62,7 +62,7 @@ pub enum DecodeError {
     #[error("not valid JSON for this message: {0}")]
     Json(String),
     #[error("unsupported schema version {found} (expected {expected})")]
-    Version { found: u32, expected: u32 },
+    Version { found: u32, expected: &'static str },
     #[error("invalid field `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -78,6 +78,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
 pub trait Message: Serialize + DeserializeOwned {
     /// The schema version in `v`.
     fn version(&self) -> u32;
+    /// The schema versions this build reads, as the error names them.
+    const READS: &'static str = "1";
+    /// Whether this build reads schema version `v`.
+    fn reads(v: u32) -> bool {
+        v == SCHEMA_VERSION
+    }
     /// The partitioning key `EXCHANGE:BASE-QUOTE`.
     fn key(&self) -> Arc<str>;
     /// Checks the invariants the JSON Schema states beyond types.
@@ -154,10 +160,10 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
         }
     })?;
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
-    if m.version() != SCHEMA_VERSION {
+    if !M::reads(m.version()) {
         return Err(DecodeError::Version {
             found: m.version(),
-            expected: SCHEMA_VERSION,
+            expected: M::READS,
         });
     }
     m.check()?;
@@ -304,6 +310,8 @@ pub struct ForecastWriter {
     base: Kept<i64>,
     /// `,"last":…`, of a close (its bits).
     last: Kept<u64>,
+    /// `,"model_version":…`, of a model version.
+    version: Kept<crate::domain::Name>,
 }
 
 /// Text written from a value, kept until a different value asks for it.
@@ -374,9 +382,22 @@ impl ForecastWriter {
                 write_json_f64(t, f.last);
             },
         );
-        // Room for the longest numbers (at most 203 bytes with the field names), so the buffer
-        // never grows.
-        let mut out = Vec::with_capacity(head.len() + model.len() + base.len() + last.len() + 208);
+        let version = match &f.model_version {
+            Some(mv) => self.version.text(
+                |known| Arc::ptr_eq(known, mv),
+                || Arc::clone(mv),
+                |t| {
+                    t.extend_from_slice(b",\"model_version\":");
+                    write_json_str(t, mv);
+                },
+            ),
+            None => &[],
+        };
+        // Room for the longest numbers (at most 203 bytes with the field names, 560 more for
+        // version 2's), so the buffer never grows.
+        let mut out = Vec::with_capacity(
+            head.len() + model.len() + base.len() + last.len() + version.len() + 784,
+        );
         out.extend_from_slice(head);
         out.extend_from_slice(model);
         out.extend_from_slice(b",\"horizon\":");
@@ -394,6 +415,31 @@ impl ForecastWriter {
             out.extend_from_slice(field);
             write_json_f64(&mut out, x);
         }
+        if let Some(qs) = &f.quantiles {
+            out.extend_from_slice(b",\"quantiles\":[");
+            for (i, &q) in qs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_f64(&mut out, q);
+            }
+            out.push(b']');
+        }
+        if let Some(t) = &f.touch {
+            out.extend_from_slice(b",\"touch\":{\"alpha\":");
+            write_json_f64(&mut out, t.alpha);
+            out.extend_from_slice(b",\"beta\":");
+            write_json_f64(&mut out, t.beta);
+            out.push(b'}');
+        }
+        out.extend_from_slice(version);
+        if let Some(d) = f.degraded {
+            out.extend_from_slice(if d {
+                b",\"degraded\":true"
+            } else {
+                b",\"degraded\":false"
+            });
+        }
         out.push(b'}');
         out
     }
@@ -402,6 +448,10 @@ impl ForecastWriter {
 impl Message for Forecast {
     fn version(&self) -> u32 {
         self.v
+    }
+    const READS: &'static str = "1 or 2";
+    fn reads(v: u32) -> bool {
+        v == 1 || v == FORECAST_VERSION
     }
     fn key(&self) -> Arc<str> {
         key_of(&self.exchange, &self.symbol)
@@ -458,6 +508,49 @@ pub fn check_forecast_values(f: &Forecast) -> Result<(), DecodeError> {
             "intervals must nest: lo95 ≤ lo80 ≤ hi80 ≤ hi95",
         ));
     }
+    check_forecast_v2(f)
+}
+
+/// Checks the fields version 2 added: present in version 2 and absent in version 1; the
+/// quantiles finite and in order, the touch calibration finite, the model version 1 to 64
+/// printable ASCII characters.
+fn check_forecast_v2(f: &Forecast) -> Result<(), DecodeError> {
+    let v2 = f.v >= FORECAST_VERSION;
+    for (field, present) in [
+        ("quantiles", f.quantiles.is_some()),
+        ("touch", f.touch.is_some()),
+        ("model_version", f.model_version.is_some()),
+        ("degraded", f.degraded.is_some()),
+    ] {
+        if present != v2 {
+            let why = if v2 {
+                "required from schema version 2"
+            } else {
+                "not part of schema version 1"
+            };
+            return Err(invalid(field, why));
+        }
+    }
+    if let Some(qs) = &f.quantiles {
+        if qs.iter().any(|q| !q.is_finite()) {
+            return Err(invalid("quantiles", "must be finite numbers"));
+        }
+        if qs.windows(2).any(|w| w[0] > w[1]) {
+            return Err(invalid("quantiles", "must be in ascending order"));
+        }
+    }
+    if let Some(t) = &f.touch {
+        check_finite("touch", t.alpha)?;
+        check_finite("touch", t.beta)?;
+    }
+    if let Some(mv) = &f.model_version
+        && (mv.is_empty() || mv.len() > 64 || !mv.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(invalid(
+            "model_version",
+            "must be 1 to 64 printable ASCII characters",
+        ));
+    }
     Ok(())
 }
 
@@ -506,6 +599,24 @@ mod tests {
             hi80,
             lo95,
             hi95,
+            quantiles: None,
+            touch: None,
+            model_version: None,
+            degraded: None,
+        }
+    }
+
+    /// `f` as version 2, its extra fields from `xs` (and a shared version name).
+    fn v2(f: Forecast, xs: [f64; 6], version: &crate::domain::Name, degraded: bool) -> Forecast {
+        Forecast {
+            quantiles: Some(std::array::from_fn(|i| xs[i % 6] * i as f64)),
+            touch: Some(crate::domain::TouchCalibration {
+                alpha: xs[4],
+                beta: xs[5],
+            }),
+            model_version: Some(Arc::clone(version)),
+            degraded: Some(degraded),
+            ..f
         }
     }
 
@@ -540,14 +651,23 @@ mod tests {
             f64::INFINITY,
             f64::NEG_INFINITY,
         ];
+        let version: crate::domain::Name = "ets.r2.5c1f09ab".into();
         for (i, &x) in awkward.iter().enumerate() {
             let xs = [x, awkward[(i + 1) % awkward.len()], x, x, -x, x / 3.0];
-            same_as_serde(&forecast(
+            let f = forecast(
                 ["binance", "BTC-USDT", "1m", "ensemble"],
                 (1, 60, 1_723_075_200_000, 1_723_078_800_000),
                 xs,
-            ));
+            );
+            same_as_serde(&f);
+            same_as_serde(&v2(f, xs, &version, i % 2 == 0));
         }
+        same_as_serde(&v2(
+            forecast(["a", "b", "c", "d"], (2, 1, 0, 0), [1.0; 6]),
+            [1.0; 6],
+            &"quote\"back\\slash\u{7}".into(),
+            true,
+        ));
         same_as_serde(&forecast(
             [
                 "",
@@ -584,9 +704,13 @@ mod tests {
             names in proptest::array::uniform4(name()),
             ints in (any::<u32>(), any::<u32>(), any::<i64>(), any::<i64>()),
             xs in proptest::array::uniform6(number()),
+            version in name(),
+            degraded in any::<bool>(),
         ) {
             let names = names.each_ref().map(String::as_str);
-            same_as_serde(&forecast(names, ints, xs));
+            let f = forecast(names, ints, xs);
+            same_as_serde(&f);
+            same_as_serde(&v2(f, xs, &version.as_str().into(), degraded));
         }
     }
 
@@ -629,6 +753,7 @@ mod tests {
                     Arc::clone(model)
                 };
                 let [exchange, symbol, interval] = names;
+                let extra = if copy_model { v2(forecast(["", "", "", ""], (0, 0, 0, 0), xs), xs, &model, copy) } else { forecast(["", "", "", ""], (0, 0, 0, 0), xs) };
                 let f = Forecast {
                     v,
                     exchange,
@@ -639,7 +764,7 @@ mod tests {
                     base_ms,
                     target_ms: xs[2].to_bits() as i64,
                     last,
-                    ..forecast(["", "", "", ""], (0, 0, 0, 0), xs)
+                    ..extra
                 };
                 prop_assert_eq!(w.json(&f), serde_json::to_vec(&f).expect("serde_json"));
             }

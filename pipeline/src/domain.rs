@@ -5,8 +5,12 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// Schema version written into every message this build produces.
+/// Schema version of the ticks, candles, alerts and dead letters this build produces.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Schema version of the forecasts this build produces. Version 2 added the quantiles, the
+/// touch calibration, `model_version` and `degraded`; version 1 forecasts are still read.
+pub const FORECAST_VERSION: u32 = 2;
 
 /// The taker's side of a trade: `buy` means the aggressor bought (lifted the offer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -125,7 +129,7 @@ impl Candle {
 pub type Name = std::sync::Arc<str>;
 
 /// A forecast of the close of the bar `horizon` bars after the bar that opened at `base_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forecast {
     pub v: u32,
@@ -151,6 +155,44 @@ pub struct Forecast {
     pub hi80: f64,
     pub lo95: f64,
     pub hi95: f64,
+    /// The close's quantiles at 2.5, 5, 10, 25, 50, 75, 90, 95 and 97.5% ([`QUANTILE_LEVELS`]),
+    /// each calibrated online, in order. Version 2; absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<[f64; 9]>,
+    /// The online calibration of this series', model's and horizon's touch probabilities.
+    /// Version 2; absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch: Option<TouchCalibration>,
+    /// A short, stable id of the model's code revision and settings (and, for the LSTM, its
+    /// training steps), e.g. `ets.r2.5c1f09ab`. Version 2; absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub model_version: Option<Name>,
+    /// True when the series had an empty (synthesized) candle or restarted after an unfilled
+    /// gap within its recent window: the models saw a thin or broken history. Alert rules skip
+    /// degraded forecasts unless they say otherwise. Version 2; absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<bool>,
+}
+
+/// The levels of [`Forecast::quantiles`].
+pub const QUANTILE_LEVELS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975];
+
+/// Platt scaling of a touch probability: `p = σ(alpha + beta · logit p₀)`, where `p₀` is the
+/// reflection-principle probability from the forecast's drift and spread.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TouchCalibration {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl Forecast {
+    /// Whether the forecast says it was made from a thin or broken history (version 1
+    /// forecasts never do).
+    pub fn is_degraded(&self) -> bool {
+        self.degraded == Some(true)
+    }
 }
 
 /// State of an alert rule instance.

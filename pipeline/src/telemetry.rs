@@ -19,6 +19,14 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     c
 }
 
+fn sum_counter(name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     REGISTRY
@@ -287,6 +295,46 @@ pub static FORECAST_ERROR_SUM: LazyLock<CounterVec> = LazyLock::new(|| {
         .expect("metric registered once");
     c
 });
+/// Forecasts whose nine quantiles were scored (those with a usable spread).
+pub static FORECAST_QUANTILE_SCORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_forecast_quantile_scored_total",
+        "Forecasts whose quantiles were scored when their target bar closed",
+        &["model", "horizon"],
+    )
+});
+/// Of those, the outcomes at or below each quantile (PIT: share ÷ scored ≈ level).
+pub static FORECAST_QUANTILE_BELOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "tickcast_forecast_quantile_below_total",
+        "Scored outcomes at or below the forecast's quantile at `level`",
+        &["model", "horizon", "level"],
+    )
+});
+/// Sums of CRPS relative to the last close (see the forecast scorer's docs for the kinds).
+pub static FORECAST_CRPS_SUM: LazyLock<CounterVec> = LazyLock::new(|| {
+    sum_counter(
+        "tickcast_forecast_crps_total",
+        "Sums of CRPS / last: kind=relative (every scored forecast), paired and naive_paired (where naive had a forecast for the same bar and horizon)",
+        &["model", "horizon", "kind"],
+    )
+});
+/// Touch outcomes at ±1 and ±2 spreads, and sums of their Brier scores.
+pub static FORECAST_TOUCH_SUM: LazyLock<CounterVec> = LazyLock::new(|| {
+    sum_counter(
+        "tickcast_forecast_touch_total",
+        "Touch probabilities scored: kind=outcomes, touched, brier (sum of squared errors), base_brier (the trailing base rate's)",
+        &["model", "horizon", "kind"],
+    )
+});
+/// Touch outcomes per tenth of the published probability (for the calibration error).
+pub static FORECAST_TOUCH_BIN: LazyLock<CounterVec> = LazyLock::new(|| {
+    sum_counter(
+        "tickcast_forecast_touch_bin_total",
+        "Touch probabilities by bin (tenths of p): kind=outcomes, p (sum of probabilities), touched",
+        &["model", "horizon", "bin", "kind"],
+    )
+});
 /// Rows written by the sink per table.
 pub static SINK_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -427,6 +475,7 @@ mod tests {
             hi80: 1.0,
             lo95: 1.0,
             hi95: 1.0,
+            ..Default::default()
         }
     }
 

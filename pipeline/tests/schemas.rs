@@ -8,12 +8,19 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tickcast_pipeline::codec::{self, DecodeError};
 use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Alert, AlertState, Candle, Forecast, SCHEMA_VERSION, Side, Tick};
+use tickcast_pipeline::domain::{
+    Alert, AlertState, Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, Side, Tick,
+    TouchCalibration,
+};
 
 fn schema(name: &str) -> jsonschema::Validator {
+    schema_v(name, 1)
+}
+
+fn schema_v(name: &str, v: u32) -> jsonschema::Validator {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../schemas")
-        .join(format!("{name}.v1.json"));
+        .join(format!("{name}.v{v}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let value: Value = serde_json::from_str(&text).expect("schema is JSON");
     jsonschema::draft202012::new(&value).unwrap_or_else(|e| panic!("{name} schema: {e}"))
@@ -74,6 +81,26 @@ fn forecast() -> Forecast {
         hi80: 61_370.0,
         lo95: 61_020.5,
         hi95: 61_450.25,
+        ..Default::default()
+    }
+}
+
+/// A version 2 forecast: [`forecast`] with its distribution, touch calibration, model version
+/// and degraded flag.
+fn forecast_v2() -> Forecast {
+    Forecast {
+        v: FORECAST_VERSION,
+        quantiles: Some([
+            61_020.5, 61_060.0, 61_100.0, 61_170.0, 61_234.1, 61_300.0, 61_370.0, 61_410.0,
+            61_450.25,
+        ]),
+        touch: Some(TouchCalibration {
+            alpha: -0.05,
+            beta: 1.1,
+        }),
+        model_version: Some("naive.r1.0c4e2b7d".into()),
+        degraded: Some(false),
+        ..forecast()
     }
 }
 
@@ -111,6 +138,13 @@ fn encoded_messages_validate_and_round_trip() {
     assert_valid(&schema("candle"), &serde_json::to_value(&c).expect("json"));
     assert_eq!(codec::decode::<Candle>(&codec::encode(&c)), Ok(c));
 
+    // Version 2, as this build writes forecasts; version 1 is still read.
+    let f = forecast_v2();
+    assert_valid(
+        &schema_v("forecast", 2),
+        &serde_json::to_value(&f).expect("json"),
+    );
+    assert_eq!(codec::decode::<Forecast>(&codec::encode(&f)), Ok(f));
     let f = forecast();
     assert_valid(
         &schema("forecast"),
@@ -205,4 +239,106 @@ fn inconsistent_candles_and_forecasts_are_rejected() {
         codec::decode::<Candle>(b"not json"),
         Err(DecodeError::Json(_))
     ));
+}
+
+/// Version 2 forecasts must carry every field version 2 added, and version 1 forecasts none of
+/// them; a short quantile list, a partial calibration or an empty model version are rejected
+/// by the schema and the decoder alike, and quantiles out of order by the decoder.
+#[test]
+fn forecast_versions_are_checked_field_by_field() {
+    let v2 = serde_json::to_value(forecast_v2()).expect("json");
+    let v1 = serde_json::to_value(forecast()).expect("json");
+    let edit = |doc: &Value, f: &dyn Fn(&mut Value)| {
+        let mut d = doc.clone();
+        f(&mut d);
+        d
+    };
+    let schema1 = schema("forecast");
+    let schema2 = schema_v("forecast", 2);
+    // (document, schema it must break, text the decoder's error must contain)
+    let cases: Vec<(Value, &jsonschema::Validator, &str)> = vec![
+        (
+            edit(&v2, &|d| {
+                _ = d.as_object_mut().map(|o| o.remove("quantiles"))
+            }),
+            &schema2,
+            "`quantiles`: required from schema version 2",
+        ),
+        (
+            edit(&v2, &|d| {
+                _ = d.as_object_mut().map(|o| o.remove("degraded"))
+            }),
+            &schema2,
+            "`degraded`: required from schema version 2",
+        ),
+        (
+            edit(&v2, &|d| {
+                _ = d.as_object_mut().map(|o| o.remove("model_version"))
+            }),
+            &schema2,
+            "`model_version`: required",
+        ),
+        (
+            edit(&v2, &|d| _ = d.as_object_mut().map(|o| o.remove("touch"))),
+            &schema2,
+            "`touch`: required",
+        ),
+        (
+            edit(&v2, &|d| d["quantiles"] = json!([1.0, 2.0])),
+            &schema2,
+            "quantiles",
+        ),
+        (
+            edit(&v2, &|d| d["model_version"] = json!("")),
+            &schema2,
+            "`model_version`",
+        ),
+        (
+            edit(&v2, &|d| d["model_version"] = json!("has space")),
+            &schema2,
+            "`model_version`",
+        ),
+        (
+            edit(&v2, &|d| d["touch"] = json!({"alpha": 1.0})),
+            &schema2,
+            "beta",
+        ),
+        (
+            edit(&v2, &|d| d["degraded"] = json!("no")),
+            &schema2,
+            "degraded",
+        ),
+        (
+            edit(&v1, &|d| d["degraded"] = json!(true)),
+            &schema1,
+            "`degraded`: not part of schema version 1",
+        ),
+        (
+            edit(&v2, &|d| d["v"] = json!(3)),
+            &schema2,
+            "unsupported schema version 3 (expected 1 or 2)",
+        ),
+    ];
+    for (doc, validator, needle) in cases {
+        assert!(!validator.is_valid(&doc), "schema accepted {doc}");
+        let err =
+            codec::decode::<Forecast>(doc.to_string().as_bytes()).expect_err("decoder accepted it");
+        assert!(
+            err.to_string().contains(needle),
+            "error `{err}` for {doc} does not mention `{needle}`"
+        );
+    }
+    // Order is beyond JSON Schema (as the bands' nesting is): the decoder alone checks it.
+    let unordered = edit(&v2, &|d| d["quantiles"][3] = json!(70_000.0));
+    let err = codec::decode::<Forecast>(unordered.to_string().as_bytes()).expect_err("unordered");
+    assert!(
+        err.to_string()
+            .contains("`quantiles`: must be in ascending order"),
+        "{err}"
+    );
+    // A version 1 message, byte for byte as version 1 producers wrote it, still decodes.
+    let old = br#"{"v":1,"exchange":"binance","symbol":"BTC-USDT","interval":"1m","model":"naive","horizon":5,"base_ms":1723075200000,"target_ms":1723075500000,"last":61234.1,"point":61234.1,"lo80":61100.0,"hi80":61370.0,"lo95":61020.5,"hi95":61450.25}"#;
+    let f = codec::decode::<Forecast>(old).expect("v1 decodes");
+    assert_eq!(f, forecast());
+    assert!(!f.is_degraded());
 }

@@ -36,6 +36,9 @@ struct Bands {
     hi80: f64,
     lo95: f64,
     hi95: f64,
+    /// The forecast was degraded ([`Forecast::degraded`]; absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
 }
 
 impl Bands {
@@ -183,6 +186,7 @@ impl Engine {
             let Some(bands) = series
                 .awaiting
                 .get(&(c.open_ms, r.model.clone(), r.horizon))
+                .filter(|b| r.include_degraded || !b.degraded)
             else {
                 continue;
             };
@@ -206,6 +210,7 @@ impl Engine {
             hi80: f.hi80,
             lo95: f.lo95,
             hi95: f.hi95,
+            degraded: f.is_degraded(),
         };
         self.dirty.insert(key.clone());
         let Some(&close) = series.closes.get(&f.target_ms) else {

@@ -228,6 +228,9 @@ pub struct Rule {
     pub cooldown_ms: i64,
     pub enabled: bool,
     pub description: Option<String>,
+    /// Whether the rule also reads degraded forecasts ([`Forecast::degraded`]); by default it
+    /// skips them.
+    pub include_degraded: bool,
     interval_ms: i64,
 }
 
@@ -271,6 +274,10 @@ pub struct RuleSpec {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Also read forecasts made from a thin or broken history (`degraded: true`), which a rule
+    /// skips by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_degraded: bool,
 }
 
 fn yes() -> bool {
@@ -324,10 +331,13 @@ impl Rule {
     }
 
     /// Whether the rule evaluates this forecast's model and horizon on its series.
+    /// Whether the rule reads forecast `f`: its series, model and horizon, and not degraded
+    /// unless the rule includes degraded forecasts.
     pub fn matches(&self, f: &Forecast) -> bool {
         *self.model == *f.model
             && self.horizon == f.horizon
             && self.watches(&f.exchange, &f.symbol, &f.interval)
+            && (self.include_degraded || !f.is_degraded())
     }
 }
 
@@ -400,6 +410,7 @@ impl TryFrom<RuleSpec> for Rule {
             cooldown_ms,
             enabled: s.enabled,
             description: s.description,
+            include_degraded: s.include_degraded,
             interval_ms: interval.ms(),
         })
     }
@@ -554,6 +565,7 @@ impl From<Rule> for RuleSpec {
             cooldown: (r.cooldown_ms != 0).then(|| format_duration(r.cooldown_ms)),
             enabled: r.enabled,
             description: r.description,
+            include_degraded: r.include_degraded,
         }
     }
 }

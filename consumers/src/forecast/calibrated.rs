@@ -18,7 +18,7 @@ use tickcast_pipeline::domain::Candle;
 use super::conformal::{self, QuantileTracker};
 use super::scorer::Outcome;
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Calibrator settings.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +146,14 @@ impl Calibrated {
 impl Forecaster for Calibrated {
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+
+    /// The model's, with the calibration's step among its settings.
+    fn version(&self) -> ModelVersion {
+        let mut v = self.inner.version();
+        v.settings
+            .push_str(&format!("; calibration step {}", self.settings.step));
+        v
     }
 
     fn update_into(

@@ -232,6 +232,11 @@ fn moved(horizon: u32, point: f64, band: &Prediction) -> Prediction {
 }
 
 impl Ensemble {
+    /// Revision 2: point and bands chosen apart.
+    pub fn version(&self) -> super::ModelVersion {
+        super::ModelVersion::new(2, &self.settings)
+    }
+
     pub fn new(settings: EnsembleSettings) -> Self {
         Self {
             settings,
@@ -454,7 +459,7 @@ mod tests {
                 for p in ps {
                     scorer.record(
                         &key,
-                        &Forecast {
+                        &mut Forecast {
                             v: SCHEMA_VERSION,
                             exchange: c.exchange.as_str().into(),
                             symbol: c.symbol.as_str().into(),
@@ -469,6 +474,7 @@ mod tests {
                             hi80: p.hi80,
                             lo95: p.lo95,
                             hi95: p.hi95,
+                            ..Default::default()
                         },
                     );
                 }
@@ -665,8 +671,9 @@ mod tests {
             hi80: point,
             lo95: point,
             hi95: point,
+            ..Default::default()
         };
-        scorer.record(&k2, &f("half", (c0 + c1) / 2.0));
+        scorer.record(&k2, &mut f("half", (c0 + c1) / 2.0));
         scorer.observe(&k2, &cs[1]);
         let w = weights(&s, &scorer, &k2, 1, &["naive", "half"]);
         // raw: naive 1, half 1/0.25 = 4 → 0.2 / 0.8.

@@ -40,7 +40,7 @@ use augurs::ets::model::{
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -298,6 +298,11 @@ impl EtsModel {
 impl Forecaster for EtsModel {
     fn name(&self) -> &'static str {
         "ets"
+    }
+
+    /// Revision 2: bands scaled by the EWMA volatility.
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(2, &self.settings)
     }
 
     fn update_into(

@@ -10,7 +10,7 @@ use super::garch::Garch11;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +107,10 @@ fn predict(
 impl Forecaster for GarchModel {
     fn name(&self) -> &'static str {
         "garch"
+    }
+
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(1, &self.settings)
     }
 
     fn update_into(

@@ -19,6 +19,7 @@
 
 pub mod calibrated;
 pub mod conformal;
+pub mod distribution;
 pub mod ensemble;
 pub mod ets;
 pub mod garch;
@@ -228,10 +229,50 @@ impl<'a> Scored<'a> {
     }
 }
 
+/// What a forecast's `model_version` is made of: the model code's revision (raised whenever a
+/// change alters what the model forecasts), its settings, and for a model that learns shared
+/// parameters as it runs, how far it has trained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVersion {
+    pub revision: u32,
+    /// The settings, as text (their `Debug` form).
+    pub settings: String,
+    /// Training steps taken, for a model that trains as it runs.
+    pub generation: Option<u64>,
+}
+
+impl ModelVersion {
+    pub fn new(revision: u32, settings: &impl std::fmt::Debug) -> Self {
+        Self {
+            revision,
+            settings: format!("{settings:?}"),
+            generation: None,
+        }
+    }
+
+    /// The id a forecast carries: `{name}.r{revision}.{hash of the settings}`, and
+    /// `.t{steps}` for a model that trains, e.g. `ets.r2.5c1f09ab` or `lstm.r1.0a9b3c2d.t1200`.
+    /// The hash is FNV-1a's, stable across builds and platforms.
+    pub fn id(&self, name: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.settings.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let short = (h ^ (h >> 32)) as u32;
+        let mut id = format!("{name}.r{}.{short:08x}", self.revision);
+        if let Some(g) = self.generation {
+            id.push_str(&format!(".t{g}"));
+        }
+        id
+    }
+}
+
 /// A forecasting model over many series.
 pub trait Forecaster: Send {
     /// Name written into each forecast's `model`.
     fn name(&self) -> &'static str;
+    /// The model's version ([`ModelVersion`]); forecasts carry its id.
+    fn version(&self) -> ModelVersion;
     /// Folds each closed candle (in order; a series may appear more than once) into the model
     /// and appends to `out[i]` the predictions for `candles[i]`, one per horizon — or none
     /// while the series warms up. `scored.of(i)` are the outcomes of the model's earlier

@@ -7,7 +7,7 @@ use tickcast_pipeline::domain::Candle;
 use anyhow::Result;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +63,10 @@ impl Naive {
 impl Forecaster for Naive {
     fn name(&self) -> &'static str {
         "naive"
+    }
+
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(1, &(self.lambda, self.min_returns))
     }
 
     fn update_into(

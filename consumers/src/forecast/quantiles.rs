@@ -13,8 +13,11 @@
 //! integrated by the trapezoid rule between the nine levels, and each end level's loss held
 //! out to 0 and to 1.
 
-/// The quantile levels.
-pub const LEVELS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975];
+use super::score::pinball;
+use super::state::{Dec, Enc};
+
+/// The quantile levels (a forecast's [`tickcast_pipeline::domain::QUANTILE_LEVELS`]).
+pub const LEVELS: [f64; 9] = tickcast_pipeline::domain::QUANTILE_LEVELS;
 
 /// The standard normal quantiles of [`LEVELS`].
 pub const NORMAL: [f64; 9] = [
@@ -56,15 +59,6 @@ fn weights() -> [f64; 9] {
         };
         below + above + ends
     })
-}
-
-/// The pinball (quantile) loss of `q` at level `tau` for the outcome `actual`.
-pub fn pinball(q: f64, tau: f64, actual: f64) -> f64 {
-    if actual >= q {
-        tau * (actual - q)
-    } else {
-        (1.0 - tau) * (q - actual)
-    }
 }
 
 /// The CRPS of a forecast given by its nine quantiles ([`LEVELS`]), for the outcome `actual`.
@@ -113,14 +107,19 @@ impl QuantileCalibrator {
     }
 }
 
-/// Scores of quantile forecasts for one model and horizon.
+/// Scores of quantile forecasts for one model and horizon: plain sums ([`QuantileScore::add`],
+/// the backtest's) or exponentially weighted ones ([`QuantileScore::add_decayed`], the live
+/// scorer's rolling window).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuantileScore {
+    /// Points scored (not decayed).
     pub n: u64,
-    /// Outcomes at or below each quantile.
-    below: [u64; 9],
+    /// Their weight (decayed).
+    weight: f64,
+    /// Weight of the outcomes at or below each quantile.
+    below: [f64; 9],
     crps: f64,
-    /// Naive's CRPS on the same points (those where naive had a forecast too).
+    /// CRPS on the points where naive had a forecast too, and naive's on the same points.
     paired: f64,
     naive_paired: f64,
 }
@@ -129,15 +128,29 @@ impl QuantileScore {
     /// One outcome of `quantiles`; `naive_crps` is naive's CRPS for the same bar and horizon,
     /// when it had one.
     pub fn add(&mut self, quantiles: &[f64; 9], actual: f64, naive_crps: Option<f64>) {
+        self.add_decayed(quantiles, actual, naive_crps, 1.0);
+    }
+
+    /// [`QuantileScore::add`], the sums so far weighted by `decay` first.
+    pub fn add_decayed(
+        &mut self,
+        quantiles: &[f64; 9],
+        actual: f64,
+        naive_crps: Option<f64>,
+        decay: f64,
+    ) {
         if !actual.is_finite() || quantiles.iter().any(|q| !q.is_finite()) {
             return;
         }
         self.n += 1;
+        self.weight = self.weight * decay + 1.0;
         for (b, q) in self.below.iter_mut().zip(quantiles) {
-            *b += u64::from(actual <= *q);
+            *b = *b * decay + f64::from(u8::from(actual <= *q));
         }
         let c = crps(quantiles, actual);
-        self.crps += c;
+        self.crps = self.crps * decay + c;
+        self.paired *= decay;
+        self.naive_paired *= decay;
         if let Some(nc) = naive_crps.filter(|x| x.is_finite()) {
             self.paired += c;
             self.naive_paired += nc;
@@ -146,7 +159,7 @@ impl QuantileScore {
 
     /// Mean CRPS; `None` before any outcome.
     pub fn crps(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.crps / self.n as f64)
+        (self.weight > 0.0).then(|| self.crps / self.weight)
     }
 
     /// CRPS over naive's on the same points (< 1: better than naive).
@@ -156,12 +169,33 @@ impl QuantileScore {
 
     /// The largest |share of outcomes at or below q_τ − τ| over the nine levels.
     pub fn pit_max_err(&self) -> Option<f64> {
-        (self.n > 0).then(|| {
+        (self.weight > 0.0).then(|| {
             self.below
                 .iter()
                 .zip(LEVELS)
-                .map(|(&b, tau)| (b as f64 / self.n as f64 - tau).abs())
+                .map(|(&b, tau)| (b / self.weight - tau).abs())
                 .fold(0.0, f64::max)
+        })
+    }
+
+    pub(crate) fn save(&self, e: &mut Enc) {
+        e.u64(self.n).f64(self.weight).f64s(self.below.iter());
+        e.f64(self.crps).f64(self.paired).f64(self.naive_paired);
+    }
+
+    pub(crate) fn load(d: &mut Dec<'_>) -> anyhow::Result<Self> {
+        let (n, weight) = (d.u64()?, d.f64()?);
+        let below: [f64; 9] = d
+            .f64s()?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("checkpoint: quantile score of the wrong size"))?;
+        Ok(Self {
+            n,
+            weight,
+            below,
+            crps: d.f64()?,
+            paired: d.f64()?,
+            naive_paired: d.f64()?,
         })
     }
 }

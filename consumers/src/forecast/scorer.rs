@@ -21,6 +21,7 @@ use anyhow::Result;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::telemetry;
 
+use super::distribution::{Calibrators, DistScores, Learnt, Made, Published, Reached};
 use super::score::{Point, Score, Summary};
 use super::state::{Dec, Enc};
 use super::{SeriesKey, SeriesMap, SeriesRef};
@@ -44,12 +45,15 @@ struct Track {
     model: u16,
     horizon: u32,
     score: Score,
+    /// The scores of what the track's quantile and touch calibrators published.
+    dist: DistScores,
     /// Open time of the bar scored last.
     last_ms: i64,
 }
 
-/// A forecast waiting for its target bar: one cache line, so that reaching the front of a
-/// queue (cold at every bar, at thousands of series) costs one miss per forecast, not two.
+/// A forecast waiting for its target bar: two cache lines, the first holding what every
+/// forecast is scored on, so that reaching the front of a queue (cold at every bar, at
+/// thousands of series) costs one miss per forecast for the bands' scores.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 struct Pending {
@@ -63,10 +67,12 @@ struct Pending {
     hi95: f64,
     /// Index into the series' tracks.
     track: u16,
+    /// What its quantiles and touch calibration came from.
+    published: Published,
 }
 
 impl Pending {
-    fn new(target_ms: i64, track: u16, p: &Point) -> Self {
+    fn new(target_ms: i64, track: u16, p: &Point, published: Published) -> Self {
         Self {
             target_ms,
             base: p.base,
@@ -76,6 +82,16 @@ impl Pending {
             lo95: p.lo95,
             hi95: p.hi95,
             track,
+            published,
+        }
+    }
+
+    fn made(&self) -> Made {
+        Made {
+            last: self.base,
+            point: self.point,
+            hi95: self.hi95,
+            published: self.published,
         }
     }
 
@@ -99,6 +115,9 @@ struct SeriesScores {
     /// Each track's (model, horizon), in the same order: what recording a forecast looks
     /// up, a few cache lines instead of every track's.
     ids: Vec<(u16, u32)>,
+    /// Each track's quantile and touch calibrators, in the same order: what a forecast is
+    /// published from (apart from the scores, so that recording reads only these).
+    cals: Vec<Calibrators>,
     /// Per horizon, every model's forecasts waiting for their target bar, in target order.
     /// One queue per horizon rather than per model and horizon: the forecasts due at a bar
     /// then lie side by side in memory (at thousands of series, reaching scattered queue
@@ -107,6 +126,28 @@ struct SeriesScores {
     last_close: Option<f64>,
     /// Rolling one-step naive MAE (MASE's scale).
     step: Score,
+    /// The highs and lows of the latest bars, newest last, as many as the longest horizon:
+    /// what a forecast's touch levels are checked against.
+    recent: VecDeque<[f64; 2]>,
+}
+
+impl SeriesScores {
+    /// The highest high and lowest low of the last `h` bars, if all of them were seen.
+    fn extremes(&self, h: u32) -> (Option<f64>, Option<f64>) {
+        let h = h as usize;
+        if h == 0 || self.recent.len() < h {
+            return (None, None);
+        }
+        let (mut high, mut low) = (f64::NEG_INFINITY, f64::INFINITY);
+        for [hi, lo] in self.recent.iter().skip(self.recent.len() - h) {
+            high = high.max(*hi);
+            low = low.min(*lo);
+        }
+        (
+            high.is_finite().then_some(high),
+            low.is_finite().then_some(low),
+        )
+    }
 }
 
 /// A forecast scored at this bar whose published interval has a positive width
@@ -128,6 +169,9 @@ pub struct Accuracy {
     /// Open time of the bar that was scored last.
     pub ts_ms: i64,
     pub summary: Summary,
+    /// The rolling scores of the quantiles and touch probabilities.
+    pub quantiles: super::quantiles::QuantileScore,
+    pub touch: super::touch::TouchScore,
 }
 
 /// Sums for the Prometheus counters, added up per batch and exported once.
@@ -139,6 +183,41 @@ struct Sums {
     relative: f64,
     naive_relative: f64,
     scaled: f64,
+    /// The distribution's ([`Learnt`]): quantiles scored, outcomes at or below each, CRPS
+    /// over the last close (all, and paired with naive's), touch outcomes (count, touched,
+    /// Brier, the base rate's Brier) and per tenth of p (count, Σp, touched).
+    quantile_scored: u64,
+    below: [u64; 9],
+    crps: f64,
+    crps_paired: f64,
+    naive_crps_paired: f64,
+    touch: [f64; 4],
+    touch_bins: [[f64; 3]; 10],
+}
+
+impl Sums {
+    fn add_learnt(&mut self, l: &Learnt) {
+        self.quantile_scored += 1;
+        for (b, below) in self.below.iter_mut().zip(l.below) {
+            *b += u64::from(below);
+        }
+        self.crps += l.crps_rel;
+        if let Some(n) = l.naive_crps_rel {
+            self.crps_paired += l.crps_rel;
+            self.naive_crps_paired += n;
+        }
+        for (p, reference, touched) in l.touches.iter().flatten() {
+            let o = f64::from(u8::from(*touched));
+            self.touch[0] += 1.0;
+            self.touch[1] += o;
+            self.touch[2] += (p - o) * (p - o);
+            self.touch[3] += (reference - o) * (reference - o);
+            let bin = &mut self.touch_bins[((p * 10.0) as usize).min(9)];
+            bin[0] += 1.0;
+            bin[1] += p;
+            bin[2] += o;
+        }
+    }
 }
 
 /// Where the scorer keeps one series ([`Scorer::slot`]): the key looked up once, for the
@@ -160,6 +239,8 @@ pub struct Scorer {
     /// Indices of `states` that reset series left, reused first.
     free: Vec<u32>,
     unexported: Vec<((u16, u32), Sums)>,
+    /// Naive's model id, once it has one: its CRPS is what the others' are compared with.
+    naive: Option<u16>,
 }
 
 /// The index of `name` in `models`, added when new.
@@ -187,7 +268,15 @@ impl Scorer {
 
     /// The id [`Outcome`]s carry for a model name.
     pub fn model_id(&mut self, name: &str) -> u16 {
-        intern(&mut self.models, name)
+        self.intern(name)
+    }
+
+    fn intern(&mut self, name: &str) -> u16 {
+        let id = intern(&mut self.models, name);
+        if name == super::ensemble::NAIVE {
+            self.naive = Some(id);
+        }
+        id
     }
 
     /// The slot of a series, made (empty) when new.
@@ -248,15 +337,41 @@ impl Scorer {
         if close.is_finite() {
             s.last_close = Some(close);
         }
+        let longest = s
+            .pending
+            .iter()
+            .map(|(h, _)| *h as usize)
+            .max()
+            .unwrap_or(0);
+        s.recent.push_back([c.high_f64(), c.low_f64()]);
+        while s.recent.len() > longest.max(1) {
+            s.recent.pop_front();
+        }
         let scale = s.step.summary(1.0).map_or(f64::NAN, |x| x.mae);
         let mut scored = 0;
         let mut hint = 0;
-        for (_, queue) in &mut s.pending {
+        let naive = self.naive;
+        for i in 0..s.pending.len() {
+            let h = s.pending[i].0;
+            let (high, low) = s.extremes(h);
+            let mut reached = Reached::new(close, high, low);
+            let queue = &mut s.pending[i].1;
+            // Naive's CRPS at this bar and horizon, which the others' are compared with.
+            let naive_crps = naive.and_then(|id| {
+                let w = queue
+                    .iter()
+                    .take_while(|w| w.target_ms <= c.open_ms)
+                    .find(|w| {
+                        w.target_ms == c.open_ms
+                            && s.tracks.get(usize::from(w.track)).map(|t| t.model) == Some(id)
+                    })?;
+                Calibrators::crps_of(&w.made(), close)
+            });
             while let Some(w) = queue.front() {
                 if w.target_ms > c.open_ms {
                     break;
                 }
-                let (target_ms, track, p) = (w.target_ms, w.track, w.scored(close));
+                let (target_ms, track, p, made) = (w.target_ms, w.track, w.scored(close), w.made());
                 queue.pop_front();
                 if target_ms < c.open_ms || !close.is_finite() {
                     continue;
@@ -265,6 +380,10 @@ impl Scorer {
                     continue;
                 };
                 t.score.add_decayed(&p, decay);
+                let learnt = s
+                    .cals
+                    .get_mut(usize::from(track))
+                    .and_then(|cal| cal.learn(&mut t.dist, &made, &mut reached, naive_crps, decay));
                 t.last_ms = c.open_ms;
                 scored += 1;
                 add_sums(
@@ -273,6 +392,7 @@ impl Scorer {
                     (t.model, t.horizon),
                     &p,
                     scale,
+                    learnt.as_ref(),
                 );
                 if close > 0.0 && super::calibrated::has_spread(p.point, p.hi95) {
                     outcomes.push(Outcome {
@@ -304,6 +424,7 @@ impl Scorer {
         }
         if let Some(s) = state(2) {
             prefetch_all(&s.pending, 4);
+            prefetch_all(&s.cals, 1);
             if score {
                 prefetch_all(&s.tracks, 1);
             }
@@ -322,9 +443,11 @@ impl Scorer {
             }
         }
         if score {
-            prefetch_all(&s.tracks, 64);
+            prefetch_all(&s.tracks, 256);
+            prefetch_all(&s.cals, 64);
         } else {
             prefetch_all(&s.ids, 8);
+            prefetch_all(&s.cals, 64);
         }
     }
 
@@ -343,6 +466,8 @@ impl Scorer {
                     horizon: t.horizon,
                     ts_ms: t.last_ms,
                     summary: t.score.summary(scale)?,
+                    quantiles: t.dist.quantile_score.clone(),
+                    touch: t.dist.touch_score.clone(),
                 })
             })
             .collect();
@@ -350,26 +475,28 @@ impl Scorer {
         out
     }
 
-    /// Remembers a published forecast until its target bar closes.
-    pub fn record(&mut self, key: &dyn SeriesRef, f: &Forecast) {
-        let id = intern(&mut self.models, &f.model);
-        self.record_ids(key, std::slice::from_ref(f), &[id]);
+    /// Remembers a forecast until its target bar closes, setting its quantiles and touch
+    /// calibration first.
+    pub fn record(&mut self, key: &dyn SeriesRef, f: &mut Forecast) {
+        let id = self.intern(&f.model);
+        self.record_ids(key, std::slice::from_mut(f), &[id]);
     }
 
-    /// Remembers published forecasts of one series until their target bars close; `ids[i]` is
-    /// the model id ([`Scorer::model_id`]) of `fs[i]`.
-    pub fn record_ids(&mut self, key: &dyn SeriesRef, fs: &[Forecast], ids: &[u16]) {
+    /// Remembers forecasts of one series until their target bars close, setting each one's
+    /// quantiles and touch calibration first; `ids[i]` is the model id ([`Scorer::model_id`])
+    /// of `fs[i]`.
+    pub fn record_ids(&mut self, key: &dyn SeriesRef, fs: &mut [Forecast], ids: &[u16]) {
         let slot = self.slot(key);
         self.record_at(slot, fs, ids);
     }
 
     /// [`Scorer::record_ids`] for the series in `slot`.
-    pub fn record_at(&mut self, slot: Slot, fs: &[Forecast], ids: &[u16]) {
+    pub fn record_at(&mut self, slot: Slot, fs: &mut [Forecast], ids: &[u16]) {
         let Some(s) = self.states.get_mut(slot.0 as usize) else {
             return;
         };
         let mut hint = 0;
-        for (f, &model) in fs.iter().zip(ids) {
+        for (f, &model) in fs.iter_mut().zip(ids) {
             hint = s.record(hint, model, f) + 1;
         }
     }
@@ -379,16 +506,17 @@ impl SeriesScores {
     /// Records one forecast and returns its track's index. The track is most likely at
     /// `hint`, just after the previous forecast's: a series' forecasts come in the same model
     /// and horizon order at every bar, mostly the order its tracks were made in.
-    fn record(&mut self, hint: usize, model: u16, f: &Forecast) -> usize {
+    fn record(&mut self, hint: usize, model: u16, f: &mut Forecast) -> usize {
         let id = (model, f.horizon);
         let at = match self.ids.get(hint) {
             Some(&x) if x == id => Some(hint),
             _ => self.ids.iter().position(|&x| x == id),
         };
         let at = at.unwrap_or_else(|| self.add_track(model, f.horizon, 0));
+        let published = self.cals[at].publish(f);
         self.wait(
             f.horizon,
-            Pending::new(f.target_ms, at as u16, &Point::from_forecast(f)),
+            Pending::new(f.target_ms, at as u16, &Point::from_forecast(f), published),
         );
         at
     }
@@ -402,6 +530,7 @@ impl SeriesScores {
             ..Track::default()
         });
         self.ids.push((model, horizon));
+        self.cals.push(Calibrators::default());
         self.tracks.len() - 1
     }
 
@@ -451,12 +580,16 @@ impl Scorer {
     /// waiting forecasts in target order.
     pub fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let s = self.get(key)?;
-        let mut e = Enc::new(1);
+        let mut e = Enc::new(2);
         match s.last_close {
             Some(c) => e.bool(true).f64(c),
             None => e.bool(false),
         };
         s.step.save(&mut e);
+        e.u32(s.recent.len() as u32);
+        for [hi, lo] in &s.recent {
+            e.f64(*hi).f64(*lo);
+        }
         let name = |t: &Track| {
             self.models
                 .get(usize::from(t.model))
@@ -472,6 +605,8 @@ impl Scorer {
             let t = &s.tracks[i];
             e.bytes(name(t).as_bytes()).u32(t.horizon).i64(t.last_ms);
             t.score.save(&mut e);
+            s.cals[i].save(&mut e);
+            t.dist.save(&mut e);
             let waiting: Vec<&Pending> = s
                 .pending
                 .iter()
@@ -483,30 +618,59 @@ impl Scorer {
             for w in waiting {
                 e.i64(w.target_ms).f64(w.base).f64(w.point);
                 e.f64(w.lo80).f64(w.hi80).f64(w.lo95).f64(w.hi95);
+                let p = &w.published;
+                for x in p.ratios.iter().chain(&p.touch) {
+                    e.f64(f64::from(*x));
+                }
             }
         }
         Some(e.finish())
     }
 
+    /// Reads [`Scorer::save_series`]'s bytes; format 1, from before the quantile and touch
+    /// calibrators, restores them fresh.
     pub fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
-        let mut d = Dec::new(bytes, 1)?;
+        let (mut d, format) = Dec::versioned(bytes, 1..=2)?;
         let mut s = SeriesScores {
             last_close: if d.bool()? { Some(d.f64()?) } else { None },
             step: Score::load(&mut d)?,
             ..SeriesScores::default()
         };
+        if format >= 2 {
+            for _ in 0..d.u32()? {
+                s.recent.push_back([d.f64()?, d.f64()?]);
+            }
+        }
         for _ in 0..d.u32()? {
             let model = std::str::from_utf8(d.bytes()?)?;
-            let model = intern(&mut self.models, model);
+            let model = self.intern(model);
             let horizon = d.u32()?;
             let last_ms = d.i64()?;
             let track = s.add_track(model, horizon, last_ms);
             s.tracks[track].score = Score::load(&mut d)?;
+            if format >= 2 {
+                s.cals[track] = Calibrators::load(&mut d)?;
+                s.tracks[track].dist = DistScores::load(&mut d)?;
+            }
             let track = track as u16;
             for _ in 0..d.u32()? {
                 let target_ms = d.i64()?;
                 let (base, point) = (d.f64()?, d.f64()?);
                 let (lo80, hi80, lo95, hi95) = (d.f64()?, d.f64()?, d.f64()?, d.f64()?);
+                let mut published = Published::default();
+                if format >= 2 {
+                    for x in published.ratios.iter_mut().chain(&mut published.touch) {
+                        *x = d.f64()? as f32;
+                    }
+                } else {
+                    // Published before the calibrators: scored as fresh ones would have it.
+                    let mut f = Forecast {
+                        point,
+                        hi95,
+                        ..Forecast::default()
+                    };
+                    published = Calibrators::default().publish(&mut f);
+                }
                 let p = Point {
                     actual: f64::NAN,
                     base,
@@ -516,7 +680,7 @@ impl Scorer {
                     lo95,
                     hi95,
                 };
-                s.wait(horizon, Pending::new(target_ms, track, &p));
+                s.wait(horizon, Pending::new(target_ms, track, &p, published));
             }
         }
         d.end()?;
@@ -524,6 +688,21 @@ impl Scorer {
         self.states[i as usize] = s;
         Ok(())
     }
+}
+
+/// The `level` labels of the quantile counters.
+const QUANTILE_LABELS: [&str; 9] = [
+    "0.025", "0.05", "0.1", "0.25", "0.5", "0.75", "0.9", "0.95", "0.975",
+];
+
+/// The `bin` labels of the touch counters: each bin's lower edge.
+const BIN_LABELS: [&str; 10] = [
+    "0.0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9",
+];
+
+/// A sum as a counter may take it: a counter only grows, by finite amounts.
+fn finite_sum(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 { v } else { 0.0 }
 }
 
 /// Adds one scored point to the sums not yet exported.
@@ -534,6 +713,7 @@ fn add_sums(
     key: (u16, u32),
     p: &Point,
     scale: f64,
+    learnt: Option<&Learnt>,
 ) {
     let at = match sums.get(*hint) {
         Some((k, _)) if *k == key => *hint,
@@ -555,6 +735,9 @@ fn add_sums(
     s.relative += finite(err / p.base);
     s.naive_relative += finite((p.actual - p.base).abs() / p.base);
     s.scaled += finite(err / scale);
+    if let Some(l) = learnt {
+        s.add_learnt(l);
+    }
 }
 
 impl Scorer {
@@ -582,6 +765,47 @@ impl Scorer {
                 telemetry::FORECAST_ERROR_SUM
                     .with_label_values(&[model, &h, kind])
                     .inc_by(v);
+            }
+            if s.quantile_scored == 0 {
+                continue;
+            }
+            telemetry::FORECAST_QUANTILE_SCORED
+                .with_label_values(&[model, &h])
+                .inc_by(s.quantile_scored);
+            for (level, n) in QUANTILE_LABELS.iter().zip(s.below) {
+                telemetry::FORECAST_QUANTILE_BELOW
+                    .with_label_values(&[model, &h, level])
+                    .inc_by(n);
+            }
+            for (kind, v) in [
+                ("relative", s.crps),
+                ("paired", s.crps_paired),
+                ("naive_paired", s.naive_crps_paired),
+            ] {
+                telemetry::FORECAST_CRPS_SUM
+                    .with_label_values(&[model, &h, kind])
+                    .inc_by(finite_sum(v));
+            }
+            if s.touch[0] == 0.0 {
+                continue;
+            }
+            for (kind, v) in ["outcomes", "touched", "brier", "base_brier"]
+                .iter()
+                .zip(s.touch)
+            {
+                telemetry::FORECAST_TOUCH_SUM
+                    .with_label_values(&[model, &h, kind])
+                    .inc_by(finite_sum(v));
+            }
+            for (bin, sums) in BIN_LABELS.iter().zip(&s.touch_bins) {
+                if sums[0] == 0.0 {
+                    continue;
+                }
+                for (kind, v) in ["outcomes", "p", "touched"].iter().zip(sums) {
+                    telemetry::FORECAST_TOUCH_BIN
+                        .with_label_values(&[model, &h, bin, kind])
+                        .inc_by(finite_sum(*v));
+                }
             }
         }
     }
@@ -611,6 +835,7 @@ mod tests {
             hi80: point + half,
             lo95: point - 2.0 * half,
             hi95: point + 2.0 * half,
+            ..Default::default()
         }
     }
 
@@ -623,8 +848,8 @@ mod tests {
         let mut s = Scorer::new(ScorerSettings { window: 1.0 });
         assert_eq!(s.observe(&key, &cs[0]), 0);
         // h=1 from bar 0 hits bar 1 exactly; h=2 from bar 0 lands on bar 2.
-        s.record(&key, &forecast(&cs[0], "m", 1, close(1), 0.0));
-        s.record(&key, &forecast(&cs[0], "m", 2, close(0) + 1.0, 0.5));
+        s.record(&key, &mut forecast(&cs[0], "m", 1, close(1), 0.0));
+        s.record(&key, &mut forecast(&cs[0], "m", 2, close(0) + 1.0, 0.5));
         let mut outcomes = Vec::new();
         assert_eq!(s.observe_into(&key, &cs[1], &mut outcomes), 1);
         assert!(outcomes.is_empty(), "a zero-width interval teaches nothing");
@@ -668,8 +893,8 @@ mod tests {
         let key = series_key(&cs[0]);
         let mut s = Scorer::new(ScorerSettings::default());
         s.observe(&key, &cs[0]);
-        s.record(&key, &forecast(&cs[0], "m", 1, 1.0, 1.0));
-        s.record(&key, &forecast(&cs[0], "m", 3, 1.0, 1.0));
+        s.record(&key, &mut forecast(&cs[0], "m", 1, 1.0, 1.0));
+        s.record(&key, &mut forecast(&cs[0], "m", 3, 1.0, 1.0));
         // Bar 1 never arrives: the h=1 forecast is dropped when bar 2 closes.
         assert_eq!(s.observe(&key, &cs[2]), 0);
         assert!(s.accuracy(&key).is_empty());
@@ -696,9 +921,9 @@ mod tests {
         let mut s = Scorer::new(ScorerSettings { window: 1.0 });
         for (k, cs) in [(&ka, &a), (&kb, &b)] {
             s.observe(k, &cs[0]);
-            s.record(k, &forecast(&cs[0], "m", 1, 1.0, 1.0));
+            s.record(k, &mut forecast(&cs[0], "m", 1, 1.0, 1.0));
             assert_eq!(s.observe(k, &cs[1]), 1);
-            s.record(k, &forecast(&cs[1], "m", 1, 1.0, 1.0));
+            s.record(k, &mut forecast(&cs[1], "m", 1, 1.0, 1.0));
         }
         let b_before = s.save_series(&kb).expect("b");
         let slot_a = s.slot(&ka);
@@ -718,5 +943,82 @@ mod tests {
             1,
             "b's forecast still waits for its bar"
         );
+    }
+
+    /// A recorded forecast gets its quantiles and touch calibration from its track's
+    /// calibrators; when its bar closes, the scores of exactly those quantiles (CRPS, against
+    /// naive's on the same bar; the PIT counts) and of the touch probabilities at ±1 and ±2
+    /// spreads are kept, the calibrators learn, and all of it survives a checkpoint.
+    #[test]
+    fn distributions_are_published_scored_and_learnt() {
+        use crate::forecast::quantiles::crps;
+        let cs = synthetic_candles(&["BTC-USDT"], 3, 3);
+        let key = series_key(&cs[0]);
+        let mut s = Scorer::new(ScorerSettings { window: 1.0 });
+        s.observe(&key, &cs[0]);
+        let last = cs[0].close.to_f64().unwrap_or(f64::NAN);
+        let mut naive = forecast(&cs[0], "naive", 1, last, last * 0.002);
+        let mut m = forecast(&cs[0], "m", 1, last * 1.001, last * 0.003);
+        s.record(&key, &mut naive);
+        s.record(&key, &mut m);
+        let (qn, qm) = (naive.quantiles.expect("set"), m.quantiles.expect("set"));
+        assert!(qm.windows(2).all(|w| w[0] < w[1]), "{qm:?}");
+        assert_eq!(m.touch.map(|t| (t.alpha, t.beta)), Some((0.0, 1.0)));
+        assert_eq!(s.observe(&key, &cs[1]), 2);
+        let actual = cs[1].close.to_f64().unwrap_or(f64::NAN);
+        let acc = s.accuracy(&key);
+        let of = |model: &str| acc.iter().find(|a| a.model == model).expect("scored");
+        let (a_m, a_n) = (of("m"), of("naive"));
+        assert_eq!(a_m.quantiles.n, 1);
+        assert_eq!(a_m.quantiles.crps(), Some(crps(&qm, actual)));
+        assert_eq!(
+            a_m.quantiles.crps_rel(),
+            Some(crps(&qm, actual) / crps(&qn, actual))
+        );
+        assert_eq!(a_n.quantiles.crps_rel(), Some(1.0));
+        // One outcome: each level's share below is 0 or 1.
+        let below = qm.iter().filter(|q| actual <= **q).count();
+        let want_pit = crate::forecast::quantiles::LEVELS
+            .iter()
+            .enumerate()
+            .map(|(i, tau)| (f64::from(u8::from(i >= 9 - below)) - tau).abs())
+            .fold(0.0, f64::max);
+        assert_eq!(a_m.quantiles.pit_max_err(), Some(want_pit));
+        assert_eq!(a_m.touch.n, 2, "two touch levels per outcome");
+        // The sums for the metrics: both models' quantiles, naive's CRPS paired with m's.
+        let sums = |model: &str| {
+            let id = s.models.iter().position(|x| x == model).expect("id") as u16;
+            s.unexported
+                .iter()
+                .find(|(k, _)| *k == (id, 1))
+                .map(|(_, v)| *v)
+                .expect("sums")
+        };
+        let sm = sums("m");
+        assert_eq!(sm.quantile_scored, 1);
+        assert_eq!(sm.below.iter().sum::<u64>(), below as u64);
+        assert!((sm.crps - crps(&qm, actual) / last).abs() < 1e-15);
+        assert!((sm.naive_crps_paired - crps(&qn, actual) / last).abs() < 1e-15);
+        assert_eq!(sm.touch[0], 2.0);
+        // The calibrators learnt: the next forecast of m is published from them.
+        let mut m2 = forecast(&cs[1], "m", 1, actual, actual * 0.003);
+        s.record(&key, &mut m2);
+        let moved = m2.quantiles.expect("set");
+        let fresh = {
+            let mut f = forecast(&cs[1], "m", 1, actual, actual * 0.003);
+            Calibrators::default().publish(&mut f);
+            f.quantiles.expect("set")
+        };
+        assert_ne!(moved, fresh, "the multipliers moved");
+        // All of it round-trips through a checkpoint.
+        let saved = s.save_series(&key).expect("state");
+        let mut r = Scorer::new(ScorerSettings { window: 1.0 });
+        r.load_series(&key, &saved).expect("loads");
+        assert_eq!(r.save_series(&key), Some(saved));
+        // (Debug text: a NaN score compares unequal to itself.)
+        let text = |x: &Scorer| format!("{:?}", x.accuracy(&key));
+        assert_eq!(text(&r), text(&s));
+        assert_eq!(r.observe(&key, &cs[2]), s.observe(&key, &cs[2]));
+        assert_eq!(text(&r), text(&s));
     }
 }

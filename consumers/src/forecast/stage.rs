@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result};
 use tickcast_pipeline::bus::OutRecord;
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, Forecast, Name, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{Candle, FORECAST_VERSION, Forecast, Name};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
@@ -40,6 +40,11 @@ use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
 
 /// The ensemble's model name.
 pub const ENSEMBLE: &str = "ensemble";
+
+/// A series' recent window, in bars: its forecasts are `degraded` while an empty
+/// (synthesized) candle, or its restart after an unfilled gap, lies within it. The longest
+/// default horizon.
+pub const RECENT_BARS: u32 = 60;
 
 /// Where and how often the stage checkpoints.
 #[derive(Debug, Clone)]
@@ -68,6 +73,9 @@ pub struct ForecastStage {
     ids: Vec<u16>,
     ensemble_name: Name,
     ensemble_id: u16,
+    /// Each model's version id, then the ensemble's, as forecasts carry them: made again
+    /// only when a model's version changes (the LSTM's, as it trains).
+    versions: Vec<Name>,
     /// The input partition each series arrives on.
     partition_of: SeriesMap<(String, i32)>,
     checkpoint: Option<Checkpointer>,
@@ -93,6 +101,10 @@ struct Seen {
     chunk: u64,
     /// Exchange, symbol and interval, shared by every forecast of the series.
     names: [Name; 3],
+    /// Bars since the last empty candle or restart after a gap; `None` while there was none.
+    since_flaw: Option<u32>,
+    /// The series restarted after a gap and its next bar is the first since.
+    restarted: bool,
 }
 
 impl Seen {
@@ -102,7 +114,19 @@ impl Seen {
             open_ms,
             chunk: 0,
             names: [e.into(), s.into(), i.into()],
+            since_flaw: None,
+            restarted: false,
         }
+    }
+
+    /// Folds in the series' next bar; returns whether its forecasts are degraded.
+    fn degraded_after(&mut self, c: &Candle) -> bool {
+        if c.trades == 0 || std::mem::take(&mut self.restarted) {
+            self.since_flaw = Some(0);
+        } else if let Some(n) = &mut self.since_flaw {
+            *n = n.saturating_add(1);
+        }
+        self.since_flaw.is_some_and(|n| n < RECENT_BARS)
     }
 }
 
@@ -160,6 +184,7 @@ impl ForecastStage {
             ids: Vec::new(),
             ensemble_name: Name::from(ENSEMBLE),
             ensemble_id: 0,
+            versions: Vec::new(),
             partition_of: SeriesMap::default(),
             checkpoint: None,
             outcomes: Vec::new(),
@@ -247,6 +272,7 @@ impl ForecastStage {
                 .get_or_insert_with(key, || Seen::new(key, c.open_ms));
             s.open_ms = c.open_ms;
             s.chunk = self.chunk;
+            s.restarted |= gap;
             chunk.push(c);
         }
         self.run_chunk(&chunk, &mut out);
@@ -303,6 +329,7 @@ impl ForecastStage {
                 clear_batch(batch, candles.len()),
             );
         }
+        self.refresh_versions();
         let preds = &self.preds;
         out.forecasts
             .reserve(candles.len() * (self.names.len() + 1) * self.horizons.len());
@@ -315,20 +342,23 @@ impl ForecastStage {
                 ens.prefetch_ahead(candles, i);
             }
             let key = of(c);
-            let Some(seen) = self.newest.get(key) else {
+            let Some(seen) = self.newest.get_mut(key) else {
                 continue; // process() records every candle of a chunk first
             };
+            let degraded = seen.degraded_after(c);
             let series = Series {
                 names: &seen.names,
                 base_ms: c.open_ms,
                 bar: bar_ms(c),
                 last: c.close_f64(),
+                degraded,
             };
             let before = out.forecasts.len();
             ids.clear();
             for (m, (name, &id)) in self.names.iter().zip(&self.ids).enumerate() {
                 for p in &preds[m][i] {
-                    out.forecasts.push(series.forecast(name, p));
+                    out.forecasts
+                        .push(series.forecast(name, &self.versions[m], p));
                     ids.push(id);
                 }
                 self.published[m] += preds[m][i].len() as u64;
@@ -341,23 +371,52 @@ impl ForecastStage {
                         .zip(preds)
                         .map(|(m, p)| (m.name(), p[i].as_slice())),
                 );
+                let version = &self.versions[self.names.len()];
                 for p in ens.combine(key, &members, &self.scorer) {
-                    out.forecasts.push(series.forecast(&self.ensemble_name, &p));
+                    out.forecasts
+                        .push(series.forecast(&self.ensemble_name, version, &p));
                     ids.push(self.ensemble_id);
                     self.published[self.names.len()] += 1;
                 }
             }
-            self.scorer.record_at(slot, &out.forecasts[before..], &ids);
+            self.scorer
+                .record_at(slot, &mut out.forecasts[before..], &ids);
             if let Some(cp) = &mut self.checkpoint {
                 cp.dirty.insert(key);
             }
         }
     }
 
-    /// Everything held for one series, as one checkpoint blob.
+    /// Each model's version id, then the ensemble's ([`ForecastStage::versions`]).
+    fn refresh_versions(&mut self) {
+        let ids = self
+            .models
+            .iter()
+            .map(|m| m.version().id(m.name()))
+            .chain(std::iter::once(
+                self.ensemble
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.version().id(ENSEMBLE)),
+            ));
+        self.versions
+            .resize_with(self.models.len() + 1, || Name::from(""));
+        for (kept, id) in self.versions.iter_mut().zip(ids) {
+            if **kept != *id {
+                *kept = Name::from(id);
+            }
+        }
+    }
+
+    /// Everything held for one series, as one checkpoint blob (format 2: with the bars
+    /// since its last flaw, [`Seen::since_flaw`]).
     fn save_series(&self, key: &SeriesKey) -> Option<SeriesCheckpoint> {
-        let newest = self.newest.get(key)?.open_ms;
-        let mut e = Enc::new(1);
+        let seen = self.newest.get(key)?;
+        let newest = seen.open_ms;
+        let mut e = Enc::new(2);
+        match seen.since_flaw {
+            Some(n) => e.bool(true).u32(n),
+            None => e.bool(false),
+        };
         e.u32(self.models.len() as u32);
         for m in &self.models {
             e.bytes(m.name().as_bytes());
@@ -388,7 +447,12 @@ impl ForecastStage {
     /// the series fresh; a blob naming a model this stage does not run is ignored for it.
     fn load_series(&mut self, cp: &SeriesCheckpoint) -> Result<()> {
         let key: SeriesKey = (cp.exchange.clone(), cp.symbol.clone(), cp.interval.clone());
-        let mut d = Dec::new(&cp.state, 1)?;
+        let (mut d, format) = Dec::versioned(&cp.state, 1..=2)?;
+        let since_flaw = if format >= 2 && d.bool()? {
+            Some(d.u32()?)
+        } else {
+            None
+        };
         for _ in 0..d.u32()? {
             let name = String::from_utf8(d.bytes()?.to_vec())?;
             let state = if d.bool()? { Some(d.bytes()?) } else { None };
@@ -409,7 +473,9 @@ impl ForecastStage {
             }
         }
         d.end()?;
-        self.newest.insert(&key, Seen::new(&key, cp.last_open_ms));
+        let mut seen = Seen::new(&key, cp.last_open_ms);
+        seen.since_flaw = since_flaw;
+        self.newest.insert(&key, seen);
         Ok(())
     }
 
@@ -560,14 +626,15 @@ struct Series<'a> {
     bar: i64,
     /// The base bar's close.
     last: f64,
+    degraded: bool,
 }
 
 impl Series<'_> {
-    /// One forecast row.
-    fn forecast(&self, model: &Name, p: &Prediction) -> Forecast {
+    /// One forecast row (its quantiles and touch calibration are the scorer's to set).
+    fn forecast(&self, model: &Name, version: &Name, p: &Prediction) -> Forecast {
         let [exchange, symbol, interval] = self.names;
         Forecast {
-            v: SCHEMA_VERSION,
+            v: FORECAST_VERSION,
             exchange: exchange.clone(),
             symbol: symbol.clone(),
             interval: interval.clone(),
@@ -581,6 +648,10 @@ impl Series<'_> {
             hi80: p.hi80,
             lo95: p.lo95,
             hi95: p.hi95,
+            quantiles: None,
+            touch: None,
+            model_version: Some(version.clone()),
+            degraded: Some(self.degraded),
         }
     }
 }
@@ -654,6 +725,12 @@ fn accuracy_row(k: &SeriesKey, a: &Accuracy) -> AccuracyRow {
         coverage95: s.coverage95,
         winkler95: s.winkler95,
         directional_accuracy: finite(s.directional_accuracy),
+        crps: a.quantiles.crps().and_then(finite),
+        crps_rel: a.quantiles.crps_rel().and_then(finite),
+        pit_max_err: a.quantiles.pit_max_err().and_then(finite),
+        touch_brier: a.touch.brier().and_then(finite),
+        touch_brier_rel: a.touch.brier_rel().and_then(finite),
+        touch_ece: a.touch.ece().and_then(finite),
     }
 }
 
@@ -767,7 +844,7 @@ mod tests {
     fn forecast(names: &[Name; 3], model: &str, point: f64) -> Forecast {
         let [exchange, symbol, interval] = names.clone();
         Forecast {
-            v: SCHEMA_VERSION,
+            v: 1,
             exchange,
             symbol,
             interval,
@@ -781,6 +858,7 @@ mod tests {
             hi80: 105.0,
             lo95: 90.0,
             hi95: 110.0,
+            ..Default::default()
         }
     }
 
@@ -818,5 +896,51 @@ mod tests {
             })
             .collect();
         assert_eq!(records("forecasts", fs, 1_723_075_260_000), want);
+    }
+
+    /// Every forecast the stage sends is version 2: its quantiles in order and consistent
+    /// with its bands, a touch calibration, its model's version, and `degraded` exactly while
+    /// an empty candle or a restart after a gap lies within the last [`RECENT_BARS`] bars.
+    #[test]
+    fn forecasts_are_version_2_and_degraded_after_flaws() {
+        use crate::forecast::calibrated::{Calibrated, CalibrationSettings};
+        use crate::forecast::naive::Naive;
+        use crate::forecast::synthetic_candles;
+        let mut candles = synthetic_candles(&["BTC-USDT"], 400, 11);
+        // An empty candle at bar 100; bar 250 missing (a gap the stage restarts after).
+        candles[100].trades = 0;
+        candles.remove(250);
+        let naive = Calibrated::new(Box::new(Naive::default()), CalibrationSettings::default());
+        let mut stage = ForecastStage::new(vec![Box::new(naive)], vec![1, 5], "t")
+            .with_ensemble(EnsembleSettings::default());
+        let mut degraded_bars = std::collections::BTreeSet::new();
+        let mut seen_bars = std::collections::BTreeSet::new();
+        for c in &candles {
+            for f in stage.forecasts(&[c]) {
+                assert_eq!(f.v, FORECAST_VERSION);
+                let bytes = codec::encode(&f);
+                assert_eq!(codec::decode::<Forecast>(&bytes).as_ref(), Ok(&f));
+                let q = f.quantiles.expect("quantiles");
+                assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
+                assert!(f.touch.is_some());
+                let version = f.model_version.as_deref().expect("model version");
+                let prefix = format!("{}.r", f.model);
+                assert!(version.starts_with(&prefix), "{version}");
+                let bar = f.base_ms / 60_000;
+                seen_bars.insert(bar);
+                if f.degraded == Some(true) {
+                    degraded_bars.insert(bar);
+                }
+            }
+        }
+        let flawed = |from: i64| (from..from + i64::from(RECENT_BARS)).collect::<Vec<_>>();
+        let want: std::collections::BTreeSet<i64> = flawed(100)
+            .into_iter()
+            .chain(flawed(251))
+            .filter(|b| seen_bars.contains(b))
+            .collect();
+        assert!(want.contains(&100) && want.contains(&300) && want.contains(&310));
+        assert_eq!(degraded_bars, want);
+        assert!(seen_bars.contains(&99) && seen_bars.contains(&160) && seen_bars.contains(&311));
     }
 }

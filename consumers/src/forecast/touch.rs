@@ -76,10 +76,9 @@ pub fn touch_probability(a: f64, mu: f64, s: f64) -> f64 {
 }
 
 /// The probability that the close at a forecast's target bar is at or above `level`, from its
-/// calibrated bands and point read as the 2.5, 10, 50, 90 and 97.5% quantiles of the close:
-/// the normal score is interpolated linearly in log price between them, and beyond the outer
-/// ones extended along the outer segment. `None` when the bounds are not positive, finite and
-/// in order, or `level` is not positive.
+/// calibrated bands and point read as the 2.5, 10, 50, 90 and 97.5% quantiles of the close
+/// ([`above_from_quantiles`]). `None` when the bounds are not positive, finite and in order,
+/// or `level` is not positive.
 pub fn above_probability(
     point: f64,
     lo80: f64,
@@ -89,8 +88,21 @@ pub fn above_probability(
     level: f64,
 ) -> Option<f64> {
     const Z: [f64; 5] = [-Z95, -super::Z80, 0.0, super::Z80, Z95];
-    let bounds = [lo95, lo80, point, hi80, hi95];
-    if !(level > 0.0 && level.is_finite())
+    above_from_quantiles(&[lo95, lo80, point, hi80, hi95], &Z, level)
+}
+
+/// The probability that the close is at or above `level`, given quantiles `bounds` of the
+/// close at the standard normal scores `z` (both ascending): the normal score is interpolated
+/// linearly in log price between the quantiles, and beyond the outer ones extended along the
+/// outer segment with width. `None` when the quantiles are not positive, finite and in order,
+/// or `level` is not positive.
+pub fn above_from_quantiles<const N: usize>(
+    bounds: &[f64; N],
+    z: &[f64; N],
+    level: f64,
+) -> Option<f64> {
+    if N < 2
+        || !(level > 0.0 && level.is_finite())
         || bounds.iter().any(|b| !(b.is_finite() && *b > 0.0))
         || bounds.windows(2).any(|w| w[0] > w[1])
     {
@@ -98,32 +110,33 @@ pub fn above_probability(
     }
     let x = bounds.map(f64::ln);
     let y = level.ln();
-    if x[0] == x[4] {
-        // Every bound equal: all the mass at the point.
-        return Some(if y <= x[2] { 1.0 } else { 0.0 });
+    let (first, last) = (x[0], x[N - 1]);
+    if first == last {
+        // Every quantile equal: all the mass at one price.
+        return Some(if y <= first { 1.0 } else { 0.0 });
     }
     // The normal score of y along the segment i → i + 1 (a segment of zero width has none).
     let along = |i: usize| {
         let width = x[i + 1] - x[i];
-        (width > 0.0).then(|| Z[i] + (y - x[i]) / width * (Z[i + 1] - Z[i]))
+        (width > 0.0).then(|| z[i] + (y - x[i]) / width * (z[i + 1] - z[i]))
     };
-    let z = if y < x[0] {
-        (0..4).find_map(along)
-    } else if y > x[4] {
-        (0..4).rev().find_map(along)
+    let score = if y < first {
+        (0..N - 1).find_map(along)
+    } else if y > last {
+        (0..N - 1).rev().find_map(along)
     } else {
-        (0..4)
+        (0..N - 1)
             .filter(|&i| x[i] <= y && y <= x[i + 1])
             .find_map(along)
             .or_else(|| {
-                // y sits on bounds of zero width, a step of the distribution: what lies at or
-                // above it starts at the lowest of them.
+                // y sits on quantiles of zero width, a step of the distribution: what lies at
+                // or above it starts at the lowest of them.
                 let at = x.iter().position(|&b| b == y)?;
-                Some(Z[at])
+                Some(z[at])
             })
     };
-    // Some segment has width (the bounds are not all equal), so a score was found.
-    z.map(|z| 1.0 - norm_cdf(z))
+    // Some segment has width (the quantiles are not all equal), so a score was found.
+    score.map(|s| 1.0 - norm_cdf(s))
 }
 
 /// The drift and spread of a forecast over its horizon, in log price from its last close;
@@ -134,17 +147,35 @@ pub fn drift_and_spread(last: f64, point: f64, hi95: f64) -> Option<(f64, f64)> 
     mu.is_finite().then_some((mu, s))
 }
 
-/// By forecast `f`: the probability that its target bar closes at or above `level`
-/// ([`above_probability`] on its bands and point).
+/// By forecast `f`: the probability that its target bar closes at or above `level`, from its
+/// nine calibrated quantiles ([`above_from_quantiles`]), or from its bands and point for a
+/// version 1 forecast ([`above_probability`]).
 pub fn above_of(f: &Forecast, level: f64) -> Option<f64> {
-    above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level)
+    match &f.quantiles {
+        Some(q) => above_from_quantiles(q, &super::quantiles::NORMAL, level),
+        None => above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level),
+    }
 }
 
 /// By forecast `f`: the probability that the price reaches `level` before its target bar
-/// closes ([`touch_probability`] on its drift and spread, not calibrated).
+/// closes ([`touch_probability`] on its drift and spread), calibrated by the forecast's touch
+/// calibration; a version 1 forecast has none, and gets the reflection probability as it is.
 pub fn touch_of(f: &Forecast, level: f64) -> Option<f64> {
     let (mu, s) = drift_and_spread(f.last, f.point, f.hi95)?;
     let p = touch_probability((level / f.last).ln(), mu, s);
+    let p = match &f.touch {
+        // A level at the last close (1), or beyond reach without spread (0): certain.
+        _ if p == 0.0 || p == 1.0 => p,
+        Some(t) => {
+            TouchCalibrator {
+                alpha: t.alpha,
+                beta: t.beta,
+            }
+            .calibrate(p)
+            .p
+        }
+        None => p,
+    };
     p.is_finite().then_some(p)
 }
 
@@ -192,7 +223,12 @@ impl TouchCalibrator {
     /// The calibrated probability of touching `a` (log price from the last close) under a
     /// forecast with drift `mu` and spread `s`.
     pub fn probability(&self, a: f64, mu: f64, s: f64) -> Touch {
-        let raw_logit = logit(touch_probability(a, mu, s));
+        self.calibrate(touch_probability(a, mu, s))
+    }
+
+    /// The calibrated probability for a reflection probability `raw`.
+    pub fn calibrate(&self, raw: f64) -> Touch {
+        let raw_logit = logit(raw);
         Touch {
             p: sigmoid(self.alpha + self.beta * raw_logit),
             raw_logit,
@@ -211,51 +247,89 @@ impl TouchCalibrator {
 }
 
 /// Scores of touch probabilities: Brier score, against a reference (the trailing base rate of
-/// touches) on the same points, and the expected calibration error over 10 bins of `p`.
+/// touches) on the same points, and the expected calibration error over 10 bins of `p`. Plain
+/// sums ([`TouchScore::add`], the backtest's) or exponentially weighted ones
+/// ([`TouchScore::add_decayed`], the live scorer's).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TouchScore {
+    /// Outcomes scored (not decayed).
     pub n: u64,
+    weight: f64,
     brier: f64,
     reference_brier: f64,
-    /// Per bin of `p` (tenths): count, Σp, Σ outcome.
-    bins: [(u64, f64, f64); 10],
+    /// Per bin of `p` (tenths): weight, Σp, Σ outcome.
+    bins: [[f64; 3]; 10],
 }
 
 impl TouchScore {
     /// One outcome: the probability published, the reference's, and whether it touched.
     pub fn add(&mut self, p: f64, reference: f64, touched: bool) {
+        self.add_decayed(p, reference, touched, 1.0);
+    }
+
+    /// [`TouchScore::add`], the sums so far weighted by `decay` first.
+    pub fn add_decayed(&mut self, p: f64, reference: f64, touched: bool, decay: f64) {
         if !(p.is_finite() && reference.is_finite()) {
             return;
         }
         let o = if touched { 1.0 } else { 0.0 };
         self.n += 1;
-        self.brier += (p - o) * (p - o);
-        self.reference_brier += (reference - o) * (reference - o);
+        self.weight = self.weight * decay + 1.0;
+        self.brier = self.brier * decay + (p - o) * (p - o);
+        self.reference_brier = self.reference_brier * decay + (reference - o) * (reference - o);
+        if decay != 1.0 {
+            for b in self.bins.iter_mut().flatten() {
+                *b *= decay;
+            }
+        }
         let bin = ((p * 10.0) as usize).min(9);
         let b = &mut self.bins[bin];
-        b.0 += 1;
-        b.1 += p;
-        b.2 += o;
+        b[0] += 1.0;
+        b[1] += p;
+        b[2] += o;
     }
 
     /// Mean Brier score; `None` before any outcome.
     pub fn brier(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.brier / self.n as f64)
+        (self.weight > 0.0).then(|| self.brier / self.weight)
     }
 
     /// Brier score over the reference's (< 1: better than the trailing base rate).
     pub fn brier_rel(&self) -> Option<f64> {
-        (self.n > 0 && self.reference_brier > 0.0).then(|| self.brier / self.reference_brier)
+        (self.weight > 0.0 && self.reference_brier > 0.0).then(|| self.brier / self.reference_brier)
     }
 
     /// Expected calibration error: Σ over the bins of (share of points) × |mean p − rate|.
     pub fn ece(&self) -> Option<f64> {
-        (self.n > 0).then(|| {
+        (self.weight > 0.0).then(|| {
             self.bins
                 .iter()
-                .filter(|b| b.0 > 0)
-                .map(|&(k, sp, so)| (k as f64 / self.n as f64) * ((sp - so) / k as f64).abs())
+                .filter(|b| b[0] > 0.0)
+                .map(|&[k, sp, so]| (k / self.weight) * ((sp - so) / k).abs())
                 .sum()
+        })
+    }
+
+    pub(crate) fn save(&self, e: &mut super::state::Enc) {
+        e.u64(self.n)
+            .f64(self.weight)
+            .f64(self.brier)
+            .f64(self.reference_brier);
+        e.f64s(self.bins.as_flattened().iter());
+    }
+
+    pub(crate) fn load(d: &mut super::state::Dec<'_>) -> anyhow::Result<Self> {
+        let (n, weight, brier, reference_brier) = (d.u64()?, d.f64()?, d.f64()?, d.f64()?);
+        let flat = d.f64s()?;
+        if flat.len() != 30 {
+            anyhow::bail!("checkpoint: touch score of the wrong size");
+        }
+        Ok(Self {
+            n,
+            weight,
+            brier,
+            reference_brier,
+            bins: std::array::from_fn(|i| [flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]]),
         })
     }
 }
@@ -349,6 +423,46 @@ mod tests {
             above_probability(100.0, 98.0, 102.5, -1.0, 104.0, 100.0),
             None
         );
+    }
+
+    #[test]
+    fn the_nine_quantiles_give_the_probability_above_a_level() {
+        use crate::forecast::quantiles::{LEVELS, NORMAL};
+        let q = [95.0, 96.0, 97.0, 99.0, 100.0, 101.0, 103.0, 104.0, 105.0];
+        for (x, tau) in q.iter().zip(LEVELS) {
+            let p = above_from_quantiles(&q, &NORMAL, *x).expect("usable");
+            assert!((p - (1.0 - tau)).abs() < 1e-7, "at {x}: {p}");
+        }
+        let f = Forecast {
+            v: 2,
+            last: 100.0,
+            point: 100.0,
+            lo80: 97.0,
+            hi80: 103.0,
+            lo95: 95.0,
+            hi95: 105.0,
+            quantiles: Some(q),
+            touch: Some(tickcast_pipeline::domain::TouchCalibration {
+                alpha: 0.5,
+                beta: 1.0,
+            }),
+            ..Forecast::default()
+        };
+        // From the quantiles: 101 is the 75% quantile, which the bands alone do not know.
+        assert!((above_of(&f, 101.0).expect("usable") - 0.25).abs() < 1e-7);
+        let v1 = Forecast {
+            quantiles: None,
+            touch: None,
+            ..f.clone()
+        };
+        assert!((above_of(&v1, 101.0).expect("usable") - 0.25).abs() > 0.01);
+        // The touch calibration moves the reflection probability by its logit...
+        let raw = touch_of(&v1, 103.0).expect("usable");
+        let calibrated = touch_of(&f, 103.0).expect("usable");
+        let logit = |p: f64| (p / (1.0 - p)).ln();
+        assert!((logit(calibrated) - logit(raw) - 0.5).abs() < 1e-9);
+        // ...but not a level at the last close, which is touched already.
+        assert_eq!(touch_of(&f, 100.0), Some(1.0));
     }
 
     #[test]

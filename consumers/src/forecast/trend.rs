@@ -33,7 +33,9 @@ use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
 use super::state::{Dec, Enc};
-use super::{Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
+use super::{
+    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of,
+};
 use fit::{Design, FitSettings, Layout, TrendFit};
 
 /// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
@@ -260,6 +262,11 @@ fn predict(
 impl Forecaster for TrendModel {
     fn name(&self) -> &'static str {
         "trend"
+    }
+
+    /// Revision 2: forecasts re-anchored at the last close.
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(2, &self.settings)
     }
 
     fn update_into(

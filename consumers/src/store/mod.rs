@@ -154,6 +154,16 @@ pub struct AccuracyRow {
     pub coverage95: f64,
     pub winkler95: f64,
     pub directional_accuracy: Option<f64>,
+    /// Mean CRPS of the nine quantiles, and over naive's on the same points.
+    pub crps: Option<f64>,
+    pub crps_rel: Option<f64>,
+    /// The largest |share of outcomes at or below q_τ − τ| over the nine quantiles.
+    pub pit_max_err: Option<f64>,
+    /// Brier score of the touch probabilities at ±1 and ±2 spreads, over the trailing base
+    /// rate's, and their expected calibration error (10 bins).
+    pub touch_brier: Option<f64>,
+    pub touch_brier_rel: Option<f64>,
+    pub touch_ece: Option<f64>,
 }
 
 /// What the forecast stage writes at a checkpoint, in one transaction.
@@ -398,59 +408,27 @@ pub(crate) const LOAD_MODELS_SQL: &str =
 /// Upserts one accuracy row (both dialects).
 pub(crate) const SAVE_ACCURACY_SQL: &str = "insert into accuracy (exchange, symbol, interval, \
     model, horizon, ts_ms, n, mae, rmse, mase, rel_mae, coverage80, coverage95, winkler95, \
-    directional_accuracy) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+    directional_accuracy, crps, crps_rel, pit_max_err, touch_brier, touch_brier_rel, touch_ece) \
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    $20, $21) \
     on conflict (exchange, symbol, interval, model, horizon) do update set ts_ms = excluded.ts_ms, \
     n = excluded.n, mae = excluded.mae, rmse = excluded.rmse, mase = excluded.mase, \
     rel_mae = excluded.rel_mae, coverage80 = excluded.coverage80, \
     coverage95 = excluded.coverage95, winkler95 = excluded.winkler95, \
-    directional_accuracy = excluded.directional_accuracy";
+    directional_accuracy = excluded.directional_accuracy, crps = excluded.crps, \
+    crps_rel = excluded.crps_rel, pit_max_err = excluded.pit_max_err, \
+    touch_brier = excluded.touch_brier, touch_brier_rel = excluded.touch_brier_rel, \
+    touch_ece = excluded.touch_ece";
 
-/// Reads accuracy rows; filters are optional (both dialects; `$6` is the limit).
+/// Reads accuracy rows, in [`rows::accuracy_from`]'s column order; filters are optional (both
+/// dialects; `$6` is the limit).
 pub(crate) const ACCURACY_SQL: &str = "select exchange, symbol, interval, model, horizon, ts_ms, \
-    n, mae, rmse, mase, rel_mae, coverage80, coverage95, winkler95, directional_accuracy \
+    n, mae, rmse, mase, rel_mae, coverage80, coverage95, winkler95, directional_accuracy, \
+    crps, crps_rel, pit_max_err, touch_brier, touch_brier_rel, touch_ece \
     from accuracy where ($1 is null or exchange = $1) and ($2 is null or symbol = $2) \
     and ($3 is null or interval = $3) and ($4 is null or model = $4) \
     and ($5 is null or horizon = $5) \
     order by exchange, symbol, interval, model, horizon limit $6";
-
-/// A row of [`ACCURACY_SQL`].
-pub(crate) type AccuracyTuple = (
-    String,
-    String,
-    String,
-    String,
-    i32,
-    i64,
-    i64,
-    f64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    f64,
-    f64,
-    f64,
-    Option<f64>,
-);
-
-pub(crate) fn accuracy_from(t: AccuracyTuple) -> AccuracyRow {
-    AccuracyRow {
-        exchange: t.0,
-        symbol: t.1,
-        interval: t.2,
-        model: t.3,
-        horizon: t.4,
-        ts_ms: t.5,
-        n: t.6,
-        mae: t.7,
-        rmse: t.8,
-        mase: t.9,
-        rel_mae: t.10,
-        coverage80: t.11,
-        coverage95: t.12,
-        winkler95: t.13,
-        directional_accuracy: t.14,
-    }
-}
 
 /// Binds and runs the checkpoint statements in a transaction; one body for both dialects.
 macro_rules! save_checkpoint_in {
@@ -491,6 +469,12 @@ macro_rules! save_checkpoint_in {
                 .bind(a.coverage95)
                 .bind(a.winkler95)
                 .bind(a.directional_accuracy)
+                .bind(a.crps)
+                .bind(a.crps_rel)
+                .bind(a.pit_max_err)
+                .bind(a.touch_brier)
+                .bind(a.touch_brier_rel)
+                .bind(a.touch_ece)
                 .execute(&mut *$tx)
                 .await?;
         }
@@ -540,7 +524,8 @@ pub(crate) use load_models_body;
 macro_rules! accuracy_body {
     ($pool:expr, $q:expr) => {{
         let q = $q;
-        let rows: Vec<$crate::store::AccuracyTuple> = sqlx::query_as($crate::store::ACCURACY_SQL)
+        // More columns than sqlx decodes into a tuple: read by index.
+        let rows = sqlx::query($crate::store::ACCURACY_SQL)
             .bind(&q.exchange)
             .bind(&q.symbol)
             .bind(&q.interval)
@@ -549,7 +534,7 @@ macro_rules! accuracy_body {
             .bind($crate::store::clamp_limit(q.limit))
             .fetch_all($pool)
             .await?;
-        Ok(rows.into_iter().map($crate::store::accuracy_from).collect())
+        rows.iter().map(super::rows::accuracy_from).collect()
     }};
 }
 pub(crate) use accuracy_body;
@@ -589,16 +574,23 @@ pub(crate) fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> 
 
 /// Upsert clause of SQLite's `forecasts_latest`: a row moves only forward in time, so a
 /// redelivered old forecast never replaces a newer one (Postgres's `forecast_latest_rows` has
-/// the same rule, on its ids).
+/// the same rule, on its ids). The newer row brings every column, version 2's included.
 pub(crate) const UPSERT_LATEST: &str = "on conflict (exchange, symbol, interval, model, horizon)
     do update set base_ms = excluded.base_ms, target_ms = excluded.target_ms,
     last = excluded.last, point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80,
-    lo95 = excluded.lo95, hi95 = excluded.hi95
+    lo95 = excluded.lo95, hi95 = excluded.hi95, q025 = excluded.q025, q05 = excluded.q05,
+    q10 = excluded.q10, q25 = excluded.q25, q50 = excluded.q50, q75 = excluded.q75,
+    q90 = excluded.q90, q95 = excluded.q95, q975 = excluded.q975,
+    touch_alpha = excluded.touch_alpha, touch_beta = excluded.touch_beta,
+    model_version = excluded.model_version, degraded = excluded.degraded
     where excluded.base_ms >= forecasts_latest.base_ms";
 
-/// [`Store::latest_forecasts`], Postgres (typed nulls).
+/// [`Store::latest_forecasts`], Postgres (typed nulls). The view's `quantiles` array is read
+/// element by element, so both dialects give [`rows::forecast_from`] the same columns.
 pub(crate) const LATEST_SQL_PG: &str = "select exchange, symbol, interval, model, horizon, \
-    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95 from forecasts_latest \
+    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95, quantiles[1], quantiles[2], \
+    quantiles[3], quantiles[4], quantiles[5], quantiles[6], quantiles[7], quantiles[8], \
+    quantiles[9], touch_alpha, touch_beta, model_version, degraded from forecasts_latest \
     where ($1::text is null or exchange = $1) and ($2::text is null or symbol = $2) \
     and ($3::text is null or interval = $3) and ($4::text is null or model = $4) \
     and ($5::int is null or horizon = $5) and ($6::bigint is null or target_ms >= $6) \
@@ -607,7 +599,8 @@ pub(crate) const LATEST_SQL_PG: &str = "select exchange, symbol, interval, model
 
 /// [`Store::latest_forecasts`], SQLite.
 pub(crate) const LATEST_SQL_SQLITE: &str = "select exchange, symbol, interval, model, horizon, \
-    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95 from forecasts_latest \
+    base_ms, target_ms, last, point, lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, \
+    q90, q95, q975, touch_alpha, touch_beta, model_version, degraded from forecasts_latest \
     where ($1 is null or exchange = $1) and ($2 is null or symbol = $2) \
     and ($3 is null or interval = $3) and ($4 is null or model = $4) \
     and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6) \

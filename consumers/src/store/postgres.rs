@@ -9,6 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use tickcast_pipeline::domain::{Candle, Forecast};
 
+use super::forecast_ids::RowIds;
 use super::rows::{candle_from, forecast_from};
 use super::{
     AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
@@ -159,10 +160,27 @@ async fn upsert_candles(tx: &mut Transaction<'_, Postgres>, rows: &[&Candle]) ->
 }
 
 /// The values a stored forecast row takes from a newer delivery of its key (in
-/// `forecast_rows`) or a newer forecast of its series (in `forecast_latest_rows`).
+/// `forecast_rows`) or a newer forecast of its series (in `forecast_latest_rows`): every column
+/// but the key, version 2's included (null from a version 1 forecast).
 const NEWER_VALUES: &str = "target_ms = excluded.target_ms, last = excluded.last, \
     point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, \
-    hi95 = excluded.hi95";
+    hi95 = excluded.hi95, q025 = excluded.q025, q05 = excluded.q05, q10 = excluded.q10, \
+    q25 = excluded.q25, q50 = excluded.q50, q75 = excluded.q75, q90 = excluded.q90, \
+    q95 = excluded.q95, q975 = excluded.q975, touch_alpha = excluded.touch_alpha, \
+    touch_beta = excluded.touch_beta, model_version = excluded.model_version, \
+    degraded = excluded.degraded";
+
+/// The columns of a staged row, in [`copy_row`]'s order (named, so that a column a later
+/// migration adds to `forecast_rows` stays null rather than breaking the `COPY`).
+const COPY_COLUMNS: &str = "series, model, horizon, base_ms, target_ms, last, point, lo80, \
+    hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, q90, q95, q975, touch_alpha, touch_beta, \
+    model_version, degraded";
+
+/// Fields of a staged row.
+const COPY_FIELDS: i16 = 24;
+
+/// Bytes of a version 2 row in `COPY`'s binary format (a version 1 row takes fewer).
+const COPY_ROW_BYTES: usize = 2 + 8 + 6 + 8 + 2 * 12 + 17 * 12 + 8 + 5;
 
 /// Writes forecasts through Postgres's bulk path: binary `COPY` of their id rows (`ids`, one
 /// per row: see [`super::forecast_ids`]) into a temporary staging table (one per connection,
@@ -177,7 +195,7 @@ const NEWER_VALUES: &str = "target_ms = excluded.target_ms, last = excluded.last
 async fn write_forecasts(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[&Forecast],
-    ids: &[(i32, i16)],
+    ids: &[RowIds],
 ) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -191,14 +209,16 @@ async fn write_forecasts(
     )
     .await
     .context("making the forecast staging table")?;
-    let mut data = Vec::with_capacity(COPY_HEADER.len() + rows.len() * 110 + 2);
+    let mut data = Vec::with_capacity(COPY_HEADER.len() + rows.len() * COPY_ROW_BYTES + 2);
     data.extend_from_slice(COPY_HEADER);
-    for (f, &id) in rows.iter().zip(ids) {
+    for (f, id) in rows.iter().zip(ids) {
         copy_row(&mut data, f, id)?;
     }
     data.extend_from_slice(&(-1i16).to_be_bytes());
     let mut copy = tx
-        .copy_in_raw("copy sink_forecast_rows from stdin (format binary)")
+        .copy_in_raw(&format!(
+            "copy sink_forecast_rows ({COPY_COLUMNS}) from stdin (format binary)"
+        ))
         .await
         .context("staging forecasts")?;
     copy.send(data).await.context("staging forecasts")?;
@@ -236,7 +256,7 @@ async fn write_forecasts(
             rustc_hash::FxHashSet::with_capacity_and_hasher(rows.len(), Default::default());
         rows.iter()
             .zip(ids)
-            .all(|(f, id)| seen.insert((*id, f.horizon)))
+            .all(|(f, id)| seen.insert((id.series, id.model, f.horizon)))
     };
     let (distinct, order) = if once {
         ("", "")
@@ -264,25 +284,51 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// `COPY … (format binary)`'s file header: signature, flags, header extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-/// One forecast as a tuple of `COPY`'s binary format, in `forecast_rows`' column order: each
-/// field its length, then its value in network byte order (floats bit for bit, so exactly).
-fn copy_row(out: &mut Vec<u8>, f: &Forecast, (series, model): (i32, i16)) -> Result<()> {
+/// One forecast as a tuple of `COPY`'s binary format, in [`COPY_COLUMNS`]' order: each field
+/// its length, then its value in network byte order (floats bit for bit, so exactly); a field
+/// a version 1 forecast lacks is null (length −1, no value).
+fn copy_row(out: &mut Vec<u8>, f: &Forecast, ids: &RowIds) -> Result<()> {
     let horizon = i32::try_from(f.horizon)
         .with_context(|| format!("horizon {} does not fit a Postgres integer", f.horizon))?;
-    out.extend_from_slice(&11i16.to_be_bytes());
+    out.extend_from_slice(&COPY_FIELDS.to_be_bytes());
     out.extend_from_slice(&4i32.to_be_bytes());
-    out.extend_from_slice(&series.to_be_bytes());
+    out.extend_from_slice(&ids.series.to_be_bytes());
     out.extend_from_slice(&2i32.to_be_bytes());
-    out.extend_from_slice(&model.to_be_bytes());
+    out.extend_from_slice(&ids.model.to_be_bytes());
     out.extend_from_slice(&4i32.to_be_bytes());
     out.extend_from_slice(&horizon.to_be_bytes());
     for x in [f.base_ms, f.target_ms] {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&x.to_be_bytes());
     }
+    let float = |out: &mut Vec<u8>, x: Option<f64>| match x {
+        Some(x) => {
+            out.extend_from_slice(&8i32.to_be_bytes());
+            out.extend_from_slice(&x.to_bits().to_be_bytes());
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    };
     for x in [f.last, f.point, f.lo80, f.hi80, f.lo95, f.hi95] {
-        out.extend_from_slice(&8i32.to_be_bytes());
-        out.extend_from_slice(&x.to_bits().to_be_bytes());
+        float(out, Some(x));
+    }
+    for i in 0..9 {
+        float(out, f.quantiles.map(|q| q[i]));
+    }
+    float(out, f.touch.map(|t| t.alpha));
+    float(out, f.touch.map(|t| t.beta));
+    match ids.version {
+        Some(id) => {
+            out.extend_from_slice(&4i32.to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    match f.degraded {
+        Some(d) => {
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.push(u8::from(d));
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
     }
     Ok(())
 }
@@ -502,7 +548,9 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "select * from (
                select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
-                      lo80, hi80, lo95, hi95
+                      lo80, hi80, lo95, hi95, quantiles[1], quantiles[2], quantiles[3],
+                      quantiles[4], quantiles[5], quantiles[6], quantiles[7], quantiles[8],
+                      quantiles[9], touch_alpha, touch_beta, model_version, degraded
                from forecasts
                where ($1::text is null or exchange = $1) and ($2::text is null or symbol = $2)
                  and ($3::text is null or interval = $3) and ($4::text is null or model = $4)

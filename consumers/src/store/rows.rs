@@ -2,10 +2,14 @@
 
 use std::str::FromStr as _;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use rust_decimal::Decimal;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_pipeline::domain::{
+    Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, TouchCalibration,
+};
+
+use super::AccuracyRow;
 
 fn decimal<R>(row: &R, i: usize) -> Result<Decimal>
 where
@@ -41,6 +45,13 @@ where
     })
 }
 
+/// The schema version of a stored forecast without version 2's fields.
+const FORECAST_V1: u32 = 1;
+
+/// A forecast from a row of `exchange, symbol, interval, model, horizon, base_ms, target_ms,
+/// last, point, lo80, hi80, lo95, hi95`, the nine quantiles, `touch_alpha, touch_beta,
+/// model_version, degraded`: version 2 when the row has version 2's fields, version 1 (with
+/// none of them) when they are all null. A row with some of them but not all is an error.
 pub(crate) fn forecast_from<R, DB>(row: &R) -> Result<Forecast>
 where
     DB: Database,
@@ -50,9 +61,18 @@ where
     i64: for<'r> Decode<'r, DB> + Type<DB>,
     i32: for<'r> Decode<'r, DB> + Type<DB>,
     f64: for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'r> Decode<'r, DB> + Type<DB>,
 {
-    Ok(Forecast {
-        v: SCHEMA_VERSION,
+    let mut quantiles = [None; 9];
+    for (i, q) in quantiles.iter_mut().enumerate() {
+        *q = row.try_get::<Option<f64>, _>(13 + i)?;
+    }
+    let alpha: Option<f64> = row.try_get(22)?;
+    let beta: Option<f64> = row.try_get(23)?;
+    let model_version: Option<String> = row.try_get(24)?;
+    let degraded: Option<bool> = row.try_get(25)?;
+    let mut f = Forecast {
+        v: FORECAST_V1,
         exchange: row.try_get::<String, _>(0)?.into(),
         symbol: row.try_get::<String, _>(1)?.into(),
         interval: row.try_get::<String, _>(2)?.into(),
@@ -66,5 +86,70 @@ where
         hi80: row.try_get(10)?,
         lo95: row.try_get(11)?,
         hi95: row.try_get(12)?,
+        quantiles: None,
+        touch: None,
+        model_version: None,
+        degraded: None,
+    };
+    let present = quantiles.iter().filter(|q| q.is_some()).count()
+        + [alpha, beta].iter().filter(|x| x.is_some()).count()
+        + usize::from(model_version.is_some())
+        + usize::from(degraded.is_some());
+    match (present, alpha, beta, model_version, degraded) {
+        (0, ..) => {}
+        (13, Some(alpha), Some(beta), Some(version), Some(degraded)) => {
+            f.v = FORECAST_VERSION;
+            f.quantiles = Some(quantiles.map(|q| q.unwrap_or_default()));
+            f.touch = Some(TouchCalibration { alpha, beta });
+            f.model_version = Some(version.into());
+            f.degraded = Some(degraded);
+        }
+        _ => bail!(
+            "stored forecast {}/{}/{} {} h{} at {} has {present} of version 2's 13 fields \
+             (all or none expected)",
+            f.exchange,
+            f.symbol,
+            f.interval,
+            f.model,
+            f.horizon,
+            f.base_ms
+        ),
+    }
+    Ok(f)
+}
+
+/// An accuracy row from a row of `ACCURACY_SQL` (`super::ACCURACY_SQL`).
+pub(crate) fn accuracy_from<R, DB>(row: &R) -> Result<AccuracyRow>
+where
+    DB: Database,
+    R: Row<Database = DB>,
+    usize: ColumnIndex<R>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'r> Decode<'r, DB> + Type<DB>,
+    i32: for<'r> Decode<'r, DB> + Type<DB>,
+    f64: for<'r> Decode<'r, DB> + Type<DB>,
+{
+    Ok(AccuracyRow {
+        exchange: row.try_get(0)?,
+        symbol: row.try_get(1)?,
+        interval: row.try_get(2)?,
+        model: row.try_get(3)?,
+        horizon: row.try_get(4)?,
+        ts_ms: row.try_get(5)?,
+        n: row.try_get(6)?,
+        mae: row.try_get(7)?,
+        rmse: row.try_get(8)?,
+        mase: row.try_get(9)?,
+        rel_mae: row.try_get(10)?,
+        coverage80: row.try_get(11)?,
+        coverage95: row.try_get(12)?,
+        winkler95: row.try_get(13)?,
+        directional_accuracy: row.try_get(14)?,
+        crps: row.try_get(15)?,
+        crps_rel: row.try_get(16)?,
+        pit_max_err: row.try_get(17)?,
+        touch_brier: row.try_get(18)?,
+        touch_brier_rel: row.try_get(19)?,
+        touch_ece: row.try_get(20)?,
     })
 }

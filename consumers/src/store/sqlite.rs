@@ -150,10 +150,15 @@ async fn upsert_candle(tx: &mut Transaction<'_, Sqlite>, c: &Candle) -> Result<(
     Ok(())
 }
 
-/// Every forecast, keyed by its base bar.
+/// Every forecast, keyed by its base bar: a newer delivery takes every other column, version
+/// 2's included (null from a version 1 forecast).
 const UPSERT_FORECASTS: &str = "on conflict (exchange, symbol, interval, model, horizon, base_ms)
     do update set target_ms = excluded.target_ms, last = excluded.last, point = excluded.point,
-    lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95";
+    lo80 = excluded.lo80, hi80 = excluded.hi80, lo95 = excluded.lo95, hi95 = excluded.hi95,
+    q025 = excluded.q025, q05 = excluded.q05, q10 = excluded.q10, q25 = excluded.q25,
+    q50 = excluded.q50, q75 = excluded.q75, q90 = excluded.q90, q95 = excluded.q95,
+    q975 = excluded.q975, touch_alpha = excluded.touch_alpha, touch_beta = excluded.touch_beta,
+    model_version = excluded.model_version, degraded = excluded.degraded";
 
 async fn upsert_forecast(
     tx: &mut Transaction<'_, Sqlite>,
@@ -163,10 +168,13 @@ async fn upsert_forecast(
 ) -> Result<()> {
     let sql = format!(
         "insert into {table} (exchange, symbol, interval, model, horizon, base_ms, target_ms,
-                              last, point, lo80, hi80, lo95, hi95)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) {conflict}"
+                              last, point, lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50,
+                              q75, q90, q95, q975, touch_alpha, touch_beta, model_version,
+                              degraded)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26) {conflict}"
     );
-    sqlx::query(&sql)
+    let mut q = sqlx::query(&sql)
         .bind(&*f.exchange)
         .bind(&*f.symbol)
         .bind(&*f.interval)
@@ -179,7 +187,14 @@ async fn upsert_forecast(
         .bind(f.lo80)
         .bind(f.hi80)
         .bind(f.lo95)
-        .bind(f.hi95)
+        .bind(f.hi95);
+    for i in 0..9 {
+        q = q.bind(f.quantiles.map(|qs| qs[i]));
+    }
+    q.bind(f.touch.map(|t| t.alpha))
+        .bind(f.touch.map(|t| t.beta))
+        .bind(f.model_version.as_deref())
+        .bind(f.degraded)
         .execute(&mut **tx)
         .await
         .with_context(|| format!("upserting {table}"))?;
@@ -423,7 +438,8 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "select * from (
                select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
-                      lo80, hi80, lo95, hi95
+                      lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, q90, q95, q975,
+                      touch_alpha, touch_beta, model_version, degraded
                from forecasts
                where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
                  and ($3 is null or interval = $3) and ($4 is null or model = $4)

@@ -99,6 +99,7 @@ pub fn fc(model: &str, h: u32, bar: i64, last: f64, point: f64, band95: (f64, f6
         hi80: hi95 - (hi95 - point) / 2.0,
         lo95,
         hi95,
+        ..Default::default()
     }
 }
 
