@@ -1127,30 +1127,36 @@ fn dockerfile_builds_every_service_as_a_non_root_user() {
 }
 
 #[test]
-fn readme_configuration_reference_is_current() {
+fn docs_configuration_reference_is_current() {
     let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
         .arg("config-reference")
         .output()
         .expect("run tickcast config-reference");
     assert!(out.status.success());
     let want = String::from_utf8(out.stdout).unwrap();
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let got = readme
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    assert_eq!(
+        doc.matches("<!-- config-reference:start -->").count(),
+        1,
+        "docs/configuration.md must hold exactly one config-reference block"
+    );
+    let got = doc
         .split("<!-- config-reference:start -->\n")
         .nth(1)
         .and_then(|s| s.split("<!-- config-reference:end -->").next())
-        .expect("README has the config-reference block");
+        .expect("docs/configuration.md has the config-reference block");
     if got != want {
         let first = got
             .lines()
             .zip(want.lines())
             .find(|(a, b)| a != b)
             .map_or("(a line missing or extra)".to_string(), |(a, b)| {
-                format!("README: {a}\nbinary: {b}")
+                format!("docs/configuration.md: {a}\nbinary: {b}")
             });
         panic!(
-            "README's configuration reference is stale (paste `tickcast config-reference` \
-             between the markers); first difference:\n{first}"
+            "docs/configuration.md's configuration reference is stale (paste the output of \
+             `cargo run -- config-reference` between its config-reference markers); first \
+             difference:\n{first}"
         );
     }
 }
