@@ -1,6 +1,8 @@
 //! Wiring shared by the `tickcast` binary and the end-to-end tests: which stage reads which
-//! topic, under which consumer group, with which handler. No logic of its own.
+//! topic, under which consumer group, with which handler; the model registry ([`models`]) and
+//! the backtest of its models on a file ([`backtest`]). No logic of its own.
 
+pub mod backtest;
 pub mod models;
 
 /// mimalloc for the binary and everything else linking this crate (tests, benchmarks), so the

@@ -5,14 +5,14 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use tickcast_consumers::forecast::Forecaster;
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
-use tickcast_consumers::forecast::ensemble::{self, EnsembleSettings};
+use tickcast_consumers::forecast::ensemble::EnsembleSettings;
 use tickcast_consumers::forecast::ets::{EtsModel, EtsSettings};
 use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_consumers::forecast::stage::{ENSEMBLE, ForecastStage};
 use tickcast_consumers::forecast::trend::{TrendModel, TrendSettings};
+use tickcast_consumers::forecast::{Forecaster, NAIVE};
 use tickcast_lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
 
 /// Every model name, in the order the stage runs them. `lstm=CHECKPOINT` is `lstm` started
@@ -89,7 +89,7 @@ pub fn check(names: &[String], with_ensemble: bool) -> Result<()> {
             model(n, Options::default())?;
         }
     }
-    if with_ensemble && !names.iter().any(|n| n.trim() == ensemble::NAIVE) {
+    if with_ensemble && !names.iter().any(|n| n.trim() == NAIVE) {
         bail!(
             "the ensemble needs the naive model: add `naive` to the models or pass --no-ensemble"
         );

@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use tickcast_consumers::forecast::trend::fit::{Design, FitSettings, Layout, fit};
+use tickcast_consumers::forecast::trend::design::{Design, FitSettings, Layout};
+use tickcast_consumers::forecast::trend::fit::fit;
 
 fn read_closes(path: &str) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;

@@ -363,7 +363,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
         // Naive's CRPS per horizon at this target: the reference of every model's.
         let naive_crps: Vec<(u32, f64)> = due
             .iter()
-            .filter(|q| &*q.model == crate::forecast::ensemble::NAIVE)
+            .filter(|q| &*q.model == crate::forecast::NAIVE)
             .map(|q| (q.horizon, crps(&q.quantiles, close)))
             .collect();
         for q in due {
@@ -396,7 +396,7 @@ pub fn run(candles: &[Candle], stage: &dyn Fn() -> ForecastStage) -> Result<Vec<
         // Naive's spread per horizon at this bar: the touch levels' unit.
         let unit: Vec<(u32, f64)> = made
             .iter()
-            .filter(|f| &*f.model == crate::forecast::ensemble::NAIVE)
+            .filter(|f| &*f.model == crate::forecast::NAIVE)
             .filter_map(|f| Some((f.horizon, drift_and_spread(f.last, f.point, f.hi95)?.1)))
             .collect();
         for f in made {

@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 
+use crate::batch::Batch;
 use crate::net::Weights;
-use crate::train::{Adam, AdamSettings, Batch, train_step};
+use crate::train::{Adam, AdamSettings, train_step};
 
 /// A finished job: new weights, optimizer state, and the last batch loss.
 pub type Done = Result<(Weights, Adam, f32)>;

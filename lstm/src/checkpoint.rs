@@ -5,9 +5,8 @@
 //! sampler state, last loss); then the weights as burn record bytes (burnpack). A job still on
 //! the background thread is not part of it.
 //!
-//! Series (`save_series`, format 1): the feature state, `h`, `c`, and the history of
-//! `(features, rₜ, σₜ)` records. `f32` vectors are stored as their little-endian bits, so
-//! every round trip is exact.
+//! `f32` vectors are stored as their little-endian bits, so every round trip is exact. A
+//! series' own checkpoint is [`crate::series::Series::save`]'s.
 
 use anyhow::{Result, anyhow, ensure};
 use burn::module::Module as _;
@@ -15,19 +14,33 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use tickcast_consumers::forecast::state::{Dec, Enc};
 
-use crate::features::{BAR_VALUES, FeatureSettings, FeatureState, History};
-use crate::model::{LstmModel, Series};
+use crate::features::FeatureSettings;
 use crate::net::{Dims, LstmNet, Rng, Weights};
 use crate::train::Adam;
 
 const MODEL_FORMAT: u8 = 1;
-const SERIES_FORMAT: u8 = 1;
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+/// What a model checkpoint holds: the trained horizons, quantile levels and feature constants
+/// (which replace the model's settings when restored), the optimizer, the training schedule
+/// and the weights.
+#[derive(Debug)]
+pub struct ModelState<W> {
+    pub horizons: Vec<u32>,
+    pub quantiles: Vec<f64>,
+    pub features: FeatureSettings,
+    pub adam: Adam,
+    pub next_train_ms: Option<i64>,
+    pub rng: Rng,
+    pub last_loss: Option<f32>,
+    /// The weights: borrowed when saved, owned when restored.
+    pub weights: W,
+}
+
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn f32s(b: &[u8]) -> Result<Vec<f32>> {
+pub(crate) fn f32s(b: &[u8]) -> Result<Vec<f32>> {
     ensure!(b.len().is_multiple_of(4), "f32 run of {} bytes", b.len());
     Ok(b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -66,9 +79,9 @@ pub fn weights_from_record(bytes: &[u8], dims: Dims) -> Result<Weights> {
     Ok(w)
 }
 
-pub fn save_model(m: &LstmModel) -> Result<Vec<u8>> {
+pub fn save_model(m: &ModelState<&Weights>) -> Result<Vec<u8>> {
     let d = m.weights.dims;
-    let s = &m.settings;
+    let s = m;
     let mut e = Enc::new(MODEL_FORMAT);
     e.u32(d.inputs as u32)
         .u32(d.hidden as u32)
@@ -90,14 +103,12 @@ pub fn save_model(m: &LstmModel) -> Result<Vec<u8>> {
         .i64(m.next_train_ms.unwrap_or(0))
         .u64(m.rng.0)
         .f64(m.last_loss.map_or(f64::NAN, f64::from))
-        .bytes(&weights_to_record(&m.weights)?);
+        .bytes(&weights_to_record(m.weights)?);
     Ok(e.finish())
 }
 
-/// Restores [`save_model`]'s bytes. The checkpoint's shapes, horizons, quantiles and feature
-/// constants replace the model's settings; when the hidden size changes, every series' `(h, c)`
-/// restarts from zero.
-pub fn load_model(m: &mut LstmModel, bytes: &[u8]) -> Result<()> {
+/// Reads [`save_model`]'s bytes, checking their shapes against this build's features.
+pub fn load_model(bytes: &[u8]) -> Result<ModelState<Weights>> {
     let mut d = Dec::new(bytes, MODEL_FORMAT)?;
     let dims = Dims {
         inputs: d.u32()? as usize,
@@ -143,78 +154,14 @@ pub fn load_model(m: &mut LstmModel, bytes: &[u8]) -> Result<()> {
     let weights = weights_from_record(d.bytes()?, dims)?;
     d.end()?;
 
-    let old = m.settings.clone();
-    m.settings.horizons = horizons;
-    m.settings.quantiles = quantiles;
-    m.settings.features = features;
-    m.settings.hidden = dims.hidden;
-    if let Err(e) = m.set_levels() {
-        m.settings = old;
-        return Err(e);
-    }
-    if dims == m.weights.dims {
-        m.install(weights, adam)?;
-    } else {
-        m.reshape(weights, adam);
-    }
-    m.next_train_ms = scheduled.then_some(next);
-    m.rng = rng;
-    m.last_loss = (!loss.is_nan()).then_some(loss as f32);
-    Ok(())
-}
-
-pub(crate) fn save_series(s: &Series) -> Vec<u8> {
-    let mut e = Enc::new(SERIES_FORMAT);
-    let f = &s.feat;
-    e.f64(f.last_close)
-        .f64(f.var_fast)
-        .f64(f.var_slow)
-        .f64(f.volume)
-        .u32(f.returns)
-        .bytes(&f32_bytes(&s.h))
-        .bytes(&f32_bytes(&s.c));
-    let flat: Vec<f32> = s.history.bars.iter().flatten().copied().collect();
-    e.bytes(&f32_bytes(&flat));
-    e.finish()
-}
-
-pub(crate) fn load_series(bytes: &[u8], hidden: usize, capacity: usize) -> Result<Series> {
-    let mut d = Dec::new(bytes, SERIES_FORMAT)?;
-    let feat = FeatureState {
-        last_close: d.f64()?,
-        var_fast: d.f64()?,
-        var_slow: d.f64()?,
-        volume: d.f64()?,
-        returns: d.u32()?,
-    };
-    ensure!(
-        feat.last_close.is_finite() && feat.last_close > 0.0,
-        "series checkpoint: bad last close {}",
-        feat.last_close
-    );
-    let h = f32s(d.bytes()?)?;
-    let c = f32s(d.bytes()?)?;
-    ensure!(
-        h.len() == hidden && c.len() == hidden,
-        "series checkpoint has state of size {}, the network {hidden}",
-        h.len()
-    );
-    let flat = f32s(d.bytes()?)?;
-    d.end()?;
-    ensure!(
-        flat.len().is_multiple_of(BAR_VALUES),
-        "series checkpoint: ragged history"
-    );
-    let mut history = History::default();
-    for r in flat.chunks_exact(BAR_VALUES) {
-        let mut a = [0f32; BAR_VALUES];
-        a.copy_from_slice(r);
-        history.push(a, capacity);
-    }
-    Ok(Series {
-        feat,
-        h,
-        c,
-        history,
+    Ok(ModelState {
+        horizons,
+        quantiles,
+        features,
+        adam,
+        next_train_ms: scheduled.then_some(next),
+        rng,
+        last_loss: (!loss.is_nan()).then_some(loss as f32),
+        weights,
     })
 }

@@ -30,9 +30,9 @@ use std::cell::RefCell;
 
 use anyhow::{Result, ensure};
 
+use crate::batch::Batch;
 use crate::host::{sigmoid, tanh};
 use crate::net::Weights;
-use crate::train::Batch;
 
 /// A matrix operand: `rows × cols` values of `v` at `r·rs + c·cs`.
 #[derive(Debug, Clone, Copy)]
@@ -422,8 +422,9 @@ fn backward(w: &Weights, batch: &Batch, tr: &mut Trace) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::BatchShape;
     use crate::net::{Dims, Rng};
-    use crate::train::{BatchShape, burn_gradient};
+    use crate::train::burn_gradient;
     use burn::tensor::Device;
 
     fn case(seed: u64) -> (Weights, Batch, Vec<f32>) {

@@ -8,14 +8,17 @@
 //! - [`net`] — the fused-gate LSTM cell, the quantile head, the pinball loss.
 //! - [`host`] — the streaming step on the CPU without burn (one packed matmul per layer).
 //! - [`host_train`] — the training gradient on the CPU: backpropagation through time by hand.
-//! - [`train`] — batches from the series' histories, one gradient step, Adam.
+//! - [`batch`] — training batches: windows from the series' histories and their targets.
+//! - [`train`] — one gradient step, Adam.
 //! - [`background`] — the trainer thread whose weights are hot-swapped in.
 //! - [`model`] — [`LstmModel`], the [`tickcast_consumers::forecast::Forecaster`].
-//! - [`checkpoint`] — model and series checkpoints (burn record bytes + metadata).
+//! - [`series`] — one series' state and its checkpoint.
+//! - [`checkpoint`] — the model's checkpoint (burn record bytes + metadata).
 //! - [`pretrain`] — training on a candle file (`tickcast train`).
 //! - [`device`] — `flex`/`wgpu` selection with a probe and a fallback.
 
 pub mod background;
+pub mod batch;
 pub mod checkpoint;
 pub mod device;
 pub mod features;
@@ -24,6 +27,7 @@ pub mod host_train;
 pub mod model;
 pub mod net;
 pub mod pretrain;
+mod series;
 pub mod train;
 
 #[cfg(test)]

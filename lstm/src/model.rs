@@ -33,10 +33,13 @@ use tickcast_consumers::forecast::{
 use tickcast_pipeline::domain::Candle;
 
 use crate::background::Background;
+use crate::batch::{BatchShape, sample_batch};
+use crate::checkpoint::{self, ModelState};
 use crate::device::{DeviceChoice, select};
 use crate::features::{Bar, FeatureSettings, FeatureState, History, N_FEATURES};
 use crate::net::{Dims, LstmNet, Rng, Weights};
-use crate::train::{Adam, AdamSettings, BatchShape, sample_batch, train_step};
+use crate::series::Series;
+use crate::train::{Adam, AdamSettings, train_step};
 
 /// When and how the model trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,15 +138,6 @@ impl Levels {
             hi95: at(0.975)?,
         })
     }
-}
-
-/// One series' state.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
-    pub(crate) feat: FeatureState,
-    pub(crate) h: Vec<f32>,
-    pub(crate) c: Vec<f32>,
-    pub(crate) history: History,
 }
 
 /// The `lstm` forecaster (see the module docs).
@@ -733,12 +727,11 @@ impl Forecaster for LstmModel {
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
-        self.series.get(key).map(crate::checkpoint::save_series)
+        self.series.get(key).map(Series::save)
     }
 
     fn load_series(&mut self, key: &SeriesKey, bytes: &[u8]) -> Result<()> {
-        let s =
-            crate::checkpoint::load_series(bytes, self.weights.dims.hidden, self.settings.history)?;
+        let s = Series::load(bytes, self.weights.dims.hidden, self.settings.history)?;
         self.series.insert(key, s);
         Ok(())
     }
@@ -748,7 +741,18 @@ impl Forecaster for LstmModel {
     }
 
     fn save_model(&self) -> Option<Vec<u8>> {
-        match crate::checkpoint::save_model(self) {
+        let s = &self.settings;
+        let state = ModelState {
+            horizons: s.horizons.clone(),
+            quantiles: s.quantiles.clone(),
+            features: s.features,
+            adam: self.adam.clone(),
+            next_train_ms: self.next_train_ms,
+            rng: Rng(self.rng.0),
+            last_loss: self.last_loss,
+            weights: &self.weights,
+        };
+        match checkpoint::save_model(&state) {
             Ok(b) => Some(b),
             Err(e) => {
                 tracing::warn!("lstm: cannot checkpoint the weights: {e:#}");
@@ -757,8 +761,29 @@ impl Forecaster for LstmModel {
         }
     }
 
+    /// Restores [`Forecaster::save_model`]'s bytes. The checkpoint's shapes, horizons,
+    /// quantiles and feature constants replace the model's settings; when the hidden size
+    /// changes, every series' `(h, c)` restarts from zero.
     fn load_model(&mut self, bytes: &[u8]) -> Result<()> {
-        crate::checkpoint::load_model(self, bytes)
+        let m = checkpoint::load_model(bytes)?;
+        let old = self.settings.clone();
+        self.settings.horizons = m.horizons;
+        self.settings.quantiles = m.quantiles;
+        self.settings.features = m.features;
+        self.settings.hidden = m.weights.dims.hidden;
+        if let Err(e) = self.set_levels() {
+            self.settings = old;
+            return Err(e);
+        }
+        if m.weights.dims == self.weights.dims {
+            self.install(m.weights, m.adam)?;
+        } else {
+            self.reshape(m.weights, m.adam);
+        }
+        self.next_train_ms = m.next_train_ms;
+        self.rng = m.rng;
+        self.last_loss = m.last_loss;
+        Ok(())
     }
 }
 

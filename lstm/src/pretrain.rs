@@ -10,10 +10,11 @@ use anyhow::{Result, bail};
 use tickcast_consumers::forecast::{SeriesKey, series_key};
 use tickcast_pipeline::domain::Candle;
 
+use crate::batch::{Batch, sample_batch};
 use crate::features::{Bar, FeatureSettings, FeatureState, History};
 use crate::model::LstmModel;
 use crate::net::Rng;
-use crate::train::{Batch, batch_loss, sample_batch, train_step};
+use crate::train::{batch_loss, train_step};
 use rust_decimal::prelude::ToPrimitive as _;
 
 /// Pre-training settings.

@@ -6,11 +6,12 @@ use rust_decimal::Decimal;
 use tickcast_consumers::forecast::{Forecaster, check_resume, series_key, synthetic_candles};
 use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
 
+use crate::batch::{BatchShape, sample_batch};
 use crate::features::{FeatureSettings, History};
 use crate::model::{LstmModel, LstmSettings, Training};
 use crate::net::Rng;
 use crate::pretrain::segment_histories;
-use crate::train::{BatchShape, batch_loss, sample_batch, train_step};
+use crate::train::{batch_loss, train_step};
 
 /// Small and quick: hidden 8, short windows, frequent training.
 fn small(training: Training) -> LstmSettings {

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use tickcast_consumers::backtest::{self, SeriesId};
+use tickcast_lstm::batch::{BatchShape, sample_batch};
 use tickcast_lstm::features::{FeatureSettings, History};
 use tickcast_lstm::net::{Rng, Weights};
 use tickcast_lstm::pretrain::segment_histories;
-use tickcast_lstm::train::{Adam, BatchShape, batch_loss, sample_batch, train_step};
+use tickcast_lstm::train::{Adam, batch_loss, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;

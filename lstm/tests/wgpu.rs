@@ -7,10 +7,11 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
+use tickcast_lstm::batch::{Batch, BatchShape};
 use tickcast_lstm::device::probe_wgpu;
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::net::{Dims, LstmNet, Rng, Weights, read};
-use tickcast_lstm::train::{Adam, AdamSettings, Batch, BatchShape, train_step};
+use tickcast_lstm::train::{Adam, AdamSettings, train_step};
 use tickcast_lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 

@@ -204,6 +204,17 @@ pub enum AlertState {
     Resolved,
 }
 
+impl AlertState {
+    /// The state as JSON, the store and metric labels write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
 /// One alert state transition (the alert stage's output, see `tickcast_consumers::alerts`).
 /// `id` is deterministic so redelivery is idempotent.
 ///

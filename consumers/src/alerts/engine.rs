@@ -544,17 +544,9 @@ pub fn event_id(
         key.0,
         key.1,
         key.2,
-        state_name(state)
+        state.as_str()
     );
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
-}
-
-pub fn state_name(s: AlertState) -> &'static str {
-    match s {
-        AlertState::Pending => "pending",
-        AlertState::Firing => "firing",
-        AlertState::Resolved => "resolved",
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

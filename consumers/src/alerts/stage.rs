@@ -29,7 +29,7 @@ use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tokio::sync::watch;
 
-use super::engine::{Engine, SeriesKey, state_name};
+use super::engine::{Engine, SeriesKey};
 use super::webhook::WebhookHandle;
 use super::{AlertEvent, Rule};
 use crate::store::{AlertCheckpoint, AlertSeriesState, Store};
@@ -363,7 +363,7 @@ impl Handler for AlertStage {
         let mut records = Vec::with_capacity(events.len());
         for e in &events {
             super::metrics::EVENTS
-                .with_label_values(&[state_name(e.state)])
+                .with_label_values(&[e.state.as_str()])
                 .inc();
             records.push(OutRecord {
                 topic: self.settings.output_topic.as_str().into(),

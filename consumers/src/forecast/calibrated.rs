@@ -16,9 +16,10 @@ use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
 use super::conformal::{self, QuantileTracker};
-use super::scorer::Outcome;
 use super::state::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{
+    Forecaster, ModelVersion, Outcome, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of,
+};
 
 /// Calibrator settings.
 #[derive(Debug, Clone, Copy)]

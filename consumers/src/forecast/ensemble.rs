@@ -32,10 +32,7 @@ use tickcast_pipeline::domain::Candle;
 use super::calibrated::SeriesState as CalSeries;
 use super::scorer::Scorer;
 use super::state::{Dec, Enc};
-use super::{Prediction, SeriesKey, SeriesMap, SeriesRef};
-
-/// The name of the model the ensemble always includes.
-pub const NAIVE: &str = "naive";
+use super::{NAIVE, Prediction, SeriesKey, SeriesMap, SeriesRef};
 
 /// A model's relative MSE counts as at least this (a perfect recent record gets a large,
 /// finite weight).

@@ -181,6 +181,21 @@ pub fn window_variance<'a>(logs: impl IntoIterator<Item = &'a f64>) -> f64 {
 pub const Z80: f64 = 1.281_551_565_545;
 pub const Z95: f64 = 1.959_963_984_540;
 
+/// The naive (random-walk) model's name: the reference every score and the ensemble compare
+/// with.
+pub const NAIVE: &str = "naive";
+
+/// A forecast scored at this bar whose published interval has a positive width
+/// ([`calibrated::spread`]): what the model's online calibrator learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The model's id ([`scorer::Scorer::model_id`]).
+    pub model: u16,
+    pub horizon: u32,
+    /// Whether the actual fell inside the published 80% and 95% intervals.
+    pub covered: [bool; 2],
+}
+
 /// One model's forecast for one horizon.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prediction {
@@ -196,7 +211,7 @@ pub struct Prediction {
 /// model sees them: its own only.
 #[derive(Debug, Clone, Copy)]
 pub struct Scored<'a> {
-    outcomes: &'a [scorer::Outcome],
+    outcomes: &'a [Outcome],
     /// Candle `i`'s outcomes are `outcomes[starts[i]..starts[i + 1]]`.
     starts: &'a [usize],
     model: u16,
@@ -210,7 +225,7 @@ impl<'a> Scored<'a> {
         model: 0,
     };
 
-    pub fn new(outcomes: &'a [scorer::Outcome], starts: &'a [usize], model: u16) -> Self {
+    pub fn new(outcomes: &'a [Outcome], starts: &'a [usize], model: u16) -> Self {
         Self {
             outcomes,
             starts,
@@ -219,7 +234,7 @@ impl<'a> Scored<'a> {
     }
 
     /// The model's outcomes scored at candle `i`.
-    pub fn of(&self, i: usize) -> impl Iterator<Item = &'a scorer::Outcome> + 'a {
+    pub fn of(&self, i: usize) -> impl Iterator<Item = &'a Outcome> + 'a {
         let all = match (self.starts.get(i), self.starts.get(i + 1)) {
             (Some(&a), Some(&b)) => self.outcomes.get(a..b).unwrap_or_default(),
             _ => &[],

@@ -24,7 +24,7 @@ use tickcast_pipeline::telemetry;
 use super::distribution::{Calibrators, DistScores, Learnt, Made, Published, Reached};
 use super::score::{Point, Score, Summary};
 use super::state::{Dec, Enc};
-use super::{SeriesKey, SeriesMap, SeriesRef};
+use super::{Outcome, SeriesKey, SeriesMap, SeriesRef};
 
 /// Scorer settings.
 #[derive(Debug, Clone, Copy)]
@@ -150,17 +150,6 @@ impl SeriesScores {
     }
 }
 
-/// A forecast scored at this bar whose published interval has a positive width
-/// ([`super::calibrated::spread`]): what the model's online calibrator learns from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// The model's id ([`Scorer::model_id`]).
-    pub model: u16,
-    pub horizon: u32,
-    /// Whether the actual fell inside the published 80% and 95% intervals.
-    pub covered: [bool; 2],
-}
-
 /// One rolling score that changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accuracy {
@@ -273,7 +262,7 @@ impl Scorer {
 
     fn intern(&mut self, name: &str) -> u16 {
         let id = intern(&mut self.models, name);
-        if name == super::ensemble::NAIVE {
+        if name == super::NAIVE {
             self.naive = Some(id);
         }
         id

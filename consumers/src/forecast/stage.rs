@@ -30,10 +30,10 @@ use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use super::ensemble::{Ensemble, EnsembleSettings};
-use super::scorer::{Accuracy, Outcome, Scorer, ScorerSettings, Slot};
+use super::scorer::{Accuracy, Scorer, ScorerSettings, Slot};
 use super::state::{Dec, Enc};
 use super::{
-    Forecaster, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
+    Forecaster, Outcome, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
     clear_batch, of, series_key,
 };
 use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};

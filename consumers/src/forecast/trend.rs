@@ -23,6 +23,7 @@
 //! bars that was 2.7–9.8 times naive's error. A bar that does not follow the previous one (a
 //! gap) restarts the series: the window's time axis must have no holes.
 
+pub mod design;
 pub mod fit;
 mod lasso;
 
@@ -36,7 +37,8 @@ use super::state::{Dec, Enc};
 use super::{
     Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of,
 };
-use fit::{Design, FitSettings, Layout, TrendFit};
+use design::{Design, FitSettings, Layout};
+use fit::TrendFit;
 
 /// While a window fills, fits use its last `⌊len/60⌋·60` bars, so that only a few window
 /// lengths (and so designs, built once each and shared) occur.

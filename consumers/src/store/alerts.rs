@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use tickcast_pipeline::domain::{AlertState, SCHEMA_VERSION};
 
-use crate::alerts::{AlertEvent, Rule};
+use crate::alerts::rule::Rule;
+use tickcast_pipeline::domain::Alert as AlertEvent;
 
 /// Where a stored rule came from.
 pub const SOURCE_FILE: &str = "file";
@@ -238,7 +239,7 @@ pub(crate) fn event_from(t: EventTuple) -> anyhow::Result<AlertEvent> {
 }
 
 pub(crate) fn state_text(s: AlertState) -> &'static str {
-    crate::alerts::engine::state_name(s)
+    s.as_str()
 }
 
 /// `(id, spec, source, updated_ms)` → a row; `None` (logged) when the spec does not parse.
@@ -337,7 +338,7 @@ macro_rules! alert_methods {
 
         async fn replace_file_rules_in(
             &self,
-            rules: &[$crate::alerts::Rule],
+            rules: &[$crate::alerts::rule::Rule],
             now_ms: i64,
         ) -> anyhow::Result<()> {
             let mut tx = $crate::store::WriteTx::begin_write(&self.pool).await?;
@@ -368,7 +369,7 @@ macro_rules! alert_methods {
         async fn alert_events_in(
             &self,
             q: &$crate::store::AlertEventQuery,
-        ) -> anyhow::Result<Vec<$crate::alerts::AlertEvent>> {
+        ) -> anyhow::Result<Vec<tickcast_pipeline::domain::Alert>> {
             let rows: Vec<$crate::store::alerts::EventTuple> =
                 sqlx::query_as($crate::store::alerts::EVENTS_SQL)
                     .bind(&q.rule_id)

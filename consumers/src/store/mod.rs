@@ -22,7 +22,8 @@ use anyhow::{Result, bail};
 use async_trait::async_trait;
 use tickcast_pipeline::domain::{Candle, Forecast};
 
-use crate::alerts::{AlertEvent, Rule};
+use crate::alerts::rule::Rule;
+use tickcast_pipeline::domain::Alert as AlertEvent;
 
 /// How long a query waits for a pooled connection before it fails: short, so that an
 /// unreachable database is reported (a 503 from the API, a wait in the stages) within

@@ -15,11 +15,12 @@ use super::{
     AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
     SeriesInfo, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
 };
-use crate::alerts::{AlertEvent, Rule};
+use crate::alerts::rule::Rule;
 use crate::store::{
     AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState, DeliveryJob, DeliveryOutcome,
     DeliveryQuery, DeliveryRow,
 };
+use tickcast_pipeline::domain::Alert as AlertEvent;
 
 /// Postgres-backed [`Store`].
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! What the LSTM benches share: the shapes of `scripts/bench_lstm.py` (PyTorch), weights, random
 //! inputs and the training batch.
 
+use tickcast_lstm::batch::{Batch, BatchShape};
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::net::{Dims, Rng, Weights};
-use tickcast_lstm::train::{Batch, BatchShape};
 
 /// Sequences in a training or inference batch.
 pub const BATCH: usize = 256;

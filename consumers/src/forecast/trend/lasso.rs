@@ -2,7 +2,7 @@
 //! form, solved exactly by feature-sign search (from the previous support, else from the one a
 //! few coordinate-descent sweeps find), with coordinate descent to tolerance as the fallback.
 
-use super::fit::{Design, FitSettings, dot};
+use super::design::{Design, FitSettings, dot};
 
 /// Coordinate-descent sweeps that find a first support.
 const WARM_SWEEPS: usize = 30;

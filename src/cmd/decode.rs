@@ -14,6 +14,8 @@ use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::connectors::{self, Connector, Decoded};
 use tickcast_pipeline::domain::EventWindow;
 
+use crate::args::EventWindowArgs;
+
 /// Errors listed in the summary (the count covers all of them).
 const ERRORS_SHOWN: usize = 5;
 
@@ -31,7 +33,7 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub received_ms: Option<i64>,
     #[command(flatten)]
-    pub window: crate::ingest_cmd::EventWindowArgs,
+    pub window: EventWindowArgs,
 }
 
 /// What happened to the frames of one input.

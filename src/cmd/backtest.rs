@@ -1,12 +1,13 @@
 //! `tickcast backtest --data FILE`: a candle or trade file through the streaming code (trades
 //! through the candles stage's builder, candles through the forecast stage), scored per model and
-//! horizon against the naive forecast (see `tickcast_consumers::backtest`).
+//! horizon against the naive forecast. The backtest itself is the library's
+//! ([`tickcast::backtest`]); this reads the flags and prints.
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::Args;
-use tickcast_consumers::backtest::{self, SeriesId};
+use tickcast::backtest::{Backtest, Row, SeriesId, Settings, json_line, symbol_from_file_name};
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
@@ -49,25 +50,28 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     let symbol = match &args.symbol {
         Some(s) => tickcast_pipeline::connectors::parse_canonical(s)
             .map_err(|e| anyhow!("--symbol: {e}"))?,
-        None => backtest::symbol_from_file_name(&args.data).ok_or_else(|| {
+        None => symbol_from_file_name(&args.data).ok_or_else(|| {
             anyhow!(
                 "cannot tell the symbol from {}: pass --symbol",
                 args.data.display()
             )
         })?,
     };
-    if args.horizons.is_empty() || args.horizons.contains(&0) {
-        return Err(anyhow!("--horizons must be bar counts ≥ 1"));
-    }
-    tickcast::models::check(&args.models, !args.no_ensemble)?;
-    let id = SeriesId {
-        exchange: args.exchange.clone(),
-        symbol,
-        interval,
-    };
+    let backtest = Backtest::new(Settings {
+        series: SeriesId {
+            exchange: args.exchange,
+            symbol,
+            interval,
+        },
+        allowed_lateness_ms: args.allowed_lateness_ms,
+        horizons: args.horizons,
+        models: args.models,
+        ensemble: !args.no_ensemble,
+        calibrate: !args.no_calibration,
+    })?;
+    let id = &backtest.settings().series;
     let started = std::time::Instant::now();
-    let data = backtest::read_data(backtest::open(&args.data)?, &id, args.allowed_lateness_ms)
-        .with_context(|| format!("reading {}", args.data.display()))?;
+    let data = backtest.read(&args.data)?;
     let candles = data.candles;
     if let Some(s) = &data.stats {
         eprintln!(
@@ -91,61 +95,54 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         args.data.display(),
         started.elapsed().as_secs_f64()
     );
-    let calibrate = !args.no_calibration;
-    let stage = || {
-        tickcast::models::stage(
-            &args.models,
-            &args.horizons,
-            !args.no_ensemble,
-            calibrate,
-            tickcast::models::Options::default(),
-            "backtest",
-        )
-        .expect("checked above")
-    };
-    let rows = backtest::run(&candles, &stage)?;
+    let rows = backtest.score(&candles)?;
     if args.json {
         for r in &rows {
-            println!("{}", backtest::json_line(r));
+            println!("{}", json_line(r));
         }
     } else {
-        println!(
-            "{:<10} {:>4} {:>8} {:>10} {:>10} {:>7} {:>7} {:>6} {:>6} {:>10} {:>6} {:>9} {:>9}",
-            "model",
-            "h",
-            "n",
-            "mae",
-            "rmse",
-            "mase",
-            "rel_mae",
-            "cov80",
-            "cov95",
-            "winkler95",
-            "dir",
-            "touch_rel",
-            "touch_ece"
-        );
-        for r in &rows {
-            let s = &r.summary;
-            let opt = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.4}"));
-            println!(
-                "{:<10} {:>4} {:>8} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>10.3} {:>6.3} {:>9} {:>9}",
-                r.model,
-                r.horizon,
-                s.n,
-                s.mae,
-                s.rmse,
-                s.mase,
-                s.rel_mae,
-                s.coverage80,
-                s.coverage95,
-                s.winkler95,
-                s.directional_accuracy,
-                opt(r.touch.brier_rel()),
-                opt(r.touch.ece())
-            );
-        }
+        print_table(&rows);
     }
     eprintln!("backtest: done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// One line per model and horizon under a header, for a terminal.
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<10} {:>4} {:>8} {:>10} {:>10} {:>7} {:>7} {:>6} {:>6} {:>10} {:>6} {:>9} {:>9}",
+        "model",
+        "h",
+        "n",
+        "mae",
+        "rmse",
+        "mase",
+        "rel_mae",
+        "cov80",
+        "cov95",
+        "winkler95",
+        "dir",
+        "touch_rel",
+        "touch_ece"
+    );
+    for r in rows {
+        let s = &r.summary;
+        let opt = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "{:<10} {:>4} {:>8} {:>10.4} {:>10.4} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>10.3} {:>6.3} {:>9} {:>9}",
+            r.model,
+            r.horizon,
+            s.n,
+            s.mae,
+            s.rmse,
+            s.mase,
+            s.rel_mae,
+            s.coverage80,
+            s.coverage95,
+            s.winkler95,
+            s.directional_accuracy,
+            opt(r.touch.brier_rel()),
+            opt(r.touch.ece())
+        );
+    }
 }

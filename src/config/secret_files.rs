@@ -51,7 +51,7 @@ pub fn resolve(
         if get(var).is_some() {
             bail!("{var} and {file_var} are both set: give one");
         }
-        let value = crate::config_file::read_secret(std::path::Path::new(&path), &file_var)?;
+        let value = crate::config::file::read_secret(std::path::Path::new(&path), &file_var)?;
         out.push((var, value));
     }
     Ok(out)

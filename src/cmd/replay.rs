@@ -9,10 +9,8 @@ use tickcast_pipeline::connectors;
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, Source, source};
 use tickcast_pipeline::simulator::SimConfig;
 
-use crate::cli::shutdown_on_signals;
-
-/// The longest simulated history `--history-minutes` accepts: ten years.
-pub const MAX_HISTORY_MINUTES: i64 = 10 * 366 * 24 * 60;
+use crate::args::MAX_HISTORY_MINUTES;
+use crate::signals::shutdown_on_signals;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {

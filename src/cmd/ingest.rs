@@ -26,11 +26,11 @@ use clap::Args;
 use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::{self, Connector};
-use tickcast_pipeline::domain::EventWindow;
 use tickcast_pipeline::ingest::{FeedOptions, resume, run_ingest};
 
-use crate::cli::{KafkaArgs, MetricsArgs, shutdown_on_signals};
-use crate::config_file::{FeedSection, IngestSection};
+use crate::args::{EventWindowArgs, KafkaArgs, MetricsArgs};
+use crate::config::file::{self as config_file, FeedSection, IngestSection};
+use crate::signals::shutdown_on_signals;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -81,44 +81,6 @@ pub struct FeedSpec {
 
 /// Works out the feeds: flags/environment when they name exchanges or symbols, else the file's
 /// feeds, else Binance BTC-USDT and ETH-USDT.
-/// How far a trade's time may lie from its receive time (`tickcast ingest`, `tickcast decode`).
-#[derive(Debug, Clone, Args)]
-pub struct EventWindowArgs {
-    /// Largest lead of a trade's time over its receive time, in milliseconds, or `off`. Trades
-    /// further ahead (a time in microseconds, a clock far off) are dead-lettered. Set `off` to
-    /// ingest from `tickcast replay --speed` above 1, whose clock runs ahead of the wall.
-    #[arg(long, env = "TICKCAST_MAX_CLOCK_SKEW_MS", default_value = "60000", value_parser = parse_ms_or_off)]
-    pub max_clock_skew_ms: MsOrOff,
-    /// Largest age of a trade when received, in milliseconds, or `off`. Older trades (a time
-    /// in seconds lands in 1970) are dead-lettered. Backfilled trades are as old as the outage
-    /// they fill, hence the 7-day default.
-    #[arg(long, env = "TICKCAST_MAX_TICK_AGE_MS", default_value = "604800000", value_parser = parse_ms_or_off)]
-    pub max_tick_age_ms: MsOrOff,
-}
-
-impl EventWindowArgs {
-    pub fn window(&self) -> EventWindow {
-        EventWindow {
-            max_age_ms: self.max_tick_age_ms.0,
-            max_skew_ms: self.max_clock_skew_ms.0,
-        }
-    }
-}
-
-/// Milliseconds, or `off` (`None`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MsOrOff(pub Option<i64>);
-
-pub fn parse_ms_or_off(s: &str) -> Result<MsOrOff, String> {
-    if s.trim().eq_ignore_ascii_case("off") {
-        return Ok(MsOrOff(None));
-    }
-    match s.trim().parse::<i64>() {
-        Ok(ms) if ms >= 0 => Ok(MsOrOff(Some(ms))),
-        _ => Err(format!("`{s}`: expected milliseconds ≥ 0 or `off`")),
-    }
-}
-
 pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>, String> {
     let from_flags = !args.exchanges.is_empty() || !args.symbols.is_empty();
     let mut feeds: Vec<FeedSection> = if from_flags {
@@ -232,7 +194,6 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
     Ok(feeds)
 }
 
-/// `tickcast ingest`.
 /// The last trade per symbol already on the ticks topic, for a feed whose exchange numbers
 /// its trades consecutively and is backfilled (others cannot tell what they missed).
 async fn resume_points(
@@ -272,8 +233,9 @@ async fn resume_points(
     Ok(found)
 }
 
+/// `tickcast ingest`.
 pub async fn run(args: IngestArgs) -> Result<()> {
-    let file = crate::config_file::load(args.kafka.config.as_ref())?;
+    let file = config_file::load(args.kafka.config.as_ref())?;
     let mut feeds = resolve(&args, &file.ingest).map_err(|e| anyhow!("{e}"))?;
     let topics = Topics::new(&args.kafka.topic_prefix);
     let cluster = args.kafka.cluster_with(&file)?;
@@ -363,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_file_is_used_when_flags_are_silent_and_flags_win_when_not() {
-        let file: crate::config_file::ConfigFile = toml::from_str(
+        let file: config_file::ConfigFile = toml::from_str(
             r#"
             [ingest]
             stale_after_secs = 7
@@ -438,7 +400,7 @@ mod tests {
             let err = resolve(&args(argv), &IngestSection::default()).expect_err("invalid");
             assert!(err.contains(want), "{argv:?}: {err}");
         }
-        let bad: Result<crate::config_file::ConfigFile, _> =
+        let bad: Result<config_file::ConfigFile, _> =
             toml::from_str("[ingest]\nfeeds = [{ exchange = \"okx\", symbol = [] }]");
         assert!(
             bad.expect_err("unknown field")

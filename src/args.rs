@@ -1,71 +1,23 @@
-//! Command-line interface: subcommands, their flags and the environment variables behind them.
+//! The argument groups and argument rules several subcommands share, each defined once: how to
+//! reach Kafka ([`KafkaArgs`]), the database ([`DbArgs`]), the metrics listener
+//! ([`MetricsArgs`]), the stream stages' tuning ([`StageArgs`]), the event-time window of a
+//! trade ([`EventWindowArgs`]) and the API token ([`api_token`]). Nothing here knows the
+//! subcommands (`crate::cmd`) that use it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store;
+use clap::Args;
+use tickcast::PipelineConfig;
 use tickcast_consumers::store::retention::Retention;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::candles::CandleOptions;
 use tickcast_pipeline::codec::Topics;
+use tickcast_pipeline::domain::EventWindow;
 use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
+use tickcast_pipeline::shutdown::Shutdown;
 
-/// Live crypto trades → candles → calibrated forecasts.
-#[derive(Debug, Parser)]
-#[command(name = "tickcast", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Everything in one process: embedded broker, SQLite, simulated market, API.
-    Demo(crate::demo::DemoArgs),
-    /// Run stream stages (candles, forecast, sink) against Kafka.
-    Run(RunArgs),
-    /// Stream an exchange's public trades into Kafka.
-    Ingest(crate::ingest_cmd::IngestArgs),
-    /// Serve a local exchange simulator (any connector's protocol, REST backfill, faults).
-    Replay(crate::replay_cmd::ReplayArgs),
-    /// Score the forecast models on a candle file, against the naive forecast.
-    Backtest(crate::backtest_cmd::BacktestArgs),
-    /// Pre-train the LSTM forecaster on candle files and write its checkpoint.
-    Train(crate::train_cmd::TrainArgs),
-    /// Serve the HTTP API.
-    Api(ApiArgs),
-    /// Apply database migrations and exit.
-    Migrate(DbArgs),
-    /// Decode raw exchange frames (one per line) into ticks as JSON lines.
-    Decode(crate::decode::DecodeArgs),
-    /// Create the topics (if missing) and exit.
-    Topics(KafkaArgs),
-    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (for container health checks).
-    Healthcheck(HealthcheckArgs),
-    /// Print every subcommand's settings: flag, environment variable, default.
-    ConfigReference(ConfigReferenceArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HealthcheckArgs {
-    /// The URL to check, e.g. http://127.0.0.1:8080/readyz.
-    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
-    pub url: String,
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 3.0)]
-    pub timeout_secs: f64,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ConfigReferenceArgs {
-    /// One JSON object per setting instead of a Markdown table.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::config::file::{self as config_file, ConfigFile, KafkaProperty};
 
 /// How to reach Kafka and name topics.
 #[derive(Debug, Clone, Args)]
@@ -92,7 +44,7 @@ pub struct KafkaArgs {
     /// `TICKCAST_KAFKA_PROPERTY_SASL_USERNAME`; a `_FILE` suffix reads the value from a file).
     /// Secrets belong in those files, not on the command line.
     #[arg(long = "kafka-property", value_name = "NAME=VALUE")]
-    pub properties: Vec<crate::config_file::KafkaProperty>,
+    pub properties: Vec<KafkaProperty>,
     /// Config file (TOML): a `[kafka]` table of librdkafka properties, and `tickcast ingest`'s
     /// `[ingest]` feeds.
     #[arg(long, env = "TICKCAST_CONFIG")]
@@ -102,17 +54,15 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// The cluster, with the properties of the config file, the environment and the flags.
     pub fn cluster(&self) -> Result<Cluster> {
-        self.cluster_with(&crate::config_file::load(self.config.as_ref())?)
+        self.cluster_with(&config_file::load(self.config.as_ref())?)
     }
 
     /// [`KafkaArgs::cluster`] with the config file already read.
-    pub fn cluster_with(&self, file: &crate::config_file::ConfigFile) -> Result<Cluster> {
+    pub fn cluster_with(&self, file: &ConfigFile) -> Result<Cluster> {
         let mut s = KafkaSettings::new(&self.bootstrap);
         s.partitions = self.partitions;
         s.replication = self.replication;
-        for (k, v) in
-            crate::config_file::kafka_properties(file, std::env::vars(), &self.properties)?
-        {
+        for (k, v) in config_file::kafka_properties(file, std::env::vars(), &self.properties)? {
             s.set_property(k, v);
         }
         Ok(Cluster::Kafka(s))
@@ -127,24 +77,6 @@ pub struct DbArgs {
     /// `PGPASSFILE` gives the password apart.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Stages to run in this process.
-    #[arg(long, env = "TICKCAST_STAGES", value_delimiter = ',', required = true)]
-    pub stages: Vec<StageKind>,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Database for the sink (required with `--stages sink`). TLS:
-    /// `?sslmode=verify-full&sslrootcert=ca.pem`. `DATABASE_URL_FILE` reads the URL from a file,
-    /// libpq's `PGPASSFILE` gives the password apart.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    #[command(flatten)]
-    pub stage: StageArgs,
-    #[command(flatten)]
-    pub metrics: MetricsArgs,
 }
 
 /// Where a process without the API serves its Prometheus metrics.
@@ -366,130 +298,47 @@ fn parse_grace(s: &str) -> Result<IdleGrace, String> {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct ApiArgs {
-    /// Address to listen on.
-    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Serve no live websocket stream and do not check the broker in /readyz (the API then
-    /// needs only the database).
-    #[arg(long, env = "TICKCAST_API_NO_LIVE")]
-    pub no_live: bool,
-    /// Bearer token that authorises mutations (alert rules), at least 16 characters. Unset:
-    /// mutations are refused. Never logged.
-    #[arg(long, env = "TICKCAST_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
-    /// File holding the API token (a Docker or Kubernetes secret), instead of --api-token.
-    #[arg(long, env = "TICKCAST_API_TOKEN_FILE")]
-    pub api_token_file: Option<std::path::PathBuf>,
-    /// How long answers of /api/v1/forecasts/latest are reused, in milliseconds (0: never).
-    #[arg(long, env = "TICKCAST_LATEST_CACHE_MS", default_value_t = 500)]
-    pub latest_cache_ms: u64,
-    /// Consumer group prefix (the live stream's group is `<prefix>api-live-<pid>-…`).
-    #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
-    pub group_prefix: String,
-    /// Milliseconds a client may take to send a request's headers (also how long an idle
-    /// kept-alive connection stays open); the connection is closed beyond.
-    #[arg(long, env = "TICKCAST_API_HEADER_TIMEOUT_MS", default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub api_header_timeout_ms: u64,
-    /// Most connections served at once, websocket streams among them; more are answered 503.
-    #[arg(long, env = "TICKCAST_API_MAX_CONNECTIONS", default_value_t = 512,
-        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub api_max_connections: u64,
-    /// Most live websocket streams open at once; more are answered 503.
-    #[arg(long, env = "TICKCAST_API_MAX_STREAMS", default_value_t = 256,
-        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub api_max_streams: u64,
-    /// Origins besides the API's own whose pages may open the live stream, comma-separated
-    /// (e.g. `https://grafana.example.com`); requests without an Origin header are always allowed.
-    #[arg(long, env = "TICKCAST_API_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub api_allowed_origins: Vec<String>,
-    /// Seconds between the server's pings on the live stream; a client silent for three is closed.
-    #[arg(long, env = "TICKCAST_API_STREAM_PING_SECS", default_value_t = 20,
-        value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub api_stream_ping_secs: u64,
+/// How far a trade's time may lie from its receive time (`tickcast ingest`, `tickcast decode`).
+#[derive(Debug, Clone, Args)]
+pub struct EventWindowArgs {
+    /// Largest lead of a trade's time over its receive time, in milliseconds, or `off`. Trades
+    /// further ahead (a time in microseconds, a clock far off) are dead-lettered. Set `off` to
+    /// ingest from `tickcast replay --speed` above 1, whose clock runs ahead of the wall.
+    #[arg(long, env = "TICKCAST_MAX_CLOCK_SKEW_MS", default_value = "60000", value_parser = parse_ms_or_off)]
+    pub max_clock_skew_ms: MsOrOff,
+    /// Largest age of a trade when received, in milliseconds, or `off`. Older trades (a time
+    /// in seconds lands in 1970) are dead-lettered. Backfilled trades are as old as the outage
+    /// they fill, hence the 7-day default.
+    #[arg(long, env = "TICKCAST_MAX_TICK_AGE_MS", default_value = "604800000", value_parser = parse_ms_or_off)]
+    pub max_tick_age_ms: MsOrOff,
 }
 
-impl ApiArgs {
-    /// The connection and stream limits the flags ask for; a bad origin is an error naming it.
-    pub fn limits(&self) -> Result<(tickcast_api::Limits, tickcast_api::stream::StreamLimits)> {
-        let origins = tickcast_api::origin::AllowList::parse(&self.api_allowed_origins)
-            .map_err(|e| anyhow::anyhow!("--api-allowed-origins: {e}"))?;
-        let limits = tickcast_api::Limits {
-            header_timeout: Duration::from_millis(self.api_header_timeout_ms),
-            max_connections: usize::try_from(self.api_max_connections)?,
-            ..tickcast_api::Limits::default()
-        };
-        let stream = tickcast_api::stream::StreamLimits {
-            max_streams: usize::try_from(self.api_max_streams)?,
-            ping_every: Duration::from_secs(self.api_stream_ping_secs),
-            origins,
-        };
-        Ok((limits, stream))
+impl EventWindowArgs {
+    pub fn window(&self) -> EventWindow {
+        EventWindow {
+            max_age_ms: self.max_tick_age_ms.0,
+            max_skew_ms: self.max_clock_skew_ms.0,
+        }
     }
 }
 
-/// Fires the returned signal on Ctrl-C or SIGTERM.
-pub fn shutdown_on_signals() -> (Arc<ShutdownTrigger>, Shutdown) {
-    let (trigger, signal) = shutdown::channel();
-    let trigger = Arc::new(trigger);
-    let t = trigger.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.fire();
-                        return;
-                    }
-                };
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        t.fire();
-    });
-    (trigger, signal)
-}
+/// Milliseconds, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsOrOff(pub Option<i64>);
 
-pub async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Run(args) => run_stages(args).await,
-        Command::Ingest(args) => crate::ingest_cmd::run(args).await,
-        Command::Replay(args) => crate::replay_cmd::run(args).await,
-        Command::Backtest(args) => crate::backtest_cmd::run(args),
-        Command::Train(args) => crate::train_cmd::run(args),
-        Command::Api(args) => api(args).await,
-        Command::Decode(args) => crate::decode::run(args),
-        Command::Topics(kafka) => {
-            let topics = Topics::new(&kafka.topic_prefix);
-            kafka.cluster()?.ensure_topics(&topics.all()).await?;
-            println!("topics ready: {}", topics.all().join(", "));
-            Ok(())
-        }
-        Command::Healthcheck(args) => healthcheck(&args).await,
-        Command::ConfigReference(args) => {
-            print!("{}", crate::reference::render(args.json));
-            Ok(())
-        }
-        Command::Migrate(db) => {
-            let s = store::open(&db.database_url).await?;
-            println!("migrations applied ({})", s.backend());
-            Ok(())
-        }
+pub fn parse_ms_or_off(s: &str) -> Result<MsOrOff, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(MsOrOff(None));
+    }
+    match s.trim().parse::<i64>() {
+        Ok(ms) if ms >= 0 => Ok(MsOrOff(Some(ms))),
+        _ => Err(format!("`{s}`: expected milliseconds ≥ 0 or `off`")),
     }
 }
+
+/// The longest simulated history `--history-minutes` accepts (`tickcast replay`, `tickcast
+/// demo`): ten years.
+pub const MAX_HISTORY_MINUTES: i64 = 10 * 366 * 24 * 60;
 
 /// The shortest API token accepted: shorter ones can be guessed.
 pub const MIN_API_TOKEN_CHARS: usize = 16;
@@ -519,73 +368,4 @@ pub fn api_token(flag: Option<&str>, file: Option<&std::path::Path>) -> Result<O
         );
     }
     Ok(Some(token))
-}
-
-async fn healthcheck(args: &HealthcheckArgs) -> Result<()> {
-    let timeout = Duration::from_secs_f64(args.timeout_secs.clamp(0.1, 300.0));
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
-    let resp = client
-        .get(&args.url)
-        .send()
-        .await
-        .with_context(|| format!("GET {}", args.url))?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        bail!("GET {}: {}", args.url, resp.status())
-    }
-}
-
-async fn run_stages(args: RunArgs) -> Result<()> {
-    let topics = Topics::new(&args.kafka.topic_prefix);
-    let cluster = args.kafka.cluster()?;
-    cluster.ensure_topics(&topics.all()).await?;
-    let cfg = args.stage.config(cluster, topics)?;
-    let needs_store =
-        args.stages.contains(&StageKind::Sink) || args.stages.contains(&StageKind::Alert);
-    let wants_store = needs_store || args.stages.contains(&StageKind::Forecast);
-    let (_trigger, signal) = shutdown_on_signals();
-    let store = match &args.database_url {
-        Some(url) if wants_store => Some(store::open_waiting(url, &mut signal.clone()).await?),
-        None if needs_store => bail!("--stages sink and alert need --database-url or DATABASE_URL"),
-        _ => None,
-    };
-    args.metrics.spawn(signal.clone()).await?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for kind in args.stages {
-        let (cfg, store, signal) = (cfg.clone(), store.clone(), signal.clone());
-        tasks.spawn(async move { run_stage(kind, &cfg, store, signal).await });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("stage task panicked")??;
-    }
-    Ok(())
-}
-
-async fn api(args: ApiArgs) -> Result<()> {
-    let token = api_token(args.api_token.as_deref(), args.api_token_file.as_deref())?;
-    let (limits, stream_limits) = args.limits()?;
-    let (_trigger, signal) = shutdown_on_signals();
-    let store = store::open_waiting(&args.db.database_url, &mut signal.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    println!("tickcast API at http://{}", listener.local_addr()?);
-    let mut state = tickcast_api::AppState::new(store)
-        .with_token(token.as_deref())
-        .with_latest_ttl(Duration::from_millis(args.latest_cache_ms))
-        .with_limits(limits)
-        .with_stream_limits(stream_limits);
-    if !args.no_live {
-        let cluster = args.kafka.cluster()?;
-        let hub = tickcast_api::live::Hub::new(4096);
-        hub.follow_kafka(
-            cluster.settings(),
-            &Topics::new(&args.kafka.topic_prefix),
-            &args.group_prefix,
-            signal.clone(),
-        )?;
-        state = state.with_live(hub).with_broker(cluster.settings().clone());
-    }
-    tickcast_api::serve(listener, state, signal).await
 }

@@ -2,8 +2,16 @@
 //! default, help), read from the command-line definition itself so it can never drift from
 //! the code. The compose guard test checks `docker-compose.yml` against its JSON form.
 
-use clap::CommandFactory as _;
+use anyhow::Result;
+use clap::Args;
 use serde::Serialize;
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigReferenceArgs {
+    /// One JSON object per setting instead of a Markdown table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// One setting of one subcommand.
 #[derive(Debug, Serialize)]
@@ -23,8 +31,8 @@ const GLOBAL_ENV: &[(&str, &str, &str)] = &[(
     "log filter (tracing's EnvFilter syntax, e.g. `info,tickcast=debug`)",
 )];
 
-pub fn settings() -> Vec<Setting> {
-    let cli = crate::cli::Cli::command();
+/// Every setting of `cli`'s subcommands, in their order, after the global ones.
+pub fn settings(cli: &clap::Command) -> Vec<Setting> {
     let mut out = Vec::new();
     for (name, _, help) in GLOBAL_ENV {
         out.push(Setting {
@@ -66,11 +74,11 @@ pub fn settings() -> Vec<Setting> {
     out
 }
 
-/// The reference as a Markdown table, or as JSON lines.
-pub fn render(json: bool) -> String {
+/// The reference of `cli` as a Markdown table, or as JSON lines.
+pub fn render(cli: &clap::Command, json: bool) -> String {
     let mut s = String::new();
     if json {
-        for x in settings() {
+        for x in settings(cli) {
             s.push_str(&serde_json::to_string(&x).unwrap_or_default());
             s.push('\n');
         }
@@ -79,7 +87,7 @@ pub fn render(json: bool) -> String {
     s.push_str(
         "| command | flag | environment | default | what |\n| --- | --- | --- | --- | --- |\n",
     );
-    for x in settings() {
+    for x in settings(cli) {
         let cell = |v: &Option<String>| v.as_deref().map_or("".into(), |v| format!("`{v}`"));
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
@@ -95,4 +103,11 @@ pub fn render(json: bool) -> String {
         ));
     }
     s
+}
+
+/// Prints the reference of `cli`: the command line as defined, not as the `_FILE` secrets
+/// filled it in (their values would show as defaults).
+pub fn run(args: ConfigReferenceArgs, cli: &clap::Command) -> Result<()> {
+    print!("{}", render(cli, args.json));
+    Ok(())
 }

@@ -18,7 +18,8 @@ use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::simulator::SimConfig;
 use tickcast_pipeline::telemetry;
 
-use crate::cli::{StageArgs, shutdown_on_signals};
+use crate::args::{MAX_HISTORY_MINUTES, StageArgs, api_token};
+use crate::signals::shutdown_on_signals;
 
 /// A line on standard output that never stops the demo: with its reader gone (`tickcast demo |
 /// head -3`, a test that read the URL and let go) `println!` would panic on the broken pipe.
@@ -49,7 +50,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Minutes of simulated history to stream at start-up.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=crate::replay_cmd::MAX_HISTORY_MINUTES))]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(i64).range(0..=MAX_HISTORY_MINUTES))]
     pub history_minutes: i64,
     /// Seconds between status lines (0 = none).
     #[arg(long, default_value_t = 10)]
@@ -60,7 +61,7 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     // Settings first: a bad one stops here, before anything starts.
-    let token = crate::cli::api_token(args.api_token.as_deref(), args.api_token_file.as_deref())?;
+    let token = api_token(args.api_token.as_deref(), args.api_token_file.as_deref())?;
     let broker = Arc::new(EmbeddedBroker::start(1)?);
     let mut settings = KafkaSettings::new(broker.bootstrap());
     settings.session_timeout_ms = 6_000;
