@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use tickcast_consumers::forecast::stage::records;
-use tickcast_consumers::forecast::synthetic_candles;
+use tickcast_consumers::forecast::testing::synthetic_candles;
 use tickcast_pipeline::domain::Candle;
 
 const WARM_BARS: usize = 760;

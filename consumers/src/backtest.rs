@@ -567,7 +567,7 @@ mod tests {
                 lo = lo.min(price);
             }
             var = omega + alpha * r_bar * r_bar + beta * var;
-            let mut c = crate::forecast::flat_candle(i, dec(price));
+            let mut c = crate::forecast::testing::flat_candle(i, dec(price));
             c.open = dec(open);
             c.high = dec(hi);
             c.low = dec(lo);
@@ -608,7 +608,7 @@ mod tests {
     #[test]
     fn quantiles_calibrate_on_a_fat_tailed_walk() {
         use crate::forecast::calibrated::{Calibrated, CalibrationSettings};
-        let candles = crate::forecast::synthetic_candles(&["BTC-USDT"], 40_000, 8);
+        let candles = crate::forecast::testing::synthetic_candles(&["BTC-USDT"], 40_000, 8);
         let rows = run(&candles, &|| {
             let naive = Calibrated::new(Box::new(Naive::default()), CalibrationSettings::default());
             ForecastStage::new(vec![Box::new(naive)], vec![1, 5], "t")

@@ -22,7 +22,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
+use tickcast_consumers::forecast::Forecaster;
+use tickcast_consumers::forecast::testing::synthetic_candles;
 use tickcast_lstm::device::probe_wgpu;
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::host::{self, Scratch};

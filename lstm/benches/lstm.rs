@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
-use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
+use tickcast_consumers::forecast::Forecaster;
+use tickcast_consumers::forecast::testing::synthetic_candles;
 use tickcast_lstm::features::N_FEATURES;
 use tickcast_lstm::host::{self, Scratch};
 use tickcast_lstm::host_train;

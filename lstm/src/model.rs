@@ -19,7 +19,7 @@
 //! `train_every` bars (of that candle's length) after the previous firing; it runs before that
 //! candle is processed, on windows drawn from the series' histories in key order. So the
 //! result depends only on the candles, not on how they were split into batches — which is what
-//! [`tickcast_consumers::forecast::check_resume`] checks.
+//! [`tickcast_consumers::forecast::testing::check_resume`] checks.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 
 use burn::tensor::Device;
 use rust_decimal::Decimal;
-use tickcast_consumers::forecast::{Forecaster, check_resume, series_key, synthetic_candles};
+use tickcast_consumers::forecast::testing::{check_resume, synthetic_candles};
+use tickcast_consumers::forecast::{Forecaster, series_key};
 use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
 
 use crate::batch::{BatchShape, sample_batch};

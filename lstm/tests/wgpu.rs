@@ -6,7 +6,8 @@
 //! (`mesa-vulkan-drivers`), whose first run compiles kernels for minutes.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use tickcast_consumers::forecast::{Forecaster, synthetic_candles};
+use tickcast_consumers::forecast::Forecaster;
+use tickcast_consumers::forecast::testing::synthetic_candles;
 use tickcast_lstm::batch::{Batch, BatchShape};
 use tickcast_lstm::device::probe_wgpu;
 use tickcast_lstm::features::N_FEATURES;

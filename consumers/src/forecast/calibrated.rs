@@ -285,7 +285,7 @@ mod tests {
                 let sd = if rng.unit() < 0.1 { 0.006 } else { 0.001 };
                 price *= (sd * rng.normal()).exp();
                 let p = Decimal::new((price * 100.0).round() as i64, 2);
-                crate::forecast::flat_candle(i, p)
+                crate::forecast::testing::flat_candle(i, p)
             })
             .collect()
     }

@@ -404,7 +404,8 @@ impl Ensemble {
 mod tests {
     use super::*;
     use crate::forecast::scorer::ScorerSettings;
-    use crate::forecast::{series_key, synthetic_candles};
+    use crate::forecast::series_key;
+    use crate::forecast::testing::synthetic_candles;
     use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
 

@@ -388,7 +388,8 @@ impl Forecaster for EtsModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::{Z80, check_resume, series_key, synthetic_candles};
+    use crate::forecast::testing::{check_resume, synthetic_candles};
+    use crate::forecast::{Z80, series_key};
     use augurs::Fit as _;
     use augurs::ets::AutoETS;
     use rust_decimal::Decimal;
@@ -411,7 +412,7 @@ mod tests {
                 let p = Decimal::from_f64_retain(v.exp())
                     .expect("finite")
                     .round_dp(10);
-                crate::forecast::flat_candle(i, p)
+                crate::forecast::testing::flat_candle(i, p)
             })
             .collect()
     }

@@ -224,7 +224,7 @@ mod tests {
             .map(|i| {
                 price *= (0.002 * rng.normal()).exp();
                 let p = Decimal::new((price * 10_000.0).round() as i64, 4);
-                crate::forecast::flat_candle(i, p)
+                crate::forecast::testing::flat_candle(i, p)
             })
             .collect()
     }

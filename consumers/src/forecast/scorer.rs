@@ -803,7 +803,8 @@ impl Scorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::{series_key, synthetic_candles};
+    use crate::forecast::series_key;
+    use crate::forecast::testing::synthetic_candles;
     use rust_decimal::prelude::ToPrimitive as _;
     use tickcast_pipeline::domain::SCHEMA_VERSION;
 

@@ -408,7 +408,8 @@ pub(crate) fn prefetch_all<T>(items: &[T], max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::{of, synthetic_candles};
+    use crate::forecast::of;
+    use crate::forecast::testing::synthetic_candles;
 
     #[test]
     fn looks_up_from_owned_keys_and_candles_alike() {

@@ -905,7 +905,7 @@ mod tests {
     fn forecasts_are_version_2_and_degraded_after_flaws() {
         use crate::forecast::calibrated::{Calibrated, CalibrationSettings};
         use crate::forecast::naive::Naive;
-        use crate::forecast::synthetic_candles;
+        use crate::forecast::testing::synthetic_candles;
         let mut candles = synthetic_candles(&["BTC-USDT"], 400, 11);
         // An empty candle at bar 100; bar 250 missing (a gap the stage restarts after).
         candles[100].trades = 0;

@@ -371,7 +371,7 @@ impl Forecaster for TrendModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::{check_resume, synthetic_candles};
+    use crate::forecast::testing::{check_resume, synthetic_candles};
 
     fn small() -> TrendSettings {
         TrendSettings {
