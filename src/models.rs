@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use tickcast_consumers::forecast::calibrated::{Calibrated, CalibrationSettings};
 use tickcast_consumers::forecast::ensemble::EnsembleSettings;
 use tickcast_consumers::forecast::ets::{EtsModel, EtsSettings};
-use tickcast_consumers::forecast::garch_model::{GarchModel, GarchSettings};
+use tickcast_consumers::forecast::garch::model::{GarchModel, GarchSettings};
 use tickcast_consumers::forecast::naive::Naive;
 use tickcast_consumers::forecast::stage::{ENSEMBLE, ForecastStage};
 use tickcast_consumers::forecast::trend::{TrendModel, TrendSettings};

@@ -1,7 +1,7 @@
 //! Backtest: replays a candle file through exactly the streaming forecast code
 //! ([`ForecastStage::forecasts`], one closed candle at a time) and scores every forecast when the
 //! candle at its target time closes, per model and horizon, against the naive forecast on the
-//! same points ([`crate::forecast::score`]). Gaps are never bridged: after a missing bar the
+//! same points ([`crate::forecast::accuracy`]). Gaps are never bridged: after a missing bar the
 //! models restart and forecasts that pointed across the gap are dropped.
 //!
 //! Input: CSV (plain or gzip) with a header, told apart by its columns ([`read_data`]):
@@ -23,8 +23,8 @@ use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
+use crate::forecast::accuracy::{Point, Score, Summary};
 use crate::forecast::quantiles::{QuantileScore, crps};
-use crate::forecast::score::{Point, Score, Summary};
 use crate::forecast::stage::ForecastStage;
 use crate::forecast::touch::{BaseRate, TouchCalibrator, TouchScore, drift_and_spread};
 

@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow, ensure};
 use burn::module::Module as _;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
-use tickcast_consumers::forecast::state::{Dec, Enc};
+use tickcast_consumers::forecast::checkpoint::{Dec, Enc};
 
 use crate::features::FeatureSettings;
 use crate::net::{Dims, LstmNet, Rng, Weights};

@@ -4,7 +4,7 @@
 //! round trip is exact).
 
 use anyhow::{Result, ensure};
-use tickcast_consumers::forecast::state::{Dec, Enc};
+use tickcast_consumers::forecast::checkpoint::{Dec, Enc};
 
 use crate::checkpoint::{f32_bytes, f32s};
 use crate::features::{BAR_VALUES, FeatureState, History};

@@ -15,8 +15,8 @@
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
+use super::checkpoint::{Dec, Enc};
 use super::conformal::{self, QuantileTracker};
-use super::state::{Dec, Enc};
 use super::{
     Forecaster, ModelVersion, Outcome, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of,
 };

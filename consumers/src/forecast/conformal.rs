@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::state::{Dec, Enc};
+use super::checkpoint::{Dec, Enc};
 
 /// The smallest multiplier. Not zero: a zero multiplier publishes an interval of zero width,
 /// and the calibrator learns only from intervals of positive width

@@ -21,8 +21,8 @@
 use tickcast_pipeline::domain::{Forecast, TouchCalibration};
 
 use super::calibrated::spread;
+use super::checkpoint::{Dec, Enc};
 use super::quantiles::{QuantileCalibrator, QuantileScore, crps};
-use super::state::{Dec, Enc};
 use super::touch::{TouchCalibrator, TouchScore, norm_cdf};
 
 /// Touch levels the calibrators learn and are scored at, in units of the forecast's spread.

@@ -30,8 +30,8 @@ use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
 use super::calibrated::SeriesState as CalSeries;
+use super::checkpoint::{Dec, Enc};
 use super::scorer::Scorer;
-use super::state::{Dec, Enc};
 use super::{NAIVE, Prediction, SeriesKey, SeriesMap, SeriesRef};
 
 /// A model's relative MSE counts as at least this (a perfect recent record gets a large,
@@ -191,7 +191,7 @@ fn band_source(
                 s.n >= settings.min_points
                     && s.effective_points() / f64::from(horizon.max(1)) >= settings.min_independent
             })
-            .and_then(super::score::Score::winkler95)
+            .and_then(super::accuracy::Score::winkler95)
     };
     let mut best: Option<(&str, f64)> = None;
     for &m in members {

@@ -39,7 +39,7 @@ use augurs::ets::model::{
 };
 use tickcast_pipeline::domain::Candle;
 
-use super::state::{Dec, Enc};
+use super::checkpoint::{Dec, Enc};
 use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z95, of};
 
 /// Model settings.

@@ -4,8 +4,8 @@
 //!
 //! Layout:
 //! - [`naive`] — random walk with an EWMA-volatility interval.
-//! - [`garch`] — GARCH(1,1) volatility: recursion, maximum-likelihood fit, multi-step variance.
-//! - [`garch_model`] — the `garch` model: last close with GARCH(1,1) bands, refitted on a window.
+//! - [`garch`] — the `garch` model: last close with GARCH(1,1) bands, refitted on a window
+//!   ([`garch::fit`]: the recursion, maximum-likelihood fit and multi-step variance).
 //! - [`conformal`] — quantile tracking, the online interval calibrator.
 //! - [`scorer`] — scores each forecast when its target bar closes; rolling accuracy.
 //! - [`ensemble`] — combines the models, weighted by recent error against naive.
@@ -13,24 +13,23 @@
 //! - [`trend`] — Prophet-style trend: piecewise-linear with L1 changepoints + Fourier seasonality.
 //! - [`calibrated`] — wraps any model and calibrates its intervals online.
 //! - [`series`] — maps per series, looked up from a candle without building a key.
-//! - [`state`] — the binary encoding of model checkpoints.
-//! - [`score`] — scoring: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
+//! - [`checkpoint`] — the binary encoding of model checkpoints.
+//! - [`accuracy`] — the accuracy measures: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
 //! - [`stage`] — the stage handler.
 
+pub mod accuracy;
 pub mod calibrated;
+pub mod checkpoint;
 pub mod conformal;
 pub mod distribution;
 pub mod ensemble;
 pub mod ets;
 pub mod garch;
-pub mod garch_model;
 pub mod naive;
 pub mod quantiles;
-pub mod score;
 pub mod scorer;
 pub mod series;
 pub mod stage;
-pub mod state;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod touch;
@@ -350,7 +349,7 @@ mod tests {
     #[test]
     fn every_model_resumes_from_its_checkpoint_exactly() {
         use calibrated::{Calibrated, CalibrationSettings};
-        use garch_model::{GarchModel, GarchSettings};
+        use garch::model::{GarchModel, GarchSettings};
         let candles = synthetic_candles(&["BTC-USDT", "ETH-USDT"], 900, 7);
         let garch = || {
             GarchModel::new(GarchSettings {

@@ -6,7 +6,7 @@ use tickcast_pipeline::domain::Candle;
 
 use anyhow::Result;
 
-use super::state::{Dec, Enc};
+use super::checkpoint::{Dec, Enc};
 use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Per-series state.

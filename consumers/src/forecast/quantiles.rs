@@ -13,8 +13,8 @@
 //! integrated by the trapezoid rule between the nine levels, and each end level's loss held
 //! out to 0 and to 1.
 
-use super::score::pinball;
-use super::state::{Dec, Enc};
+use super::accuracy::pinball;
+use super::checkpoint::{Dec, Enc};
 
 /// The quantile levels (a forecast's [`tickcast_pipeline::domain::QUANTILE_LEVELS`]).
 pub const LEVELS: [f64; 9] = tickcast_pipeline::domain::QUANTILE_LEVELS;

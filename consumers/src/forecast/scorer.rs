@@ -21,9 +21,9 @@ use anyhow::Result;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::telemetry;
 
+use super::accuracy::{Point, Score, Summary};
+use super::checkpoint::{Dec, Enc};
 use super::distribution::{Calibrators, DistScores, Learnt, Made, Published, Reached};
-use super::score::{Point, Score, Summary};
-use super::state::{Dec, Enc};
 use super::{Outcome, SeriesKey, SeriesMap, SeriesRef};
 
 /// Scorer settings.

@@ -29,9 +29,9 @@ use tickcast_pipeline::domain::{Candle, FORECAST_VERSION, Forecast, Name};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
+use super::checkpoint::{Dec, Enc};
 use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Scorer, ScorerSettings, Slot};
-use super::state::{Dec, Enc};
 use super::{
     Forecaster, Outcome, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
     clear_batch, of, series_key,

@@ -310,7 +310,7 @@ impl TouchScore {
         })
     }
 
-    pub(crate) fn save(&self, e: &mut super::state::Enc) {
+    pub(crate) fn save(&self, e: &mut super::checkpoint::Enc) {
         e.u64(self.n)
             .f64(self.weight)
             .f64(self.brier)
@@ -318,7 +318,7 @@ impl TouchScore {
         e.f64s(self.bins.as_flattened().iter());
     }
 
-    pub(crate) fn load(d: &mut super::state::Dec<'_>) -> anyhow::Result<Self> {
+    pub(crate) fn load(d: &mut super::checkpoint::Dec<'_>) -> anyhow::Result<Self> {
         let (n, weight, brier, reference_brier) = (d.u64()?, d.f64()?, d.f64()?, d.f64()?);
         let flat = d.f64s()?;
         if flat.len() != 30 {

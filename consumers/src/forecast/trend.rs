@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
-use super::state::{Dec, Enc};
+use super::checkpoint::{Dec, Enc};
 use super::{
     Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of,
 };

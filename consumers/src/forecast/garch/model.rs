@@ -1,16 +1,18 @@
 //! The `garch` model: random-walk point (last close), intervals from a GARCH(1,1) on log
-//! returns ([`super::garch`]), refitted by maximum likelihood on a rolling window every
+//! returns ([`super::fit`]), refitted by maximum likelihood on a rolling window every
 //! `refit_every` bars, with the conditional variance advanced one step per candle.
 
 use std::collections::VecDeque;
 
 use tickcast_pipeline::domain::Candle;
 
-use super::garch::Garch11;
+use super::fit::Garch11;
 use anyhow::Result;
 
-use super::state::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use crate::forecast::checkpoint::{Dec, Enc};
+use crate::forecast::{
+    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of,
+};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
