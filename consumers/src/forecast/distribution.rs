@@ -23,7 +23,7 @@ use tickcast_pipeline::domain::{Forecast, TouchCalibration};
 use super::calibrated::spread;
 use super::checkpoint::{Dec, Enc};
 use super::quantiles::{QuantileCalibrator, QuantileScore, crps};
-use super::touch::{TouchCalibrator, TouchScore, norm_cdf};
+use super::touch::{TouchCalibrator, TouchScore, touch_pair};
 
 /// Touch levels the calibrators learn and are scored at, in units of the forecast's spread.
 pub const TOUCH_UNITS: [f64; 2] = [1.0, 2.0];
@@ -292,38 +292,9 @@ impl DistScores {
     }
 }
 
-/// The reflection probabilities of reaching `+a` and `−a` (`a > 0`) under drift `mu` and
-/// spread `s` ([`super::touch::touch_probability`] of both), sharing their terms.
-fn touch_pair(a: f64, mu: f64, s: f64) -> (f64, f64) {
-    let first = norm_cdf((mu - a) / s);
-    let second = norm_cdf((-a - mu) / s);
-    let exponent = 2.0 * a * mu / (s * s);
-    let up = if exponent > 700.0 {
-        1.0
-    } else {
-        first + exponent.exp() * second
-    };
-    let down = if -exponent > 700.0 {
-        1.0
-    } else {
-        second + (-exponent).exp() * first
-    };
-    (up.clamp(0.0, 1.0), down.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::touch::touch_probability;
-
-    #[test]
-    fn touch_pair_is_the_reflection_probability_of_both_levels() {
-        for (a, mu, s) in [(0.01, 0.0, 0.01), (0.02, 0.003, 0.01), (0.5, -0.2, 0.3)] {
-            let (up, down) = touch_pair(a, mu, s);
-            assert!((up - touch_probability(a, mu, s)).abs() < 1e-12);
-            assert!((down - touch_probability(-a, mu, s)).abs() < 1e-12);
-        }
-    }
 
     #[test]
     fn published_quantiles_are_what_the_scorer_scores() {

@@ -59,20 +59,34 @@ pub fn touch_probability(a: f64, mu: f64, s: f64) -> f64 {
     if a == 0.0 {
         return 1.0;
     }
-    // Mirror a level below onto one above.
-    let (a, mu) = if a < 0.0 { (-a, -mu) } else { (a, mu) };
     if s <= 0.0 {
+        // Mirrored onto a level above: only the drift moves the price.
+        let (a, mu) = if a < 0.0 { (-a, -mu) } else { (a, mu) };
         return if mu >= a { 1.0 } else { 0.0 };
     }
+    let (up, down) = touch_pair(a.abs(), mu, s);
+    if a > 0.0 { up } else { down }
+}
+
+/// The reflection probabilities of reaching `+a` and `−a` (`a > 0`, `s > 0`, all finite) under
+/// drift `mu` and spread `s`, sharing their terms: a level below is the mirror image of one
+/// above with the drift reversed. Where the exponential would overflow, the drift alone
+/// carries the price far past the level: 1.
+pub(crate) fn touch_pair(a: f64, mu: f64, s: f64) -> (f64, f64) {
     let first = norm_cdf((mu - a) / s);
+    let second = norm_cdf((-a - mu) / s);
     let exponent = 2.0 * a * mu / (s * s);
-    let second = if exponent > 700.0 {
-        // exp overflows where the drift alone carries the price far past the level.
+    let up = if exponent > 700.0 {
         1.0
     } else {
-        exponent.exp() * norm_cdf((-a - mu) / s)
+        first + exponent.exp() * second
     };
-    (first + second).clamp(0.0, 1.0)
+    let down = if -exponent > 700.0 {
+        1.0
+    } else {
+        second + (-exponent).exp() * first
+    };
+    (up.clamp(0.0, 1.0), down.clamp(0.0, 1.0))
 }
 
 /// The probability that the close at a forecast's target bar is at or above `level`, from its
