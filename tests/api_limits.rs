@@ -28,7 +28,7 @@ use tickcast_consumers::alerts::{AlertEvent, Rule};
 use tickcast_consumers::store::{
     AccuracyQuery, AccuracyRow, AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState,
     CandleQuery, Checkpoint, DeliveryJob, DeliveryOutcome, DeliveryQuery, DeliveryRow,
-    ForecastQuery, SeriesCheckpoint, SeriesInfo, SinkBatch, Store, WriteSummary,
+    ForecastQuery, SeriesCheckpoint, SeriesInfo, SinkBatch, Store, WriteSummary, Backend, SinkStore, QueryStore, CheckpointStore, AlertStore,
 };
 use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::domain::{Candle, Forecast};
@@ -639,7 +639,7 @@ struct FlakyStore {
 }
 
 #[async_trait]
-impl Store for FlakyStore {
+impl Backend for FlakyStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -650,6 +650,10 @@ impl Store for FlakyStore {
             _ => std::future::pending().await,
         }
     }
+}
+
+#[async_trait]
+impl SinkStore for FlakyStore {
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
         self.inner.write_batch(consumer, batch).await
     }
@@ -666,15 +670,32 @@ impl Store for FlakyStore {
     async fn forget_offset(&self, consumer: &str, topic: &str, partition: i32) -> Result<()> {
         self.inner.forget_offset(consumer, topic, partition).await
     }
+}
+
+#[async_trait]
+impl QueryStore for FlakyStore {
     async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
         self.inner.candles(q).await
     }
     async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
         self.inner.forecasts(q).await
     }
+    async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>> {
+        self.inner.accuracy(q).await
+    }
+    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
+        self.inner.latest_forecasts(q).await
+    }
+    async fn series(&self) -> Result<Vec<SeriesInfo>> {
+        self.inner.series().await
+    }
     async fn row_counts(&self) -> Result<(i64, i64)> {
         self.inner.row_counts().await
     }
+}
+
+#[async_trait]
+impl CheckpointStore for FlakyStore {
     async fn save_checkpoint(&self, consumer: &str, cp: &Checkpoint) -> Result<()> {
         self.inner.save_checkpoint(consumer, cp).await
     }
@@ -688,15 +709,10 @@ impl Store for FlakyStore {
     async fn load_model_states(&self, consumer: &str) -> Result<Vec<(String, Vec<u8>)>> {
         self.inner.load_model_states(consumer).await
     }
-    async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>> {
-        self.inner.accuracy(q).await
-    }
-    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
-        self.inner.latest_forecasts(q).await
-    }
-    async fn series(&self) -> Result<Vec<SeriesInfo>> {
-        self.inner.series().await
-    }
+}
+
+#[async_trait]
+impl AlertStore for FlakyStore {
     async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>> {
         self.inner.alert_rules().await
     }

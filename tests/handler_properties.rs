@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::sync::Arc;
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -312,7 +311,7 @@ proptest! {
             + forecasts.iter().filter(|x| matches!(x, Input::Poison(_))).count();
         let rt = runtime();
         let (store, _dir) = rt.block_on(common::open_store(common::Mode::Embedded, "sinkprop")).unwrap();
-        let mut sink = Sink::new(Arc::clone(&store), "prop", topics.clone());
+        let mut sink = Sink::new(store.clone(), "prop", topics.clone());
         let mut dead = 0;
         for piece in all.chunks(split) {
             dead += rt.block_on(sink.handle(piece)).unwrap().dead.len();

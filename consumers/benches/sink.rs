@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use sqlx::Connection as _;
 use tickcast_consumers::store::postgres::PgStore;
-use tickcast_consumers::store::{Pos, SinkBatch, Store};
+use tickcast_consumers::store::{Pos, QueryStore, SinkBatch, SinkStore};
 use tickcast_pipeline::domain::{FORECAST_VERSION, Forecast, Name, TouchCalibration};
 
 /// The default models and the ensemble.

@@ -15,7 +15,7 @@ use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
 use crate::store::retention::{Retention, data_clock};
-use crate::store::{Pos, SinkBatch, Store, WriteSummary};
+use crate::store::{Pos, SinkBatch, SinkStore, WriteSummary};
 
 /// A partition whose end on the broker lies below the offset the store says it has written up
 /// to: the topic was recreated (its volume dropped, say), and every new record would be skipped
@@ -46,7 +46,7 @@ impl std::fmt::Display for Behind {
 /// the sink writes them from the broker's offsets. Returns the partitions found behind.
 pub async fn check_offsets(
     settings: &KafkaSettings,
-    store: &dyn Store,
+    store: &dyn SinkStore,
     consumer: &str,
     forget: bool,
 ) -> Result<Vec<Behind>> {
@@ -111,7 +111,7 @@ pub const RETENTION_EVERY: Duration = Duration::from_secs(15 * 60);
 /// Stage handler writing to a [`Store`].
 #[derive(Debug)]
 pub struct Sink {
-    store: Arc<dyn Store>,
+    store: Arc<dyn SinkStore>,
     /// Consumer name under which offsets are stored (the group id).
     consumer: String,
     topics: Topics,
@@ -125,7 +125,7 @@ pub struct Sink {
 
 impl Sink {
     /// A sink that keeps everything; see [`Sink::with_retention`].
-    pub fn new(store: Arc<dyn Store>, consumer: impl Into<String>, topics: Topics) -> Self {
+    pub fn new(store: Arc<dyn SinkStore>, consumer: impl Into<String>, topics: Topics) -> Self {
         Self {
             store,
             consumer: consumer.into(),

@@ -15,7 +15,8 @@ use rust_decimal::Decimal;
 use sqlx::Connection as _;
 use tickcast_consumers::store::retention::Retention;
 use tickcast_consumers::store::{
-    self, AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, Pos, SinkBatch, Store,
+    self, AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, Pos, QueryStore,
+    SinkBatch, SinkStore, Store,
 };
 use tickcast_pipeline::domain::{
     Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,

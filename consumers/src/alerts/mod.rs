@@ -37,7 +37,7 @@ pub use stage::{AlertSettings, AlertStage, ReloadTrigger, ReloadWatch, reload_ch
 pub use tickcast_pipeline::domain::{Alert as AlertEvent, AlertState};
 pub use webhook::{Deliverer, Secret, WebhookSettings};
 
-use crate::store::Store;
+use crate::store::AlertStore;
 
 /// Everything the alert stage needs besides Kafka and the store.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub struct AlertConfig {
 
 /// Reads and validates a rule file and makes it the store's `file` rules. Returns how many
 /// rules it holds.
-pub async fn load_rule_file(store: &dyn Store, path: &Path) -> Result<usize> {
+pub async fn load_rule_file(store: &dyn AlertStore, path: &Path) -> Result<usize> {
     let set = RuleSet::from_yaml_file(path)?;
     store
         .replace_file_rules(&set.rules, tickcast_pipeline::now_ms())
@@ -69,7 +69,7 @@ pub async fn run(
     kafka: &KafkaSettings,
     opts: StageOptions,
     cfg: AlertConfig,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertStore>,
     shutdown: Shutdown,
 ) -> Result<()> {
     if let Some(path) = &cfg.rules_file {

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use super::engine::{Engine, SeriesKey};
 use super::webhook::WebhookHandle;
 use super::{AlertEvent, Rule};
-use crate::store::{AlertCheckpoint, AlertSeriesState, Store};
+use crate::store::{AlertCheckpoint, AlertSeriesState, AlertStore};
 
 /// Topics, consumer group and timings of the stage.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ impl ReloadWatch {
 #[derive(Debug)]
 pub struct AlertStage {
     settings: AlertSettings,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertStore>,
     engine: Engine,
     webhooks: Vec<WebhookHandle>,
     reload: Option<ReloadWatch>,
@@ -136,7 +136,7 @@ impl Input {
 impl AlertStage {
     /// Rules come from the store (`alert_rules`), read at the first batch and then every
     /// `reload_every`.
-    pub fn new(settings: AlertSettings, store: Arc<dyn Store>) -> Self {
+    pub fn new(settings: AlertSettings, store: Arc<dyn AlertStore>) -> Self {
         Self {
             settings,
             store,

@@ -29,7 +29,7 @@ use tickcast_pipeline::shutdown::Shutdown;
 use tickcast_pipeline::telemetry;
 use tokio::sync::Notify;
 
-use crate::store::{DeliveryJob, DeliveryOutcome, Store};
+use crate::store::{AlertStore, DeliveryJob, DeliveryOutcome};
 
 /// The header carrying the body's signature.
 pub const SIGNATURE_HEADER: &str = "X-Tickcast-Signature";
@@ -160,7 +160,7 @@ impl PassSummary {
 /// Delivers one endpoint's outbox.
 #[derive(Debug)]
 pub struct Deliverer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertStore>,
     settings: WebhookSettings,
     client: reqwest::Client,
     wake: Arc<Notify>,
@@ -174,7 +174,7 @@ enum Try {
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, settings: WebhookSettings) -> Result<Self> {
+    pub fn new(store: Arc<dyn AlertStore>, settings: WebhookSettings) -> Result<Self> {
         // Redirects are not followed: the signed body goes to the configured URL only, and a
         // 3xx is a failed try that names where it pointed.
         let client = reqwest::Client::builder()

@@ -36,7 +36,7 @@ use super::{
     Forecaster, Outcome, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
     clear_batch, of, series_key,
 };
-use crate::store::{AccuracyRow, Checkpoint, SeriesCheckpoint, Store};
+use crate::store::{AccuracyRow, Checkpoint, CheckpointStore, SeriesCheckpoint};
 
 /// The ensemble's model name.
 pub const ENSEMBLE: &str = "ensemble";
@@ -49,7 +49,7 @@ pub const RECENT_BARS: u32 = 60;
 /// Where and how often the stage checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointSettings {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn CheckpointStore>,
     /// Consumer group the state belongs to.
     pub consumer: String,
     /// Time between checkpoints.

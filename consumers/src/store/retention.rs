@@ -17,6 +17,15 @@ use std::collections::BTreeMap;
 
 use tickcast_pipeline::interval::Interval;
 
+/// What a retention pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Postgres partitions dropped.
+    pub dropped: Vec<String>,
+    /// SQLite rows deleted.
+    pub deleted: u64,
+}
+
 const DAY_MS: i64 = 86_400_000;
 
 /// Retention per table and candle interval, in days; `None` keeps everything.

@@ -9,7 +9,7 @@ use tickcast_pipeline::domain::{
     Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, TouchCalibration,
 };
 
-use super::AccuracyRow;
+use super::checkpoints::AccuracyRow;
 
 fn decimal<R>(row: &R, i: usize) -> Result<Decimal>
 where

@@ -1,6 +1,7 @@
-//! The SQLite store for the embedded mode (`tickcast demo`): one file, WAL journal.
+//! The SQLite store for the embedded mode (`tickcast demo`): [`SqliteStore`], one file, WAL
+//! journal. The sink writes one upsert per row; retention deletes in batches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -13,25 +14,13 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Sqlite, Transaction, TransactionManager as _};
 use tickcast_pipeline::domain::{Candle, Forecast};
 
-use super::rows::{candle_from, forecast_from};
-use super::{
-    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, SeriesCheckpoint,
-    SeriesInfo, SinkBatch, Store, WriteSummary, candle_key, forecast_key, fresh,
-};
-use crate::alerts::rule::Rule;
-use crate::store::{
-    AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState, DeliveryJob, DeliveryOutcome,
-    DeliveryQuery, DeliveryRow,
-};
-use tickcast_pipeline::domain::Alert as AlertEvent;
+use super::dialect::{Dialect, SqlStore};
+use super::retention::{self, Retention, RetentionReport};
 
-/// SQLite-backed [`Store`].
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+/// The SQLite store.
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating if missing) and applies `migrations/sqlite`. An in-memory URL gets a
     /// single connection so that every query sees the same database.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -56,12 +45,115 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("applying SQLite migrations")?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
+    }
+}
+
+#[async_trait]
+impl Dialect for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    /// The write transaction already holds the database's one write lock.
+    const STORED_OFFSETS: &'static str =
+        "select topic, partition, next_offset from consumer_offsets where consumer = $1";
+    const ADVANCE_OFFSET: &'static str = "insert into consumer_offsets \
+        (consumer, topic, partition, next_offset) values ($1, $2, $3, $4) \
+        on conflict (consumer, topic, partition) do update set \
+        next_offset = max(consumer_offsets.next_offset, excluded.next_offset), \
+        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    const CANDLES: &'static str = "select * from (
+           select exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume,
+                  trades
+           from candles
+           where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
+             and ($3 is null or interval = $3) and ($4 is null or open_ms >= $4)
+             and ($5 is null or open_ms < $5)
+           order by open_ms desc, exchange, symbol, interval limit $6)
+         order by open_ms, exchange, symbol, interval";
+    const FORECASTS: &'static str = "select * from (
+           select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
+                  lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, q90, q95, q975,
+                  touch_alpha, touch_beta, model_version, degraded
+           from forecasts
+           where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
+             and ($3 is null or interval = $3) and ($4 is null or model = $4)
+             and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6)
+             and ($7 is null or target_ms < $7)
+           order by target_ms desc, exchange, symbol, interval, model, horizon limit $8)
+         order by target_ms, exchange, symbol, interval, model, horizon";
+    const LATEST_FORECASTS: &'static str = "select exchange, symbol, interval, model, horizon, \
+        base_ms, target_ms, last, point, lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, \
+        q90, q95, q975, touch_alpha, touch_beta, model_version, degraded from forecasts_latest \
+        where ($1 is null or exchange = $1) and ($2 is null or symbol = $2) \
+        and ($3 is null or interval = $3) and ($4 is null or model = $4) \
+        and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6) \
+        and ($7 is null or target_ms < $7) \
+        order by exchange, symbol, interval, model, horizon limit $8";
+    /// One writer at a time: no row locks to skip.
+    const CLAIM_DELIVERIES: &'static str = "update alert_deliveries \
+        set next_ms = $3, updated_ms = $2 \
+        where (endpoint, event_id) in (select endpoint, event_id from alert_deliveries \
+        where endpoint = $1 and status = 'pending' and next_ms <= $2 \
+        order by ts_ms, event_id limit $4) \
+        returning event_id, body, attempts, ts_ms";
+
+    type SinkState = ();
+
+    async fn write_rows(
+        _store: &SqliteStore,
+        tx: &mut Transaction<'static, Sqlite>,
+        candles: &[&Candle],
+        forecasts: &[&Forecast],
+    ) -> Result<()> {
+        for c in candles {
+            upsert_candle(tx, c).await?;
+        }
+        for f in forecasts {
+            upsert_forecast(tx, "forecasts", UPSERT_FORECASTS, f).await?;
+        }
+        for f in newest_per_series(forecasts) {
+            upsert_forecast(tx, "forecasts_latest", UPSERT_LATEST, f).await?;
+        }
+        Ok(())
     }
 
-    /// The connection pool, for what the [`Store`] methods do not cover.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    async fn apply_retention(
+        store: &SqliteStore,
+        policy: &Retention,
+        clock_ms: i64,
+    ) -> Result<RetentionReport> {
+        let mut deleted = 0;
+        if let Some(cut) = retention::cutoff(clock_ms, policy.forecasts_days) {
+            deleted += delete_in_batches(
+                &store.pool,
+                "delete from forecasts where (exchange, symbol, interval, model, horizon, base_ms) \
+                 in (select exchange, symbol, interval, model, horizon, base_ms from forecasts \
+                 where base_ms < $1 limit $2)",
+                cut,
+                None,
+            )
+            .await?;
+        }
+        let intervals: Vec<(String,)> = sqlx::query_as("select distinct interval from candles")
+            .fetch_all(&store.pool)
+            .await?;
+        for (interval,) in intervals {
+            if let Some(cut) = retention::cutoff(clock_ms, policy.candle_days(&interval)) {
+                deleted += delete_in_batches(
+                    &store.pool,
+                    "delete from candles where (exchange, symbol, interval, open_ms) in \
+                     (select exchange, symbol, interval, open_ms from candles \
+                     where interval = $3 and open_ms < $1 limit $2)",
+                    cut,
+                    Some(&interval),
+                )
+                .await?;
+            }
+        }
+        Ok(RetentionReport {
+            dropped: Vec::new(),
+            deleted,
+        })
     }
 }
 
@@ -113,17 +205,6 @@ async fn delete_in_batches(
             return Ok(total);
         }
     }
-}
-
-async fn stored_offsets(
-    tx: &mut Transaction<'_, Sqlite>,
-    consumer: &str,
-) -> Result<HashMap<(String, i32), i64>> {
-    let rows = sqlx::query_as(super::OFFSETS_SQL)
-        .bind(consumer)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(super::offset_map(rows))
 }
 
 async fn upsert_candle(tx: &mut Transaction<'_, Sqlite>, c: &Candle) -> Result<()> {
@@ -202,263 +283,38 @@ async fn upsert_forecast(
     Ok(())
 }
 
-// The alert methods' bodies (shared with the other dialect).
-impl SqliteStore {
-    super::alerts::alert_methods!(super::alerts::CLAIM_SQL_SQLITE);
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>> {
-        self.alert_rules_in().await
-    }
-
-    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRuleRow>> {
-        self.alert_rule_in(id).await
-    }
-
-    async fn put_alert_rule(&self, row: &AlertRuleRow) -> Result<bool> {
-        self.put_alert_rule_in(row).await
-    }
-
-    async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
-        self.delete_alert_rule_in(id).await
-    }
-
-    async fn replace_file_rules(&self, rules: &[Rule], now_ms: i64) -> Result<()> {
-        self.replace_file_rules_in(rules, now_ms).await
-    }
-
-    async fn alert_events(&self, q: &AlertEventQuery) -> Result<Vec<AlertEvent>> {
-        self.alert_events_in(q).await
-    }
-
-    async fn save_alert_checkpoint(&self, consumer: &str, cp: &AlertCheckpoint) -> Result<()> {
-        self.save_alert_checkpoint_in(consumer, cp).await
-    }
-
-    async fn load_alert_states(
-        &self,
-        consumer: &str,
-        keys: &[(String, String, String)],
-    ) -> Result<Vec<AlertSeriesState>> {
-        self.load_alert_states_in(consumer, keys).await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        endpoint: &str,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<DeliveryJob>> {
-        self.claim_deliveries_in(endpoint, now_ms, lease_ms, limit)
-            .await
-    }
-
-    async fn finish_delivery(
-        &self,
-        endpoint: &str,
-        event_id: &str,
-        outcome: &DeliveryOutcome,
-        now_ms: i64,
-    ) -> Result<()> {
-        self.finish_delivery_in(endpoint, event_id, outcome, now_ms)
-            .await
-    }
-
-    async fn next_delivery_ms(&self, endpoint: &str) -> Result<Option<i64>> {
-        self.next_delivery_ms_in(endpoint).await
-    }
-
-    async fn alert_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>> {
-        self.alert_deliveries_in(q).await
-    }
-
-    async fn save_checkpoint(&self, consumer: &str, cp: &Checkpoint) -> Result<()> {
-        super::save_checkpoint_body!(self.pool, consumer, cp)
-    }
-
-    async fn load_series_states(
-        &self,
-        consumer: &str,
-        keys: &[(String, String, String)],
-    ) -> Result<Vec<SeriesCheckpoint>> {
-        super::load_series_body!(&self.pool, consumer, keys)
-    }
-
-    async fn load_model_states(&self, consumer: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        super::load_models_body!(&self.pool, consumer)
-    }
-
-    async fn accuracy(&self, q: &AccuracyQuery) -> Result<Vec<AccuracyRow>> {
-        super::accuracy_body!(&self.pool, q)
-    }
-
-    async fn row_counts(&self) -> Result<(i64, i64)> {
-        Ok(sqlx::query_as(super::ROW_COUNTS)
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
-        let mut tx = super::WriteTx::begin_write(&self.pool).await?;
-        let stored = stored_offsets(&mut tx, consumer).await?;
-        let (candles, skipped_c) = fresh(&batch.candles, &stored, candle_key);
-        let (forecasts, skipped_f) = fresh(&batch.forecasts, &stored, forecast_key);
-        for c in &candles {
-            upsert_candle(&mut tx, c).await?;
-        }
-        for f in &forecasts {
-            upsert_forecast(&mut tx, "forecasts", UPSERT_FORECASTS, f).await?;
-        }
-        for f in super::newest_per_series(&forecasts) {
-            upsert_forecast(&mut tx, "forecasts_latest", super::UPSERT_LATEST, f).await?;
-        }
-        for ((topic, partition), next) in &batch.offsets {
-            sqlx::query(
-                "insert into consumer_offsets (consumer, topic, partition, next_offset) values ($1, $2, $3, $4)
-                 on conflict (consumer, topic, partition) do update set
-                   next_offset = max(consumer_offsets.next_offset, excluded.next_offset),
-                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            )
-            .bind(consumer)
-            .bind(topic)
-            .bind(partition)
-            .bind(next)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await.context("committing sink batch")?;
-        Ok(WriteSummary {
-            candles: candles.len(),
-            forecasts: forecasts.len(),
-            skipped: skipped_c + skipped_f,
-        })
-    }
-
-    async fn apply_retention(
-        &self,
-        policy: &super::retention::Retention,
-        clock_ms: i64,
-    ) -> Result<super::RetentionReport> {
-        let mut deleted = 0;
-        if let Some(cut) = super::retention::cutoff(clock_ms, policy.forecasts_days) {
-            deleted += delete_in_batches(
-                &self.pool,
-                "delete from forecasts where (exchange, symbol, interval, model, horizon, base_ms) \
-                 in (select exchange, symbol, interval, model, horizon, base_ms from forecasts \
-                 where base_ms < $1 limit $2)",
-                cut,
-                None,
-            )
-            .await?;
-        }
-        let intervals: Vec<(String,)> = sqlx::query_as("select distinct interval from candles")
-            .fetch_all(&self.pool)
-            .await?;
-        for (interval,) in intervals {
-            if let Some(cut) = super::retention::cutoff(clock_ms, policy.candle_days(&interval)) {
-                deleted += delete_in_batches(
-                    &self.pool,
-                    "delete from candles where (exchange, symbol, interval, open_ms) in \
-                     (select exchange, symbol, interval, open_ms from candles \
-                     where interval = $3 and open_ms < $1 limit $2)",
-                    cut,
-                    Some(&interval),
-                )
-                .await?;
+/// Of several forecasts for one series, model and horizon, the one with the newest base bar:
+/// what the SQLite sink writes to `forecasts_latest` (one row per key, so a batch never updates
+/// a row twice in one statement).
+fn newest_per_series<'a>(rows: &[&'a Forecast]) -> Vec<&'a Forecast> {
+    let mut newest: BTreeMap<(&str, &str, &str, &str, u32), &'a Forecast> = BTreeMap::new();
+    for f in rows {
+        let key = (
+            f.exchange.as_ref(),
+            f.symbol.as_ref(),
+            f.interval.as_ref(),
+            f.model.as_ref(),
+            f.horizon,
+        );
+        match newest.get(&key) {
+            Some(old) if old.base_ms > f.base_ms => {}
+            _ => {
+                newest.insert(key, f);
             }
         }
-        Ok(super::RetentionReport {
-            dropped: Vec::new(),
-            deleted,
-        })
     }
-
-    async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {
-        let rows = sqlx::query_as(super::OFFSETS_SQL)
-            .bind(consumer)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(super::offset_map(rows))
-    }
-
-    async fn forget_offset(&self, consumer: &str, topic: &str, partition: i32) -> Result<()> {
-        sqlx::query(
-            "delete from consumer_offsets where consumer = $1 and topic = $2 and partition = $3",
-        )
-        .bind(consumer)
-        .bind(topic)
-        .bind(partition)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn candles(&self, q: &CandleQuery) -> Result<Vec<Candle>> {
-        let rows = sqlx::query(
-            "select * from (
-               select exchange, symbol, interval, open_ms, close_ms, open, high, low, close, volume, trades
-               from candles
-               where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
-                 and ($3 is null or interval = $3) and ($4 is null or open_ms >= $4)
-                 and ($5 is null or open_ms < $5)
-               order by open_ms desc, exchange, symbol, interval limit $6)
-             order by open_ms, exchange, symbol, interval",
-        )
-        .bind(&q.exchange)
-        .bind(&q.symbol)
-        .bind(&q.interval)
-        .bind(q.from_ms)
-        .bind(q.to_ms)
-        .bind(super::clamp_limit(q.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(candle_from).collect()
-    }
-
-    async fn latest_forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
-        super::latest_body!(&self.pool, q, super::LATEST_SQL_SQLITE)
-    }
-
-    async fn series(&self) -> Result<Vec<SeriesInfo>> {
-        super::series_body!(&self.pool)
-    }
-
-    async fn forecasts(&self, q: &ForecastQuery) -> Result<Vec<Forecast>> {
-        let rows = sqlx::query(
-            "select * from (
-               select exchange, symbol, interval, model, horizon, base_ms, target_ms, last, point,
-                      lo80, hi80, lo95, hi95, q025, q05, q10, q25, q50, q75, q90, q95, q975,
-                      touch_alpha, touch_beta, model_version, degraded
-               from forecasts
-               where ($1 is null or exchange = $1) and ($2 is null or symbol = $2)
-                 and ($3 is null or interval = $3) and ($4 is null or model = $4)
-                 and ($5 is null or horizon = $5) and ($6 is null or target_ms >= $6)
-                 and ($7 is null or target_ms < $7)
-               order by target_ms desc, exchange, symbol, interval, model, horizon limit $8)
-             order by target_ms, exchange, symbol, interval, model, horizon",
-        )
-        .bind(&q.exchange)
-        .bind(&q.symbol)
-        .bind(&q.interval)
-        .bind(&q.model)
-        .bind(q.horizon)
-        .bind(q.from_ms)
-        .bind(q.to_ms)
-        .bind(super::clamp_limit(q.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(forecast_from).collect()
-    }
+    newest.into_values().collect()
 }
+
+/// Upsert clause of SQLite's `forecasts_latest`: a row moves only forward in time, so a
+/// redelivered old forecast never replaces a newer one (Postgres's `forecast_latest_rows` has
+/// the same rule, on its ids). The newer row brings every column, version 2's included.
+const UPSERT_LATEST: &str = "on conflict (exchange, symbol, interval, model, horizon)
+    do update set base_ms = excluded.base_ms, target_ms = excluded.target_ms,
+    last = excluded.last, point = excluded.point, lo80 = excluded.lo80, hi80 = excluded.hi80,
+    lo95 = excluded.lo95, hi95 = excluded.hi95, q025 = excluded.q025, q05 = excluded.q05,
+    q10 = excluded.q10, q25 = excluded.q25, q50 = excluded.q50, q75 = excluded.q75,
+    q90 = excluded.q90, q95 = excluded.q95, q975 = excluded.q975,
+    touch_alpha = excluded.touch_alpha, touch_beta = excluded.touch_beta,
+    model_version = excluded.model_version, degraded = excluded.degraded
+    where excluded.base_ms >= forecasts_latest.base_ms";

@@ -61,7 +61,7 @@ fn series_of(f: &Forecast) -> SeriesName {
 impl ForecastIds {
     /// The ids of each row, in order; names not seen before are made (another process making
     /// the same name at the same time is not an error: both read its one id).
-    pub async fn of(&self, pool: &PgPool, rows: &[&Forecast]) -> Result<Vec<RowIds>> {
+    pub async fn resolve(&self, pool: &PgPool, rows: &[&Forecast]) -> Result<Vec<RowIds>> {
         let (new_series, new_models, new_versions) = {
             let known = self.lock()?;
             let mut series = BTreeSet::new();

@@ -1,4 +1,4 @@
-//! Postgres time partitions (see [`super::retention`]): made before a batch needs them, dropped
+//! Postgres time partitions (see [`super::super::retention`]): made before a batch needs them, dropped
 //! once past retention, and the rows of an unpartitioned table (written before migration 0007;
 //! migration 0009 gives forecasts their ids) moved into them.
 
@@ -10,7 +10,7 @@ use sqlx::postgres::PgPool;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::interval::Interval;
 
-use super::retention::{
+use crate::store::retention::{
     FORECAST_SPAN_MS, Retention, candle_span_ms, cutoff, interval_slug, span_start, utc_date,
 };
 
