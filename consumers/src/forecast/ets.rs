@@ -40,7 +40,7 @@ use augurs::ets::model::{
 use tickcast_pipeline::domain::Candle;
 
 use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -237,6 +237,17 @@ impl EtsModel {
             series: SeriesMap::default(),
         }
     }
+}
+
+impl Forecaster for EtsModel {
+    fn name(&self) -> &'static str {
+        "ets"
+    }
+
+    /// Revision 2: bands scaled by the EWMA volatility.
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(2, &self.settings)
+    }
 
     fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
         let close = c.close_f64();
@@ -293,29 +304,9 @@ impl EtsModel {
             out.extend(f.predict(y, s.since_fit, s.variance, horizons));
         }
     }
-}
 
-impl Forecaster for EtsModel {
-    fn name(&self) -> &'static str {
-        "ets"
-    }
-
-    /// Revision 2: bands scaled by the EWMA volatility.
-    fn version(&self) -> ModelVersion {
-        ModelVersion::new(2, &self.settings)
-    }
-
-    fn update_into(
-        &mut self,
-        candles: &[&Candle],
-        horizons: &[u32],
-        _: &Scored<'_>,
-        out: &mut [Vec<Prediction>],
-    ) {
-        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
-            self.series.prefetch_ahead(candles, i);
-            self.fold(c, horizons, out);
-        }
+    fn prefetch(&self, candles: &[&Candle], i: usize) {
+        self.series.prefetch_ahead(candles, i);
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {

@@ -298,13 +298,30 @@ pub trait Forecaster: Send {
     /// On entry `out` has one empty vector per candle ([`clear_batch`]). The stage keeps the
     /// vectors from batch to batch, so a model that only appends allocates nothing once their
     /// capacity has grown to the horizons'.
+    ///
+    /// The default takes the candles one at a time: [`Forecaster::prefetch`] a few ahead, then
+    /// [`Forecaster::fold`]. A model implements those two, or this.
     fn update_into(
         &mut self,
         candles: &[&Candle],
         horizons: &[u32],
-        scored: &Scored<'_>,
+        _scored: &Scored<'_>,
         out: &mut [Vec<Prediction>],
-    );
+    ) {
+        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
+            self.prefetch(candles, i);
+            self.fold(c, horizons, out);
+        }
+    }
+    /// Folds one closed candle into its series and appends its predictions, one per horizon
+    /// (none while the series warms up): the step of the default
+    /// [`Forecaster::update_into`]. A model that implements `update_into` itself does not need
+    /// it; this default folds nothing.
+    fn fold(&mut self, _candle: &Candle, _horizons: &[u32], _out: &mut Vec<Prediction>) {}
+    /// Starts loading the state of the series of the candle a few places after `candles[i]`
+    /// ([`SeriesMap::prefetch_ahead`]), so that it is in cache when [`Forecaster::fold`] gets
+    /// there.
+    fn prefetch(&self, _candles: &[&Candle], _i: usize) {}
     /// [`Forecaster::update_into`] without outcomes, into new vectors: per candle, its
     /// predictions.
     fn update(&mut self, candles: &[&Candle], horizons: &[u32]) -> Vec<Vec<Prediction>> {

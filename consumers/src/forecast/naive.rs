@@ -7,7 +7,7 @@ use tickcast_pipeline::domain::Candle;
 use anyhow::Result;
 
 use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -69,45 +69,40 @@ impl Forecaster for Naive {
         ModelVersion::new(1, &(self.lambda, self.min_returns))
     }
 
-    fn update_into(
-        &mut self,
-        candles: &[&Candle],
-        horizons: &[u32],
-        _: &Scored<'_>,
-        out: &mut [Vec<Prediction>],
-    ) {
-        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
-            self.series.prefetch_ahead(candles, i);
-            let close = c.close_f64();
-            if !(close.is_finite() && close > 0.0) {
-                continue;
-            }
-            let s = match self.series.get_mut(of(c)) {
-                None => {
-                    self.series.insert(
-                        of(c),
-                        Series {
-                            last_close: close,
-                            variance: 0.0,
-                            returns: 0,
-                        },
-                    );
-                    continue;
-                }
-                Some(s) => s,
-            };
-            let r = (close / s.last_close).ln();
-            s.variance = if s.returns == 0 {
-                r * r
-            } else {
-                self.lambda * s.variance + (1.0 - self.lambda) * r * r
-            };
-            s.returns += 1;
-            s.last_close = close;
-            if s.returns >= self.min_returns {
-                out.extend(Self::predict(s, horizons));
-            }
+    fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
+        let close = c.close_f64();
+        if !(close.is_finite() && close > 0.0) {
+            return;
         }
+        let s = match self.series.get_mut(of(c)) {
+            None => {
+                self.series.insert(
+                    of(c),
+                    Series {
+                        last_close: close,
+                        variance: 0.0,
+                        returns: 0,
+                    },
+                );
+                return;
+            }
+            Some(s) => s,
+        };
+        let r = (close / s.last_close).ln();
+        s.variance = if s.returns == 0 {
+            r * r
+        } else {
+            self.lambda * s.variance + (1.0 - self.lambda) * r * r
+        };
+        s.returns += 1;
+        s.last_close = close;
+        if s.returns >= self.min_returns {
+            out.extend(Self::predict(s, horizons));
+        }
+    }
+
+    fn prefetch(&self, candles: &[&Candle], i: usize) {
+        self.series.prefetch_ahead(candles, i);
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {

@@ -10,9 +10,7 @@ use super::fit::Garch11;
 use anyhow::Result;
 
 use crate::forecast::checkpoint::{Dec, Enc};
-use crate::forecast::{
-    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of,
-};
+use crate::forecast::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -115,60 +113,55 @@ impl Forecaster for GarchModel {
         ModelVersion::new(1, &self.settings)
     }
 
-    fn update_into(
-        &mut self,
-        candles: &[&Candle],
-        horizons: &[u32],
-        _: &Scored<'_>,
-        out: &mut [Vec<Prediction>],
-    ) {
+    fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
         let settings = self.settings;
-        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
-            self.series.prefetch_ahead(candles, i);
-            let close = c.close_f64();
-            if close.is_nan() || close <= 0.0 {
-                continue;
-            }
-            let Some(s) = self.series.get_mut(of(c)) else {
-                self.series.insert(
-                    of(c),
-                    Series {
-                        last_close: close,
-                        returns: VecDeque::new(),
-                        params: None,
-                        next_var: 0.0,
-                        since_fit: 0,
-                    },
-                );
-                continue;
-            };
-            let r = (close / s.last_close).ln();
-            s.last_close = close;
-            if s.returns.len() == settings.window.max(1) {
-                s.returns.pop_front();
-            }
-            s.returns.push_back(r);
-            s.since_fit += 1;
-            if let Some(p) = &s.params {
-                s.next_var = p.next_variance(s.next_var, r);
-            }
-            let due = match s.params {
-                None => s.returns.len() >= settings.min_returns,
-                Some(_) => settings.refit_every > 0 && s.since_fit >= settings.refit_every,
-            };
-            if due {
-                let first = s.params.is_none();
-                Self::refit(s);
-                if first && settings.refit_every > 0 {
-                    // Spread the series' refits over the refit period, so that series which
-                    // started together do not all refit on the same bar.
-                    s.since_fit = stagger(c) % settings.refit_every;
-                }
-            }
-            if let Some(p) = &s.params {
-                out.extend(predict(close, p, s.next_var, horizons));
+        let close = c.close_f64();
+        if close.is_nan() || close <= 0.0 {
+            return;
+        }
+        let Some(s) = self.series.get_mut(of(c)) else {
+            self.series.insert(
+                of(c),
+                Series {
+                    last_close: close,
+                    returns: VecDeque::new(),
+                    params: None,
+                    next_var: 0.0,
+                    since_fit: 0,
+                },
+            );
+            return;
+        };
+        let r = (close / s.last_close).ln();
+        s.last_close = close;
+        if s.returns.len() == settings.window.max(1) {
+            s.returns.pop_front();
+        }
+        s.returns.push_back(r);
+        s.since_fit += 1;
+        if let Some(p) = &s.params {
+            s.next_var = p.next_variance(s.next_var, r);
+        }
+        let due = match s.params {
+            None => s.returns.len() >= settings.min_returns,
+            Some(_) => settings.refit_every > 0 && s.since_fit >= settings.refit_every,
+        };
+        if due {
+            let first = s.params.is_none();
+            Self::refit(s);
+            if first && settings.refit_every > 0 {
+                // Spread the series' refits over the refit period, so that series which
+                // started together do not all refit on the same bar.
+                s.since_fit = stagger(c) % settings.refit_every;
             }
         }
+        if let Some(p) = &s.params {
+            out.extend(predict(close, p, s.next_var, horizons));
+        }
+    }
+
+    fn prefetch(&self, candles: &[&Candle], i: usize) {
+        self.series.prefetch_ahead(candles, i);
     }
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
         let s = self.series.get(key)?;

@@ -34,9 +34,7 @@ use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
 use super::checkpoint::{Dec, Enc};
-use super::{
-    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of,
-};
+use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
 use design::{Design, FitSettings, Layout};
 use fit::TrendFit;
 
@@ -147,6 +145,62 @@ impl TrendModel {
             s.path.clear();
         }
     }
+}
+
+/// Where in the refit cycle a series sits: FNV-1a of its key, modulo the cycle.
+pub(super) fn schedule_phase(key: &dyn SeriesRef, every: u32) -> u64 {
+    if every == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let (e, s, i) = key.parts();
+    for part in [e, s, i] {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h % u64::from(every)
+}
+
+/// Forecasts `k` bars after the fit, from the last log close `y` and the fit's path (which
+/// covers `k + h` for every horizon): the curve's change from `k` to `k + h` added to `y`, the
+/// bands `± z·sd` around it with `sd² = variance·h + T(k + h) − T(k)`.
+fn predict(
+    path: &[(f64, f64)],
+    k: u32,
+    y: f64,
+    variance: f64,
+    horizons: &[u32],
+) -> impl Iterator<Item = Prediction> {
+    let now = path.get(k as usize).copied();
+    horizons.iter().filter_map(move |&h| {
+        let (f_now, t_now) = now?;
+        let (f_then, t_then) = *path.get(k as usize + h as usize)?;
+        let mean = y + f_then - f_now;
+        let sd = (variance * f64::from(h) + (t_then - t_now).max(0.0)).sqrt();
+        let point = mean.exp();
+        let (e80, e95) = ((Z80 * sd).exp(), (Z95 * sd).exp());
+        Some(Prediction {
+            horizon: h,
+            point,
+            lo80: point / e80,
+            hi80: point * e80,
+            lo95: point / e95,
+            hi95: point * e95,
+        })
+    })
+}
+
+impl Forecaster for TrendModel {
+    fn name(&self) -> &'static str {
+        "trend"
+    }
+
+    /// Revision 2: forecasts re-anchored at the last close.
+    fn version(&self) -> ModelVersion {
+        ModelVersion::new(2, &self.settings)
+    }
 
     fn fold(&mut self, c: &Candle, horizons: &[u32], out: &mut Vec<Prediction>) {
         let close = c.close_f64();
@@ -214,74 +268,9 @@ impl TrendModel {
         }
         out.extend(predict(&s.path, s.since_fit, y, s.variance, horizons));
     }
-}
 
-/// Where in the refit cycle a series sits: FNV-1a of its key, modulo the cycle.
-pub(super) fn schedule_phase(key: &dyn SeriesRef, every: u32) -> u64 {
-    if every == 0 {
-        return 0;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let (e, s, i) = key.parts();
-    for part in [e, s, i] {
-        for b in part.bytes().chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h % u64::from(every)
-}
-
-/// Forecasts `k` bars after the fit, from the last log close `y` and the fit's path (which
-/// covers `k + h` for every horizon): the curve's change from `k` to `k + h` added to `y`, the
-/// bands `± z·sd` around it with `sd² = variance·h + T(k + h) − T(k)`.
-fn predict(
-    path: &[(f64, f64)],
-    k: u32,
-    y: f64,
-    variance: f64,
-    horizons: &[u32],
-) -> impl Iterator<Item = Prediction> {
-    let now = path.get(k as usize).copied();
-    horizons.iter().filter_map(move |&h| {
-        let (f_now, t_now) = now?;
-        let (f_then, t_then) = *path.get(k as usize + h as usize)?;
-        let mean = y + f_then - f_now;
-        let sd = (variance * f64::from(h) + (t_then - t_now).max(0.0)).sqrt();
-        let point = mean.exp();
-        let (e80, e95) = ((Z80 * sd).exp(), (Z95 * sd).exp());
-        Some(Prediction {
-            horizon: h,
-            point,
-            lo80: point / e80,
-            hi80: point * e80,
-            lo95: point / e95,
-            hi95: point * e95,
-        })
-    })
-}
-
-impl Forecaster for TrendModel {
-    fn name(&self) -> &'static str {
-        "trend"
-    }
-
-    /// Revision 2: forecasts re-anchored at the last close.
-    fn version(&self) -> ModelVersion {
-        ModelVersion::new(2, &self.settings)
-    }
-
-    fn update_into(
-        &mut self,
-        candles: &[&Candle],
-        horizons: &[u32],
-        _: &Scored<'_>,
-        out: &mut [Vec<Prediction>],
-    ) {
-        for (i, (c, out)) in candles.iter().zip(out).enumerate() {
-            self.series.prefetch_ahead(candles, i);
-            self.fold(c, horizons, out);
-        }
+    fn prefetch(&self, candles: &[&Candle], i: usize) {
+        self.series.prefetch_ahead(candles, i);
     }
 
     fn save_series(&self, key: &SeriesKey) -> Option<Vec<u8>> {
