@@ -28,7 +28,7 @@ use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
 use tickcast_consumers::forecast::series::AHEAD;
 use tickcast_consumers::forecast::{
-    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, of,
+    Forecaster, ModelVersion, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, series_of,
 };
 use tickcast_pipeline::domain::Candle;
 
@@ -479,7 +479,7 @@ impl LstmModel {
             HashMap::default();
         let mut rounds: Vec<Vec<usize>> = Vec::new();
         for (i, &c) in candles.iter().enumerate() {
-            let r = seen.entry(of(c)).or_insert(0);
+            let r = seen.entry(series_of(c)).or_insert(0);
             if rounds.len() <= *r {
                 rounds.push(Vec::with_capacity(candles.len()));
             }
@@ -513,9 +513,9 @@ impl LstmModel {
             }
             let c = candles[i];
             let Some(bar) = parse(c) else { continue };
-            let Some(s) = self.series.get_mut(of(c)) else {
+            let Some(s) = self.series.get_mut(series_of(c)) else {
                 self.series.insert(
-                    of(c),
+                    series_of(c),
                     Series {
                         feat: FeatureState::start(&bar),
                         h: vec![0.0; hidden],
@@ -548,7 +548,7 @@ impl LstmModel {
             if let Some(&(ahead, _)) = rows.get(r + AHEAD) {
                 self.series.prefetch(candles[ahead]);
             }
-            let Some(s) = self.series.get_mut(of(candles[i])) else {
+            let Some(s) = self.series.get_mut(series_of(candles[i])) else {
                 continue;
             };
             s.h.copy_from_slice(&res.h[r * hidden..(r + 1) * hidden]);
@@ -647,11 +647,11 @@ impl Mix {
     fn all(trained: &[u32], horizons: &[u32]) -> Vec<(u32, Self)> {
         horizons
             .iter()
-            .map(|&h| (h, Self::of(trained, h)))
+            .map(|&h| (h, Self::for_horizon(trained, h)))
             .collect()
     }
 
-    fn of(trained: &[u32], h: u32) -> Self {
+    fn for_horizon(trained: &[u32], h: u32) -> Self {
         let last = trained.len() - 1;
         if h <= trained[0] {
             return Self::Row(0);
@@ -809,12 +809,12 @@ mod tests {
         let sorted = [-1.0, 0.0, 1.0, -3.0, 0.0, 3.0];
         let trained = [1, 100];
         let row = |mix: Mix| -> Vec<f64> { (0..3).map(|j| mix.quantile(&sorted, 3, j)).collect() };
-        assert_eq!(Mix::of(&trained, 1), Mix::Row(0));
-        assert_eq!(row(Mix::of(&trained, 1)), sorted[..3]);
-        assert_eq!(row(Mix::of(&trained, 500)), sorted[3..]);
-        assert_eq!(Mix::of(&[1, 5, 15], 5), Mix::Row(1));
+        assert_eq!(Mix::for_horizon(&trained, 1), Mix::Row(0));
+        assert_eq!(row(Mix::for_horizon(&trained, 1)), sorted[..3]);
+        assert_eq!(row(Mix::for_horizon(&trained, 500)), sorted[3..]);
+        assert_eq!(Mix::for_horizon(&[1, 5, 15], 5), Mix::Row(1));
         // ln 10 is half-way between ln 1 and ln 100.
-        let mid = row(Mix::of(&trained, 10));
+        let mid = row(Mix::for_horizon(&trained, 10));
         assert!((mid[0] + 2.0).abs() < 1e-12 && mid[1] == 0.0 && (mid[2] - 2.0).abs() < 1e-12);
     }
 

@@ -395,7 +395,7 @@ fn step(
 fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading> {
     Some(match c {
         Condition::Above { on, price } => {
-            let v = on.of(f);
+            let v = on.value_in(f);
             Reading {
                 value: v,
                 threshold: price,
@@ -404,7 +404,7 @@ fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading>
             }
         }
         Condition::Below { on, price } => {
-            let v = on.of(f);
+            let v = on.value_in(f);
             Reading {
                 value: v,
                 threshold: price,

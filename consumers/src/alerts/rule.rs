@@ -127,7 +127,8 @@ pub enum Bound {
 }
 
 impl Bound {
-    pub fn of(self, f: &Forecast) -> f64 {
+    /// This bound's value in a forecast.
+    pub fn value_in(self, f: &Forecast) -> f64 {
         match self {
             Bound::Point => f.point,
             Bound::Lo80 => f.lo80,
@@ -164,7 +165,7 @@ impl Band {
     }
 
     /// (lo, hi) of a forecast.
-    pub fn of(self, f: &Forecast) -> (f64, f64) {
+    pub fn edges_in(self, f: &Forecast) -> (f64, f64) {
         match self {
             Band::P80 => (f.lo80, f.hi80),
             Band::P95 => (f.lo95, f.hi95),

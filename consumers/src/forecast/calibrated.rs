@@ -18,7 +18,8 @@ use tickcast_pipeline::domain::Candle;
 use super::checkpoint::{Dec, Enc};
 use super::conformal::{self, QuantileTracker};
 use super::{
-    Forecaster, ModelVersion, Outcome, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95, of,
+    Forecaster, ModelVersion, Outcome, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95,
+    series_of,
 };
 
 /// Calibrator settings.
@@ -168,8 +169,8 @@ impl Forecaster for Calibrated {
         let settings = self.settings;
         for (i, (c, ps)) in candles.iter().zip(out.iter_mut()).enumerate() {
             self.series.prefetch_ahead(candles, i);
-            let st = self.series.get_or_default(of(c));
-            st.learn(scored.of(i), settings);
+            let st = self.series.get_or_default(series_of(c));
+            st.learn(scored.at(i), settings);
             for p in ps.iter_mut() {
                 *p = st.publish(*p);
             }

@@ -72,11 +72,11 @@ impl Default for EnsembleSettings {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Weights {
     /// (model, weight), naive first; weights sum to 1.
-    of: Vec<(String, f64)>,
-    /// `of` resolved against the members [`Ensemble::combine`] was given, found by name
-    /// when the weights are set or restored: so a bar reads neither the names nor `of`
+    by_model: Vec<(String, f64)>,
+    /// `by_model` resolved against the members [`Ensemble::combine`] was given, found by name
+    /// when the weights are set or restored: so a bar reads neither the names nor `by_model`
     /// (separate, cold allocations at thousands of series). `None` until then, and when
-    /// `of` has more models than [`Resolved`] holds (then each bar looks them up by name).
+    /// `by_model` has more models than [`Resolved`] holds (then each bar looks them up by name).
     resolved: Option<Resolved>,
     /// The member whose bands are published (empty: naive).
     bands: String,
@@ -85,24 +85,24 @@ struct Weights {
     set_at_bar: u64,
 }
 
-/// (member index, weight) per model of [`Weights::of`], in order, inline; index `u8::MAX`:
+/// (member index, weight) per model of [`Weights::by_model`], in order, inline; index `u8::MAX`:
 /// the model is not among the members.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Resolved {
     len: u8,
-    of: [(u8, f64); 8],
+    slots: [(u8, f64); 8],
 }
 
 impl Resolved {
     fn new(of: &[(String, f64)], members: &[(&str, &[Prediction])]) -> Option<Self> {
         let mut r = Self {
             len: 0,
-            of: [(u8::MAX, 0.0); 8],
+            slots: [(u8::MAX, 0.0); 8],
         };
-        if of.len() > r.of.len() {
+        if of.len() > r.slots.len() {
             return None;
         }
-        for (slot, (m, wt)) in r.of.iter_mut().zip(of) {
+        for (slot, (m, wt)) in r.slots.iter_mut().zip(of) {
             let at = match members.iter().position(|(name, _)| name == m) {
                 // Position 255 and beyond cannot be told from the sentinel: by name, then.
                 Some(i) => u8::try_from(i).ok().filter(|&i| i != u8::MAX)?,
@@ -114,8 +114,8 @@ impl Resolved {
         Some(r)
     }
 
-    fn of(&self) -> &[(u8, f64)] {
-        &self.of[..usize::from(self.len)]
+    fn members(&self) -> &[(u8, f64)] {
+        &self.slots[..usize::from(self.len)]
     }
 }
 
@@ -260,15 +260,15 @@ impl Ensemble {
         for np in naive.iter() {
             let h = np.horizon;
             let w = super::entry(&mut s.weights, h, Weights::default);
-            if w.of.is_empty() || s.bar >= w.set_at_bar + settings.cooldown {
+            if w.by_model.is_empty() || s.bar >= w.set_at_bar + settings.cooldown {
                 let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
-                w.of = weights(&settings, scorer, key, h, &names);
+                w.by_model = weights(&settings, scorer, key, h, &names);
                 w.bands = band_source(&settings, scorer, key, h, &names, &w.bands);
                 w.set_at_bar = s.bar;
                 w.resolved = None;
             }
             if w.resolved.is_none() {
-                w.resolved = Resolved::new(&w.of, members);
+                w.resolved = Resolved::new(&w.by_model, members);
                 w.bands_at = members.iter().position(|(m, _)| *m == w.bands);
             }
             // The weighted members that have a prediction for h now, renormalised.
@@ -280,14 +280,14 @@ impl Ensemble {
             parts.clear();
             match &w.resolved {
                 Some(r) => {
-                    for &(j, wt) in r.of() {
+                    for &(j, wt) in r.members() {
                         if let Some(p) = of_member(usize::from(j), h) {
                             parts.push((wt, p));
                         }
                     }
                 }
                 None => {
-                    for (m, wt) in &w.of {
+                    for (m, wt) in &w.by_model {
                         let j = members.iter().position(|(name, _)| name == m);
                         if let Some(p) = j.and_then(|j| of_member(j, h)) {
                             parts.push((*wt, p));
@@ -324,7 +324,7 @@ impl Ensemble {
     /// The weights in force for a series and horizon (naive first).
     pub fn weights_of(&self, key: &SeriesKey, horizon: u32) -> Option<&[(String, f64)]> {
         let s = self.series.get(key)?;
-        Some(&s.weights.iter().find(|(h, _)| *h == horizon)?.1.of)
+        Some(&s.weights.iter().find(|(h, _)| *h == horizon)?.1.by_model)
     }
 
     /// The member whose bands are in force for a series and horizon (empty: naive).
@@ -345,8 +345,8 @@ impl Ensemble {
         ws.sort_by_key(|(h, _)| *h);
         e.u32(ws.len() as u32);
         for (h, w) in ws {
-            e.u32(*h).u64(w.set_at_bar).u32(w.of.len() as u32);
-            for (m, x) in &w.of {
+            e.u32(*h).u64(w.set_at_bar).u32(w.by_model.len() as u32);
+            for (m, x) in &w.by_model {
                 e.bytes(m.as_bytes()).f64(*x);
             }
             e.bytes(w.bands.as_bytes());
@@ -374,7 +374,7 @@ impl Ensemble {
             weights.push((
                 h,
                 Weights {
-                    of,
+                    by_model: of,
                     resolved: None,
                     bands,
                     bands_at: None,
@@ -717,7 +717,7 @@ mod tests {
             ("gone".to_string(), 0.2),
         ];
         let r = Resolved::new(&of, &members).expect("fits inline");
-        assert_eq!(r.of(), &[(0, 0.5), (2, 0.3), (u8::MAX, 0.2)]);
+        assert_eq!(r.members(), &[(0, 0.5), (2, 0.3), (u8::MAX, 0.2)]);
         // More weighted models than the inline room: resolved by name at every bar instead.
         let many: Vec<(String, f64)> = (0..9).map(|i| (format!("m{i}"), 0.1)).collect();
         assert_eq!(Resolved::new(&many, &members), None);

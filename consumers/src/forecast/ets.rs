@@ -40,7 +40,7 @@ use augurs::ets::model::{
 use tickcast_pipeline::domain::Candle;
 
 use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, series_of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -257,10 +257,10 @@ impl Forecaster for EtsModel {
         let bar = super::bar_ms(c);
         let st = self.settings;
         let every = st.refit_every.max(1);
-        let phase = super::trend::schedule_phase(of(c), every);
+        let phase = super::trend::schedule_phase(series_of(c), every);
         let s = self
             .series
-            .get_or_insert_with(of(c), || Series::new(c.open_ms));
+            .get_or_insert_with(series_of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return;

@@ -92,7 +92,7 @@ impl SeriesRef for Candle {
 }
 
 /// The borrowed key of a candle's series.
-pub fn of(c: &Candle) -> &dyn SeriesRef {
+pub fn series_of(c: &Candle) -> &dyn SeriesRef {
     c
 }
 
@@ -235,7 +235,7 @@ impl<'a> Scored<'a> {
     }
 
     /// The model's outcomes scored at candle `i`.
-    pub fn of(&self, i: usize) -> impl Iterator<Item = &'a Outcome> + 'a {
+    pub fn at(&self, i: usize) -> impl Iterator<Item = &'a Outcome> + 'a {
         let all = match (self.starts.get(i), self.starts.get(i + 1)) {
             (Some(&a), Some(&b)) => self.outcomes.get(a..b).unwrap_or_default(),
             _ => &[],
@@ -291,7 +291,7 @@ pub trait Forecaster: Send {
     fn version(&self) -> ModelVersion;
     /// Folds each closed candle (in order; a series may appear more than once) into the model
     /// and appends to `out[i]` the predictions for `candles[i]`, one per horizon — or none
-    /// while the series warms up. `scored.of(i)` are the outcomes of the model's earlier
+    /// while the series warms up. `scored.at(i)` are the outcomes of the model's earlier
     /// forecasts scored at `candles[i]`, which online calibration learns from; other models
     /// ignore them.
     ///

@@ -7,7 +7,7 @@ use tickcast_pipeline::domain::Candle;
 use anyhow::Result;
 
 use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
+use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, series_of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +74,10 @@ impl Forecaster for Naive {
         if !(close.is_finite() && close > 0.0) {
             return;
         }
-        let s = match self.series.get_mut(of(c)) {
+        let s = match self.series.get_mut(series_of(c)) {
             None => {
                 self.series.insert(
-                    of(c),
+                    series_of(c),
                     Series {
                         last_close: close,
                         variance: 0.0,

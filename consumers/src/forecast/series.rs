@@ -408,20 +408,20 @@ pub(crate) fn prefetch_all<T>(items: &[T], max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::of;
+    use crate::forecast::series_of;
     use crate::forecast::testing::synthetic_candles;
 
     #[test]
     fn looks_up_from_owned_keys_and_candles_alike() {
         let cs = synthetic_candles(&["BTC-USDT", "ETH-USDT"], 1, 1);
         let mut m: SeriesMap<u32> = SeriesMap::default();
-        assert_eq!(m.insert(of(&cs[0]), 1), None);
-        *m.get_or_default(of(&cs[1])) += 5;
+        assert_eq!(m.insert(series_of(&cs[0]), 1), None);
+        *m.get_or_default(series_of(&cs[1])) += 5;
         let k0 = crate::forecast::series_key(&cs[0]);
         assert_eq!(m.get(&k0), Some(&1));
         assert_eq!(m.insert(&k0, 2), Some(1), "replaced");
-        assert_eq!(m.get(of(&cs[0])), Some(&2));
-        assert_eq!(m.get(of(&cs[1])), Some(&5));
+        assert_eq!(m.get(series_of(&cs[0])), Some(&2));
+        assert_eq!(m.get(series_of(&cs[1])), Some(&5));
         assert_eq!(m.len(), 2);
         let mut keys: Vec<SeriesKey> = m.keys().collect();
         keys.sort();

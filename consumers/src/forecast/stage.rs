@@ -34,7 +34,7 @@ use super::ensemble::{Ensemble, EnsembleSettings};
 use super::scorer::{Accuracy, Scorer, ScorerSettings, Slot};
 use super::{
     Forecaster, Outcome, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
-    clear_batch, of, series_key,
+    clear_batch, series_key, series_of,
 };
 use crate::store::{AccuracyRow, Checkpoint, CheckpointStore, SeriesCheckpoint};
 
@@ -238,7 +238,7 @@ impl ForecastStage {
         self.chunk += 1;
         for (i, &c) in candles.iter().enumerate() {
             self.newest.prefetch_ahead(candles, i);
-            let key = of(c);
+            let key = series_of(c);
             let bar = bar_ms(c);
             let current = self.chunk;
             let (gap, repeat) = match self.newest.get_mut(key) {
@@ -313,7 +313,7 @@ impl ForecastStage {
         self.starts.push(0);
         self.slots.clear();
         self.slots
-            .extend(candles.iter().map(|c| self.scorer.slot(of(c))));
+            .extend(candles.iter().map(|c| self.scorer.slot(series_of(c))));
         for (i, (&c, &slot)) in candles.iter().zip(&self.slots).enumerate() {
             self.scorer.prefetch(&self.slots, i, true);
             self.scorer.observe_at(slot, c, &mut self.outcomes);
@@ -341,7 +341,7 @@ impl ForecastStage {
             if let Some(ens) = &self.ensemble {
                 ens.prefetch_ahead(candles, i);
             }
-            let key = of(c);
+            let key = series_of(c);
             let Some(seen) = self.newest.get_mut(key) else {
                 continue; // process() records every candle of a chunk first
             };

@@ -10,7 +10,9 @@ use super::fit::Garch11;
 use anyhow::Result;
 
 use crate::forecast::checkpoint::{Dec, Enc};
-use crate::forecast::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, of};
+use crate::forecast::{
+    Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, series_of,
+};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy)]
@@ -119,9 +121,9 @@ impl Forecaster for GarchModel {
         if close.is_nan() || close <= 0.0 {
             return;
         }
-        let Some(s) = self.series.get_mut(of(c)) else {
+        let Some(s) = self.series.get_mut(series_of(c)) else {
             self.series.insert(
-                of(c),
+                series_of(c),
                 Series {
                     last_close: close,
                     returns: VecDeque::new(),

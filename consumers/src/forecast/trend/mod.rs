@@ -34,7 +34,9 @@ use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
 use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, of};
+use super::{
+    Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, series_of,
+};
 use design::{Design, FitSettings, Layout};
 use fit::TrendFit;
 
@@ -209,10 +211,10 @@ impl Forecaster for TrendModel {
         }
         let bar = super::bar_ms(c);
         let settings = self.settings;
-        let phase = schedule_phase(of(c), settings.refit_every);
+        let phase = schedule_phase(series_of(c), settings.refit_every);
         let s = self
             .series
-            .get_or_insert_with(of(c), || Series::new(c.open_ms));
+            .get_or_insert_with(series_of(c), || Series::new(c.open_ms));
         if !s.window.is_empty() {
             if c.open_ms <= s.last_open_ms {
                 return;
