@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The LSTM on the CPU against the GPU (burn's `wgpu` device): training step, inference,
 # streaming step and the model's update for one bar, in release, with the shapes of
-# scripts/bench-lstm.sh; prints a table with the ratios (lstm/benches/devices.rs).
+# scripts/bench-lstm.sh; prints a table with the ratios (forecast/benches/devices.rs).
 #
 #   scripts/bench-lstm-gpu.sh [REPS (default 20)] [SERIES (default 1000)]
 #
@@ -23,7 +23,7 @@ else
     echo "  (vulkaninfo not installed: apt-get install vulkan-tools to list Vulkan devices)"
 fi
 
-cargo bench -p tickcast-lstm --features wgpu --bench devices --no-run
+cargo bench -p tickcast-forecast --features wgpu --bench devices --no-run
 # Not pinned to one core: the CPU side is one thread anyway (the host code uses no thread pool),
 # and the driver's threads (lavapipe's rasteriser threads without a GPU) should not queue behind it.
-exec cargo bench -p tickcast-lstm --features wgpu --bench devices -- "$@"
+exec cargo bench -p tickcast-forecast --features wgpu --bench devices -- "$@"

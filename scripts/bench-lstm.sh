@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo bench -p tickcast-lstm --bench lstm --no-run
+cargo bench -p tickcast-forecast --bench lstm --no-run
 # One core, as PyTorch's one-thread figures (the build above uses them all).
-taskset -c 0 cargo bench -p tickcast-lstm --bench lstm -- --noplot "$@"
+taskset -c 0 cargo bench -p tickcast-forecast --bench lstm -- --noplot "$@"
 
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch" 2>/dev/null; then

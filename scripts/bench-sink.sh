@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sink's write path into Postgres against COPY of the same rows into the same table, in the
-# same run (consumers/benches/sink.rs), plus the bytes a forecast row takes and what 1,000
+# same run (store/benches/sink.rs), plus the bytes a forecast row takes and what 1,000
 # symbols on 1-minute bars write a day. Prints the machine's load before and after: other work
 # on the machine skews both figures.
 #
@@ -17,7 +17,7 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   line="$(bash scripts/postgres.sh start)"
   export DATABASE_URL="${line#DATABASE_URL=}"
 fi
-cargo bench -p tickcast-consumers --bench sink --no-run >/dev/null
+cargo bench -p tickcast-store --bench sink --no-run >/dev/null
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
-RUST_LOG="${RUST_LOG:-warn}" cargo bench -p tickcast-consumers --bench sink -- "${1:-1000}" "${2:-10}"
+RUST_LOG="${RUST_LOG:-warn}" cargo bench -p tickcast-store --bench sink -- "${1:-1000}" "${2:-10}"
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"

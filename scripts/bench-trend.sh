@@ -18,7 +18,7 @@ if ! "$venv/bin/python" -c "import prophet" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet prophet
 fi
-cargo build --release --quiet -p tickcast-consumers --example trend_fit
+cargo build --release --quiet -p tickcast-forecast --example trend_fit
 data="${TICKCAST_SHARED:-../shared}/data/candles_1m/binance_spot_BTCUSDT_1m_2021-2024_windows.csv.gz"
 "$venv/bin/python" scripts/bench_trend.py \
     --data "$data" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU figures with the shapes of lstm/benches/lstm.rs, and the ratios to burn's.
+"""PyTorch CPU figures with the shapes of forecast/benches/lstm.rs, and the ratios to burn's.
 
 Model: LSTM(4 -> H) + Linear(H -> 20) (5 quantiles x 4 horizons), pinball loss, Adam with
 global-norm clipping 1.0. Timed: a training step on 256 sequences x 64 steps; the forward of
@@ -104,8 +104,8 @@ def main():
             for name, ms in torch_figures(hidden).items():
                 rows.append((name, hidden, threads, ms))
     # `burn flex`: the figure through burn on its CPU device; `tickcast`: what the model runs on
-    # the CPU — the host training gradient (tickcast_lstm::host_train), the host forward, the
-    # host streaming step (tickcast_lstm::host).
+    # the CPU — the host training gradient (tickcast_forecast::lstm::host_train), the host forward, the
+    # host streaming step (tickcast_forecast::lstm::host).
     burn_id = {"train_step": "burn_train_step", "inference": "inference", "stream_step": "stream_step"}
     host_id = {"train_step": "train_step", "inference": "host_inference", "stream_step": "host_step"}
     print(f"{'figure':<12} {'H':>3} {'torch thr':>9} {'torch':>9} {'burn flex':>10} {'burn/torch':>10}"

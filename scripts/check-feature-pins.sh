@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks that the wgpu step of scripts/test.sh (`cargo test --workspace --features
-# tickcast-lstm/wgpu --test wgpu`) compiles nothing the main test build (`cargo test
-# --workspace`) already compiled, other than burn's crates and tickcast-lstm: when the GPU stack
+# tickcast-forecast/wgpu --test wgpu`) compiles nothing the main test build (`cargo test
+# --workspace`) already compiled, other than burn's crates and tickcast-forecast: when the GPU stack
 # turns on a feature of a shared crate (uuid, parking_lot, proc-macro2, …), that crate and every
 # crate above it (serde, tokio, sqlx, axum, tickcast's own…) are compiled a second time. On a
 # cold CI machine that cost minutes. feature-pins/Cargo.toml gives the main build those features.
@@ -17,7 +17,7 @@ graph() {
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 graph >"$work/main.json"
-graph --features tickcast-lstm/wgpu --test wgpu >"$work/gpu.json"
+graph --features tickcast-forecast/wgpu --test wgpu >"$work/gpu.json"
 python3 - "$work/main.json" "$work/gpu.json" <<'PY'
 import json, re, sys
 
@@ -57,8 +57,8 @@ for _, u in main:
     by_slot.setdefault((u["pkg_id"], u["target"]["name"], u["mode"], u["host"]), []).append(u)
 name = lambda u: re.sub(r".*#", "", u["pkg_id"]).replace("@", " ")
 # burn's crates and its compute stack (cubecl, cubek) are meant to change with the feature;
-# tickcast-lstm and the test sit above them.
-own = re.compile(r"^(burn|cubecl|cubek|tickcast-lstm)")
+# tickcast-forecast and the test sit above them.
+own = re.compile(r"^(burn|cubecl|cubek|tickcast-forecast)")
 slot = lambda u: (u["pkg_id"], u["target"]["name"], u["mode"], u["host"])
 shared = lambda u: slot(u) in by_slot and not own.match(name(u))
 # Who uses each unit of the wgpu build: a second copy that only the GPU stack's own crates use
@@ -92,5 +92,5 @@ if again:
         print(f"  {crate}: {added}")
     sys.exit(1)
 print(f"check-feature-pins: ok; the wgpu step compiles {new} units (burn's GPU side, "
-      f"tickcast-lstm, the test), none the main build's {len(main)} have")
+      f"tickcast-forecast, the test), none the main build's {len(main)} have")
 PY

@@ -9,7 +9,7 @@ Prints each group of files that import each other in a cycle (strongly connected
 of more than one file), largest first, and exits 1 when there is one.
 
     scripts/import-cycles.py            # every crate
-    scripts/import-cycles.py consumers  # one crate directory
+    scripts/import-cycles.py store      # one crate directory
 """
 
 import re

@@ -126,13 +126,13 @@ status=$?
 if [[ $status -eq 0 ]]; then
   # The LSTM on burn's wgpu backend against its CPU backend: the one target built with the
   # `wgpu` feature (heavy), run on Mesa's lavapipe here. `--workspace` keeps every other
-  # crate's features as in the build above (`-p tickcast-lstm` alone resolved features
+  # crate's features as in the build above (`-p tickcast-forecast` alone resolved features
   # differently and rebuilt some 370 crates, librdkafka's C sources among them), and
   # feature-pins/ gives the main build the features the GPU stack turns on in shared crates,
-  # so only burn's GPU crates, tickcast-lstm and this test are compiled here.
+  # so only burn's GPU crates, tickcast-forecast and this test are compiled here.
   t2="$(now)"
-  log "cargo test --workspace --features tickcast-lstm/wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
-  cargo test --workspace --features tickcast-lstm/wgpu --test wgpu -- --nocapture
+  log "cargo test --workspace --features tickcast-forecast/wgpu --test wgpu (Vulkan: lavapipe unless a GPU is present)"
+  cargo test --workspace --features tickcast-forecast/wgpu --test wgpu -- --nocapture
   status=$?
   log "wgpu test done in $(since "$t2")s"
 fi

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use tickcast::PipelineConfig;
-use tickcast_consumers::store::retention::Retention;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::candles::CandleOptions;
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::domain::EventWindow;
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_store::retention::Retention;
 
 use crate::config::file::{self as config_file, ConfigFile, KafkaProperty};
 
@@ -155,7 +155,7 @@ pub struct StageArgs {
     #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
     pub group_prefix: String,
     /// Forecasting models (the `ensemble` of them is added unless --no-ensemble).
-    #[arg(long, env = "TICKCAST_MODELS", value_delimiter = ',', default_value = tickcast::models::DEFAULT)]
+    #[arg(long, env = "TICKCAST_MODELS", value_delimiter = ',', default_value = tickcast_forecast::registry::DEFAULT)]
     pub models: Vec<String>,
     /// Do not publish the `ensemble` forecast.
     #[arg(long, env = "TICKCAST_NO_ENSEMBLE")]
@@ -164,7 +164,7 @@ pub struct StageArgs {
     /// the `tickcast:gpu` image; falls back to `flex` with a warning when the build lacks it or
     /// no adapter works).
     #[arg(long, env = "TICKCAST_LSTM_DEVICE", default_value = "flex")]
-    pub lstm_device: tickcast_lstm::DeviceChoice,
+    pub lstm_device: tickcast_forecast::lstm::DeviceChoice,
     /// Alert rules (YAML, see monitoring/alerts.example.yaml) synced into the database at
     /// start-up; rules can also be managed through the API.
     #[arg(long, env = "TICKCAST_ALERT_RULES")]
@@ -242,7 +242,7 @@ impl StageArgs {
         cfg.candles.dedup_retention_ms = self.dedup_retention_ms;
         cfg.horizons = self.horizons.clone();
         cfg.group_prefix = self.group_prefix.clone();
-        tickcast::models::check(&self.models, !self.no_ensemble)?;
+        tickcast_forecast::registry::check(&self.models, !self.no_ensemble)?;
         cfg.models = self.models.iter().map(|m| m.trim().to_string()).collect();
         cfg.ensemble = !self.no_ensemble;
         cfg.lstm_device = self.lstm_device;
@@ -270,10 +270,10 @@ impl StageArgs {
                      (TICKCAST_ALERT_WEBHOOK_UNSIGNED=true) to send them unsigned"
                 );
             }
-            let mut w = tickcast_consumers::alerts::WebhookSettings::new(
+            let mut w = tickcast_alerts::WebhookSettings::new(
                 "default",
                 url.clone(),
-                tickcast_consumers::alerts::Secret::new(self.alert_webhook_secret.clone()),
+                tickcast_alerts::Secret::new(self.alert_webhook_secret.clone()),
             );
             w.max_tries = self.alert_webhook_max_tries;
             w.backoff_base = Duration::from_millis(self.alert_webhook_backoff_ms);

@@ -2,9 +2,6 @@
 //! topic, under which consumer group, with which handler; the model registry ([`models`]) and
 //! the backtest of its models on a file ([`backtest`]). No logic of its own.
 
-pub mod backtest;
-pub mod models;
-
 /// mimalloc for the binary and everything else linking this crate (tests, benchmarks), so the
 /// benchmarks measure the allocator the product runs with.
 #[global_allocator]
@@ -14,16 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use tickcast_consumers::alerts;
-use tickcast_consumers::forecast::stage::CheckpointSettings;
-use tickcast_consumers::sink::Sink;
-use tickcast_consumers::store::Store;
+use tickcast_alerts as alerts;
+use tickcast_forecast::registry as models;
+use tickcast_forecast::stage::CheckpointSettings;
 use tickcast_pipeline::bus::Cluster;
 use tickcast_pipeline::candles::{CandleBuilder, CandleOptions};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown::Shutdown;
 use tickcast_pipeline::stage::{self, StageOptions};
+use tickcast_store::Store;
+use tickcast_store::stage::Sink;
 
 /// A stream stage this binary can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,7 +59,7 @@ pub struct PipelineConfig {
     /// Publish the `ensemble` forecast too.
     pub ensemble: bool,
     /// The LSTM's device.
-    pub lstm_device: tickcast_lstm::DeviceChoice,
+    pub lstm_device: tickcast_forecast::lstm::DeviceChoice,
     /// Time between forecast-stage checkpoints (when the stage has a store).
     pub checkpoint_every: Duration,
     pub max_batch: usize,
@@ -72,7 +70,7 @@ pub struct PipelineConfig {
     /// stored ones and write from the broker's, instead of stopping.
     pub sink_forget_offsets_ahead: bool,
     /// How long the sink keeps rows.
-    pub retention: tickcast_consumers::store::retention::Retention,
+    pub retention: tickcast_store::retention::Retention,
     /// How often the sink applies retention.
     pub retention_every: Duration,
 }
@@ -110,14 +108,14 @@ impl PipelineConfig {
             horizons: vec![1, 5, 15],
             models: models::DEFAULT.split(',').map(String::from).collect(),
             ensemble: true,
-            lstm_device: tickcast_lstm::DeviceChoice::Flex,
+            lstm_device: tickcast_forecast::lstm::DeviceChoice::Flex,
             checkpoint_every: Duration::from_secs(30),
             max_batch: 5_000,
             linger: Duration::from_millis(20),
             alerts: AlertOptions::default(),
             sink_forget_offsets_ahead: false,
-            retention: tickcast_consumers::store::retention::Retention::default(),
-            retention_every: tickcast_consumers::sink::RETENTION_EVERY,
+            retention: tickcast_store::retention::Retention::default(),
+            retention_every: tickcast_store::stage::RETENTION_EVERY,
         }
     }
 
@@ -215,7 +213,7 @@ pub async fn run_stage(
                 bail!("the sink stage needs a database (--database-url)")
             };
             let group = cfg.group(kind);
-            tickcast_consumers::sink::check_offsets(
+            tickcast_store::stage::check_offsets(
                 settings,
                 &*store,
                 &group,

@@ -20,19 +20,20 @@ use async_trait::async_trait;
 use common::Mode;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
+use tickcast_alerts::{AlertEvent, Rule};
 use tickcast_api::AppState;
 use tickcast_api::live::Hub;
 use tickcast_api::origin::AllowList;
 use tickcast_api::stream::StreamLimits;
-use tickcast_consumers::alerts::{AlertEvent, Rule};
-use tickcast_consumers::store::{
-    AccuracyQuery, AccuracyRow, AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState,
-    CandleQuery, Checkpoint, DeliveryJob, DeliveryOutcome, DeliveryQuery, DeliveryRow,
-    ForecastQuery, SeriesCheckpoint, SeriesInfo, SinkBatch, Store, WriteSummary, Backend, SinkStore, QueryStore, CheckpointStore, AlertStore,
-};
 use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
+use tickcast_store::{
+    AccuracyQuery, AccuracyRow, AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState,
+    AlertStore, Backend, CandleQuery, Checkpoint, CheckpointStore, DeliveryJob, DeliveryOutcome,
+    DeliveryQuery, DeliveryRow, ForecastQuery, QueryStore, SeriesCheckpoint, SeriesInfo, SinkBatch,
+    SinkStore, Store, WriteSummary,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
@@ -659,9 +660,9 @@ impl SinkStore for FlakyStore {
     }
     async fn apply_retention(
         &self,
-        policy: &tickcast_consumers::store::retention::Retention,
+        policy: &tickcast_store::retention::Retention,
         clock_ms: i64,
-    ) -> Result<tickcast_consumers::store::RetentionReport> {
+    ) -> Result<tickcast_store::RetentionReport> {
         self.inner.apply_retention(policy, clock_ms).await
     }
     async fn offsets(&self, consumer: &str) -> Result<BTreeMap<(String, i32), i64>> {

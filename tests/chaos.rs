@@ -28,9 +28,8 @@ use common::{OwnPostgres, TempDir, unique};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _};
 use rust_decimal::Decimal;
-use tickcast_consumers::alerts::engine::Engine;
-use tickcast_consumers::alerts::{AlertEvent, Rule};
-use tickcast_consumers::store::{self, AlertEventQuery, ForecastQuery, Store};
+use tickcast_alerts::engine::Engine;
+use tickcast_alerts::{AlertEvent, Rule};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::deadletter::DeadLetter;
@@ -38,6 +37,7 @@ use tickcast_pipeline::domain::{Forecast, Tick};
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, sims};
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::simulator::{SimConfig, Simulator};
+use tickcast_store::{self as store, AlertEventQuery, ForecastQuery, Store};
 
 /// Trades per second on the wall clock (the simulated clock runs ~10× faster).
 const RATE: f64 = 50.0;

@@ -18,7 +18,7 @@ use common::{Env, ForecastKey as Key, Mode, forecast_key as key, reference_forec
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use tickcast_consumers::forecast::testing::synthetic_candles;
+use tickcast_forecast::testing::synthetic_candles;
 use tickcast_pipeline::bus::{OutRecord, Publisher};
 use tickcast_pipeline::codec::{self, Message as _};
 use tickcast_pipeline::domain::Forecast;

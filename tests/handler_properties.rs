@@ -9,14 +9,13 @@
 
 mod common;
 
-
 use proptest::prelude::*;
 use rust_decimal::Decimal;
-use tickcast_consumers::sink::Sink;
-use tickcast_consumers::store::ForecastQuery;
 use tickcast_pipeline::codec::{self, Topics};
 use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::stage::{Handler, Inbound};
+use tickcast_store::ForecastQuery;
+use tickcast_store::stage::Sink;
 
 const BAR: i64 = 60_000;
 
@@ -168,7 +167,8 @@ fn forecast(batch: &[Inbound], split: usize) -> (Vec<Vec<u8>>, usize) {
         .map(|s| s.to_string())
         .collect();
     let mut stage =
-        tickcast::models::stage(&models, &[1, 5], true, true, Default::default(), "f").unwrap();
+        tickcast_forecast::registry::stage(&models, &[1, 5], true, true, Default::default(), "f")
+            .unwrap();
     let rt = runtime();
     let (mut out, mut dead) = (Vec::new(), 0);
     for piece in batch.chunks(split.max(1)) {

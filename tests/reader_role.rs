@@ -8,7 +8,7 @@
 mod common;
 
 use sqlx::Connection as _;
-use tickcast_consumers::store;
+use tickcast_store as store;
 
 /// The SQLSTATE of a failed statement, or `None` when it succeeded.
 async fn refused(conn: &mut sqlx::PgConnection, sql: &str) -> Option<String> {

@@ -26,12 +26,12 @@ use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rust_decimal::Decimal;
-use tickcast_consumers::store::{CandleQuery, ForecastQuery, Store};
 use tickcast_pipeline::codec;
 use tickcast_pipeline::domain::{Candle, Forecast, Tick};
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::simulator::SimConfig;
+use tickcast_store::{CandleQuery, ForecastQuery, Store};
 
 const PARTITIONS: i32 = 6;
 /// Symbols to pick six from, one per partition of the default (CRC32) partitioner.

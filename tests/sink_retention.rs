@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use common::unique;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store::retention::Retention;
-use tickcast_consumers::store::{ForecastQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
 use tickcast_pipeline::codec::{self, Message as _, Topics};
 use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
 use tickcast_pipeline::shutdown;
+use tickcast_store::retention::Retention;
+use tickcast_store::{ForecastQuery, Store};
 
 const DAY: i64 = 86_400_000;
 /// 2026-12-01T00:00:00Z.
@@ -52,9 +52,7 @@ async fn the_sink_keeps_only_what_retention_allows() {
         eprintln!("SKIPPED sink_retention: set KAFKA_BOOTSTRAP (or run scripts/test.sh)");
         return;
     };
-    let store: Arc<dyn Store> = tickcast_consumers::store::open("sqlite::memory:")
-        .await
-        .unwrap();
+    let store: Arc<dyn Store> = tickcast_store::open("sqlite::memory:").await.unwrap();
     let mut settings = KafkaSettings::new(bootstrap);
     settings.partitions = 1;
     let topics = Topics::new(format!("{}.", unique("retain")));

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use common::Mode;
 use rust_decimal::Decimal;
-use tickcast_consumers::store::{
-    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, Pos, SinkBatch,
-    WriteSummary,
-};
 use tickcast_pipeline::domain::{
     Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
+};
+use tickcast_store::{
+    AccuracyQuery, AccuracyRow, CandleQuery, Checkpoint, ForecastQuery, Pos, SinkBatch,
+    WriteSummary,
 };
 
 fn candle(symbol: &str, minute: i64, close: i64) -> Candle {

@@ -16,12 +16,12 @@ use common::{publish_test_candles, test_candle, try_all_candles, unique, wait_fo
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store::sqlite::SqliteStore;
-use tickcast_consumers::store::{self, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::telemetry;
+use tickcast_store::sqlite::SqliteStore;
+use tickcast_store::{self as store, Store};
 
 async fn stored(store: &dyn Store) -> usize {
     try_all_candles(store).await.map_or(0, |c| c.len())

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::{OwnPostgres, publish_test_candles, test_candle, try_all_candles, unique, wait_for};
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::telemetry;
+use tickcast_store as store;
 
 fn store_up(stage: &str) -> i64 {
     telemetry::STORE_UP.with_label_values(&[stage]).get()

@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tickcast_consumers::alerts::{Rule, RuleSpec};
-use tickcast_consumers::store::{AlertEventQuery, AlertRuleRow, SOURCE_API};
+use tickcast_alerts::{Rule, RuleSpec};
 use tickcast_pipeline::domain::{Alert, AlertState};
+use tickcast_store::{AlertEventQuery, AlertRuleRow, SOURCE_API};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, query_error};

@@ -86,7 +86,7 @@ pub fn query_error(e: &axum::extract::rejection::QueryRejection) -> ApiError {
 impl From<anyhow::Error> for ApiError {
     /// A store that cannot be reached is a 503 that says so; anything else a 500.
     fn from(e: anyhow::Error) -> Self {
-        match tickcast_consumers::store::unavailable(&e) {
+        match tickcast_store::unavailable(&e) {
             Some(why) => Self::Unavailable(format!("the store is unavailable: {why}")),
             None => Self::Internal(e),
         }

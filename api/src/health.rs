@@ -15,9 +15,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
-use tickcast_consumers::store::Store;
 use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_store::Store;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

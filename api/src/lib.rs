@@ -39,9 +39,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use tickcast_consumers::store::Store;
 use tickcast_pipeline::bus::KafkaSettings;
 use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_store::Store;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
@@ -87,7 +87,7 @@ pub struct AppState {
     pub latest: Arc<cache::TtlCache>,
     pub limits: Limits,
     /// Tells an alert stage in the same process that the rules changed.
-    pub rules_changed: Option<tickcast_consumers::alerts::ReloadTrigger>,
+    pub rules_changed: Option<tickcast_alerts::ReloadTrigger>,
     /// The stream's limits and its open-stream slots.
     pub streams: stream::Streams,
     /// The latest readiness of the store and broker, kept by [`health::spawn_probe`].
@@ -115,7 +115,7 @@ impl AppState {
         }
     }
 
-    pub fn with_rules_trigger(mut self, t: tickcast_consumers::alerts::ReloadTrigger) -> Self {
+    pub fn with_rules_trigger(mut self, t: tickcast_alerts::ReloadTrigger) -> Self {
         self.rules_changed = Some(t);
         self
     }

@@ -3,8 +3,8 @@
 
 use utoipa::OpenApi;
 
-use tickcast_consumers::alerts::RuleSpec;
-use tickcast_consumers::alerts::rule::{Bound, Kind as RuleKind, Odds};
+use tickcast_alerts::RuleSpec;
+use tickcast_pipeline::alert_rule::{Bound, Kind as RuleKind, Odds};
 use tickcast_pipeline::domain::{Alert, AlertState};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -12,8 +12,8 @@ use crate::alerts::RuleOut;
 use crate::error::ErrorBody;
 use crate::health::{Check, Readiness};
 use crate::routes::Page;
-use tickcast_consumers::store::{AccuracyRow, SeriesInfo};
 use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
+use tickcast_store::{AccuracyRow, SeriesInfo};
 
 #[derive(Debug, OpenApi)]
 #[openapi(

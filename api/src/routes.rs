@@ -7,12 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tickcast_consumers::store::{
-    AccuracyQuery, AccuracyRow, CandleQuery, ForecastQuery, SeriesInfo,
-};
 use tickcast_pipeline::codec::{check_exchange, check_symbol};
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::interval::Interval;
+use tickcast_store::{AccuracyQuery, AccuracyRow, CandleQuery, ForecastQuery, SeriesInfo};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -429,7 +427,7 @@ pub async fn probability(
             "no forecast for {exchange} {symbol} {interval}, model {model}, horizon {horizon}"
         )));
     };
-    use tickcast_consumers::forecast::touch::{above_of, touch_of};
+    use tickcast_forecast::touch::{above_of, touch_of};
     let (above, touch) = (above_of(&f, level), touch_of(&f, level));
     let (Some(above), Some(touch)) = (above, touch) else {
         return Err(ApiError::NotFound(format!(

@@ -215,7 +215,7 @@ impl AlertState {
     }
 }
 
-/// One alert state transition (the alert stage's output, see `tickcast_consumers::alerts`).
+/// One alert state transition (the alert stage's output, see `tickcast_alerts`).
 /// `id` is deterministic so redelivery is idempotent.
 ///
 /// ```json

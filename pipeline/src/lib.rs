@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`domain`] — `Tick`, `Candle`, `Forecast`, `Alert`.
+//! - [`alert_rule`] — an alert rule's format (JSON and YAML) and its validation.
 //! - [`codec`] — topic names, keys, strict JSON decoding.
 //! - [`interval`] — candle intervals and window arithmetic.
 //! - [`bus`] — Kafka settings, producer ([`bus::Publisher`]), consumers, topic creation.
@@ -16,6 +17,7 @@
 //! - [`simulator`], [`replay`] — the seeded market and the local exchange that serves it.
 //! - [`shutdown`], [`telemetry`] — shutdown signal, metrics and logs.
 
+pub mod alert_rule;
 pub mod bus;
 pub mod candles;
 pub mod codec;

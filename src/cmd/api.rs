@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use tickcast_consumers::store;
 use tickcast_pipeline::codec::Topics;
+use tickcast_store as store;
 
 use crate::args::{DbArgs, KafkaArgs, api_token};
 use crate::signals::shutdown_on_signals;

@@ -1,13 +1,15 @@
 //! `tickcast backtest --data FILE`: a candle or trade file through the streaming code (trades
 //! through the candles stage's builder, candles through the forecast stage), scored per model and
 //! horizon against the naive forecast. The backtest itself is the library's
-//! ([`tickcast::backtest`]); this reads the flags and prints.
+//! ([`tickcast_forecast::backtest`]); this reads the flags and prints.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use tickcast::backtest::{Backtest, Row, SeriesId, Settings, json_line, symbol_from_file_name};
+use tickcast_forecast::backtest::{
+    Backtest, Row, SeriesId, Settings, json_line, symbol_from_file_name,
+};
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
@@ -35,7 +37,7 @@ pub struct BacktestArgs {
     pub json: bool,
     /// Models to run (naive, garch, ets, trend, lstm, lstm=CHECKPOINT; the ensemble is added unless
     /// --no-ensemble).
-    #[arg(long, value_delimiter = ',', default_value = tickcast::models::DEFAULT)]
+    #[arg(long, value_delimiter = ',', default_value = tickcast_forecast::registry::DEFAULT)]
     pub models: Vec<String>,
     /// Leave out the `ensemble` forecast.
     #[arg(long)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store;
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::connectors::binance::Binance;
@@ -17,6 +16,7 @@ use tickcast_pipeline::ingest::{FeedOptions, run_feed};
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::simulator::SimConfig;
 use tickcast_pipeline::telemetry;
+use tickcast_store as store;
 
 use crate::args::{MAX_HISTORY_MINUTES, StageArgs, api_token};
 use crate::signals::shutdown_on_signals;
@@ -70,7 +70,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     cluster.ensure_topics(&topics.all()).await?;
     let mut cfg: PipelineConfig = args.stage.config(cluster, topics.clone())?;
     let topics_for_api = topics.clone();
-    let (rules_changed, reload) = tickcast_consumers::alerts::reload_channel();
+    let (rules_changed, reload) = tickcast_alerts::reload_channel();
     cfg.alerts.reload = Some(reload);
 
     let (db_path, temporary) = match &args.db {
@@ -184,7 +184,7 @@ fn total(c: &prometheus::IntCounterVec) -> u64 {
 
 async fn status_lines(
     every: Duration,
-    store: Arc<dyn tickcast_consumers::store::Store>,
+    store: Arc<dyn tickcast_store::Store>,
     mut signal: tickcast_pipeline::shutdown::Shutdown,
 ) -> Result<()> {
     let mut last_trades = 0;
@@ -200,7 +200,7 @@ async fn status_lines(
             "status: trades {trades} ({rate:.1}/s), candles {}, forecasts {}, alerts {}, rows written {}, dead letters {}{}",
             total(&telemetry::CANDLES),
             total(&telemetry::FORECASTS),
-            total(&tickcast_consumers::alerts::metrics::EVENTS),
+            total(&tickcast_alerts::metrics::EVENTS),
             total(&telemetry::SINK_ROWS),
             total(&telemetry::DEAD_LETTERS),
             scoreboard(store.as_ref()).await,
@@ -210,8 +210,8 @@ async fn status_lines(
 
 /// `, ensemble vs naive: rel. MAE 0.998 (h1) …, coverage 80/95 0.81/0.95` from the stored
 /// rolling scores (means over series), or nothing before the first scores.
-async fn scoreboard(store: &dyn tickcast_consumers::store::Store) -> String {
-    let q = tickcast_consumers::store::AccuracyQuery {
+async fn scoreboard(store: &dyn tickcast_store::Store) -> String {
+    let q = tickcast_store::AccuracyQuery {
         model: Some("ensemble".into()),
         limit: 10_000,
         ..Default::default()
@@ -249,10 +249,7 @@ async fn scoreboard(store: &dyn tickcast_consumers::store::Store) -> String {
 /// Without `--alert-rules`, the demo watches every series with one anomaly rule per interval:
 /// the close of a bar outside the 95% interval forecast for it one bar earlier (by the
 /// ensemble, or the first model without one). Rules can be changed through the API.
-async fn demo_rules(
-    store: &dyn tickcast_consumers::store::Store,
-    cfg: &PipelineConfig,
-) -> Result<()> {
+async fn demo_rules(store: &dyn tickcast_store::Store, cfg: &PipelineConfig) -> Result<()> {
     let model = if cfg.ensemble {
         "ensemble".to_string()
     } else {
@@ -275,7 +272,7 @@ async fn demo_rules(
             "description": "demo: the close left the 95% interval forecast for it",
         });
         rules.push(
-            tickcast_consumers::alerts::Rule::from_json(spec.to_string().as_bytes())
+            tickcast_alerts::Rule::from_json(spec.to_string().as_bytes())
                 .map_err(|e| anyhow::anyhow!("demo rule: {}: {}", e.field, e.reason))?,
         );
     }

@@ -1,7 +1,7 @@
 //! `tickcast migrate`: apply the database migrations and exit.
 
 use anyhow::Result;
-use tickcast_consumers::store;
+use tickcast_store as store;
 
 use crate::args::DbArgs;
 

@@ -4,8 +4,8 @@
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use tickcast::{StageKind, run_stage};
-use tickcast_consumers::store;
 use tickcast_pipeline::codec::Topics;
+use tickcast_store as store;
 
 use crate::args::{KafkaArgs, MetricsArgs, StageArgs};
 use crate::signals::shutdown_on_signals;

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
-use tickcast_consumers::backtest::{self, SeriesId};
-use tickcast_consumers::forecast::Forecaster as _;
-use tickcast_lstm::pretrain::{PretrainSettings, pretrain};
-use tickcast_lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
+use tickcast_forecast::Forecaster as _;
+use tickcast_forecast::backtest::engine::{self as backtest, SeriesId};
+use tickcast_forecast::lstm::pretrain::{PretrainSettings, pretrain};
+use tickcast_forecast::lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
 use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]

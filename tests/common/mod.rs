@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_consumers::store::{self, CandleQuery, Store};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
 use tickcast_pipeline::codec::{self, Message as _, Topics};
 use tickcast_pipeline::connectors::binance::Binance;
@@ -21,6 +20,7 @@ use tickcast_pipeline::interval::Interval;
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
 use tickcast_pipeline::simulator::{SimConfig, SimTrade, Simulator};
+use tickcast_store::{self as store, CandleQuery, Store};
 use tokio::task::JoinSet;
 
 /// Which services a test runs on.
@@ -466,7 +466,8 @@ pub fn reference_forecasts(
 ) -> BTreeMap<ForecastKey, Forecast> {
     let models: Vec<String> = models.split(',').map(String::from).collect();
     let mut stage =
-        tickcast::models::stage(&models, horizons, true, true, Default::default(), "x").unwrap();
+        tickcast_forecast::registry::stage(&models, horizons, true, true, Default::default(), "x")
+            .unwrap();
     let refs: Vec<&Candle> = candles.iter().collect();
     let mut out = BTreeMap::new();
     for chunk in refs.chunks(97) {
