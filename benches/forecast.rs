@@ -35,7 +35,7 @@ struct Run {
 
 fn run(models: &str, candles: &[Candle], symbols: usize, ensemble: bool) -> Run {
     let names: Vec<String> = models.split(',').map(String::from).collect();
-    let mut stage = tickcast_forecast::registry::stage(
+    let mut stage = tickcast_forecast::models::stage(
         &names,
         &HORIZONS,
         ensemble,
@@ -94,7 +94,7 @@ fn main() {
     let models = args
         .get(1)
         .cloned()
-        .unwrap_or_else(|| tickcast_forecast::registry::KNOWN.join(","));
+        .unwrap_or_else(|| tickcast_forecast::models::KNOWN.join(","));
     let names: Vec<String> = (0..symbols).map(|i| format!("S{i}-USDT")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     eprintln!(

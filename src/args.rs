@@ -155,7 +155,7 @@ pub struct StageArgs {
     #[arg(long, env = "TICKCAST_GROUP_PREFIX", default_value = "tickcast-")]
     pub group_prefix: String,
     /// Forecasting models (the `ensemble` of them is added unless --no-ensemble).
-    #[arg(long, env = "TICKCAST_MODELS", value_delimiter = ',', default_value = tickcast_forecast::registry::DEFAULT)]
+    #[arg(long, env = "TICKCAST_MODELS", value_delimiter = ',', default_value = tickcast_forecast::models::DEFAULT)]
     pub models: Vec<String>,
     /// Do not publish the `ensemble` forecast.
     #[arg(long, env = "TICKCAST_NO_ENSEMBLE")]
@@ -164,7 +164,7 @@ pub struct StageArgs {
     /// the `tickcast:gpu` image; falls back to `flex` with a warning when the build lacks it or
     /// no adapter works).
     #[arg(long, env = "TICKCAST_LSTM_DEVICE", default_value = "flex")]
-    pub lstm_device: tickcast_forecast::lstm::DeviceChoice,
+    pub lstm_device: tickcast_forecast::models::lstm::DeviceChoice,
     /// Alert rules (YAML, see monitoring/alerts.example.yaml) synced into the database at
     /// start-up; rules can also be managed through the API.
     #[arg(long, env = "TICKCAST_ALERT_RULES")]
@@ -242,7 +242,7 @@ impl StageArgs {
         cfg.candles.dedup_retention_ms = self.dedup_retention_ms;
         cfg.horizons = self.horizons.clone();
         cfg.group_prefix = self.group_prefix.clone();
-        tickcast_forecast::registry::check(&self.models, !self.no_ensemble)?;
+        tickcast_forecast::models::check(&self.models, !self.no_ensemble)?;
         cfg.models = self.models.iter().map(|m| m.trim().to_string()).collect();
         cfg.ensemble = !self.no_ensemble;
         cfg.lstm_device = self.lstm_device;

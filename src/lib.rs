@@ -1,6 +1,6 @@
 //! Wiring shared by the `tickcast` binary and the end-to-end tests: which stage reads which
-//! topic, under which consumer group, with which handler; the model registry ([`models`]) and
-//! the backtest of its models on a file ([`backtest`]). No logic of its own.
+//! topic, under which consumer group, with which handler (the models from
+//! [`tickcast_forecast::models`]). No logic of its own.
 
 /// mimalloc for the binary and everything else linking this crate (tests, benchmarks), so the
 /// benchmarks measure the allocator the product runs with.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use tickcast_alerts as alerts;
-use tickcast_forecast::registry as models;
+use tickcast_forecast::models;
 use tickcast_forecast::stage::CheckpointSettings;
 use tickcast_pipeline::bus::Cluster;
 use tickcast_pipeline::candles::{CandleBuilder, CandleOptions};
@@ -59,7 +59,7 @@ pub struct PipelineConfig {
     /// Publish the `ensemble` forecast too.
     pub ensemble: bool,
     /// The LSTM's device.
-    pub lstm_device: tickcast_forecast::lstm::DeviceChoice,
+    pub lstm_device: tickcast_forecast::models::lstm::DeviceChoice,
     /// Time between forecast-stage checkpoints (when the stage has a store).
     pub checkpoint_every: Duration,
     pub max_batch: usize,
@@ -108,7 +108,7 @@ impl PipelineConfig {
             horizons: vec![1, 5, 15],
             models: models::DEFAULT.split(',').map(String::from).collect(),
             ensemble: true,
-            lstm_device: tickcast_forecast::lstm::DeviceChoice::Flex,
+            lstm_device: tickcast_forecast::models::lstm::DeviceChoice::Flex,
             checkpoint_every: Duration::from_secs(30),
             max_batch: 5_000,
             linger: Duration::from_millis(20),

@@ -353,7 +353,7 @@ async fn api(mode: Mode) {
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     use tickcast_forecast::Z95;
-    use tickcast_forecast::touch::{above_probability, touch_probability};
+    use tickcast_forecast::scoring::touch::{above_probability, touch_probability};
     let newest = forecast("ensemble", 1, 29);
     assert_eq!(v["level"], Value::from(131.0));
     assert_eq!(
@@ -530,7 +530,7 @@ async fn api(mode: Mode) {
         get("/api/v1/probability?exchange=binance&symbol=BTC-USDT&interval=1m&model=lstm&horizon=1&level=131.5").await;
     assert_eq!(status, 200, "{body}");
     let p: Value = serde_json::from_str(&body).unwrap();
-    use tickcast_forecast::touch::{above_of, touch_of};
+    use tickcast_forecast::scoring::touch::{above_of, touch_of};
     let (above, touch) = (above_of(&v2, 131.5).unwrap(), touch_of(&v2, 131.5).unwrap());
     assert_eq!(p["above"], Value::from(above), "{body}");
     assert_eq!(p["touch"], Value::from(touch), "{body}");

@@ -363,9 +363,9 @@ fn problems(text: &str, dockerfile: &str, root: &Path) -> Vec<String> {
             if let Some((device, whence)) =
                 cmd_device.or_else(|| env.get("TICKCAST_LSTM_DEVICE").cloned())
             {
-                match device.parse::<tickcast_forecast::lstm::DeviceChoice>() {
+                match device.parse::<tickcast_forecast::models::lstm::DeviceChoice>() {
                     Err(e) => errs.push(format!("{name}: TICKCAST_LSTM_DEVICE from {whence}: {e}")),
-                    Ok(tickcast_forecast::lstm::DeviceChoice::Wgpu) => {
+                    Ok(tickcast_forecast::models::lstm::DeviceChoice::Wgpu) => {
                         if let Some(b) = build
                             && !features(b, &stages).contains("wgpu")
                         {

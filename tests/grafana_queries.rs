@@ -920,7 +920,7 @@ async fn every_dashboard_sql_query_returns_rows_on_postgres() {
 /// The odds panel's probabilities are the API's ([`above_of`] and [`touch_of`] on the same
 /// newest forecasts), for the level the test typed.
 async fn odds_match_the_api(store: &dyn Store, rows: &[Value]) {
-    use tickcast_forecast::touch::{above_of, touch_of};
+    use tickcast_forecast::scoring::touch::{above_of, touch_of};
     let level: f64 = TEXTBOX[0].1.parse().unwrap();
     let latest = store
         .latest_forecasts(&tickcast_store::ForecastQuery {

@@ -167,7 +167,7 @@ fn forecast(batch: &[Inbound], split: usize) -> (Vec<Vec<u8>>, usize) {
         .map(|s| s.to_string())
         .collect();
     let mut stage =
-        tickcast_forecast::registry::stage(&models, &[1, 5], true, true, Default::default(), "f")
+        tickcast_forecast::models::stage(&models, &[1, 5], true, true, Default::default(), "f")
             .unwrap();
     let rt = runtime();
     let (mut out, mut dead) = (Vec::new(), 0);

@@ -430,7 +430,7 @@ fn price_reading(c: Condition, hysteresis: f64, f: &Forecast) -> Option<Reading>
             level,
             at_least,
         } => {
-            use tickcast_forecast::touch::{above_of, touch_of};
+            use tickcast_forecast::scoring::touch::{above_of, touch_of};
             let p = match of {
                 Odds::Above => above_of(f, level)?,
                 Odds::Below => 1.0 - above_of(f, level)?,

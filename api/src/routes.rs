@@ -427,7 +427,7 @@ pub async fn probability(
             "no forecast for {exchange} {symbol} {interval}, model {model}, horizon {horizon}"
         )));
     };
-    use tickcast_forecast::touch::{above_of, touch_of};
+    use tickcast_forecast::scoring::touch::{above_of, touch_of};
     let (above, touch) = (above_of(&f, level), touch_of(&f, level));
     let (Some(above), Some(touch)) = (above, touch) else {
         return Err(ApiError::NotFound(format!(

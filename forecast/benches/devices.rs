@@ -23,13 +23,13 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tickcast_forecast::Forecaster;
-use tickcast_forecast::lstm::device::probe_wgpu;
-use tickcast_forecast::lstm::features::N_FEATURES;
-use tickcast_forecast::lstm::host::{self, Scratch};
-use tickcast_forecast::lstm::host_train;
-use tickcast_forecast::lstm::net::{LstmNet, Rng, read};
-use tickcast_forecast::lstm::train::{Adam, AdamSettings, train_step};
-use tickcast_forecast::lstm::{LstmModel, LstmSettings, Training};
+use tickcast_forecast::models::lstm::device::probe_wgpu;
+use tickcast_forecast::models::lstm::features::N_FEATURES;
+use tickcast_forecast::models::lstm::host::{self, Scratch};
+use tickcast_forecast::models::lstm::host_train;
+use tickcast_forecast::models::lstm::net::{LstmNet, Rng, read};
+use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, train_step};
+use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
 use tickcast_pipeline::domain::Candle;
 

@@ -1,13 +1,13 @@
 //! LSTM costs on `flex`, with the shapes of `scripts/bench_lstm.py` (PyTorch):
 //! - `train_step/h64`: one gradient step (forward, pinball loss, backward, Adam) on 256
 //!   sequences × 64 steps, 4 inputs, hidden 64, 20 outputs — and `h32` — as the model runs it
-//!   on the CPU (the gradient from [`tickcast_forecast::lstm::host_train`]);
+//!   on the CPU (the gradient from [`tickcast_forecast::models::lstm::host_train`]);
 //! - `burn_train_step/h64` and `h32`: the same step with burn's autodiff on `flex`;
 //! - `inference/h64` and `h32`: the forward of the same batch without gradients, on burn;
 //! - `host_inference/h64` and `h32`: the same forward on the host code;
 //! - `stream_step/h64` and `h32`: one streaming step for 1,000 series with carried state,
 //!   uploads and the read-back included;
-//! - `host_step/h64` and `h32`: the same step on [`tickcast_forecast::lstm::host::step`], what the model
+//! - `host_step/h64` and `h32`: the same step on [`tickcast_forecast::models::lstm::host::step`], what the model
 //!   runs on the CPU;
 //! - `model_bar/1000`: `LstmModel::update` for one closed bar of 1,000 series (features, the
 //!   batched step, predictions for horizons 1, 5, 15, 60), the model's cost per bar.
@@ -20,12 +20,12 @@ use std::time::Duration;
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tickcast_forecast::Forecaster;
-use tickcast_forecast::lstm::features::N_FEATURES;
-use tickcast_forecast::lstm::host::{self, Scratch};
-use tickcast_forecast::lstm::host_train;
-use tickcast_forecast::lstm::net::{LstmNet, Rng, read};
-use tickcast_forecast::lstm::train::{Adam, AdamSettings, burn_gradient, train_step};
-use tickcast_forecast::lstm::{LstmModel, LstmSettings, Training};
+use tickcast_forecast::models::lstm::features::N_FEATURES;
+use tickcast_forecast::models::lstm::host::{self, Scratch};
+use tickcast_forecast::models::lstm::host_train;
+use tickcast_forecast::models::lstm::net::{LstmNet, Rng, read};
+use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, burn_gradient, train_step};
+use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
 use tickcast_pipeline::domain::Candle;
 
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     for hidden in [64, 32] {
         let ad = device.clone().autodiff();
         let s = AdamSettings::default();
-        // What the model runs on the CPU: the host gradient (`tickcast_forecast::lstm::host_train`).
+        // What the model runs on the CPU: the host gradient (`tickcast_forecast::models::lstm::host_train`).
         let mut w = weights(hidden);
         let mut adam = Adam::new(w.dims.parameters());
         g.bench_function(format!("train_step/h{hidden}"), |b| {

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive as _;
 use tickcast_forecast::Forecaster;
 use tickcast_forecast::backtest::engine::{self as backtest, SeriesId};
-use tickcast_forecast::ets::{EtsModel, EtsSettings};
-use tickcast_forecast::trend::{TrendModel, TrendSettings};
+use tickcast_forecast::models::ets::{EtsModel, EtsSettings};
+use tickcast_forecast::models::trend::{TrendModel, TrendSettings};
 use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use tickcast_forecast::trend::design::{Design, FitSettings, Layout};
-use tickcast_forecast::trend::fit::fit;
+use tickcast_forecast::models::trend::design::{Design, FitSettings, Layout};
+use tickcast_forecast::models::trend::fit::fit;
 
 fn read_closes(path: &str) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;

@@ -4,43 +4,31 @@
 //! model and horizon; and the backtest that runs the same code over a file.
 //!
 //! Layout:
-//! - [`registry`] — the model list: names, defaults, and the stage built from them.
-//! - [`lstm`] — the LSTM (burn), CPU by default, GPU with the `wgpu` feature.
-//! - [`naive`] — random walk with an EWMA-volatility interval.
-//! - [`garch`] — the `garch` model: last close with GARCH(1,1) bands, refitted on a window
-//!   ([`garch::fit`]: the recursion, maximum-likelihood fit and multi-step variance).
-//! - [`conformal`] — quantile tracking, the online interval calibrator.
-//! - [`scorer`] — scores each forecast when its target bar closes; rolling accuracy.
-//! - [`ensemble`] — combines the models, weighted by recent error against naive.
-//! - [`ets`] — AutoETS (augurs) on log prices, refitted on a rolling window.
-//! - [`trend`] — Prophet-style trend: piecewise-linear with L1 changepoints + Fourier seasonality.
-//! - [`calibrated`] — wraps any model and calibrates its intervals online.
-//! - [`series`] — maps per series, looked up from a candle without building a key.
+//! - [`models`] — the model list (names, defaults, the stage built from them) and the models:
+//!   [`models::naive`] (random walk, EWMA-volatility bands), [`models::garch`] (GARCH(1,1)
+//!   bands refitted on a window), [`models::ets`] (AutoETS on log prices), [`models::trend`]
+//!   (Prophet-style trend: piecewise-linear with L1 changepoints and Fourier seasonality),
+//!   [`models::lstm`] (burn; CPU, or GPU with the `wgpu` feature) and [`models::ensemble`]
+//!   (the models combined by their recent scores).
+//! - [`scoring`] — measuring and calibrating forecasts: [`scoring::accuracy`] (the measures),
+//!   [`scoring::scorer`] (each forecast scored when its target bar closes; rolling scores),
+//!   [`scoring::calibrated`] and [`scoring::conformal`] (online interval calibration),
+//!   [`scoring::distribution`], [`scoring::quantiles`] and [`scoring::touch`] (the published
+//!   quantiles and touch probabilities).
+//! - [`stage`] — the forecast stage's handler, with its checkpoints.
 //! - [`checkpoint`] — the binary encoding of model checkpoints.
-//! - [`accuracy`] — the accuracy measures: MAE, RMSE, MASE, relative MAE, coverage, Winkler, pinball, direction.
-//! - [`stage`] — the stage handler.
+//! - [`series`] — maps per series, looked up from a candle without building a key.
 //! - [`backtest`] — a candle or trade file through the stage, scored against naive.
+//! - `testing` — helpers for tests (`test-support` feature).
 
-pub mod accuracy;
 pub mod backtest;
-pub mod calibrated;
 pub mod checkpoint;
-pub mod conformal;
-pub mod distribution;
-pub mod ensemble;
-pub mod ets;
-pub mod garch;
-pub mod lstm;
-pub mod naive;
-pub mod quantiles;
-pub mod registry;
-pub mod scorer;
+pub mod models;
+pub mod scoring;
 pub mod series;
 pub mod stage;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
-pub mod touch;
-pub mod trend;
 
 pub use series::{SeriesMap, SeriesSet};
 
@@ -194,10 +182,10 @@ pub const Z95: f64 = 1.959_963_984_540;
 pub const NAIVE: &str = "naive";
 
 /// A forecast scored at this bar whose published interval has a positive width
-/// ([`calibrated::spread`]): what the model's online calibrator learns from.
+/// ([`scoring::calibrated::spread`]): what the model's online calibrator learns from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// The model's id ([`scorer::Scorer::model_id`]).
+    /// The model's id ([`scoring::scorer::Scorer::model_id`]).
     pub model: u16,
     pub horizon: u32,
     /// Whether the actual fell inside the published 80% and 95% intervals.
@@ -215,7 +203,7 @@ pub struct Prediction {
     pub hi95: f64,
 }
 
-/// The outcomes scored at each candle of a batch ([`scorer::Scorer::observe_into`]), as one
+/// The outcomes scored at each candle of a batch ([`scoring::scorer::Scorer::observe_into`]), as one
 /// model sees them: its own only.
 #[derive(Debug, Clone, Copy)]
 pub struct Scored<'a> {
@@ -372,8 +360,8 @@ mod tests {
 
     #[test]
     fn every_model_resumes_from_its_checkpoint_exactly() {
-        use calibrated::{Calibrated, CalibrationSettings};
-        use garch::model::{GarchModel, GarchSettings};
+        use crate::models::garch::model::{GarchModel, GarchSettings};
+        use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
         let candles = synthetic_candles(&["BTC-USDT", "ETH-USDT"], 900, 7);
         let garch = || {
             GarchModel::new(GarchSettings {
@@ -383,7 +371,7 @@ mod tests {
             })
         };
         let makers: Vec<Box<dyn Fn() -> Box<dyn Forecaster>>> = vec![
-            Box::new(|| Box::new(naive::Naive::default())),
+            Box::new(|| Box::new(crate::models::naive::Naive::default())),
             Box::new(move || Box::new(garch())),
             Box::new(move || {
                 Box::new(Calibrated::new(

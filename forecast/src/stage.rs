@@ -29,10 +29,10 @@ use tickcast_pipeline::domain::{Candle, FORECAST_VERSION, Forecast, Name};
 use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_pipeline::telemetry;
 
-use super::checkpoint::{Dec, Enc};
-use super::ensemble::{Ensemble, EnsembleSettings};
-use super::scorer::{Accuracy, Scorer, ScorerSettings, Slot};
-use super::{
+use crate::checkpoint::{Dec, Enc};
+use crate::models::ensemble::{Ensemble, EnsembleSettings};
+use crate::scoring::scorer::{Accuracy, Scorer, ScorerSettings, Slot};
+use crate::{
     Forecaster, Outcome, Prediction, Scored, SeriesKey, SeriesMap, SeriesRef, SeriesSet, bar_ms,
     clear_batch, series_key, series_of,
 };
@@ -903,8 +903,8 @@ mod tests {
     /// an empty candle or a restart after a gap lies within the last [`RECENT_BARS`] bars.
     #[test]
     fn forecasts_are_version_2_and_degraded_after_flaws() {
-        use crate::calibrated::{Calibrated, CalibrationSettings};
-        use crate::naive::Naive;
+        use crate::models::naive::Naive;
+        use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
         use crate::testing::synthetic_candles;
         let mut candles = synthetic_candles(&["BTC-USDT"], 400, 11);
         // An empty candle at bar 100; bar 250 missing (a gap the stage restarts after).

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use tickcast_forecast::backtest::engine::{self, SeriesId};
-use tickcast_forecast::lstm::batch::{BatchShape, sample_batch};
-use tickcast_forecast::lstm::features::{FeatureSettings, History};
-use tickcast_forecast::lstm::net::{Rng, Weights};
-use tickcast_forecast::lstm::pretrain::segment_histories;
-use tickcast_forecast::lstm::train::{Adam, batch_loss, train_step};
-use tickcast_forecast::lstm::{LstmModel, LstmSettings, Training};
+use tickcast_forecast::models::lstm::batch::{BatchShape, sample_batch};
+use tickcast_forecast::models::lstm::features::{FeatureSettings, History};
+use tickcast_forecast::models::lstm::net::{Rng, Weights};
+use tickcast_forecast::models::lstm::pretrain::segment_histories;
+use tickcast_forecast::models::lstm::train::{Adam, batch_loss, train_step};
+use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_pipeline::domain::Candle;
 use tickcast_pipeline::interval::Interval;
 

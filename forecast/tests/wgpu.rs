@@ -7,12 +7,12 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use tickcast_forecast::Forecaster;
-use tickcast_forecast::lstm::batch::{Batch, BatchShape};
-use tickcast_forecast::lstm::device::probe_wgpu;
-use tickcast_forecast::lstm::features::N_FEATURES;
-use tickcast_forecast::lstm::net::{Dims, LstmNet, Rng, Weights, read};
-use tickcast_forecast::lstm::train::{Adam, AdamSettings, train_step};
-use tickcast_forecast::lstm::{LstmModel, LstmSettings, Training};
+use tickcast_forecast::models::lstm::batch::{Batch, BatchShape};
+use tickcast_forecast::models::lstm::device::probe_wgpu;
+use tickcast_forecast::models::lstm::features::N_FEATURES;
+use tickcast_forecast::models::lstm::net::{Dims, LstmNet, Rng, Weights, read};
+use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, train_step};
+use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
 use tickcast_pipeline::domain::Candle;
 

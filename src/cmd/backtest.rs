@@ -37,7 +37,7 @@ pub struct BacktestArgs {
     pub json: bool,
     /// Models to run (naive, garch, ets, trend, lstm, lstm=CHECKPOINT; the ensemble is added unless
     /// --no-ensemble).
-    #[arg(long, value_delimiter = ',', default_value = tickcast_forecast::registry::DEFAULT)]
+    #[arg(long, value_delimiter = ',', default_value = tickcast_forecast::models::DEFAULT)]
     pub models: Vec<String>,
     /// Leave out the `ensemble` forecast.
     #[arg(long)]

@@ -466,7 +466,7 @@ pub fn reference_forecasts(
 ) -> BTreeMap<ForecastKey, Forecast> {
     let models: Vec<String> = models.split(',').map(String::from).collect();
     let mut stage =
-        tickcast_forecast::registry::stage(&models, horizons, true, true, Default::default(), "x")
+        tickcast_forecast::models::stage(&models, horizons, true, true, Default::default(), "x")
             .unwrap();
     let refs: Vec<&Candle> = candles.iter().collect();
     let mut out = BTreeMap::new();

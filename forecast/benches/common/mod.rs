@@ -1,9 +1,9 @@
 //! What the LSTM benches share: the shapes of `scripts/bench_lstm.py` (PyTorch), weights, random
 //! inputs and the training batch.
 
-use tickcast_forecast::lstm::batch::{Batch, BatchShape};
-use tickcast_forecast::lstm::features::N_FEATURES;
-use tickcast_forecast::lstm::net::{Dims, Rng, Weights};
+use tickcast_forecast::models::lstm::batch::{Batch, BatchShape};
+use tickcast_forecast::models::lstm::features::N_FEATURES;
+use tickcast_forecast::models::lstm::net::{Dims, Rng, Weights};
 
 /// Sequences in a training or inference batch.
 pub const BATCH: usize = 256;

@@ -1,7 +1,7 @@
 //! Backtest: replays a candle file through exactly the streaming forecast code
 //! ([`ForecastStage::forecasts`], one closed candle at a time) and scores every forecast when the
 //! candle at its target time closes, per model and horizon, against the naive forecast on the
-//! same points ([`crate::accuracy`]). Gaps are never bridged: after a missing bar the
+//! same points ([`crate::scoring::accuracy`]). Gaps are never bridged: after a missing bar the
 //! models restart and forecasts that pointed across the gap are dropped.
 //!
 //! Input: CSV (plain or gzip) with a header, told apart by its columns ([`read_data`]):
@@ -23,10 +23,10 @@ use tickcast_pipeline::codec::Message as _;
 use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
 use tickcast_pipeline::interval::Interval;
 
-use crate::accuracy::{Point, Score, Summary};
-use crate::quantiles::{QuantileScore, crps};
+use crate::scoring::accuracy::{Point, Score, Summary};
+use crate::scoring::quantiles::{QuantileScore, crps};
+use crate::scoring::touch::{BaseRate, TouchCalibrator, TouchScore, drift_and_spread};
 use crate::stage::ForecastStage;
-use crate::touch::{BaseRate, TouchCalibrator, TouchScore, drift_and_spread};
 
 /// Which series a candle file holds.
 #[derive(Debug, Clone)]
@@ -265,7 +265,7 @@ pub struct Row {
     /// Touch probabilities for levels at ±1 and ±2 × naive's spread over the horizon from the
     /// last close (none when the run has no naive model).
     pub touch: TouchScore,
-    /// The nine calibrated quantiles ([`crate::quantiles`]).
+    /// The nine calibrated quantiles ([`crate::scoring::quantiles`]).
     pub quantiles: QuantileScore,
 }
 
@@ -511,7 +511,7 @@ pub fn json_line(r: &Row) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naive::Naive;
+    use crate::models::naive::Naive;
     use std::collections::HashMap;
 
     fn models_seen(rows: &[Row]) -> HashMap<&str, usize> {
@@ -547,7 +547,7 @@ mod tests {
     /// spread, so naive gives each level nearly the same probability at every bar.)
     #[test]
     fn touch_probabilities_calibrate_on_clustered_volatility() {
-        use crate::calibrated::{Calibrated, CalibrationSettings};
+        use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
         use rust_decimal::Decimal;
         let mut rng = tickcast_pipeline::simulator::Rng::new(5);
         let (omega, alpha, beta) = (5e-9, 0.08, 0.9);
@@ -607,7 +607,7 @@ mod tests {
     /// 10% with sd 0.6%, which a normal band misplaces at every level): PIT error ≤ 0.015.
     #[test]
     fn quantiles_calibrate_on_a_fat_tailed_walk() {
-        use crate::calibrated::{Calibrated, CalibrationSettings};
+        use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
         let candles = crate::testing::synthetic_candles(&["BTC-USDT"], 40_000, 8);
         let rows = run(&candles, &|| {
             let naive = Calibrated::new(Box::new(Naive::default()), CalibrationSettings::default());

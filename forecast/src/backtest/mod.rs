@@ -1,5 +1,5 @@
 //! Backtests: a candle or trade file through the streaming code (trades through the candles
-//! stage's builder, candles through the forecast stage that [`crate::registry`] builds for
+//! stage's builder, candles through the forecast stage that [`crate::models`] builds for
 //! `tickcast run` too), scored per model and horizon against the naive forecast (see
 //! [`engine`]). `tickcast backtest` turns its flags into [`Settings`], then calls
 //! [`Backtest::new`], [`Backtest::read`] and [`Backtest::score`] and prints the rows.
@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use tickcast_pipeline::domain::Candle;
 
 pub use self::engine::{Data, Row, SeriesId, json_line, symbol_from_file_name};
-use crate::registry;
+use crate::models;
 
 /// What a backtest scores: one series, forecast by these models at these horizons.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct Settings {
     pub allowed_lateness_ms: i64,
     /// Forecast horizons in bars, each ≥ 1.
     pub horizons: Vec<u32>,
-    /// Model names, as [`registry::stage`] takes them.
+    /// Model names, as [`models::stage`] takes them.
     pub models: Vec<String>,
     /// Score the `ensemble` of the models too.
     pub ensemble: bool,
@@ -45,7 +45,7 @@ impl Backtest {
         if settings.horizons.is_empty() || settings.horizons.contains(&0) {
             bail!("--horizons must be bar counts ≥ 1");
         }
-        registry::check(&settings.models, settings.ensemble)?;
+        models::check(&settings.models, settings.ensemble)?;
         Ok(Self { settings })
     }
 
@@ -66,12 +66,12 @@ impl Backtest {
     pub fn score(&self, candles: &[Candle]) -> Result<Vec<Row>> {
         let s = &self.settings;
         let stage = || {
-            registry::stage(
+            models::stage(
                 &s.models,
                 &s.horizons,
                 s.ensemble,
                 s.calibrate,
-                registry::Options::default(),
+                models::Options::default(),
                 "backtest",
             )
             .expect("checked in Backtest::new")

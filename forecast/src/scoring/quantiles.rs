@@ -3,7 +3,7 @@
 //! A forecast's quantile at level τ is `point · exp(m_τ · s)`, where `s = ln(hi95 / point) / z₉₅`
 //! is its spread (from its calibrated 95% band) and `m_τ` a multiplier per series, model,
 //! horizon and level. Each multiplier starts at the normal quantile `z_τ` and is moved by
-//! quantile tracking, as the bands are ([`super::conformal`]): after each outcome, with
+//! quantile tracking, as the bands are ([`crate::scoring::conformal`]): after each outcome, with
 //! `z = ln(actual / point) / s`, `m_τ ← m_τ + η · (τ − 1{z ≤ m_τ})`, so that in the long run a
 //! share τ of outcomes falls at or below it, whatever the shape of the returns. The multipliers
 //! are kept in order, so the quantiles never cross.
@@ -13,8 +13,8 @@
 //! integrated by the trapezoid rule between the nine levels, and each end level's loss held
 //! out to 0 and to 1.
 
-use super::accuracy::pinball;
-use super::checkpoint::{Dec, Enc};
+use crate::checkpoint::{Dec, Enc};
+use crate::scoring::accuracy::pinball;
 
 /// The quantile levels (a forecast's [`tickcast_pipeline::domain::QUANTILE_LEVELS`]).
 pub const LEVELS: [f64; 9] = tickcast_pipeline::domain::QUANTILE_LEVELS;

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 
-use crate::lstm::batch::Batch;
-use crate::lstm::net::Weights;
-use crate::lstm::train::{Adam, AdamSettings, train_step};
+use crate::models::lstm::batch::Batch;
+use crate::models::lstm::net::Weights;
+use crate::models::lstm::train::{Adam, AdamSettings, train_step};
 
 /// A finished job: new weights, optimizer state, and the last batch loss.
 pub type Done = Result<(Weights, Adam, f32)>;

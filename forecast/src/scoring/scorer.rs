@@ -21,10 +21,10 @@ use anyhow::Result;
 use tickcast_pipeline::domain::{Candle, Forecast};
 use tickcast_pipeline::telemetry;
 
-use super::accuracy::{Point, Score, Summary};
-use super::checkpoint::{Dec, Enc};
-use super::distribution::{Calibrators, DistScores, Learnt, Made, Published, Reached};
-use super::{Outcome, SeriesKey, SeriesMap, SeriesRef};
+use crate::checkpoint::{Dec, Enc};
+use crate::scoring::accuracy::{Point, Score, Summary};
+use crate::scoring::distribution::{Calibrators, DistScores, Learnt, Made, Published, Reached};
+use crate::{Outcome, SeriesKey, SeriesMap, SeriesRef};
 
 /// Scorer settings.
 #[derive(Debug, Clone, Copy)]
@@ -159,8 +159,8 @@ pub struct Accuracy {
     pub ts_ms: i64,
     pub summary: Summary,
     /// The rolling scores of the quantiles and touch probabilities.
-    pub quantiles: super::quantiles::QuantileScore,
-    pub touch: super::touch::TouchScore,
+    pub quantiles: crate::scoring::quantiles::QuantileScore,
+    pub touch: crate::scoring::touch::TouchScore,
 }
 
 /// Sums for the Prometheus counters, added up per batch and exported once.
@@ -262,7 +262,7 @@ impl Scorer {
 
     fn intern(&mut self, name: &str) -> u16 {
         let id = intern(&mut self.models, name);
-        if name == super::NAIVE {
+        if name == crate::NAIVE {
             self.naive = Some(id);
         }
         id
@@ -383,7 +383,7 @@ impl Scorer {
                     scale,
                     learnt.as_ref(),
                 );
-                if close > 0.0 && super::calibrated::has_spread(p.point, p.hi95) {
+                if close > 0.0 && crate::scoring::calibrated::has_spread(p.point, p.hi95) {
                     outcomes.push(Outcome {
                         model: t.model,
                         horizon: t.horizon,
@@ -406,7 +406,7 @@ impl Scorer {
     /// loaded, so none waits for memory. (All of the tracks two ahead measured slower, in 4 of
     /// 4 pairs.) Only a hint to the CPU; changes nothing.
     pub fn prefetch(&self, slots: &[Slot], i: usize, score: bool) {
-        use super::series::{prefetch, prefetch_all};
+        use crate::series::{prefetch, prefetch_all};
         let state = |d: usize| slots.get(i + d).and_then(|s| self.states.get(s.0 as usize));
         if let Some(far) = state(3) {
             prefetch_all(std::slice::from_ref(far), 4);
@@ -525,7 +525,7 @@ impl SeriesScores {
 
     /// Queues a forecast in its horizon's queue, in target order.
     fn wait(&mut self, horizon: u32, p: Pending) {
-        let q = super::entry(&mut self.pending, horizon, VecDeque::new);
+        let q = crate::entry(&mut self.pending, horizon, VecDeque::new);
         if q.len() == q.capacity() {
             // Grow by what one more bar holds, exactly: once the queue is as long as it gets
             // (a horizon's worth of bars), the forecasts a bar pushes then land in the slots
@@ -941,7 +941,7 @@ mod tests {
     /// spreads are kept, the calibrators learn, and all of it survives a checkpoint.
     #[test]
     fn distributions_are_published_scored_and_learnt() {
-        use crate::quantiles::crps;
+        use crate::scoring::quantiles::crps;
         let cs = synthetic_candles(&["BTC-USDT"], 3, 3);
         let key = series_key(&cs[0]);
         let mut s = Scorer::new(ScorerSettings { window: 1.0 });
@@ -968,7 +968,7 @@ mod tests {
         assert_eq!(a_n.quantiles.crps_rel(), Some(1.0));
         // One outcome: each level's share below is 0 or 1.
         let below = qm.iter().filter(|q| actual <= **q).count();
-        let want_pit = crate::quantiles::LEVELS
+        let want_pit = crate::scoring::quantiles::LEVELS
             .iter()
             .enumerate()
             .map(|(i, tau)| (f64::from(u8::from(i >= 9 - below)) - tau).abs())

@@ -1,11 +1,11 @@
 //! Online interval calibration for any model: wraps a [`Forecaster`] and rebuilds each
-//! prediction's 80% and 95% intervals by quantile tracking ([`super::conformal`]) per series,
+//! prediction's 80% and 95% intervals by quantile tracking ([`crate::scoring::conformal`]) per series,
 //! horizon and level. The model's own 95% half-width (in log terms, ÷ z₉₅) gives its spread;
 //! the interval is `point · exp(±m · spread)` where `m` starts at the normal z and is nudged
 //! after each outcome, which arrives `horizon` bars after the prediction. The wrapper keeps the
 //! model's name: every model's intervals are calibrated.
 //!
-//! The outcomes come from the stage's [`super::scorer::Scorer`], which keeps every published
+//! The outcomes come from the stage's [`crate::scoring::scorer::Scorer`], which keeps every published
 //! forecast until its target bar closes anyway ([`Forecaster::update_into`]): the calibrator
 //! learns from each of its model's forecasts scored at a bar whose published interval has a
 //! positive width, before it publishes that bar's predictions. So its own state is two
@@ -15,9 +15,9 @@
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
-use super::checkpoint::{Dec, Enc};
-use super::conformal::{self, QuantileTracker};
-use super::{
+use crate::checkpoint::{Dec, Enc};
+use crate::scoring::conformal::{self, QuantileTracker};
+use crate::{
     Forecaster, ModelVersion, Outcome, Prediction, Scored, SeriesKey, SeriesMap, Z80, Z95,
     series_of,
 };
@@ -51,7 +51,7 @@ pub(crate) struct SeriesState {
 impl SeriesState {
     /// The multipliers of one horizon (the levels' nominal z at first use).
     fn multipliers(&mut self, horizon: u32) -> &mut [f64; 2] {
-        super::entry(&mut self.cal, horizon, || LEVELS.map(|(_, z)| z))
+        crate::entry(&mut self.cal, horizon, || LEVELS.map(|(_, z)| z))
     }
 
     /// Folds in the outcomes of earlier predictions scored at this bar.
@@ -271,7 +271,7 @@ fn publish(st: &mut SeriesState, p: Prediction) -> Prediction {
 mod tests {
     use super::*;
     use crate::backtest::engine as backtest;
-    use crate::naive::Naive;
+    use crate::models::naive::Naive;
     use crate::stage::ForecastStage;
     use rust_decimal::Decimal;
     use tickcast_pipeline::simulator::Rng;

@@ -4,11 +4,11 @@
 
 use anyhow::Result;
 
-use super::checkpoint::{Dec, Enc};
+use crate::checkpoint::{Dec, Enc};
 
 /// The smallest multiplier. Not zero: a zero multiplier publishes an interval of zero width,
 /// and the calibrator learns only from intervals of positive width
-/// ([`super::calibrated`]), so it could never grow again.
+/// ([`crate::scoring::calibrated`]), so it could never grow again.
 pub const MIN_MULTIPLIER: f64 = 1e-6;
 
 /// Online quantile tracking (Angelopoulos, Candès & Tibshirani, "Conformal PID control", 2023):

@@ -7,12 +7,12 @@ use burn::tensor::Device;
 use rust_decimal::Decimal;
 use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
 
-use crate::lstm::batch::{BatchShape, sample_batch};
-use crate::lstm::features::{FeatureSettings, History};
-use crate::lstm::model::{LstmModel, LstmSettings, Training};
-use crate::lstm::net::Rng;
-use crate::lstm::pretrain::segment_histories;
-use crate::lstm::train::{batch_loss, train_step};
+use crate::models::lstm::batch::{BatchShape, sample_batch};
+use crate::models::lstm::features::{FeatureSettings, History};
+use crate::models::lstm::model::{LstmModel, LstmSettings, Training};
+use crate::models::lstm::net::Rng;
+use crate::models::lstm::pretrain::segment_histories;
+use crate::models::lstm::train::{batch_loss, train_step};
 
 /// Small and quick: hidden 8, short windows, frequent training.
 fn small(training: Training) -> LstmSettings {
@@ -61,7 +61,7 @@ fn training_lowers_the_pinball_loss_on_a_synthetic_series() {
         .map(|_| sample_batch(&[&valid], s.batch, &s.horizons, nq, &fs, &mut vr).expect("batch"))
         .collect();
     let device = Device::flex().autodiff();
-    let loss = |w: &crate::lstm::net::Weights| -> f64 {
+    let loss = |w: &crate::models::lstm::net::Weights| -> f64 {
         eval.iter()
             .map(|b| f64::from(batch_loss(w, b, &tau, &device).expect("loss")))
             .sum::<f64>()
@@ -71,7 +71,7 @@ fn training_lowers_the_pinball_loss_on_a_synthetic_series() {
     // default start, the normal quantiles, there is little left to learn on i.i.d. returns.)
     let mut weights = m.weights().clone();
     weights.head_b.iter_mut().for_each(|b| *b = 0.0);
-    let mut adam = crate::lstm::train::Adam::new(weights.dims.parameters());
+    let mut adam = crate::models::lstm::train::Adam::new(weights.dims.parameters());
     let before = loss(&weights);
     let mut rng = Rng(2);
     for _ in 0..150 {

@@ -32,14 +32,14 @@ use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
 use tickcast_pipeline::domain::Candle;
 
-use crate::lstm::background::Background;
-use crate::lstm::batch::{BatchShape, sample_batch};
-use crate::lstm::checkpoint::{self, ModelState};
-use crate::lstm::device::{DeviceChoice, select};
-use crate::lstm::features::{Bar, FeatureSettings, FeatureState, History, N_FEATURES};
-use crate::lstm::net::{Dims, LstmNet, Rng, Weights};
-use crate::lstm::series::Series;
-use crate::lstm::train::{Adam, AdamSettings, train_step};
+use crate::models::lstm::background::Background;
+use crate::models::lstm::batch::{BatchShape, sample_batch};
+use crate::models::lstm::checkpoint::{self, ModelState};
+use crate::models::lstm::device::{DeviceChoice, select};
+use crate::models::lstm::features::{Bar, FeatureSettings, FeatureState, History, N_FEATURES};
+use crate::models::lstm::net::{Dims, LstmNet, Rng, Weights};
+use crate::models::lstm::series::Series;
+use crate::models::lstm::train::{Adam, AdamSettings, train_step};
 
 /// When and how the model trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,10 +149,10 @@ pub struct LstmModel {
     pub(crate) device: Device,
     pub(crate) weights: Weights,
     net: LstmNet,
-    /// The device is the CPU (`flex`): streaming steps run on [`crate::lstm::host::step`] from
+    /// The device is the CPU (`flex`): streaming steps run on [`crate::models::lstm::host::step`] from
     /// [`LstmModel::weights`] instead of through burn (same maths, a fraction of the cost).
     host: bool,
-    scratch: crate::lstm::host::Scratch,
+    scratch: crate::models::lstm::host::Scratch,
     /// The head's quantiles of one series, sorted ([`sort_quantiles`]).
     sorted: Vec<f64>,
     pub(crate) adam: Adam,
@@ -252,7 +252,7 @@ impl LstmModel {
         let mut model = Self {
             levels,
             host: device == Device::flex(),
-            scratch: crate::lstm::host::Scratch::default(),
+            scratch: crate::models::lstm::host::Scratch::default(),
             sorted: Vec::new(),
             device,
             adam: Adam::new(dims.parameters()),
@@ -536,7 +536,7 @@ impl LstmModel {
             return Ok(());
         }
         let res = if self.host {
-            crate::lstm::host::step(&self.weights, &xh, &cs, rows.len(), &mut self.scratch)?
+            crate::models::lstm::host::step(&self.weights, &xh, &cs, rows.len(), &mut self.scratch)?
         } else {
             self.net.step_host(xh, cs, rows.len())?
         };

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Output `k·Q + j` is quantile `j` of horizon `k` (in the scaled units of
-//! [`crate::lstm::features`]). Training uses the pinball loss averaged over outputs and steps,
+//! [`crate::models::lstm::features`]). Training uses the pinball loss averaged over outputs and steps,
 //! `L = mean(max(τ·e, (τ − 1)·e))` with `e = y − ŷ`, computed as `τ·e − min(e, 0)`.
 //!
 //! The host copy of the parameters, [`Weights`], is the source of truth (checkpoints, hot

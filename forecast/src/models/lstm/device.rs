@@ -100,7 +100,7 @@ pub fn probe_wgpu() -> Result<Device> {
             TensorData::new(vec![0.5f32, -1.0, 0.0, 0.25], [2, 2]),
             &device,
         );
-        let got = crate::lstm::net::read(sigmoid(a.matmul(b)))?;
+        let got = crate::models::lstm::net::read(sigmoid(a.matmul(b)))?;
         // [[0.5, -0.5], [1.5, -2.0]] through the logistic function.
         let want = [0.5f64, -0.5, 1.5, -2.0].map(|z| 1.0 / (1.0 + (-z).exp()));
         let ok = got.len() == 4

@@ -1,17 +1,24 @@
-//! The model registry: every forecasting model by name, and the forecast stage built from a
-//! list of names. Used by `tickcast run`, `tickcast demo` and `tickcast backtest`, so all three
-//! run exactly the same models.
+//! The models, and the list of them: every forecasting model by name, and the forecast stage
+//! built from a list of names. Used by `tickcast run`, `tickcast demo` and `tickcast backtest`,
+//! so all three run exactly the same models.
+
+pub mod ensemble;
+pub mod ets;
+pub mod garch;
+pub mod lstm;
+pub mod naive;
+pub mod trend;
 
 use std::path::PathBuf;
 
-use crate::calibrated::{Calibrated, CalibrationSettings};
-use crate::ensemble::EnsembleSettings;
-use crate::ets::{EtsModel, EtsSettings};
-use crate::garch::model::{GarchModel, GarchSettings};
-use crate::lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
-use crate::naive::Naive;
+use self::ensemble::EnsembleSettings;
+use self::ets::{EtsModel, EtsSettings};
+use self::garch::model::{GarchModel, GarchSettings};
+use self::lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
+use self::naive::Naive;
+use self::trend::{TrendModel, TrendSettings};
+use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
 use crate::stage::{ENSEMBLE, ForecastStage};
-use crate::trend::{TrendModel, TrendSettings};
 use crate::{Forecaster, NAIVE};
 use anyhow::{Context as _, Result, anyhow, bail};
 

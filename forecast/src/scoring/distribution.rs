@@ -1,8 +1,8 @@
 //! Each forecast's predictive distribution, as the live stage publishes it: nine quantiles
-//! ([`super::quantiles`]) and the calibration of its touch probabilities ([`super::touch`]),
+//! ([`crate::scoring::quantiles`]) and the calibration of its touch probabilities ([`crate::scoring::touch`]),
 //! both learnt online per series, model and horizon from the forecasts scored so far.
 //!
-//! The scorer ([`super::scorer::Scorer`]) owns the calibrators, beside the rolling scores: when
+//! The scorer ([`crate::scoring::scorer::Scorer`]) owns the calibrators, beside the rolling scores: when
 //! a forecast is recorded it gets its quantiles and touch calibration from them
 //! ([`Calibrators::publish`]); when its target bar closes, the calibrators learn from the
 //! outcome and the distribution scores take it in ([`Calibrators::learn`]). What was published
@@ -20,10 +20,10 @@
 
 use tickcast_pipeline::domain::{Forecast, TouchCalibration};
 
-use super::calibrated::spread;
-use super::checkpoint::{Dec, Enc};
-use super::quantiles::{QuantileCalibrator, QuantileScore, crps};
-use super::touch::{TouchCalibrator, TouchScore, touch_pair};
+use crate::checkpoint::{Dec, Enc};
+use crate::scoring::calibrated::spread;
+use crate::scoring::quantiles::{QuantileCalibrator, QuantileScore, crps};
+use crate::scoring::touch::{TouchCalibrator, TouchScore, touch_pair};
 
 /// Touch levels the calibrators learn and are scored at, in units of the forecast's spread.
 pub const TOUCH_UNITS: [f64; 2] = [1.0, 2.0];

@@ -4,7 +4,7 @@
 //! small operations per step forward and again backward, each of which pays dispatch and
 //! allocation on `flex`.
 //!
-//! Same network and loss as [`crate::lstm::net::LstmNet::sequence`] and [`crate::lstm::net::pinball`].
+//! Same network and loss as [`crate::models::lstm::net::LstmNet::sequence`] and [`crate::models::lstm::net::pinball`].
 //! With `Zₜ = [xₜ | hₜ₋₁]·W + b`, gates `[i | f | o | g]`, `R = (T − burn_in)·B` scored rows
 //! and `N = R·O` loss terms:
 //!
@@ -22,7 +22,7 @@
 //! The matrix products use the `gemm` crate on one thread. Results depend on the shapes (the
 //! kernel's blocking), which is harmless here: a training step's shapes are fixed by its
 //! settings, so a given batch always gives the same gradient. The streaming step, whose
-//! results must not depend on the batch, stays on [`crate::lstm::host::step`]. Tests check the
+//! results must not depend on the batch, stays on [`crate::models::lstm::host::step`]. Tests check the
 //! gradient against burn's autodiff on the same weights and batch.
 #![allow(unsafe_code)] // `gemm` takes raw pointers: `mm` checks every extent before the call
 
@@ -30,9 +30,9 @@ use std::cell::RefCell;
 
 use anyhow::{Result, ensure};
 
-use crate::lstm::batch::Batch;
-use crate::lstm::host::{sigmoid, tanh};
-use crate::lstm::net::Weights;
+use crate::models::lstm::batch::Batch;
+use crate::models::lstm::host::{sigmoid, tanh};
+use crate::models::lstm::net::Weights;
 
 /// A matrix operand: `rows × cols` values of `v` at `r·rs + c·cs`.
 #[derive(Debug, Clone, Copy)]
@@ -304,7 +304,7 @@ pub fn loss(w: &Weights, batch: &Batch, tau: &[f32]) -> Result<f32> {
 }
 
 /// The head's outputs for the scored steps, time-major `((T − burn_in)·B) × O`, like
-/// [`crate::lstm::net::LstmNet::sequence`] (the targets in `batch.y` are not used).
+/// [`crate::models::lstm::net::LstmNet::sequence`] (the targets in `batch.y` are not used).
 pub fn outputs(w: &Weights, batch: &Batch) -> Result<Vec<f32>> {
     let s = batch.shape;
     ensure!(
@@ -422,9 +422,9 @@ fn backward(w: &Weights, batch: &Batch, tr: &mut Trace) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lstm::batch::BatchShape;
-    use crate::lstm::net::{Dims, Rng};
-    use crate::lstm::train::burn_gradient;
+    use crate::models::lstm::batch::BatchShape;
+    use crate::models::lstm::net::{Dims, Rng};
+    use crate::models::lstm::train::burn_gradient;
     use burn::tensor::Device;
 
     fn case(seed: u64) -> (Weights, Batch, Vec<f32>) {
@@ -488,8 +488,8 @@ mod tests {
         let (w, batch, _) = case(4);
         let device = Device::flex();
         let s = batch.shape;
-        let net = crate::lstm::net::LstmNet::new(&w, &device);
-        let expect = crate::lstm::net::read(net.sequence(
+        let net = crate::models::lstm::net::LstmNet::new(&w, &device);
+        let expect = crate::models::lstm::net::read(net.sequence(
             Tensor::<3>::from_data(
                 TensorData::new(batch.x.clone(), [s.steps, s.batch, w.dims.inputs]),
                 &device,

@@ -18,13 +18,13 @@
 //! The exponential is a branch-free `f32` approximation (range reduction by `ln 2`, a degree-7
 //! Taylor polynomial on `|r| ≤ ln 2 / 2`, the power of two written into the exponent bits), so
 //! the gate loops vectorise; its relative error is below 5·10⁻⁷, and the step agrees with
-//! burn's within 2·10⁻⁶ (tests below). Same maths as [`crate::lstm::net::LstmNet::step`]:
+//! burn's within 2·10⁻⁶ (tests below). Same maths as [`crate::models::lstm::net::LstmNet::step`]:
 //! gate columns `[i | f | o | g]`, `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')`, `ŷ = h'·A + a`.
 #![allow(unsafe_code)] // calls the AVX2 copy after checking that the CPU has AVX2
 
 use anyhow::{Result, ensure};
 
-use crate::lstm::net::{StepOut, Weights};
+use crate::models::lstm::net::{StepOut, Weights};
 
 /// Rows that share each loaded row of a weight matrix.
 const BLOCK: usize = 6;
@@ -39,7 +39,7 @@ pub struct Scratch {
 }
 
 /// One step for `n` rows: `xh` is `[xₜ | hₜ₋₁]` (`n × (F + H)`), `c` is `cₜ₋₁` (`n × H`),
-/// row-major; returns `(hₜ, cₜ, ŷₜ)` like [`crate::lstm::net::LstmNet::step_host`].
+/// row-major; returns `(hₜ, cₜ, ŷₜ)` like [`crate::models::lstm::net::LstmNet::step_host`].
 pub fn step(
     w: &Weights,
     xh: &[f32],
@@ -250,7 +250,7 @@ pub fn tanh(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lstm::net::{Dims, LstmNet, Rng};
+    use crate::models::lstm::net::{Dims, LstmNet, Rng};
     use burn::tensor::Device;
 
     #[test]

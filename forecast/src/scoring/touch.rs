@@ -24,7 +24,7 @@ use std::f64::consts::SQRT_2;
 
 use tickcast_pipeline::domain::Forecast;
 
-use super::Z95;
+use crate::Z95;
 
 /// The standard normal distribution function.
 pub fn norm_cdf(x: f64) -> f64 {
@@ -101,7 +101,7 @@ pub fn above_probability(
     hi95: f64,
     level: f64,
 ) -> Option<f64> {
-    const Z: [f64; 5] = [-Z95, -super::Z80, 0.0, super::Z80, Z95];
+    const Z: [f64; 5] = [-Z95, -crate::Z80, 0.0, crate::Z80, Z95];
     above_from_quantiles(&[lo95, lo80, point, hi80, hi95], &Z, level)
 }
 
@@ -154,10 +154,10 @@ pub fn above_from_quantiles<const N: usize>(
 }
 
 /// The drift and spread of a forecast over its horizon, in log price from its last close;
-/// `None` without a usable 95% band ([`super::calibrated::spread`]'s rule).
+/// `None` without a usable 95% band ([`crate::scoring::calibrated::spread`]'s rule).
 pub fn drift_and_spread(last: f64, point: f64, hi95: f64) -> Option<(f64, f64)> {
     let mu = (point / last).ln();
-    let s = super::calibrated::spread(point, hi95)?;
+    let s = crate::scoring::calibrated::spread(point, hi95)?;
     mu.is_finite().then_some((mu, s))
 }
 
@@ -166,7 +166,7 @@ pub fn drift_and_spread(last: f64, point: f64, hi95: f64) -> Option<(f64, f64)> 
 /// version 1 forecast ([`above_probability`]).
 pub fn above_of(f: &Forecast, level: f64) -> Option<f64> {
     match &f.quantiles {
-        Some(q) => above_from_quantiles(q, &super::quantiles::NORMAL, level),
+        Some(q) => above_from_quantiles(q, &crate::scoring::quantiles::NORMAL, level),
         None => above_probability(f.point, f.lo80, f.hi80, f.lo95, f.hi95, level),
     }
 }
@@ -324,7 +324,7 @@ impl TouchScore {
         })
     }
 
-    pub(crate) fn save(&self, e: &mut super::checkpoint::Enc) {
+    pub(crate) fn save(&self, e: &mut crate::checkpoint::Enc) {
         e.u64(self.n)
             .f64(self.weight)
             .f64(self.brier)
@@ -332,7 +332,7 @@ impl TouchScore {
         e.f64s(self.bins.as_flattened().iter());
     }
 
-    pub(crate) fn load(d: &mut super::checkpoint::Dec<'_>) -> anyhow::Result<Self> {
+    pub(crate) fn load(d: &mut crate::checkpoint::Dec<'_>) -> anyhow::Result<Self> {
         let (n, weight, brier, reference_brier) = (d.u64()?, d.f64()?, d.f64()?, d.f64()?);
         let flat = d.f64s()?;
         if flat.len() != 30 {
@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn the_nine_quantiles_give_the_probability_above_a_level() {
-        use crate::quantiles::{LEVELS, NORMAL};
+        use crate::scoring::quantiles::{LEVELS, NORMAL};
         let q = [95.0, 96.0, 97.0, 99.0, 100.0, 101.0, 103.0, 104.0, 105.0];
         for (x, tau) in q.iter().zip(LEVELS) {
             let p = above_from_quantiles(&q, &NORMAL, *x).expect("usable");

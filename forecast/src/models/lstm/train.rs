@@ -1,5 +1,5 @@
 //! Training: batches of windows drawn from the series' histories, one pinball-loss gradient
-//! step (on the CPU by [`crate::lstm::host_train`], on other devices by burn's autodiff), and Adam
+//! step (on the CPU by [`crate::models::lstm::host_train`], on other devices by burn's autodiff), and Adam
 //! with global-norm gradient clipping on the host.
 //!
 //! Adam (Kingma & Ba) for parameter vector `θ` and gradient `g` at step `t`:
@@ -17,8 +17,8 @@
 use anyhow::{Result, ensure};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::lstm::batch::Batch;
-use crate::lstm::net::{LstmNet, Weights, pinball, read};
+use crate::models::lstm::batch::Batch;
+use crate::models::lstm::net::{LstmNet, Weights, pinball, read};
 
 /// Optimizer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,7 +100,7 @@ impl Adam {
 
 /// One gradient step on `device` (an autodiff device): forward, pinball loss, backward, then
 /// Adam on the host. Returns the batch loss before the update. On the CPU (`flex`) the
-/// gradient comes from [`crate::lstm::host_train`]; elsewhere from burn's autodiff.
+/// gradient comes from [`crate::models::lstm::host_train`]; elsewhere from burn's autodiff.
 pub fn train_step(
     weights: &mut Weights,
     adam: &mut Adam,
@@ -110,7 +110,7 @@ pub fn train_step(
     device: &Device,
 ) -> Result<f32> {
     let (value, g) = if on_host(device) {
-        crate::lstm::host_train::gradient(weights, batch, tau)?
+        crate::models::lstm::host_train::gradient(weights, batch, tau)?
     } else {
         burn_gradient(weights, batch, tau, device)?
     };
@@ -133,7 +133,7 @@ pub fn burn_gradient(
     tau: &[f32],
     device: &Device,
 ) -> Result<(f32, Vec<f32>)> {
-    crate::lstm::host_train::check(weights, batch, tau)?;
+    crate::models::lstm::host_train::check(weights, batch, tau)?;
     let d = weights.dims;
     let s = batch.shape;
     let net = LstmNet::new(weights, device);
@@ -168,7 +168,7 @@ pub fn burn_gradient(
 /// The pinball loss of `weights` on `batch`, without a gradient (validation).
 pub fn batch_loss(weights: &Weights, batch: &Batch, tau: &[f32], device: &Device) -> Result<f32> {
     if on_host(device) {
-        return crate::lstm::host_train::loss(weights, batch, tau);
+        return crate::models::lstm::host_train::loss(weights, batch, tau);
     }
     let d = weights.dims;
     let s = batch.shape;
@@ -188,9 +188,9 @@ pub fn batch_loss(weights: &Weights, batch: &Batch, tau: &[f32], device: &Device
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lstm::batch::{BatchShape, sample_batch};
-    use crate::lstm::features::{FeatureSettings, History};
-    use crate::lstm::net::Rng;
+    use crate::models::lstm::batch::{BatchShape, sample_batch};
+    use crate::models::lstm::features::{FeatureSettings, History};
+    use crate::models::lstm::net::Rng;
 
     #[test]
     fn adam_first_step_moves_each_parameter_by_the_learning_rate() {

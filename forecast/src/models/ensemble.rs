@@ -29,10 +29,10 @@
 use anyhow::Result;
 use tickcast_pipeline::domain::Candle;
 
-use super::calibrated::SeriesState as CalSeries;
-use super::checkpoint::{Dec, Enc};
-use super::scorer::Scorer;
-use super::{NAIVE, Prediction, SeriesKey, SeriesMap, SeriesRef};
+use crate::checkpoint::{Dec, Enc};
+use crate::scoring::calibrated::SeriesState as CalSeries;
+use crate::scoring::scorer::Scorer;
+use crate::{NAIVE, Prediction, SeriesKey, SeriesMap, SeriesRef};
 
 /// A model's relative MSE counts as at least this (a perfect recent record gets a large,
 /// finite weight).
@@ -191,7 +191,7 @@ fn band_source(
                 s.n >= settings.min_points
                     && s.effective_points() / f64::from(horizon.max(1)) >= settings.min_independent
             })
-            .and_then(super::accuracy::Score::winkler95)
+            .and_then(crate::scoring::accuracy::Score::winkler95)
     };
     let mut best: Option<(&str, f64)> = None;
     for &m in members {
@@ -230,8 +230,8 @@ fn moved(horizon: u32, point: f64, band: &Prediction) -> Prediction {
 
 impl Ensemble {
     /// Revision 2: point and bands chosen apart.
-    pub fn version(&self) -> super::ModelVersion {
-        super::ModelVersion::new(2, &self.settings)
+    pub fn version(&self) -> crate::ModelVersion {
+        crate::ModelVersion::new(2, &self.settings)
     }
 
     pub fn new(settings: EnsembleSettings) -> Self {
@@ -259,7 +259,7 @@ impl Ensemble {
         let mut parts: Vec<(f64, &Prediction)> = Vec::new();
         for np in naive.iter() {
             let h = np.horizon;
-            let w = super::entry(&mut s.weights, h, Weights::default);
+            let w = crate::entry(&mut s.weights, h, Weights::default);
             if w.by_model.is_empty() || s.bar >= w.set_at_bar + settings.cooldown {
                 let names: Vec<&str> = members.iter().map(|(m, _)| *m).collect();
                 w.by_model = weights(&settings, scorer, key, h, &names);
@@ -403,7 +403,7 @@ impl Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scorer::ScorerSettings;
+    use crate::scoring::scorer::ScorerSettings;
     use crate::series_key;
     use crate::testing::synthetic_candles;
     use rust_decimal::prelude::ToPrimitive as _;

@@ -1,9 +1,9 @@
 //! Training batches: windows drawn from the series' histories, time-major, with each
 //! horizon's target repeated for its quantiles. What the gradient (on the host,
-//! [`crate::lstm::host_train`], or through burn, [`crate::lstm::train`]) is computed on.
+//! [`crate::models::lstm::host_train`], or through burn, [`crate::models::lstm::train`]) is computed on.
 
-use crate::lstm::features::{BAR_VALUES, FeatureSettings, History, N_FEATURES, target};
-use crate::lstm::net::Rng;
+use crate::models::lstm::features::{BAR_VALUES, FeatureSettings, History, N_FEATURES, target};
+use crate::models::lstm::net::Rng;
 
 /// Shapes of a training batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -168,7 +168,7 @@ impl Score {
     }
 
     /// Appends the score to a checkpoint.
-    pub fn save(&self, e: &mut super::checkpoint::Enc) {
+    pub fn save(&self, e: &mut crate::checkpoint::Enc) {
         e.u64(self.n);
         let mut copy = *self;
         for f in copy.sums_mut() {
@@ -177,7 +177,7 @@ impl Score {
     }
 
     /// Reads a score written by [`Score::save`].
-    pub fn load(d: &mut super::checkpoint::Dec<'_>) -> anyhow::Result<Self> {
+    pub fn load(d: &mut crate::checkpoint::Dec<'_>) -> anyhow::Result<Self> {
         let mut s = Score {
             n: d.u64()?,
             ..Score::default()

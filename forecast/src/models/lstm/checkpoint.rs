@@ -6,7 +6,7 @@
 //! the background thread is not part of it.
 //!
 //! `f32` vectors are stored as their little-endian bits, so every round trip is exact. A
-//! series' own checkpoint is [`crate::lstm::series::Series::save`]'s.
+//! series' own checkpoint is [`crate::models::lstm::series::Series::save`]'s.
 
 use crate::checkpoint::{Dec, Enc};
 use anyhow::{Result, anyhow, ensure};
@@ -14,9 +14,9 @@ use burn::module::Module as _;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
-use crate::lstm::features::FeatureSettings;
-use crate::lstm::net::{Dims, LstmNet, Rng, Weights};
-use crate::lstm::train::Adam;
+use crate::models::lstm::features::FeatureSettings;
+use crate::models::lstm::net::{Dims, LstmNet, Rng, Weights};
+use crate::models::lstm::train::Adam;
 
 const MODEL_FORMAT: u8 = 1;
 
@@ -116,10 +116,10 @@ pub fn load_model(bytes: &[u8]) -> Result<ModelState<Weights>> {
         outputs: d.u32()? as usize,
     };
     ensure!(
-        dims.inputs == crate::lstm::features::N_FEATURES,
+        dims.inputs == crate::models::lstm::features::N_FEATURES,
         "checkpoint has {} features per step, this build {}",
         dims.inputs,
-        crate::lstm::features::N_FEATURES
+        crate::models::lstm::features::N_FEATURES
     );
     let nh = d.u32()? as usize;
     ensure!(nh <= 1024, "checkpoint lists {nh} horizons");

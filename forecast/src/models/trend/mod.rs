@@ -33,8 +33,8 @@ use std::collections::{HashMap, VecDeque};
 use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
-use super::checkpoint::{Dec, Enc};
-use super::{
+use crate::checkpoint::{Dec, Enc};
+use crate::{
     Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, SeriesRef, Z80, Z95, series_of,
 };
 use design::{Design, FitSettings, Layout};
@@ -209,7 +209,7 @@ impl Forecaster for TrendModel {
         if !close.is_finite() || close <= 0.0 {
             return;
         }
-        let bar = super::bar_ms(c);
+        let bar = crate::bar_ms(c);
         let settings = self.settings;
         let phase = schedule_phase(series_of(c), settings.refit_every);
         let s = self
@@ -229,7 +229,7 @@ impl Forecaster for TrendModel {
         s.last_open_ms = c.open_ms;
         let y = close.ln();
         if let Some(&prev) = s.window.back() {
-            s.variance = super::ewma_variance(s.variance, y - prev, s.window.len() == 1);
+            s.variance = crate::ewma_variance(s.variance, y - prev, s.window.len() == 1);
         }
         if s.window.len() == settings.window.max(3) {
             s.window.pop_front();
@@ -310,7 +310,7 @@ impl Forecaster for TrendModel {
         let variance = if version >= 2 {
             d.f64()?
         } else {
-            super::window_variance(&window)
+            crate::window_variance(&window)
         };
         let fit = if d.bool()? {
             let n = d.u32()? as usize;
@@ -497,7 +497,7 @@ mod tests {
         assert_eq!(s.window.len(), 150);
         assert!(s.fit.is_none());
         assert_eq!(
-            super::super::window_variance(&s.window).to_bits(),
+            crate::window_variance(&s.window).to_bits(),
             s.variance.to_bits()
         );
         let naive_like: f64 = {

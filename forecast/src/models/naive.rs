@@ -6,8 +6,8 @@ use tickcast_pipeline::domain::Candle;
 
 use anyhow::Result;
 
-use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, series_of};
+use crate::checkpoint::{Dec, Enc};
+use crate::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z80, Z95, series_of};
 
 /// Per-series state.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +29,7 @@ pub struct Naive {
 impl Default for Naive {
     fn default() -> Self {
         Self {
-            lambda: super::RETURN_LAMBDA,
+            lambda: crate::RETURN_LAMBDA,
             min_returns: 1,
             series: SeriesMap::default(),
         }

@@ -39,8 +39,8 @@ use augurs::ets::model::{
 };
 use tickcast_pipeline::domain::Candle;
 
-use super::checkpoint::{Dec, Enc};
-use super::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, series_of};
+use crate::checkpoint::{Dec, Enc};
+use crate::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, series_of};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -254,10 +254,10 @@ impl Forecaster for EtsModel {
         if !close.is_finite() || close <= 0.0 || horizons.contains(&0) {
             return;
         }
-        let bar = super::bar_ms(c);
+        let bar = crate::bar_ms(c);
         let st = self.settings;
         let every = st.refit_every.max(1);
-        let phase = super::trend::schedule_phase(series_of(c), every);
+        let phase = crate::models::trend::schedule_phase(series_of(c), every);
         let s = self
             .series
             .get_or_insert_with(series_of(c), || Series::new(c.open_ms));
@@ -278,7 +278,7 @@ impl Forecaster for EtsModel {
         }
         let y = close.ln();
         if let Some(&prev) = s.window.back() {
-            s.variance = super::ewma_variance(s.variance, y - prev, s.window.len() == 1);
+            s.variance = crate::ewma_variance(s.variance, y - prev, s.window.len() == 1);
         }
         s.window.push_back(y);
         s.bars += 1;
@@ -342,7 +342,7 @@ impl Forecaster for EtsModel {
         let variance = if version >= 2 {
             d.f64()?
         } else {
-            super::window_variance(&window)
+            crate::window_variance(&window)
         };
         let fit = if d.bool()? {
             let f = EtsPath::new(d.f64s()?, d.f64s()?, d.f64s()?);

@@ -10,11 +10,11 @@ use crate::{SeriesKey, series_key};
 use anyhow::{Result, bail};
 use tickcast_pipeline::domain::Candle;
 
-use crate::lstm::batch::{Batch, sample_batch};
-use crate::lstm::features::{Bar, FeatureSettings, FeatureState, History};
-use crate::lstm::model::LstmModel;
-use crate::lstm::net::Rng;
-use crate::lstm::train::{batch_loss, train_step};
+use crate::models::lstm::batch::{Batch, sample_batch};
+use crate::models::lstm::features::{Bar, FeatureSettings, FeatureState, History};
+use crate::models::lstm::model::LstmModel;
+use crate::models::lstm::net::Rng;
+use crate::models::lstm::train::{batch_loss, train_step};
 use rust_decimal::prelude::ToPrimitive as _;
 
 /// Pre-training settings.

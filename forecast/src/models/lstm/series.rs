@@ -6,8 +6,8 @@
 use crate::checkpoint::{Dec, Enc};
 use anyhow::{Result, ensure};
 
-use crate::lstm::checkpoint::{f32_bytes, f32s};
-use crate::lstm::features::{BAR_VALUES, FeatureState, History};
+use crate::models::lstm::checkpoint::{f32_bytes, f32s};
+use crate::models::lstm::features::{BAR_VALUES, FeatureState, History};
 
 const SERIES_FORMAT: u8 = 1;
 
