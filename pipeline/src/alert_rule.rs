@@ -33,7 +33,7 @@
 //!
 //! `above` and `below` read the forecast's calibrated bands and point as its 2.5, 10, 50, 90 and
 //! 97.5% quantiles; `touch` is the chance that the price reaches `level` at any time before
-//! the target bar ([`crate::forecast::touch`]). The event's `value` is the probability.
+//! the target bar (`tickcast_forecast::scoring::touch`). The event's `value` is the probability.
 
 use std::collections::HashSet;
 use std::path::Path;
