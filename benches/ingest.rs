@@ -24,7 +24,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
 use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::connectors;
+use tickcast_pipeline::exchanges;
 use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
 use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown;
@@ -154,7 +154,7 @@ async fn main() {
     let mut feed = FeedOptions::new(url, vec!["BTC-USDT".into(), "ETH-USDT".into()]);
     // The simulated market keeps its own clock (from 2023, faster than the wall).
     feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
-    let connector = Arc::from(connectors::lookup("binance").unwrap());
+    let connector = Arc::from(exchanges::lookup("binance").unwrap());
 
     println!(
         "tickcast ingest throughput: {trades} trades, replay (binance) → ingest → {bootstrap}"

@@ -34,7 +34,8 @@ use tickcast_pipeline::bus::{Cluster, KafkaSettings};
 use tickcast_pipeline::codec::Topics;
 use tickcast_pipeline::deadletter::DeadLetter;
 use tickcast_pipeline::domain::{Forecast, Tick};
-use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, sims};
+use tickcast_pipeline::exchanges;
+use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::simulator::{SimConfig, Simulator};
 use tickcast_store::{self as store, AlertEventQuery, ForecastQuery, Store};
@@ -399,7 +400,7 @@ async fn every_fault_at_once_changes_no_result() {
     .await;
     assert!(ended, "the market did not finish");
     note("market finished");
-    let sim = sims::by_name("binance").unwrap();
+    let sim = exchanges::sim("binance").unwrap();
     let happened = market.happened();
     let sent_ids = sent.ids();
     // Per symbol, everything from the first trade a connection sent on.

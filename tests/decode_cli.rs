@@ -1,6 +1,7 @@
-//! `tickcast decode` end to end: the real binary on the hand-written frames in
-//! `tests/fixtures/exchanges/` (one file per connector, written from each exchange's documented
-//! message formats, plus `<name>.bad.jsonl` with one undecodable line between two good ones).
+//! `tickcast decode` end to end: the real binary on the hand-written frames in each exchange's
+//! `pipeline/src/exchanges/<exchange>/fixtures/` (`<name>.jsonl` per connector name, written
+//! from the exchange's documented message formats, plus `<name>.bad.jsonl` with one
+//! undecodable line between two good ones).
 //! Asserts the exact JSON lines of the ticks, the summary numbers and the exit status.
 #![allow(clippy::unwrap_used)]
 
@@ -8,14 +9,20 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use tickcast_pipeline::connectors::NAMES;
+use tickcast_pipeline::exchanges::{self, NAMES};
 
 const RECEIVED_MS: i64 = 7;
 
-fn fixture(name: &str) -> PathBuf {
+/// `file` of the fixtures of the exchange that connector `exchange` belongs to.
+fn fixture(exchange: &str, file: &str) -> PathBuf {
+    let folder = exchanges::find(exchange)
+        .unwrap_or_else(|| panic!("unknown connector `{exchange}`"))
+        .folder;
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/exchanges")
-        .join(name)
+        .join("pipeline/src/exchanges")
+        .join(folder)
+        .join("fixtures")
+        .join(file)
 }
 
 fn tickcast(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -38,7 +45,7 @@ fn tickcast(args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn decode_file(exchange: &str, file: &str) -> Output {
-    let path = fixture(file);
+    let path = fixture(exchange, file);
     tickcast(
         &[
             "decode",
@@ -197,9 +204,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "coinbase",
-            // Advanced Trade `market_trades`: `side` is the maker's (see connectors/coinbase.rs),
-            // the tick carries the taker's; trade ids are the integer the text spells
-            // (`000000011` → `11`), the same as the Exchange feed's numeric ids.
+            // Advanced Trade `market_trades`: `side` is the maker's (see
+            // pipeline/src/exchanges/coinbase/connector.rs), the tick carries the taker's; trade
+            // ids are the integer the text spells (`000000011` → `11`), the same as the Exchange
+            // feed's numeric ids.
             good: vec![
                 tick(
                     "coinbase",
@@ -622,7 +630,7 @@ fn binance_summary_lists_skips_by_reason() {
 
 #[test]
 fn stdin_is_read_when_the_file_is_absent_or_dash() {
-    let frames = std::fs::read(fixture("binance.jsonl")).unwrap();
+    let frames = std::fs::read(fixture("binance", "binance.jsonl")).unwrap();
     let from_file = decode_file("binance", "binance.jsonl");
     for args in [
         vec![

@@ -24,8 +24,8 @@ use rdkafka::{ClientConfig, Message as _};
 use tickcast_pipeline::bus::Publisher;
 use tickcast_pipeline::connectors;
 use tickcast_pipeline::domain::Tick;
+use tickcast_pipeline::exchanges;
 use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
-use tickcast_pipeline::replay::sims;
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer};
 use tickcast_pipeline::shutdown;
 use tickcast_pipeline::simulator::SimConfig;
@@ -154,8 +154,8 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
         .with_test_writer()
         .try_init();
     let env = Env::new(Mode::Real, &format!("faults-{name}"), 1).await?;
-    let connector: Arc<dyn connectors::Connector> = Arc::from(connectors::lookup(name).unwrap());
-    let sim = sims::by_name(name).unwrap();
+    let connector: Arc<dyn connectors::Connector> = Arc::from(exchanges::lookup(name).unwrap());
+    let sim = exchanges::sim(name).unwrap();
     let mut cfg = SimConfig::default_symbols(7, 1_700_000_000_000);
     for sym in s.extra_symbols {
         cfg.symbols
@@ -231,7 +231,7 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
         .cloned()
         .collect();
     assert_eq!(happened.len() as u64, TRADES, "{name}");
-    let sequential = connectors::lookup(name).unwrap().info().sequential_ids;
+    let sequential = exchanges::lookup(name).unwrap().info().sequential_ids;
     let want = if sequential {
         since_first_sent.len()
     } else {
@@ -262,7 +262,7 @@ async fn nothing_lost_nothing_twice(name: &str) {
     let Some(o) = run_scenario(name, fault_storm()).await else {
         return;
     };
-    let sequential = connectors::lookup(name).unwrap().info().sequential_ids;
+    let sequential = exchanges::lookup(name).unwrap().info().sequential_ids;
     let twice: Vec<_> = o.kafka.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{name}: duplicated in Kafka: {twice:?}");
     let got: Ids = o.kafka.keys().cloned().collect();
@@ -415,7 +415,7 @@ async fn a_killed_ingest_resumes_from_the_topic_and_backfills_the_downtime() {
     let Some(env) = Env::new(Mode::Real, "faults-restart", 1).await else {
         return;
     };
-    let sim = sims::by_name("binance").unwrap();
+    let sim = exchanges::sim("binance").unwrap();
     let mut opts = ReplayOptions::new(SimConfig::default_symbols(11, 1_700_000_000_000));
     opts.total = Some(4_500);
     opts.rate = 300.0;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tickcast_pipeline::connectors::{self, Decoded};
+use tickcast_pipeline::connectors::Decoded;
 use tickcast_pipeline::domain::{Side, Tick};
 
 /// How a recording is read.
@@ -282,7 +282,7 @@ struct Outcome {
 }
 
 fn decode_file(file: &str, path: &Path, name: &str, format: Format) -> Outcome {
-    let connector = connectors::by_name(name).unwrap();
+    let connector = tickcast_pipeline::exchanges::connector(name).unwrap();
     let exchange = connector.info().exchange;
     let mut o = Outcome::default();
     let mut expected_total = 0;

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tickcast_pipeline::connectors::{self, Decoded, NAMES};
-use tickcast_pipeline::replay::sims;
+use tickcast_pipeline::connectors::Decoded;
+use tickcast_pipeline::exchanges::{self, NAMES};
 use tickcast_pipeline::simulator::{SimConfig, Simulator};
 
 const SIM_FRAMES: usize = 2000;
@@ -29,7 +29,7 @@ fn sim_inputs() -> Vec<Input> {
         .collect();
     let mut out = Vec::new();
     for name in NAMES {
-        let Some(sim) = sims::by_name(name) else {
+        let Some(sim) = exchanges::sim(name) else {
             continue;
         };
         let paths: &[&str] = if name.starts_with("binance") {
@@ -114,7 +114,7 @@ fn shared_inputs() -> Vec<Input> {
 
 /// Trades in `frames` according to the connector; `None` when it cannot decode them all.
 fn count_trades(connector: &str, frames: &[String]) -> Option<u64> {
-    let c = connectors::by_name(connector)?;
+    let c = exchanges::connector(connector)?;
     let mut out = Vec::new();
     let mut n = 0;
     for f in frames {
@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
             );
             continue;
         };
-        let connector = connectors::by_name(input.connector).expect("known connector");
+        let connector = exchanges::connector(input.connector).expect("known connector");
         let frames = &input.frames;
         // Frames per second (with the JSON-only baseline), then trades per second.
         for (unit, elements) in [("frames", frames.len() as u64), ("trades", trades)] {

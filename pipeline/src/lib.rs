@@ -12,7 +12,9 @@
 //! - [`stage`] — the stage runner: batch → handler → produce → store offsets.
 //! - [`deadletter`] — poison messages with their reason.
 //! - [`candles`] — the candles stage (event-time OHLCV windows).
-//! - [`connectors`] — one module per exchange behind one trait.
+//! - [`connectors`] — the `Connector` trait every exchange implements, and its parsing helpers.
+//! - [`exchanges`] — one folder per exchange (connector, replay server, fixtures) and the one
+//!   table that names them.
 //! - [`ingest`] — the feed session loop.
 //! - [`simulator`], [`replay`] — the seeded market and the local exchange that serves it.
 //! - [`shutdown`], [`telemetry`] — shutdown signal, metrics and logs.
@@ -25,6 +27,7 @@ pub mod connectors;
 pub mod deadletter;
 pub mod domain;
 pub mod embedded;
+pub mod exchanges;
 pub mod ingest;
 pub mod interval;
 pub mod replay;

@@ -1,9 +1,9 @@
 //! Property tests of every connector's parsers: arbitrary bytes and strings, and mutated
-//! real-looking frames (the hand-written fixtures in `tests/fixtures/exchanges`, the frames and
-//! REST pages each protocol's simulator writes), fed to `decode` and `backfill_decode`. Nothing
-//! may panic, and results must be consistent: `Trades(n)` pushed exactly `n` ticks, other
-//! outcomes pushed none, and every tick pushed has a positive price and size and the
-//! connector's exchange id.
+//! real-looking frames (the hand-written fixtures in `pipeline/src/exchanges/*/fixtures/`, the
+//! frames and REST pages each protocol's simulator writes), fed to `decode` and
+//! `backfill_decode`. Nothing may panic, and results must be consistent: `Trades(n)` pushed
+//! exactly `n` ticks, other outcomes pushed none, and every tick pushed has a positive price
+//! and size and the connector's exchange id.
 //!
 //! Cases per property: 1,000, or `PROPTEST_CASES`.
 #![allow(clippy::unwrap_used)]
@@ -11,9 +11,9 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use tickcast_pipeline::connectors::{self, BackfillQuery, Connector, Decoded, NAMES};
+use tickcast_pipeline::connectors::{BackfillQuery, Connector, Decoded};
 use tickcast_pipeline::domain::Tick;
-use tickcast_pipeline::replay::sims;
+use tickcast_pipeline::exchanges::{self, EXCHANGES, NAMES};
 use tickcast_pipeline::simulator::{SimConfig, SimTrade, Simulator};
 
 fn cases() -> u32 {
@@ -36,7 +36,7 @@ fn all_connectors() -> &'static [Box<dyn Connector>] {
     C.get_or_init(|| {
         NAMES
             .iter()
-            .map(|n| connectors::by_name(n).unwrap())
+            .map(|n| exchanges::connector(n).unwrap())
             .collect()
     })
 }
@@ -52,13 +52,27 @@ fn seeds() -> &'static [String] {
     static S: OnceLock<Vec<String>> = OnceLock::new();
     S.get_or_init(|| {
         let mut out = Vec::new();
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/exchanges");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
+        // Every exchange folder's `fixtures/`, all files in the order of their names.
+        let mut dirs: Vec<_> = EXCHANGES
+            .iter()
+            .map(|e| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("src/exchanges")
+                    .join(e.folder)
+                    .join("fixtures")
+            })
             .collect();
-        files.sort();
+        dirs.sort();
+        dirs.dedup();
+        let mut files: Vec<_> = dirs
+            .iter()
+            .flat_map(|dir| {
+                std::fs::read_dir(dir)
+                    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                    .map(|e| e.unwrap().path())
+            })
+            .collect();
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
             out.extend(
@@ -69,7 +83,7 @@ fn seeds() -> &'static [String] {
         }
         let trades = sim_trades();
         for name in NAMES {
-            let (Some(sim), Some(c)) = (sims::by_name(name), connectors::by_name(name)) else {
+            let (Some(sim), Some(c)) = (exchanges::sim(name), exchanges::connector(name)) else {
                 continue;
             };
             for (i, t) in trades.iter().enumerate().take(6) {

@@ -12,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use tickcast_pipeline::connectors::binance::Binance;
 use tickcast_pipeline::connectors::{Connector as _, Decoded};
-use tickcast_pipeline::replay::sims::binance::BinanceSim;
+use tickcast_pipeline::exchanges::binance::connector::Binance;
+use tickcast_pipeline::exchanges::binance::replay::BinanceSim;
 use tickcast_pipeline::replay::sims::{ClientRequest, ExchangeSim, RestReply};
 use tickcast_pipeline::replay::{
     Faults, MarketHandle, ReplayOptions, ReplayServer, SentLog, Source,
@@ -459,7 +459,7 @@ async fn greetings_heartbeats_and_rejections_are_sent() {
 /// reset it, and the client would lose what it had not read yet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_subscribe_frame_per_symbol_while_streaming_and_across_drops() {
-    use tickcast_pipeline::connectors::bitstamp::Bitstamp;
+    use tickcast_pipeline::exchanges::bitstamp::connector::Bitstamp;
     let faults = Faults {
         drop_every: Some(400),
         gap_on_drop: 25,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::connectors::{self, Connector, Decoded};
+use tickcast_pipeline::connectors::{Connector, Decoded};
 use tickcast_pipeline::domain::EventWindow;
 
 use crate::args::EventWindowArgs;
@@ -151,7 +151,7 @@ pub fn run(args: DecodeArgs) -> ! {
 }
 
 fn run_inner(args: &DecodeArgs) -> Result<i32, String> {
-    let connector = connectors::lookup(&args.exchange)?;
+    let connector = tickcast_pipeline::exchanges::lookup(&args.exchange)?;
     let received_ms = args.received_ms.unwrap_or_else(tickcast_pipeline::now_ms);
     let input: Box<dyn Read> = match &args.file {
         None => Box::new(std::io::stdin().lock()),

@@ -116,7 +116,8 @@ pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>,
     feeds
         .into_iter()
         .map(|f| {
-            let connector: Arc<dyn Connector> = Arc::from(connectors::lookup(f.exchange.trim())?);
+            let connector: Arc<dyn Connector> =
+                Arc::from(tickcast_pipeline::exchanges::lookup(f.exchange.trim())?);
             if !seen.insert(connector.info().name) {
                 return Err(format!("exchange `{}` is listed twice", f.exchange));
             }
@@ -155,7 +156,7 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
             .collect()
     };
     for e in &exchanges {
-        connectors::lookup(e)?;
+        tickcast_pipeline::exchanges::lookup(e)?;
     }
     let mut feeds: Vec<FeedSection> = exchanges
         .iter()

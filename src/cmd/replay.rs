@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tickcast_pipeline::connectors;
+use tickcast_pipeline::exchanges;
 use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, Source, source};
 use tickcast_pipeline::simulator::SimConfig;
 
@@ -85,12 +85,8 @@ pub struct ReplayArgs {
 }
 
 fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
-    if connectors::by_name(&args.exchange).is_none() {
-        bail!(
-            "unknown exchange `{}`; known: {}",
-            args.exchange,
-            connectors::NAMES.join(", ")
-        );
+    if exchanges::find(&args.exchange).is_none() {
+        bail!(exchanges::unknown(&args.exchange));
     }
     let source = match args.source.split_once(':') {
         _ if args.source == "simulator" => {

@@ -656,7 +656,7 @@ mod tests {
 
     #[test]
     fn rest_base_follows_the_websocket_url() {
-        let c = crate::connectors::lookup("binance").expect("binance");
+        let c = crate::exchanges::lookup("binance").expect("binance");
         let o = |url: &str| FeedOptions::new(url, vec![]).rest_base(&*c);
         assert_eq!(
             o("wss://stream.binance.com:9443/ws"),

@@ -31,7 +31,7 @@ pub struct Shared {
     pub sim: Arc<dyn ExchangeSim>,
     pub market: Arc<Market>,
     pub sent: SentLog,
-    pub faults: super::Faults,
+    pub faults: super::faults::Faults,
     /// The market advances on demand (rate 0, not live).
     pub on_demand: bool,
     pub heartbeat_every: Duration,

@@ -9,6 +9,8 @@
 //! - [`faults`] — drops, gaps, stalls, duplicates, garbage and skipped trades.
 //! - `conn`, `server` — one websocket connection; the HTTP router.
 //! - [`sent`] — what was sent, the oracle for fault tests.
+//! - [`sims`] — the `ExchangeSim` trait each exchange's server side implements (in its folder
+//!   of [`crate::exchanges`]), and its helpers.
 //!
 //! A connection receives the trades that happen after it subscribed, for its symbols (like a
 //! real exchange). Pacing: `rate` trades per second on the wall clock; with `live`, trades
@@ -95,15 +97,9 @@ pub struct ReplayServer {
 impl ReplayServer {
     /// Binds `addr` and opens the source (a CSV or frames file is read whole here).
     pub async fn bind(addr: &str, opts: ReplayOptions) -> Result<Self> {
-        let sim: Arc<dyn sims::ExchangeSim> = sims::by_name(&opts.exchange)
+        let sim: Arc<dyn sims::ExchangeSim> = crate::exchanges::sim(&opts.exchange)
             .map(Arc::from)
-            .ok_or_else(|| {
-                anyhow!(
-                    "unknown exchange `{}`; known: {}",
-                    opts.exchange,
-                    crate::connectors::NAMES.join(", ")
-                )
-            })?;
+            .ok_or_else(|| anyhow!(crate::exchanges::unknown(&opts.exchange)))?;
         Self::bind_with(addr, opts, sim).await
     }
 
@@ -133,7 +129,7 @@ impl ReplayServer {
 
     /// The websocket URL clients connect to: the exchange's own path (`/ws` for Binance).
     pub fn url(&self) -> Result<String> {
-        let path = crate::connectors::by_name(&self.opts.exchange)
+        let path = crate::exchanges::connector(&self.opts.exchange)
             .map(|c| ws_path(c.info().ws_url).to_string())
             .unwrap_or_else(|| "/".into());
         Ok(format!("ws://{}{path}", self.local_addr()?))

@@ -41,7 +41,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
+use crate::connectors::{
     BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing,
     parse_canonical, positive_decimal, rfc3339_ms,
 };

@@ -1,11 +1,11 @@
 //! OKX v5's side of the trade stream: `{"op":"subscribe","args":[{"channel":"trades",…}]}` →
 //! one `{"event":"subscribe","arg":…}` per arg, the text `ping` → the text `pong`, and
 //! `trades` pushes in the post-2023 form (with `count` and `seqId`). No REST backfill (see
-//! `connectors::okx`).
+//! `connector.rs`).
 
-use super::{ClientRequest, ExchangeSim, RestReply};
-use crate::connectors::okx::CHANNEL;
+use super::connector::CHANNEL;
 use crate::domain::Side;
+use crate::replay::sims::{ClientRequest, ExchangeSim, RestReply};
 use crate::simulator::SimTrade;
 
 const CONN_ID: &str = "a4d3ae55";
@@ -87,7 +87,8 @@ impl ExchangeSim for OkxSim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::{Connector as _, Decoded, FrameError, okx::Okx};
+    use crate::connectors::{Connector as _, Decoded, FrameError};
+    use crate::exchanges::okx::connector::Okx;
     use crate::simulator::{SimConfig, Simulator};
 
     #[test]

@@ -2,10 +2,10 @@
 //! `@aggTrade` events (wrapped in `{"stream":…,"data":…}` on `/stream` connections), and
 //! `GET /api/v3/historicalTrades` / `/api/v3/aggTrades` for backfill.
 
-use super::{ClientRequest, ExchangeSim, RestReply, path_only, query_param};
-use crate::connectors::binance::stream_symbol;
+use super::connector::stream_symbol;
 use crate::connectors::split_concatenated;
 use crate::domain::Side;
+use crate::replay::sims::{ClientRequest, ExchangeSim, RestReply, path_only, query_param};
 use crate::simulator::SimTrade;
 
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +184,8 @@ impl ExchangeSim for BinanceSim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::{BackfillQuery, Connector as _, Decoded, binance::Binance};
+    use crate::connectors::{BackfillQuery, Connector as _, Decoded};
+    use crate::exchanges::binance::connector::Binance;
     use crate::simulator::{SimConfig, Simulator};
 
     #[test]

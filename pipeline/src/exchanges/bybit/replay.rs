@@ -1,12 +1,12 @@
 //! Bybit v5 spot's side of the trade stream: `{"op":"subscribe","args":["publicTrade.X",…]}` →
 //! one `{"success":true,"ret_msg":"subscribe",…}` per request (at most 10 args), `{"op":"ping"}`
 //! → the spot pong, and `publicTrade` snapshot frames. No REST backfill (see
-//! `connectors::bybit`).
+//! `connector.rs`).
 
-use super::{ClientRequest, ExchangeSim, RestReply};
-use crate::connectors::bybit::{ARGS_PER_REQUEST, TOPIC_PREFIX};
+use super::connector::{ARGS_PER_REQUEST, TOPIC_PREFIX};
 use crate::connectors::split_concatenated;
 use crate::domain::Side;
+use crate::replay::sims::{ClientRequest, ExchangeSim, RestReply};
 use crate::simulator::SimTrade;
 
 /// The connection id the simulated server reports.
@@ -118,7 +118,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::connectors::{Connector as _, Decoded, FrameError, bybit::Bybit};
+    use crate::connectors::{Connector as _, Decoded, FrameError};
+    use crate::exchanges::bybit::connector::Bybit;
     use crate::simulator::{SimConfig, Simulator};
 
     #[test]

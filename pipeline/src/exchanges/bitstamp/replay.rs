@@ -2,12 +2,12 @@
 //! `bts:subscription_succeeded`, `bts:heartbeat` → its success reply, and `trade` events with
 //! both the JSON-number and the exact-text price and amount. Trade ids are the simulator's
 //! per-symbol ids (real Bitstamp ids are global across pairs). No REST backfill (see
-//! `connectors::bitstamp`).
+//! `connector.rs`).
 
-use super::{ClientRequest, ExchangeSim, RestReply};
-use crate::connectors::bitstamp::CHANNEL_PREFIX;
+use super::connector::CHANNEL_PREFIX;
 use crate::connectors::split_concatenated;
 use crate::domain::Side;
+use crate::replay::sims::{ClientRequest, ExchangeSim, RestReply};
 use crate::simulator::SimTrade;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,7 +94,8 @@ impl ExchangeSim for BitstampSim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::{Connector as _, Decoded, FrameError, bitstamp::Bitstamp};
+    use crate::connectors::{Connector as _, Decoded, FrameError};
+    use crate::exchanges::bitstamp::connector::Bitstamp;
     use crate::simulator::{SimConfig, Simulator};
 
     #[test]

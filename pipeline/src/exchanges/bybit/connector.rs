@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
+use crate::connectors::{
     Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err, missing, positive_decimal,
     split_concatenated,
 };

@@ -5,10 +5,11 @@
 
 use serde_json::{Value, json};
 
-use super::coinbase::rfc3339_micros;
-use super::{ClientRequest, ExchangeSim, RestReply, path_only, query_param};
 use crate::connectors::split_concatenated;
 use crate::domain::Side;
+use crate::replay::sims::{
+    ClientRequest, ExchangeSim, RestReply, path_only, query_param, rfc3339_micros,
+};
 use crate::simulator::SimTrade;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,9 +177,8 @@ impl ExchangeSim for KrakenSim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::{
-        BackfillQuery, Connector as _, Decoded, FrameError, Keepalive, kraken::Kraken,
-    };
+    use crate::connectors::{BackfillQuery, Connector as _, Decoded, FrameError, Keepalive};
+    use crate::exchanges::kraken::connector::Kraken;
     use crate::simulator::{SimConfig, Simulator};
 
     #[test]

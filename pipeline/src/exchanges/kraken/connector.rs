@@ -23,7 +23,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
+use crate::connectors::{
     BackfillQuery, Connector, ConnectorInfo, Decoded, FrameError, Keepalive, json_err,
     parse_canonical, positive_decimal, rfc3339_ms,
 };

@@ -1,25 +1,10 @@
-//! Exchange connectors: one module per exchange behind the small [`Connector`] trait (subscribe
-//! request, frame → [`Tick`]s, keepalive rule, symbol mapping to canonical `BASE-QUOTE`, and the
-//! public REST trades endpoint used to fill gaps).
+//! What every exchange connector shares: the small [`Connector`] trait (subscribe request,
+//! frame → [`Tick`]s, keepalive rule, symbol mapping to canonical `BASE-QUOTE`, and the public
+//! REST trades endpoint used to fill gaps), its frame errors and outcomes, and the parsing
+//! helpers the connectors use (symbols, exact decimals, RFC 3339 times).
 //!
-//! Layout (connector name → module):
-//! - `binance` — Binance spot `@trade` (raw and combined streams); `binance-agg` for `@aggTrade`.
-//! - `coinbase` — Coinbase Advanced Trade `market_trades`.
-//! - `coinbase-exchange` — Coinbase Exchange feed `matches` (its `side` is the maker's).
-//! - `kraken` — Kraken WebSocket v2 `trade`.
-//! - `bybit` — Bybit v5 `publicTrade` (spot).
-//! - `okx` — OKX v5 `trades`.
-//! - `bitstamp` — Bitstamp `live_trades`.
-//!
-//! Each module also has the server side of its protocol (`replay::sims`), which the replay
-//! exchange uses; the two are tested against each other.
-
-pub mod binance;
-pub mod bitstamp;
-pub mod bybit;
-pub mod coinbase;
-pub mod kraken;
-pub mod okx;
+//! The connectors themselves live one folder per exchange in [`crate::exchanges`], whose table
+//! names them all and looks them up by name.
 
 use std::time::Duration;
 
@@ -148,38 +133,6 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
             "this exchange has no backfill".into(),
         ))
     }
-}
-
-/// Every connector name, in the order `tickcast ingest --help` lists them.
-pub const NAMES: &[&str] = &[
-    "binance",
-    "binance-agg",
-    "coinbase",
-    "coinbase-exchange",
-    "kraken",
-    "bybit",
-    "okx",
-    "bitstamp",
-];
-
-/// Looks a connector up by name.
-pub fn by_name(name: &str) -> Option<Box<dyn Connector>> {
-    Some(match name {
-        "binance" => Box::new(binance::Binance::trades()),
-        "binance-agg" => Box::new(binance::Binance::agg_trades()),
-        "coinbase" => Box::new(coinbase::CoinbaseAdvanced),
-        "coinbase-exchange" => Box::new(coinbase::CoinbaseExchange),
-        "kraken" => Box::new(kraken::Kraken),
-        "bybit" => Box::new(bybit::Bybit),
-        "okx" => Box::new(okx::Okx),
-        "bitstamp" => Box::new(bitstamp::Bitstamp),
-        _ => return None,
-    })
-}
-
-/// Looks a connector up by name, with an error that lists the known names.
-pub fn lookup(name: &str) -> Result<Box<dyn Connector>, String> {
-    by_name(name).ok_or_else(|| format!("unknown exchange `{name}`; known: {}", NAMES.join(", ")))
 }
 
 /// Quote assets recognised when an exchange spells symbols without a separator, longest first.
@@ -345,19 +298,6 @@ mod tests {
             "2021-04-1xT10:11:12Z",
         ] {
             assert!(rfc3339_ms("t", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn unknown_names_list_the_known_ones() {
-        let err = lookup("mtgox").expect_err("unknown");
-        assert!(
-            err.contains("mtgox") && err.contains("coinbase-exchange"),
-            "{err}"
-        );
-        for name in NAMES {
-            let c = lookup(name).expect("known");
-            assert_eq!(c.info().name, *name);
         }
     }
 }

@@ -1,14 +1,8 @@
-//! The server side of each exchange protocol, as the replay exchange speaks it: subscription
-//! handling and acks, pongs, trade frames and the public REST trades endpoint used for
-//! backfill. One module per exchange, mirroring `connectors/`; each is tested by decoding what
-//! it writes with the matching connector.
-
-pub mod binance;
-pub mod bitstamp;
-pub mod bybit;
-pub mod coinbase;
-pub mod kraken;
-pub mod okx;
+//! What the server side of every exchange protocol shares, as the replay exchange speaks it:
+//! the [`ExchangeSim`] trait (subscription handling and acks, pongs, trade frames and the
+//! public REST trades endpoint used for backfill), and helpers for requests and times. Each
+//! exchange's implementation is the `replay` module of its folder in [`crate::exchanges`],
+//! tested by decoding what it writes with the matching connector.
 
 use crate::simulator::SimTrade;
 
@@ -83,21 +77,6 @@ pub trait ExchangeSim: Send + Sync + std::fmt::Debug {
     fn rest(&self, path_and_query: &str, happened: &[SimTrade]) -> Option<RestReply>;
 }
 
-/// The server side for a connector name.
-pub fn by_name(name: &str) -> Option<Box<dyn ExchangeSim>> {
-    Some(match name {
-        "binance" => Box::new(binance::BinanceSim::trades()),
-        "binance-agg" => Box::new(binance::BinanceSim::agg_trades()),
-        "coinbase" => Box::new(coinbase::CoinbaseAdvancedSim),
-        "coinbase-exchange" => Box::new(coinbase::CoinbaseExchangeSim),
-        "kraken" => Box::new(kraken::KrakenSim),
-        "bybit" => Box::new(bybit::BybitSim),
-        "okx" => Box::new(okx::OkxSim),
-        "bitstamp" => Box::new(bitstamp::BitstampSim),
-        _ => return None,
-    })
-}
-
 /// The value of `key` in a `path?a=1&b=2` query string (no percent-decoding beyond `%2F` and
 /// `%2D`, which is all exchange symbols need).
 pub fn query_param(path_and_query: &str, key: &str) -> Option<String> {
@@ -117,6 +96,29 @@ pub fn path_only(path_and_query: &str) -> &str {
     path_and_query.split('?').next().unwrap_or(path_and_query)
 }
 
+/// Epoch ms → `2021-04-17T10:11:12.123000Z` (microsecond digits, as Coinbase and Kraken
+/// write them).
+pub fn rfc3339_micros(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}000Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +130,18 @@ mod tests {
         assert_eq!(query_param(pq, "since").as_deref(), Some("12"));
         assert_eq!(query_param(pq, "x"), None);
         assert_eq!(path_only(pq), "/0/public/Trades");
+    }
+
+    #[test]
+    fn times_format_as_rfc3339() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(1_618_654_272_123),
+            "2021-04-17T10:11:12.123000Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_709_251_199_900),
+            "2024-02-29T23:59:59.900000Z"
+        );
     }
 }

@@ -7,9 +7,11 @@
 
 use serde_json::{Value, json};
 
-use super::{ClientRequest, ExchangeSim, RestReply, path_only, query_param};
 use crate::connectors::parse_canonical;
 use crate::domain::Side;
+use crate::replay::sims::{
+    ClientRequest, ExchangeSim, RestReply, path_only, query_param, rfc3339_micros,
+};
 use crate::simulator::SimTrade;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,28 +19,6 @@ pub struct CoinbaseAdvancedSim;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CoinbaseExchangeSim;
-
-/// Epoch ms → `2021-04-17T10:11:12.123000Z` (microsecond digits, as Coinbase writes them).
-pub fn rfc3339_micros(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}000Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
-}
 
 /// The maker's side, as Coinbase reports it, in `buy`/`sell` spelling.
 fn maker_side(t: &SimTrade) -> &'static str {
@@ -241,8 +221,8 @@ fn rest_trades(path_and_query: &str, happened: &[SimTrade]) -> Option<RestReply>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::coinbase::{CoinbaseAdvanced, CoinbaseExchange};
     use crate::connectors::{BackfillQuery, Connector, Decoded};
+    use crate::exchanges::coinbase::connector::{CoinbaseAdvanced, CoinbaseExchange};
     use crate::simulator::{SimConfig, Simulator};
 
     fn pairs() -> [(&'static dyn ExchangeSim, &'static dyn Connector); 2] {
@@ -250,19 +230,6 @@ mod tests {
             (&CoinbaseExchangeSim, &CoinbaseExchange),
             (&CoinbaseAdvancedSim, &CoinbaseAdvanced),
         ]
-    }
-
-    #[test]
-    fn times_format_as_rfc3339() {
-        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_micros(1_618_654_272_123),
-            "2021-04-17T10:11:12.123000Z"
-        );
-        assert_eq!(
-            rfc3339_micros(1_709_251_199_900),
-            "2024-02-29T23:59:59.900000Z"
-        );
     }
 
     #[test]
