@@ -291,9 +291,8 @@ impl KafkaSettings {
                 out.push(0);
                 continue;
             }
-            let (_, high) =
-                rdkafka::consumer::Consumer::fetch_watermarks(&client, topic, *partition, timeout)
-                    .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+            let (_, high) = watermarks(&client, topic, *partition, timeout)
+                .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
             out.push(high);
         }
         Ok(out)
@@ -570,5 +569,68 @@ async fn await_delivery(fut: DeliveryFuture) -> Result<()> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, m))) => bail!("delivery to {} failed: {e}", rdkafka::Message::topic(&m)),
         Err(_) => bail!("producer dropped before delivery"),
+    }
+}
+
+/// A partition's low and high offsets. A partition without a leader yet (a topic made a moment
+/// ago, a broker restarting) answers "not leader" or "leader not available" for a while: that
+/// is retried every 100 ms until `timeout`, then returned.
+pub fn watermarks(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<(i64, i64)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rdkafka::consumer::Consumer::fetch_watermarks(consumer, topic, partition, left) {
+            Err(e) if leaderless(&e) && left > LEADER_RETRY => std::thread::sleep(LEADER_RETRY),
+            other => return other,
+        }
+    }
+}
+
+/// Pause between tries of a leaderless partition.
+const LEADER_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether `e` says the partition has no leader to answer yet.
+fn leaderless(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            rdkafka::error::RDKafkaErrorCode::NotLeaderForPartition
+                | rdkafka::error::RDKafkaErrorCode::LeaderNotAvailable
+                | rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_leader_is_waited_for() {
+        for code in [
+            rdkafka::error::RDKafkaErrorCode::NotLeaderForPartition,
+            rdkafka::error::RDKafkaErrorCode::LeaderNotAvailable,
+            rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(
+                leaderless(&rdkafka::error::KafkaError::MetadataFetch(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            rdkafka::error::RDKafkaErrorCode::TopicAuthorizationFailed,
+            rdkafka::error::RDKafkaErrorCode::SaslAuthenticationFailed,
+            rdkafka::error::RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            assert!(
+                !leaderless(&rdkafka::error::KafkaError::MetadataFetch(code)),
+                "{code:?}"
+            );
+        }
     }
 }

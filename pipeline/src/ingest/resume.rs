@@ -55,8 +55,7 @@ pub fn last_trades(
     let wanted: HashSet<&str> = symbols.iter().map(String::as_str).collect();
     let mut found: HashMap<String, LastTrade> = HashMap::new();
     for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
+        let (low, high) = crate::bus::watermarks(&consumer, topic, partition, timeout)
             .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
         let mut end = high;
         // Symbols found in this partition: newer windows are read first, so the first window
