@@ -15,9 +15,9 @@
 
 use std::time::Instant;
 
+use tickcast_core::domain::Candle;
 use tickcast_forecast::stage::records;
 use tickcast_forecast::testing::synthetic_candles;
-use tickcast_pipeline::domain::Candle;
 
 const WARM_BARS: usize = 760;
 const BARS: usize = 360;
@@ -68,7 +68,7 @@ fn run(models: &str, candles: &[Candle], symbols: usize, ensemble: bool) -> Run 
         forecasts += n;
         // What the handler then does with them: checks, keys, encodes, latency histogram.
         let t = Instant::now();
-        let records = records("forecasts", out, tickcast_pipeline::now_ms());
+        let records = records("forecasts", out, tickcast_core::now_ms());
         send_ms += t.elapsed().as_secs_f64() * 1e3;
         assert_eq!(records.len(), n);
         std::hint::black_box(records);

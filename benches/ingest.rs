@@ -22,13 +22,13 @@ use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::exchanges;
-use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::simulator::SimConfig;
+use tickcast_core::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_core::codec::Topics;
+use tickcast_core::shutdown;
+use tickcast_ingest::exchanges;
+use tickcast_ingest::feed::{FeedOptions, run_ingest};
+use tickcast_ingest::replay::{ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::SimConfig;
 
 const SEED: u64 = 7;
 const PARTITIONS: i32 = 3;
@@ -153,7 +153,7 @@ async fn main() {
     let publisher = Publisher::new(&settings).unwrap();
     let mut feed = FeedOptions::new(url, vec!["BTC-USDT".into(), "ETH-USDT".into()]);
     // The simulated market keeps its own clock (from 2023, faster than the wall).
-    feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
+    feed.event_window = tickcast_core::domain::EventWindow::OFF;
     let connector = Arc::from(exchanges::lookup("binance").unwrap());
 
     println!(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{ALL, Env, Mode, Parts, Pipeline};
 use prometheus::core::Collector as _;
-use tickcast_pipeline::telemetry;
+use tickcast_core::telemetry;
 
 const SEED: u64 = 7;
 const HORIZONS: &[u32] = &[1, 5, 15];

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Decode throughput per connector (pipeline/benches/decode.rs), in release, then a table of
+# Decode throughput per connector (ingest/benches/decode.rs), in release, then a table of
 # frames/s and trades/s per input with the ratio to plain JSON parsing and to the cryptofeed
 # reference (230,000 frames/s, Binance trade normalisation, one core).
 #
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target="${CARGO_TARGET_DIR:-target}"
 rm -rf "$target/criterion"
-cargo bench -p tickcast-pipeline --bench decode -- ${1:+"$1"}
+cargo bench -p tickcast-ingest --bench decode -- ${1:+"$1"}
 python3 - "$target/criterion" <<'PY'
 import json, os, sys
 REF = 230_000  # cryptofeed, Binance trade normalisation, frames/s, one core

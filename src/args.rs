@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use tickcast::PipelineConfig;
-use tickcast_pipeline::bus::{Cluster, KafkaSettings};
-use tickcast_pipeline::candles::CandleOptions;
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::domain::EventWindow;
-use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_candles::CandleOptions;
+use tickcast_core::bus::{Cluster, KafkaSettings};
+use tickcast_core::codec::Topics;
+use tickcast_core::domain::EventWindow;
+use tickcast_core::interval::Interval;
+use tickcast_core::shutdown::Shutdown;
 use tickcast_store::retention::Retention;
 
 use crate::config::file::{self as config_file, ConfigFile, KafkaProperty};
@@ -98,7 +98,7 @@ impl MetricsArgs {
             .with_context(|| format!("binding --metrics-addr {addr}"))?;
         println!("metrics at http://{}/metrics", listener.local_addr()?);
         tokio::spawn(async move {
-            if let Err(e) = tickcast_pipeline::telemetry::serve_metrics(listener, signal).await {
+            if let Err(e) = tickcast_core::telemetry::serve_metrics(listener, signal).await {
                 tracing::error!(error = %format!("{e:#}"), "metrics server stopped");
             }
         });

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use tickcast_alerts as alerts;
+use tickcast_candles::{CandleBuilder, CandleOptions};
+use tickcast_core::bus::Cluster;
+use tickcast_core::codec::Topics;
+use tickcast_core::interval::Interval;
+use tickcast_core::shutdown::Shutdown;
+use tickcast_core::stage::{self, StageOptions};
 use tickcast_forecast::models;
 use tickcast_forecast::stage::CheckpointSettings;
-use tickcast_pipeline::bus::Cluster;
-use tickcast_pipeline::candles::{CandleBuilder, CandleOptions};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::shutdown::Shutdown;
-use tickcast_pipeline::stage::{self, StageOptions};
 use tickcast_store::Store;
 use tickcast_store::stage::Sink;
 
@@ -51,7 +51,7 @@ pub struct PipelineConfig {
     /// Consumer groups are `<group_prefix><stage>`.
     pub group_prefix: String,
     /// Candle intervals, lateness, empty-window and idle policies (see
-    /// [`tickcast_pipeline::candles`]).
+    /// [`tickcast_candles`]).
     pub candles: CandleOptions,
     pub horizons: Vec<u32>,
     /// Forecasting models (see [`models::KNOWN`]).

@@ -14,7 +14,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tickcast_pipeline::telemetry::init_logging();
+    tickcast_core::telemetry::init_logging();
     // `X_FILE` variables (Docker and Kubernetes secrets) stand in for `X`.
     let matches = config::secret_files::with_secret_files(cmd::Cli::command())?.get_matches();
     let cli = cmd::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

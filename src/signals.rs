@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tickcast_pipeline::shutdown::{self, Shutdown, ShutdownTrigger};
+use tickcast_core::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// Fires the returned signal on Ctrl-C or SIGTERM.
 pub fn shutdown_on_signals() -> (Arc<ShutdownTrigger>, Shutdown) {

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use common::Mode;
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tickcast_pipeline::domain::{
+use tickcast_core::domain::{
     Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
 };
-use tickcast_pipeline::shutdown;
+use tickcast_core::shutdown;
 use tickcast_store::{AccuracyRow, Checkpoint};
 use tickcast_store::{Pos, SinkBatch};
 

@@ -25,9 +25,9 @@ use tickcast_api::AppState;
 use tickcast_api::live::Hub;
 use tickcast_api::origin::AllowList;
 use tickcast_api::stream::StreamLimits;
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::shutdown::{self, ShutdownTrigger};
 use tickcast_store::{
     AccuracyQuery, AccuracyRow, AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState,
     AlertStore, Backend, CandleQuery, Checkpoint, CheckpointStore, DeliveryJob, DeliveryOutcome,

@@ -30,14 +30,14 @@ use rdkafka::{ClientConfig, Message as _};
 use rust_decimal::Decimal;
 use tickcast_alerts::engine::Engine;
 use tickcast_alerts::{AlertEvent, Rule};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Forecast, Tick};
-use tickcast_pipeline::exchanges;
-use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer};
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::simulator::{SimConfig, Simulator};
+use tickcast_core::bus::{Cluster, KafkaSettings};
+use tickcast_core::codec::Topics;
+use tickcast_core::deadletter::DeadLetter;
+use tickcast_core::domain::{Forecast, Tick};
+use tickcast_core::shutdown;
+use tickcast_ingest::exchanges;
+use tickcast_ingest::replay::{Faults, ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::{SimConfig, Simulator};
 use tickcast_store::{self as store, AlertEventQuery, ForecastQuery, Store};
 
 /// Trades per second on the wall clock (the simulated clock runs ~10× faster).
@@ -135,7 +135,7 @@ impl Procs {
         let child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
             .args(&args)
             .args(&self.common)
-            .env("RUST_LOG", "info,tickcast_pipeline::deadletter=error")
+            .env("RUST_LOG", "info,tickcast_core::deadletter=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,5 +1,5 @@
 //! `tickcast decode` end to end: the real binary on the hand-written frames in each exchange's
-//! `pipeline/src/exchanges/<exchange>/fixtures/` (`<name>.jsonl` per connector name, written
+//! `ingest/src/exchanges/<exchange>/fixtures/` (`<name>.jsonl` per connector name, written
 //! from the exchange's documented message formats, plus `<name>.bad.jsonl` with one
 //! undecodable line between two good ones).
 //! Asserts the exact JSON lines of the ticks, the summary numbers and the exit status.
@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use tickcast_pipeline::exchanges::{self, NAMES};
+use tickcast_ingest::exchanges::{self, NAMES};
 
 const RECEIVED_MS: i64 = 7;
 
@@ -19,7 +19,7 @@ fn fixture(exchange: &str, file: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("unknown connector `{exchange}`"))
         .folder;
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("pipeline/src/exchanges")
+        .join("ingest/src/exchanges")
         .join(folder)
         .join("fixtures")
         .join(file)
@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "coinbase",
             // Advanced Trade `market_trades`: `side` is the maker's (see
-            // pipeline/src/exchanges/coinbase/connector.rs), the tick carries the taker's; trade
+            // ingest/src/exchanges/coinbase/connector.rs), the tick carries the taker's; trade
             // ids are the integer the text spells (`000000011` → `11`), the same as the Exchange
             // feed's numeric ids.
             good: vec![

@@ -13,8 +13,8 @@ use common::{ALL, Env, Mode, Pipeline};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::deadletter::DeadLetter;
+use tickcast_core::domain::{Candle, Forecast};
 
 const SEED: u64 = 20_240_808;
 const TRADES: usize = 30_000;

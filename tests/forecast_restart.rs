@@ -18,10 +18,10 @@ use common::{Env, ForecastKey as Key, Mode, forecast_key as key, reference_forec
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use tickcast_core::bus::{OutRecord, Publisher};
+use tickcast_core::codec::{self, Message as _};
+use tickcast_core::domain::Forecast;
 use tickcast_forecast::testing::synthetic_candles;
-use tickcast_pipeline::bus::{OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::domain::Forecast;
 
 const SYMBOLS: [&str; 3] = ["BTC-USDT", "ETH-USDT", "SOL-USDT"];
 const BARS: usize = 700;

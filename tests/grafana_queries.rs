@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{Connection as _, PgPool, Row as _, SqlitePool};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_store::{AccuracyRow, Checkpoint, Pos, SinkBatch, Store};
 
 /// 2026-01-01T00:00:00Z, the first seeded bar.
@@ -80,7 +80,7 @@ fn forecast(symbol: &str, model: &str, h: i64, i: i64, last: f64, point: f64) ->
     );
     let mid = |a: f64, b: f64| (a + b) / 2.0;
     Forecast {
-        v: tickcast_pipeline::domain::FORECAST_VERSION,
+        v: tickcast_core::domain::FORECAST_VERSION,
         exchange: "binance".into(),
         symbol: symbol.into(),
         interval: "1m".into(),
@@ -105,7 +105,7 @@ fn forecast(symbol: &str, model: &str, h: i64, i: i64, last: f64, point: f64) ->
             mid(hi80, hi95),
             hi95,
         ]),
-        touch: Some(tickcast_pipeline::domain::TouchCalibration {
+        touch: Some(tickcast_core::domain::TouchCalibration {
             alpha: 0.25,
             beta: 0.9,
         }),
@@ -996,7 +996,7 @@ async fn views_give_the_same_answers_on_sqlite() {
 fn defined_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut dirs = vec![
-        repo().join("pipeline/src"),
+        repo().join("core/src"),
         repo().join("consumers/src"),
         repo().join("api/src"),
     ];

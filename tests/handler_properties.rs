@@ -3,7 +3,7 @@
 //! to 10^300 and down to the smallest normal) mixed with poison (wrong version, broken JSON,
 //! values the schema refuses), in batches of any size: no panic, every poison message is
 //! dead-lettered, and the output equals that of the valid messages alone. The candles stage's
-//! twin is in `pipeline/src/candles/tests.rs`, the alert stage's in `consumers/tests/alerts.rs`.
+//! twin is in `candles/src/tests.rs`, the alert stage's in `consumers/tests/alerts.rs`.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -11,9 +11,9 @@ mod common;
 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
-use tickcast_pipeline::codec::{self, Topics};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
-use tickcast_pipeline::stage::{Handler, Inbound};
+use tickcast_core::codec::{self, Topics};
+use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::stage::{Handler, Inbound};
 use tickcast_store::ForecastQuery;
 use tickcast_store::stage::Sink;
 

@@ -21,14 +21,14 @@ use std::time::Duration;
 use common::{Env, Mode};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{ClientConfig, Message as _};
-use tickcast_pipeline::bus::Publisher;
-use tickcast_pipeline::connectors;
-use tickcast_pipeline::domain::Tick;
-use tickcast_pipeline::exchanges;
-use tickcast_pipeline::ingest::{FeedOptions, run_ingest};
-use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer};
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::simulator::SimConfig;
+use tickcast_core::bus::Publisher;
+use tickcast_core::domain::Tick;
+use tickcast_core::shutdown;
+use tickcast_ingest::connectors;
+use tickcast_ingest::exchanges;
+use tickcast_ingest::feed::{FeedOptions, run_ingest};
+use tickcast_ingest::replay::{Faults, ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::SimConfig;
 
 const TRADES: u64 = 3_000;
 
@@ -185,7 +185,7 @@ async fn run_scenario(name: &str, s: Scenario) -> Option<Outcome> {
     feed.overlap = Duration::from_millis(300);
     feed.max_symbols_per_connection = s.per_connection;
     // The simulated market keeps its own clock (from 2023, faster than the wall).
-    feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
+    feed.event_window = tickcast_core::domain::EventWindow::OFF;
     if let Some(age) = s.max_age {
         feed.max_connection_age = Some(age);
         feed.rotate_margin = age / 3;

@@ -33,8 +33,8 @@ async fn the_dashboard_role_reads_everything_and_changes_nothing() {
     let store = store::open(&db_url).await.unwrap(); // migrations
     // One candle, through the sink's path (it makes the time partition).
     let p = rust_decimal::Decimal::ONE;
-    let c = tickcast_pipeline::domain::Candle {
-        v: tickcast_pipeline::domain::SCHEMA_VERSION,
+    let c = tickcast_core::domain::Candle {
+        v: tickcast_core::domain::SCHEMA_VERSION,
         exchange: "binance".into(),
         symbol: "BTC-USDT".into(),
         interval: "1m".into(),

@@ -26,11 +26,11 @@ use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rust_decimal::Decimal;
-use tickcast_pipeline::codec;
-use tickcast_pipeline::domain::{Candle, Forecast, Tick};
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::simulator::SimConfig;
+use tickcast_core::codec;
+use tickcast_core::domain::{Candle, Forecast, Tick};
+use tickcast_core::shutdown;
+use tickcast_ingest::replay::{ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::SimConfig;
 use tickcast_store::{CandleQuery, ForecastQuery, Store};
 
 const PARTITIONS: i32 = 6;
@@ -113,7 +113,7 @@ impl Procs {
                 // time far faster than the wall clock, so a lagging ingester's copies can be that
                 // late here: expected, and noisy.
                 std::env::var("TICKCAST_CHILD_LOG")
-                    .unwrap_or_else(|_| "warn,tickcast_pipeline::deadletter=error".into()),
+                    .unwrap_or_else(|_| "warn,tickcast_core::deadletter=error".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -375,7 +375,7 @@ async fn three_forecast_processes_one_killed_and_restarted_two_ingesters() {
         seed: 7,
         symbols: symbols
             .iter()
-            .map(|s| (s.clone(), tickcast_pipeline::replay::source::start_price(s)))
+            .map(|s| (s.clone(), tickcast_ingest::replay::source::start_price(s)))
             .collect(),
         start_ms: START_MS,
         mean_gap_ms: MEAN_GAP_MS,

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tickcast_pipeline::connectors::Decoded;
-use tickcast_pipeline::domain::{Side, Tick};
+use tickcast_core::domain::{Side, Tick};
+use tickcast_ingest::connectors::Decoded;
 
 /// How a recording is read.
 #[derive(Debug, Clone, Copy)]
@@ -282,7 +282,7 @@ struct Outcome {
 }
 
 fn decode_file(file: &str, path: &Path, name: &str, format: Format) -> Outcome {
-    let connector = tickcast_pipeline::exchanges::connector(name).unwrap();
+    let connector = tickcast_ingest::exchanges::connector(name).unwrap();
     let exchange = connector.info().exchange;
     let mut o = Outcome::default();
     let mut expected_total = 0;

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::{Env, Mode};
 use rust_decimal::Decimal;
-use tickcast_pipeline::bus::{OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::bus::{OutRecord, Publisher};
+use tickcast_core::codec::{self, Message as _};
+use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_store::ForecastQuery;
 
 const SYMBOLS: [&str; 4] = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::unique;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
-use tickcast_pipeline::shutdown;
+use tickcast_core::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
+use tickcast_core::codec::{self, Message as _, Topics};
+use tickcast_core::domain::{Forecast, SCHEMA_VERSION};
+use tickcast_core::shutdown;
 use tickcast_store::retention::Retention;
 use tickcast_store::{ForecastQuery, Store};
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use common::Mode;
 use rust_decimal::Decimal;
-use tickcast_pipeline::domain::{
+use tickcast_core::domain::{
     Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
 };
 use tickcast_store::{

@@ -16,10 +16,10 @@ use common::{publish_test_candles, test_candle, try_all_candles, unique, wait_fo
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::telemetry;
+use tickcast_core::bus::{Cluster, KafkaSettings};
+use tickcast_core::codec::Topics;
+use tickcast_core::shutdown;
+use tickcast_core::telemetry;
 use tickcast_store::sqlite::SqliteStore;
 use tickcast_store::{self as store, Store};
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use common::{OwnPostgres, publish_test_candles, test_candle, try_all_candles, unique, wait_for};
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::domain::Candle;
-use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::telemetry;
+use tickcast_core::bus::{Cluster, KafkaSettings};
+use tickcast_core::codec::Topics;
+use tickcast_core::domain::Candle;
+use tickcast_core::interval::Interval;
+use tickcast_core::shutdown;
+use tickcast_core::telemetry;
 use tickcast_store as store;
 
 fn store_up(stage: &str) -> i64 {

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rust_decimal::prelude::ToPrimitive as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tickcast_pipeline::domain::{AlertState, Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::domain::{AlertState, Candle, Forecast, SCHEMA_VERSION};
 
 use super::AlertEvent;
 use super::machine::{Machine, Reading, Timing};
-use tickcast_pipeline::alert_rule::{Band, Condition, Odds, Rule};
+use tickcast_core::alert_rule::{Band, Condition, Odds, Rule};
 
 pub use tickcast_forecast::SeriesKey;
 

@@ -5,11 +5,11 @@
 //!
 //! Layout:
 //! - [`rule`] — [`Rule`], [`RuleSet`]: the rule format (JSON and YAML), validation that names
-//!   the field; defined beside the domain types (`tickcast_pipeline::alert_rule`), below the
+//!   the field; defined beside the domain types (`tickcast_core::alert_rule`), below the
 //!   store that keeps rules.
 //! - [`machine`] — one instance's state machine (inactive → pending → firing → resolved).
 //! - [`engine`] — rules × series: evaluations, remembered forecast bands, deterministic ids.
-//! - [`stage`] — the stage-runner [`Handler`](tickcast_pipeline::stage::Handler) with
+//! - [`stage`] — the stage-runner [`Handler`](tickcast_core::stage::Handler) with
 //!   checkpoints and rule reloads.
 //! - [`webhook`] — the webhook outbox deliverer: HMAC signatures, retries, dead letters.
 //! - [`metrics`] — alert counters.
@@ -20,22 +20,22 @@ pub mod engine;
 pub mod machine;
 pub mod metrics;
 pub mod stage;
-pub use tickcast_pipeline::alert_rule as rule;
+pub use tickcast_core::alert_rule as rule;
 pub mod webhook;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::shutdown::Shutdown;
-use tickcast_pipeline::stage::StageOptions;
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::shutdown::Shutdown;
+use tickcast_core::stage::StageOptions;
 
 pub use rule::{Rule, RuleError, RuleSet, RuleSpec};
 pub use stage::{AlertSettings, AlertStage, ReloadTrigger, ReloadWatch, reload_channel};
 /// One alert state transition, as published on `tickcast.alerts.v1`, stored in
 /// `alert_events` and posted to webhooks.
-pub use tickcast_pipeline::domain::{Alert as AlertEvent, AlertState};
+pub use tickcast_core::domain::{Alert as AlertEvent, AlertState};
 pub use webhook::{Deliverer, Secret, WebhookSettings};
 
 use tickcast_store::AlertStore;
@@ -56,7 +56,7 @@ pub struct AlertConfig {
 pub async fn load_rule_file(store: &dyn AlertStore, path: &Path) -> Result<usize> {
     let set = RuleSet::from_yaml_file(path)?;
     store
-        .replace_file_rules(&set.rules, tickcast_pipeline::now_ms())
+        .replace_file_rules(&set.rules, tickcast_core::now_ms())
         .await
         .with_context(|| format!("storing the rules of {}", path.display()))?;
     tracing::info!(file = %path.display(), rules = set.rules.len(), "alert rules read from file");
@@ -86,7 +86,7 @@ pub async fn run(
         handler = handler.with_webhook(d.handle());
         deliverers.spawn(d.run(shutdown.clone()));
     }
-    let result = tickcast_pipeline::stage::run(kafka, opts, handler, shutdown).await;
+    let result = tickcast_core::stage::run(kafka, opts, handler, shutdown).await;
     if result.is_err() {
         deliverers.abort_all();
     }

@@ -22,7 +22,7 @@
 //! - **redelivery**: an evaluation at or before the newest one seen changes nothing.
 
 use serde::{Deserialize, Serialize};
-use tickcast_pipeline::domain::AlertState;
+use tickcast_core::domain::AlertState;
 
 /// Where an instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

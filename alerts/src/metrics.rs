@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{IntCounterVec, Opts};
-use tickcast_pipeline::telemetry::REGISTRY;
+use tickcast_core::telemetry::REGISTRY;
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     // Constant names and labels: the definition is valid (the pattern of `telemetry`).

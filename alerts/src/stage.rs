@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use tickcast_pipeline::bus::OutRecord;
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
+use tickcast_core::bus::OutRecord;
+use tickcast_core::codec::{self, Message as _, Topics};
+use tickcast_core::deadletter::DeadLetter;
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::stage::{Effects, Handler, Inbound, batch_offsets};
 use tokio::sync::watch;
 
 use super::engine::{Engine, SeriesKey};
@@ -302,7 +302,7 @@ impl AlertStage {
             events: std::mem::take(&mut self.unsaved),
             endpoints: self.webhooks.iter().map(|w| w.name.clone()).collect(),
             series,
-            now_ms: tickcast_pipeline::now_ms(),
+            now_ms: tickcast_core::now_ms(),
         };
         if let Err(e) = self
             .store

@@ -25,8 +25,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
-use tickcast_pipeline::shutdown::Shutdown;
-use tickcast_pipeline::telemetry;
+use tickcast_core::shutdown::Shutdown;
+use tickcast_core::telemetry;
 use tokio::sync::Notify;
 
 use tickcast_store::{AlertStore, DeliveryJob, DeliveryOutcome};
@@ -205,7 +205,7 @@ impl Deliverer {
         let lease = (s.timeout.as_millis() as i64).saturating_mul(2) + 1_000;
         let mut sum = PassSummary::default();
         for _ in 0..s.batch.max(1) {
-            let now = tickcast_pipeline::now_ms();
+            let now = tickcast_core::now_ms();
             let Some(job) = self
                 .store
                 .claim_deliveries(&s.name, now, lease, 1)
@@ -227,7 +227,7 @@ impl Deliverer {
                     tracing::debug!(endpoint = %s.name, event = %job.event_id, attempts, error = %error, wait_ms = wait.as_millis() as u64, "webhook try failed; will retry");
                     DeliveryOutcome::Retry {
                         attempts,
-                        next_ms: tickcast_pipeline::now_ms() + wait.as_millis() as i64,
+                        next_ms: tickcast_core::now_ms() + wait.as_millis() as i64,
                         error,
                     }
                 }
@@ -241,12 +241,7 @@ impl Deliverer {
                 }
             };
             self.store
-                .finish_delivery(
-                    &s.name,
-                    &job.event_id,
-                    &outcome,
-                    tickcast_pipeline::now_ms(),
-                )
+                .finish_delivery(&s.name, &job.event_id, &outcome, tickcast_core::now_ms())
                 .await?;
         }
         for (n, label) in [
@@ -335,7 +330,7 @@ impl Deliverer {
         let poll = self.settings.poll;
         match self.store.next_delivery_ms(&self.settings.name).await {
             Ok(Some(next)) => {
-                let ms = (next - tickcast_pipeline::now_ms()).max(1) as u64;
+                let ms = (next - tickcast_core::now_ms()).max(1) as u64;
                 poll.min(Duration::from_millis(ms))
             }
             _ => poll,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use alerts_common::*;
 use tickcast_alerts::{AlertEvent, AlertState, reload_channel};
-use tickcast_pipeline::stage::Handler as _;
+use tickcast_core::stage::Handler as _;
 use tickcast_store::{AlertEventQuery, AlertRuleRow, SOURCE_API, SOURCE_FILE, Store};
 
 use AlertState::{Firing, Pending, Resolved};
@@ -25,12 +25,12 @@ fn point_v2(h: u32, bar: i64, point: f64, degraded: bool) -> In {
     let In::F(f) = self::point(h, bar, point) else {
         unreachable!("point makes forecasts")
     };
-    In::F(tickcast_pipeline::domain::Forecast {
-        v: tickcast_pipeline::domain::FORECAST_VERSION,
+    In::F(tickcast_core::domain::Forecast {
+        v: tickcast_core::domain::FORECAST_VERSION,
         quantiles: Some([
             f.lo95, f.lo95, f.lo80, f.lo80, f.point, f.hi80, f.hi80, f.hi95, f.hi95,
         ]),
-        touch: Some(tickcast_pipeline::domain::TouchCalibration {
+        touch: Some(tickcast_core::domain::TouchCalibration {
             alpha: 0.0,
             beta: 1.0,
         }),
@@ -673,8 +673,8 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use rust_decimal::Decimal;
-    use tickcast_pipeline::codec;
-    use tickcast_pipeline::stage::Inbound;
+    use tickcast_core::codec;
+    use tickcast_core::stage::Inbound;
 
     // A test's short list of messages: the size of a variant does not matter here.
     #[allow(clippy::large_enum_variant)]

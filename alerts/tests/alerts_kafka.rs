@@ -19,10 +19,10 @@ use tickcast_alerts::webhook::{SIGNATURE_HEADER, verify};
 use tickcast_alerts::{
     self, AlertConfig, AlertEvent, AlertSettings, AlertState, Secret, WebhookSettings,
 };
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::stage::StageOptions;
+use tickcast_core::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
+use tickcast_core::codec::{self, Message as _, Topics};
+use tickcast_core::shutdown;
+use tickcast_core::stage::StageOptions;
 use tickcast_store::{AlertEventQuery, Store};
 
 use AlertState::{Firing, Pending, Resolved};
@@ -89,7 +89,7 @@ struct Env {
     topics: Topics,
     group: String,
     store: Arc<dyn Store>,
-    alerts_in: rdkafka::consumer::StreamConsumer<tickcast_pipeline::bus::LoggingContext>,
+    alerts_in: rdkafka::consumer::StreamConsumer<tickcast_core::bus::LoggingContext>,
 }
 
 /// Runs the stage until `n` more events are on the alerts topic; returns them.

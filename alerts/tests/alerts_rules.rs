@@ -1,7 +1,7 @@
 //! The rule format: durations, validation errors that name the field, JSON round trips,
 //! YAML rule files.
 
-use tickcast_pipeline::alert_rule::{
+use tickcast_core::alert_rule::{
     Bound, Condition, Rule, RuleError, RuleSet, format_duration, parse_duration,
 };
 
@@ -169,7 +169,7 @@ fn round_trips_through_json() {
     assert_eq!(
         odds.condition,
         Condition::Probability {
-            of: tickcast_pipeline::alert_rule::Odds::Above,
+            of: tickcast_core::alert_rule::Odds::Above,
             level: 70_000.0,
             at_least: 0.8
         }

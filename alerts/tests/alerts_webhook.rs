@@ -15,9 +15,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use tickcast_alerts::webhook::{EVENT_ID_HEADER, SIGNATURE_HEADER, verify};
 use tickcast_alerts::{AlertEvent, Deliverer, Secret, WebhookSettings};
-use tickcast_pipeline::codec;
-use tickcast_pipeline::shutdown;
-use tickcast_pipeline::stage::Handler as _;
+use tickcast_core::codec;
+use tickcast_core::shutdown;
+use tickcast_core::stage::Handler as _;
 use tickcast_store::{DeliveryQuery, DeliveryRow, DeliveryStatus, Store};
 
 const SECRET: &str = "s3cret-for-tests";

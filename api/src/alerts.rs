@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tickcast_alerts::{Rule, RuleSpec};
-use tickcast_pipeline::domain::{Alert, AlertState};
+use tickcast_core::domain::{Alert, AlertState};
 use tickcast_store::{AlertEventQuery, AlertRuleRow, SOURCE_API};
 
 use crate::AppState;
@@ -108,7 +108,7 @@ pub async fn put_rule(
     let row = AlertRuleRow {
         rule,
         source: SOURCE_API.to_string(),
-        updated_ms: tickcast_pipeline::now_ms(),
+        updated_ms: tickcast_core::now_ms(),
     };
     let created = state.store.put_alert_rule(&row).await?;
     state.notify_rules_changed();

@@ -15,8 +15,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::shutdown::Shutdown;
 use tickcast_store::Store;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -182,7 +182,7 @@ async fn check_store(store: &dyn Store) -> Check {
         Ok(r) => outcome("store", r),
         Err(_) => failed("store", format!("no answer within {CHECK_TIMEOUT:?}")),
     };
-    tickcast_pipeline::telemetry::STORE_UP
+    tickcast_core::telemetry::STORE_UP
         .with_label_values(&["api"])
         .set(i64::from(check.ok));
     check
@@ -234,7 +234,7 @@ static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["limit"],
     )
     .expect("valid metric definition");
-    if let Err(e) = tickcast_pipeline::telemetry::REGISTRY.register(Box::new(c.clone())) {
+    if let Err(e) = tickcast_core::telemetry::REGISTRY.register(Box::new(c.clone())) {
         tracing::warn!("tickcast_api_refused_total is not exported: {e}");
     }
     c
@@ -251,6 +251,6 @@ pub(crate) fn refused(limit: &str) {
 pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        tickcast_pipeline::telemetry::render(),
+        tickcast_core::telemetry::render(),
     )
 }

@@ -39,8 +39,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::shutdown::Shutdown;
 use tickcast_store::Store;
 use tower_http::timeout::TimeoutLayer;
 

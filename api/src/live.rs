@@ -18,9 +18,9 @@ use anyhow::Result;
 use axum::extract::ws::Utf8Bytes;
 use rdkafka::Message as _;
 use serde::Deserialize;
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::codec::Topics;
+use tickcast_core::shutdown::Shutdown;
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;

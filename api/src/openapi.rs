@@ -4,15 +4,15 @@
 use utoipa::OpenApi;
 
 use tickcast_alerts::RuleSpec;
-use tickcast_pipeline::alert_rule::{Bound, Kind as RuleKind, Odds};
-use tickcast_pipeline::domain::{Alert, AlertState};
+use tickcast_core::alert_rule::{Bound, Kind as RuleKind, Odds};
+use tickcast_core::domain::{Alert, AlertState};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::alerts::RuleOut;
 use crate::error::ErrorBody;
 use crate::health::{Check, Readiness};
 use crate::routes::Page;
-use tickcast_pipeline::domain::{Candle, Forecast, Side, Tick};
+use tickcast_core::domain::{Candle, Forecast, Side, Tick};
 use tickcast_store::{AccuracyRow, SeriesInfo};
 
 #[derive(Debug, OpenApi)]

@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tickcast_pipeline::codec::{check_exchange, check_symbol};
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::interval::Interval;
+use tickcast_core::codec::{check_exchange, check_symbol};
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::interval::Interval;
 use tickcast_store::{AccuracyQuery, AccuracyRow, CandleQuery, ForecastQuery, SeriesInfo};
 
 use crate::AppState;

@@ -19,7 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use tickcast_pipeline::shutdown::Shutdown;
+use tickcast_core::shutdown::Shutdown;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::time::Instant;
 

@@ -22,6 +22,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use tickcast_core::domain::Candle;
 use tickcast_forecast::Forecaster;
 use tickcast_forecast::models::lstm::device::probe_wgpu;
 use tickcast_forecast::models::lstm::features::N_FEATURES;
@@ -31,7 +32,6 @@ use tickcast_forecast::models::lstm::net::{LstmNet, Rng, read};
 use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, train_step};
 use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
-use tickcast_pipeline::domain::Candle;
 
 mod common;
 

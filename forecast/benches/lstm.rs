@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
+use tickcast_core::domain::Candle;
 use tickcast_forecast::Forecaster;
 use tickcast_forecast::models::lstm::features::N_FEATURES;
 use tickcast_forecast::models::lstm::host::{self, Scratch};
@@ -27,7 +28,6 @@ use tickcast_forecast::models::lstm::net::{LstmNet, Rng, read};
 use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, burn_gradient, train_step};
 use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
-use tickcast_pipeline::domain::Candle;
 
 mod common;
 

@@ -14,12 +14,12 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive as _;
+use tickcast_core::domain::Candle;
+use tickcast_core::interval::Interval;
 use tickcast_forecast::Forecaster;
 use tickcast_forecast::backtest::engine::{self as backtest, SeriesId};
 use tickcast_forecast::models::ets::{EtsModel, EtsSettings};
 use tickcast_forecast::models::trend::{TrendModel, TrendSettings};
-use tickcast_pipeline::domain::Candle;
-use tickcast_pipeline::interval::Interval;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
     }
     let mut templates: Vec<Candle> = (0..symbols)
         .map(|i| Candle {
-            v: tickcast_pipeline::domain::SCHEMA_VERSION,
+            v: tickcast_core::domain::SCHEMA_VERSION,
             exchange: "bench".into(),
             symbol: format!("S{i}-USDT"),
             interval: "1m".into(),

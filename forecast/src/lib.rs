@@ -33,7 +33,7 @@ pub mod testing;
 pub use series::{SeriesMap, SeriesSet};
 
 use anyhow::Result;
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 /// One series: (exchange, symbol, interval).
 pub type SeriesKey = (String, String, String);
@@ -55,8 +55,8 @@ pub fn forecast_series_key(f: &Forecast) -> SeriesKey {
 /// A candle's bar length in ms: its interval label's, or its own span when the label does
 /// not parse.
 pub fn bar_ms(c: &Candle) -> i64 {
-    tickcast_pipeline::interval::Interval::parse(&c.interval)
-        .map(tickcast_pipeline::interval::Interval::ms)
+    tickcast_core::interval::Interval::parse(&c.interval)
+        .map(tickcast_core::interval::Interval::ms)
         .unwrap_or(c.close_ms - c.open_ms)
 }
 

@@ -8,7 +8,7 @@
 
 use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use super::{SeriesKey, SeriesRef};
 
@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn agrees_with_a_std_map_over_random_inserts_lookups_and_removals() {
         use std::collections::HashMap;
-        use tickcast_pipeline::simulator::Rng;
+        use tickcast_core::rng::Rng;
         let mut rng = Rng::new(11);
         let keys: Vec<SeriesKey> = (0..300)
             .map(|i| (format!("ex{}", i % 3), format!("S{i}"), "1m".to_string()))

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use tickcast_pipeline::bus::OutRecord;
-use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, FORECAST_VERSION, Forecast, Name};
-use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
-use tickcast_pipeline::telemetry;
+use tickcast_core::bus::OutRecord;
+use tickcast_core::codec::{self, Message as _};
+use tickcast_core::deadletter::DeadLetter;
+use tickcast_core::domain::{Candle, FORECAST_VERSION, Forecast, Name};
+use tickcast_core::stage::{Effects, Handler, Inbound, batch_offsets};
+use tickcast_core::telemetry;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::models::ensemble::{Ensemble, EnsembleSettings};
@@ -770,11 +770,7 @@ impl Handler for ForecastStage {
                 *e = (*e).max(next);
             }
         }
-        let records = records(
-            &self.output_topic,
-            out.forecasts,
-            tickcast_pipeline::now_ms(),
-        );
+        let records = records(&self.output_topic, out.forecasts, tickcast_core::now_ms());
         Ok(Effects {
             records,
             dead,

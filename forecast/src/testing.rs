@@ -2,7 +2,7 @@
 //! `test-support` feature): the checkpoint contract ([`check_resume`]) and seeded candles.
 
 use anyhow::Result;
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use super::{Forecaster, SeriesKey, series_key};
 
@@ -57,7 +57,7 @@ pub fn check_resume(
 /// high, low and close are all `price`, for tests and benchmarks.
 pub fn flat_candle(i: usize, price: rust_decimal::Decimal) -> Candle {
     Candle {
-        v: tickcast_pipeline::domain::SCHEMA_VERSION,
+        v: tickcast_core::domain::SCHEMA_VERSION,
         exchange: "x".into(),
         symbol: "BTC-USDT".into(),
         interval: "1m".into(),
@@ -77,8 +77,8 @@ pub fn flat_candle(i: usize, price: rust_decimal::Decimal) -> Candle {
 /// have sd 0.1%, 10% have sd 0.6%, so volatility bands have something to learn.
 pub fn synthetic_candles(symbols: &[&str], bars: usize, seed: u64) -> Vec<Candle> {
     use rust_decimal::Decimal;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
-    let mut rng = tickcast_pipeline::simulator::Rng::new(seed);
+    use tickcast_core::domain::SCHEMA_VERSION;
+    let mut rng = tickcast_core::rng::Rng::new(seed);
     let mut prices: Vec<f64> = (0..symbols.len()).map(|i| 100.0 * (i + 1) as f64).collect();
     let mut out = Vec::with_capacity(symbols.len() * bars);
     for i in 0..bars {

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use tickcast_core::domain::Candle;
+use tickcast_core::interval::Interval;
 use tickcast_forecast::backtest::engine::{self, SeriesId};
 use tickcast_forecast::models::lstm::batch::{BatchShape, sample_batch};
 use tickcast_forecast::models::lstm::features::{FeatureSettings, History};
@@ -12,8 +14,6 @@ use tickcast_forecast::models::lstm::net::{Rng, Weights};
 use tickcast_forecast::models::lstm::pretrain::segment_histories;
 use tickcast_forecast::models::lstm::train::{Adam, batch_loss, train_step};
 use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
-use tickcast_pipeline::domain::Candle;
-use tickcast_pipeline::interval::Interval;
 
 const FILE: &str = "binance_spot_BTCUSDT_1m_2021-2024_windows.csv.gz";
 /// The slice: the first bars of the file (a few days of one-minute BTC).

@@ -6,6 +6,7 @@
 //! (`mesa-vulkan-drivers`), whose first run compiles kernels for minutes.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use tickcast_core::domain::Candle;
 use tickcast_forecast::Forecaster;
 use tickcast_forecast::models::lstm::batch::{Batch, BatchShape};
 use tickcast_forecast::models::lstm::device::probe_wgpu;
@@ -14,7 +15,6 @@ use tickcast_forecast::models::lstm::net::{Dims, LstmNet, Rng, Weights, read};
 use tickcast_forecast::models::lstm::train::{Adam, AdamSettings, train_step};
 use tickcast_forecast::models::lstm::{LstmModel, LstmSettings, Training};
 use tickcast_forecast::testing::synthetic_candles;
-use tickcast_pipeline::domain::Candle;
 
 const TOL: f32 = 1e-4;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use tickcast_pipeline::codec::Topics;
+use tickcast_core::codec::Topics;
 use tickcast_store as store;
 
 use crate::args::{DbArgs, KafkaArgs, api_token};

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
+use tickcast_core::interval::Interval;
 use tickcast_forecast::backtest::{
     Backtest, Row, SeriesId, Settings, json_line, symbol_from_file_name,
 };
-use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
@@ -50,8 +50,9 @@ pub struct BacktestArgs {
 pub fn run(args: BacktestArgs) -> Result<()> {
     let interval = Interval::parse(&args.interval).map_err(|e| anyhow!("--interval: {e}"))?;
     let symbol = match &args.symbol {
-        Some(s) => tickcast_pipeline::connectors::parse_canonical(s)
-            .map_err(|e| anyhow!("--symbol: {e}"))?,
+        Some(s) => {
+            tickcast_ingest::connectors::parse_canonical(s).map_err(|e| anyhow!("--symbol: {e}"))?
+        }
         None => symbol_from_file_name(&args.data).ok_or_else(|| {
             anyhow!(
                 "cannot tell the symbol from {}: pass --symbol",

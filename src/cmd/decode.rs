@@ -10,9 +10,9 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use tickcast_pipeline::codec::{self, Message as _};
-use tickcast_pipeline::connectors::{Connector, Decoded};
-use tickcast_pipeline::domain::EventWindow;
+use tickcast_core::codec::{self, Message as _};
+use tickcast_core::domain::EventWindow;
+use tickcast_ingest::connectors::{Connector, Decoded};
 
 use crate::args::EventWindowArgs;
 
@@ -151,8 +151,8 @@ pub fn run(args: DecodeArgs) -> ! {
 }
 
 fn run_inner(args: &DecodeArgs) -> Result<i32, String> {
-    let connector = tickcast_pipeline::exchanges::lookup(&args.exchange)?;
-    let received_ms = args.received_ms.unwrap_or_else(tickcast_pipeline::now_ms);
+    let connector = tickcast_ingest::exchanges::lookup(&args.exchange)?;
+    let received_ms = args.received_ms.unwrap_or_else(tickcast_core::now_ms);
     let input: Box<dyn Read> = match &args.file {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),

@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, Publisher};
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::embedded::EmbeddedBroker;
-use tickcast_pipeline::exchanges::binance::connector::Binance;
-use tickcast_pipeline::ingest::{FeedOptions, run_feed};
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
-use tickcast_pipeline::simulator::SimConfig;
-use tickcast_pipeline::telemetry;
+use tickcast_core::bus::{Cluster, KafkaSettings, Publisher};
+use tickcast_core::codec::Topics;
+use tickcast_core::embedded::EmbeddedBroker;
+use tickcast_core::telemetry;
+use tickcast_ingest::exchanges::binance::connector::Binance;
+use tickcast_ingest::feed::{FeedOptions, run_feed};
+use tickcast_ingest::replay::{ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::SimConfig;
 use tickcast_store as store;
 
 use crate::args::{MAX_HISTORY_MINUTES, StageArgs, api_token};
@@ -90,7 +90,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             )
         })?;
 
-    let start_ms = tickcast_pipeline::now_ms() - args.history_minutes.max(0) * 60_000;
+    let start_ms = tickcast_core::now_ms() - args.history_minutes.max(0) * 60_000;
     let sim = SimConfig::default_symbols(args.seed, start_ms);
     let symbols: Vec<String> = sim.symbols.iter().map(|(s, _)| s.clone()).collect();
     let replay = ReplayServer::bind(
@@ -185,7 +185,7 @@ fn total(c: &prometheus::IntCounterVec) -> u64 {
 async fn status_lines(
     every: Duration,
     store: Arc<dyn tickcast_store::Store>,
-    mut signal: tickcast_pipeline::shutdown::Shutdown,
+    mut signal: tickcast_core::shutdown::Shutdown,
 ) -> Result<()> {
     let mut last_trades = 0;
     loop {
@@ -277,6 +277,6 @@ async fn demo_rules(store: &dyn tickcast_store::Store, cfg: &PipelineConfig) -> 
         );
     }
     store
-        .replace_file_rules(&rules, tickcast_pipeline::now_ms())
+        .replace_file_rules(&rules, tickcast_core::now_ms())
         .await
 }

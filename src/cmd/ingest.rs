@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
-use tickcast_pipeline::bus::Publisher;
-use tickcast_pipeline::codec::Topics;
-use tickcast_pipeline::connectors::{self, Connector};
-use tickcast_pipeline::ingest::{FeedOptions, resume, run_ingest};
+use tickcast_core::bus::Publisher;
+use tickcast_core::codec::Topics;
+use tickcast_ingest::connectors::{self, Connector};
+use tickcast_ingest::feed::{FeedOptions, resume, run_ingest};
 
 use crate::args::{EventWindowArgs, KafkaArgs, MetricsArgs};
 use crate::config::file::{self as config_file, FeedSection, IngestSection};
@@ -117,7 +117,7 @@ pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>,
         .into_iter()
         .map(|f| {
             let connector: Arc<dyn Connector> =
-                Arc::from(tickcast_pipeline::exchanges::lookup(f.exchange.trim())?);
+                Arc::from(tickcast_ingest::exchanges::lookup(f.exchange.trim())?);
             if !seen.insert(connector.info().name) {
                 return Err(format!("exchange `{}` is listed twice", f.exchange));
             }
@@ -156,7 +156,7 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
             .collect()
     };
     for e in &exchanges {
-        tickcast_pipeline::exchanges::lookup(e)?;
+        tickcast_ingest::exchanges::lookup(e)?;
     }
     let mut feeds: Vec<FeedSection> = exchanges
         .iter()
@@ -198,7 +198,7 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
 /// The last trade per symbol already on the ticks topic, for a feed whose exchange numbers
 /// its trades consecutively and is backfilled (others cannot tell what they missed).
 async fn resume_points(
-    settings: &tickcast_pipeline::bus::KafkaSettings,
+    settings: &tickcast_core::bus::KafkaSettings,
     topics: &Topics,
     feed: &FeedSpec,
 ) -> Result<std::collections::HashMap<String, resume::LastTrade>> {

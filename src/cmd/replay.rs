@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tickcast_pipeline::exchanges;
-use tickcast_pipeline::replay::{Faults, ReplayOptions, ReplayServer, Source, source};
-use tickcast_pipeline::simulator::SimConfig;
+use tickcast_ingest::exchanges;
+use tickcast_ingest::replay::{Faults, ReplayOptions, ReplayServer, Source, source};
+use tickcast_ingest::simulator::SimConfig;
 
 use crate::args::MAX_HISTORY_MINUTES;
 use crate::signals::shutdown_on_signals;
@@ -91,11 +91,11 @@ fn options(args: &ReplayArgs) -> Result<ReplayOptions> {
     let source = match args.source.split_once(':') {
         _ if args.source == "simulator" => {
             for s in &args.symbols {
-                tickcast_pipeline::codec::check_symbol(s)
+                tickcast_core::codec::check_symbol(s)
                     .map_err(|e| anyhow::anyhow!("--symbols: {e}"))?;
             }
             let start_ms = if args.live {
-                tickcast_pipeline::now_ms() - args.history_minutes * 60_000
+                tickcast_core::now_ms() - args.history_minutes * 60_000
             } else {
                 1_700_000_000_000
             };

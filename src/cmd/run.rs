@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use tickcast::{StageKind, run_stage};
-use tickcast_pipeline::codec::Topics;
+use tickcast_core::codec::Topics;
 use tickcast_store as store;
 
 use crate::args::{KafkaArgs, MetricsArgs, StageArgs};

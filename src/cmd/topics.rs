@@ -1,7 +1,7 @@
 //! `tickcast topics`: create the topics (if missing) and exit.
 
 use anyhow::Result;
-use tickcast_pipeline::codec::Topics;
+use tickcast_core::codec::Topics;
 
 use crate::args::KafkaArgs;
 

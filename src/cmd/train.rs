@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
+use tickcast_core::interval::Interval;
 use tickcast_forecast::Forecaster as _;
 use tickcast_forecast::backtest::engine::{self as backtest, SeriesId};
 use tickcast_forecast::models::lstm::pretrain::{PretrainSettings, pretrain};
 use tickcast_forecast::models::lstm::{DeviceChoice, LstmModel, LstmSettings, Training};
-use tickcast_pipeline::interval::Interval;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {

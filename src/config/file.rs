@@ -89,14 +89,14 @@ pub fn kafka_properties(
             None => out.insert(key.clone(), text),
         };
     }
-    out.extend(tickcast_pipeline::bus::properties_from_env(env)?);
+    out.extend(tickcast_core::bus::properties_from_env(env)?);
     for p in flags {
         out.insert(p.name.clone(), p.value.clone());
     }
     Ok(out.into_iter().collect())
 }
 
-pub use tickcast_pipeline::bus::read_secret;
+pub use tickcast_core::bus::read_secret;
 
 /// `--kafka-property NAME=VALUE`; a secret's value is never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,7 +128,7 @@ impl std::str::FromStr for KafkaProperty {
 
 impl std::fmt::Debug for KafkaProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = if tickcast_pipeline::bus::is_secret_property(&self.name) {
+        let v = if tickcast_core::bus::is_secret_property(&self.name) {
             "***"
         } else {
             &self.value

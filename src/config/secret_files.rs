@@ -2,7 +2,7 @@
 //! file (a Docker or Kubernetes secret) whose text, without surrounding whitespace, is used when
 //! `X` is unset. Giving both is an error. The API token's twin is a flag of its own
 //! (`--api-token-file`, `TICKCAST_API_TOKEN_FILE`); librdkafka properties have their own `_FILE`
-//! form ([`tickcast_pipeline::bus::PROPERTY_ENV`]); a Postgres password alone comes from
+//! form ([`tickcast_core::bus::PROPERTY_ENV`]); a Postgres password alone comes from
 //! libpq's password file (`PGPASSFILE`, `~/.pgpass`), which the driver reads.
 
 use anyhow::{Result, bail};

@@ -22,7 +22,7 @@
 use std::time::Instant;
 
 use sqlx::Connection as _;
-use tickcast_pipeline::domain::{FORECAST_VERSION, Forecast, Name, TouchCalibration};
+use tickcast_core::domain::{FORECAST_VERSION, Forecast, Name, TouchCalibration};
 use tickcast_store::postgres::PgStore;
 use tickcast_store::{Pos, QueryStore, SinkBatch, SinkStore};
 

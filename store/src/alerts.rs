@@ -7,11 +7,11 @@ use anyhow::{Result, anyhow};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
-use tickcast_pipeline::domain::{Alert as AlertEvent, AlertState, SCHEMA_VERSION};
+use tickcast_core::domain::{Alert as AlertEvent, AlertState, SCHEMA_VERSION};
 
 use super::dialect::{Backend, Dialect, Nullable, SqlStore, Value};
 use super::queries::clamp_limit;
-use tickcast_pipeline::alert_rule::Rule;
+use tickcast_core::alert_rule::Rule;
 
 /// Where a stored rule came from.
 pub const SOURCE_FILE: &str = "file";
@@ -429,7 +429,7 @@ where
             if cp.endpoints.is_empty() {
                 continue;
             }
-            let body = String::from_utf8(tickcast_pipeline::codec::encode(e))?;
+            let body = String::from_utf8(tickcast_core::codec::encode(e))?;
             for endpoint in &cp.endpoints {
                 sqlx::query(ENQUEUE_SQL)
                     .bind(endpoint)

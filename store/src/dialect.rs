@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::retention::{Retention, RetentionReport};
 

@@ -38,9 +38,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// returned at once.
 pub async fn open_waiting(
     url: &str,
-    shutdown: &mut tickcast_pipeline::shutdown::Shutdown,
+    shutdown: &mut tickcast_core::shutdown::Shutdown,
 ) -> Result<Arc<dyn Store>> {
-    let mut backoff = tickcast_pipeline::stage::Backoff::new();
+    let mut backoff = tickcast_core::stage::Backoff::new();
     loop {
         match open(url).await {
             Ok(store) => return Ok(store),

@@ -5,7 +5,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Encode, Executor, IntoArguments, Type};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::checkpoints::AccuracyRow;
 use super::dialect::Backend;

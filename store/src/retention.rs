@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use tickcast_pipeline::interval::Interval;
+use tickcast_core::interval::Interval;
 
 /// What a retention pass removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -5,9 +5,7 @@ use std::str::FromStr as _;
 use anyhow::{Context as _, Result, bail};
 use rust_decimal::Decimal;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
-use tickcast_pipeline::domain::{
-    Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, TouchCalibration,
-};
+use tickcast_core::domain::{Candle, FORECAST_VERSION, Forecast, SCHEMA_VERSION, TouchCalibration};
 
 use super::checkpoints::AccuracyRow;
 

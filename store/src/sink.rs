@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::dialect::{Backend, Dialect, SqlStore, Value};
 use super::retention::{Retention, RetentionReport};

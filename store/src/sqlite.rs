@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteSynchronous, SqliteTransactionManager,
 };
 use sqlx::{Connection as _, Sqlite, Transaction, TransactionManager as _};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::dialect::{Dialect, SqlStore};
 use super::retention::{self, Retention, RetentionReport};

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use tickcast_pipeline::bus::KafkaSettings;
-use tickcast_pipeline::codec::{self, Topics};
-use tickcast_pipeline::deadletter::DeadLetter;
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::stage::{Effects, Handler, Inbound, batch_offsets};
-use tickcast_pipeline::telemetry;
+use tickcast_core::bus::KafkaSettings;
+use tickcast_core::codec::{self, Topics};
+use tickcast_core::deadletter::DeadLetter;
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::stage::{Effects, Handler, Inbound, batch_offsets};
+use tickcast_core::telemetry;
 
 use crate::retention::{Retention, data_clock};
 use crate::{Pos, SinkBatch, SinkStore, WriteSummary};
@@ -157,7 +157,7 @@ impl Sink {
             return;
         }
         self.last_retention = Some(std::time::Instant::now());
-        let clock = data_clock(newest, tickcast_pipeline::now_ms());
+        let clock = data_clock(newest, tickcast_core::now_ms());
         match self.store.apply_retention(policy, clock).await {
             Ok(r) if r.dropped.is_empty() && r.deleted == 0 => {}
             Ok(r) => {
@@ -237,7 +237,7 @@ impl Handler for Sink {
             self.newest_ms = Some(self.newest_ms.map_or(n, |m| m.max(n)));
         }
         self.retain().await;
-        let now = tickcast_pipeline::now_ms();
+        let now = tickcast_core::now_ms();
         let candle_times = rows.candles.iter().map(|(_, c)| c.close_ms);
         telemetry::observe_end_to_end("sink", "candle", now, candle_times);
         let forecast_times = rows

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use sqlx::Connection as _;
-use tickcast_pipeline::domain::{
+use tickcast_core::domain::{
     Candle, FORECAST_VERSION, Forecast, Name, SCHEMA_VERSION, TouchCalibration,
 };
 use tickcast_store::retention::Retention;

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tickcast::{PipelineConfig, StageKind, run_stage};
-use tickcast_pipeline::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
-use tickcast_pipeline::codec::{self, Message as _, Topics};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
-use tickcast_pipeline::embedded::EmbeddedBroker;
-use tickcast_pipeline::exchanges::binance::connector::Binance;
-use tickcast_pipeline::ingest::{FeedOptions, run_feed};
-use tickcast_pipeline::interval::Interval;
-use tickcast_pipeline::replay::{ReplayOptions, ReplayServer};
-use tickcast_pipeline::shutdown::{self, ShutdownTrigger};
-use tickcast_pipeline::simulator::{SimConfig, SimTrade, Simulator};
+use tickcast_core::bus::{Cluster, KafkaSettings, OutRecord, Publisher};
+use tickcast_core::codec::{self, Message as _, Topics};
+use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::embedded::EmbeddedBroker;
+use tickcast_core::interval::Interval;
+use tickcast_core::shutdown::{self, ShutdownTrigger};
+use tickcast_ingest::exchanges::binance::connector::Binance;
+use tickcast_ingest::feed::{FeedOptions, run_feed};
+use tickcast_ingest::replay::{ReplayOptions, ReplayServer};
+use tickcast_ingest::simulator::{SimConfig, SimTrade, Simulator};
 use tickcast_store::{self as store, CandleQuery, Store};
 use tokio::task::JoinSet;
 
@@ -132,7 +132,7 @@ impl Env {
                 // A secured broker (scripts/test.sh's TLS run): its properties from the
                 // environment, as the binary reads them.
                 settings.properties =
-                    tickcast_pipeline::bus::properties_from_env(std::env::vars()).unwrap();
+                    tickcast_core::bus::properties_from_env(std::env::vars()).unwrap();
                 settings.partitions = partitions;
                 settings.session_timeout_ms = 6_000;
                 let database_url = fresh_postgres(&url, name).await;
@@ -409,7 +409,7 @@ impl Pipeline {
             let symbols = vec!["BTC-USDT".to_string(), "ETH-USDT".to_string()];
             let mut feed = FeedOptions::new(url, symbols);
             // The simulated market keeps its own clock (from 2023, faster than the wall).
-            feed.event_window = tickcast_pipeline::domain::EventWindow::OFF;
+            feed.event_window = tickcast_core::domain::EventWindow::OFF;
             tasks.spawn(run_feed(
                 Arc::new(Binance::trades()),
                 feed,

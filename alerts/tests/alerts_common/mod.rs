@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use sqlx::Connection as _;
 use tickcast_alerts::{AlertEvent, AlertSettings, AlertStage, AlertState, Rule};
-use tickcast_pipeline::codec::{self, Message, Topics};
-use tickcast_pipeline::domain::{Candle, Forecast, SCHEMA_VERSION};
-use tickcast_pipeline::stage::{Handler as _, Inbound};
+use tickcast_core::codec::{self, Message, Topics};
+use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
+use tickcast_core::stage::{Handler as _, Inbound};
 use tickcast_store::{self as store, AlertRuleRow, Store};
 
 pub const BAR: i64 = 60_000;

@@ -18,10 +18,10 @@ use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use tickcast_pipeline::candles::{CandleBuilder, CandleOptions, CandleStats, Pushed};
-use tickcast_pipeline::codec::Message as _;
-use tickcast_pipeline::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
-use tickcast_pipeline::interval::Interval;
+use tickcast_candles::{CandleBuilder, CandleOptions, CandleStats, Pushed};
+use tickcast_core::codec::Message as _;
+use tickcast_core::domain::{Candle, Name, SCHEMA_VERSION, Side, Tick, decimal_text};
+use tickcast_core::interval::Interval;
 
 use crate::scoring::accuracy::{Point, Score, Summary};
 use crate::scoring::quantiles::{QuantileScore, crps};
@@ -479,7 +479,7 @@ pub fn symbol_from_file_name(path: &Path) -> Option<String> {
                 && t.bytes()
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         })
-        .find_map(tickcast_pipeline::connectors::split_concatenated)
+        .find_map(tickcast_core::codec::split_concatenated)
 }
 
 /// The result as one JSON object per model and horizon.
@@ -549,7 +549,7 @@ mod tests {
     fn touch_probabilities_calibrate_on_clustered_volatility() {
         use crate::scoring::calibrated::{Calibrated, CalibrationSettings};
         use rust_decimal::Decimal;
-        let mut rng = tickcast_pipeline::simulator::Rng::new(5);
+        let mut rng = tickcast_core::rng::Rng::new(5);
         let (omega, alpha, beta) = (5e-9, 0.08, 0.9);
         let mut var: f64 = omega / (1.0 - alpha - beta);
         let mut price = 100.0f64;

@@ -9,7 +9,7 @@ pub mod engine;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 pub use self::engine::{Data, Row, SeriesId, json_line, symbol_from_file_name};
 use crate::models;

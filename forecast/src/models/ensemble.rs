@@ -27,7 +27,7 @@
 //! naive's calibrated forecast exactly.
 
 use anyhow::Result;
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::scoring::calibrated::SeriesState as CalSeries;
@@ -407,7 +407,7 @@ mod tests {
     use crate::series_key;
     use crate::testing::synthetic_candles;
     use rust_decimal::prelude::ToPrimitive as _;
-    use tickcast_pipeline::domain::{Forecast, SCHEMA_VERSION};
+    use tickcast_core::domain::{Forecast, SCHEMA_VERSION};
 
     fn pred(h: u32, point: f64) -> Prediction {
         Prediction {

@@ -37,7 +37,7 @@ use augurs::ets::model::{
     ErrorComponent, Model, ModelType, OptimizationCriteria, SeasonalComponent, TrendComponent,
     Unfit,
 };
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::{Forecaster, ModelVersion, Prediction, SeriesKey, SeriesMap, Z95, series_of};
@@ -385,7 +385,7 @@ mod tests {
     use augurs::ets::AutoETS;
     use rust_decimal::Decimal;
     use rust_decimal::prelude::ToPrimitive as _;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     fn small() -> EtsSettings {
         EtsSettings {

@@ -2,7 +2,7 @@
 //! from an EWMA (RiskMetrics, λ = 0.94) of squared log returns, scaled by √h for horizon h, and
 //! applied in log space so bounds stay positive.
 
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use anyhow::Result;
 
@@ -133,7 +133,7 @@ impl Forecaster for Naive {
 mod tests {
     use super::*;
     use rust_decimal::Decimal;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
+    use tickcast_core::domain::SCHEMA_VERSION;
 
     fn candle(open_ms: i64, close: i64) -> Candle {
         let p = Decimal::new(close, 0);

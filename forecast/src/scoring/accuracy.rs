@@ -19,7 +19,7 @@ pub struct Point {
 
 impl Point {
     /// A published forecast, its actual not known yet (NaN).
-    pub fn from_forecast(f: &tickcast_pipeline::domain::Forecast) -> Self {
+    pub fn from_forecast(f: &tickcast_core::domain::Forecast) -> Self {
         Self {
             actual: f64::NAN,
             base: f.last,

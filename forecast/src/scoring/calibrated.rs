@@ -13,7 +13,7 @@
 //! multipliers stay where they are.
 
 use anyhow::Result;
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::scoring::conformal::{self, QuantileTracker};
@@ -274,7 +274,7 @@ mod tests {
     use crate::models::naive::Naive;
     use crate::stage::ForecastStage;
     use rust_decimal::Decimal;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     /// A fat-tailed random walk: 90% of returns sd 0.1%, 10% sd 0.6%, so normal bands from a
     /// variance estimate are too narrow at 95% and too wide at 80%.

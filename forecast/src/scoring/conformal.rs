@@ -69,7 +69,7 @@ pub fn updated(q: f64, target: f64, lr: f64, covered: bool) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     #[test]
     fn the_multiplier_moves_by_the_step_times_the_miss() {

@@ -18,7 +18,7 @@
 //! [`DistScores`] in its tracks): recording a bar's forecasts then reads a few cache lines per
 //! series.
 
-use tickcast_pipeline::domain::{Forecast, TouchCalibration};
+use tickcast_core::domain::{Forecast, TouchCalibration};
 
 use crate::checkpoint::{Dec, Enc};
 use crate::scoring::calibrated::spread;

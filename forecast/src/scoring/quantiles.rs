@@ -16,8 +16,8 @@
 use crate::checkpoint::{Dec, Enc};
 use crate::scoring::accuracy::pinball;
 
-/// The quantile levels (a forecast's [`tickcast_pipeline::domain::QUANTILE_LEVELS`]).
-pub const LEVELS: [f64; 9] = tickcast_pipeline::domain::QUANTILE_LEVELS;
+/// The quantile levels (a forecast's [`tickcast_core::domain::QUANTILE_LEVELS`]).
+pub const LEVELS: [f64; 9] = tickcast_core::domain::QUANTILE_LEVELS;
 
 /// The standard normal quantiles of [`LEVELS`].
 pub const NORMAL: [f64; 9] = [
@@ -243,7 +243,7 @@ mod tests {
         let mut c = QuantileCalibrator::default();
         // Outcomes uniform on [-1, 1]: the τ quantile is 2τ − 1. (Each step moves the
         // multipliers by a little noise: their mean over the second half is what settles.)
-        let mut rng = tickcast_pipeline::simulator::Rng::new(9);
+        let mut rng = tickcast_core::rng::Rng::new(9);
         let mut mean = [0.0; 9];
         for i in 0..200_000 {
             c.learn(2.0 * rng.unit() - 1.0);

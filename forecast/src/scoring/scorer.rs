@@ -18,8 +18,8 @@
 use std::collections::VecDeque;
 
 use anyhow::Result;
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::telemetry;
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::telemetry;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::scoring::accuracy::{Point, Score, Summary};
@@ -806,7 +806,7 @@ mod tests {
     use crate::series_key;
     use crate::testing::synthetic_candles;
     use rust_decimal::prelude::ToPrimitive as _;
-    use tickcast_pipeline::domain::SCHEMA_VERSION;
+    use tickcast_core::domain::SCHEMA_VERSION;
 
     fn forecast(c: &Candle, model: &str, h: u32, point: f64, half: f64) -> Forecast {
         let last = c.close.to_f64().unwrap_or(f64::NAN);

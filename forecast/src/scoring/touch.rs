@@ -22,7 +22,7 @@
 
 use std::f64::consts::SQRT_2;
 
-use tickcast_pipeline::domain::Forecast;
+use tickcast_core::domain::Forecast;
 
 use crate::Z95;
 
@@ -388,7 +388,7 @@ impl BaseRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     #[test]
     fn the_normal_distribution_function_is_accurate() {
@@ -456,7 +456,7 @@ mod tests {
             lo95: 95.0,
             hi95: 105.0,
             quantiles: Some(q),
-            touch: Some(tickcast_pipeline::domain::TouchCalibration {
+            touch: Some(tickcast_core::domain::TouchCalibration {
                 alpha: 0.5,
                 beta: 1.0,
             }),

@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result};
 use sqlx::{Postgres, Transaction};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::forecast_ids::RowIds;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, anyhow};
 use sqlx::postgres::PgPool;
-use tickcast_pipeline::domain::Forecast;
+use tickcast_core::domain::Forecast;
 
 type SeriesName = (String, String, String);
 

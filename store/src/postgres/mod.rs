@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Postgres, Transaction};
-use tickcast_pipeline::domain::{Candle, Forecast};
+use tickcast_core::domain::{Candle, Forecast};
 
 use super::dialect::{ACQUIRE_TIMEOUT, Dialect, SqlStore};
 use super::retention::{Retention, RetentionReport};

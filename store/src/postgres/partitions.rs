@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, bail};
 use sqlx::postgres::PgPool;
-use tickcast_pipeline::domain::{Candle, Forecast};
-use tickcast_pipeline::interval::Interval;
+use tickcast_core::domain::{Candle, Forecast};
+use tickcast_core::interval::Interval;
 
 use crate::retention::{
     FORECAST_SPAN_MS, Retention, candle_span_ms, cutoff, interval_slug, span_start, utc_date,

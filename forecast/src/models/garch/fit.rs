@@ -144,7 +144,7 @@ impl Garch11 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     #[test]
     fn recursion_matches_hand_computation() {

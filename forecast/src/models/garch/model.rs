@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use super::fit::Garch11;
 use anyhow::Result;
@@ -210,7 +210,7 @@ mod tests {
     use super::*;
     use rust_decimal::Decimal;
     use rust_decimal::prelude::ToPrimitive as _;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     fn candles(n: usize, seed: u64) -> Vec<Candle> {
         let mut rng = Rng::new(seed);

@@ -30,7 +30,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result, ensure};
 use burn::tensor::Device;
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::models::lstm::background::Background;
 use crate::models::lstm::batch::{BatchShape, sample_batch};
@@ -574,7 +574,7 @@ impl LstmModel {
 
 /// A candle's numbers, or `None` unless its close is finite and positive.
 fn parse(c: &Candle) -> Option<Bar> {
-    let f = tickcast_pipeline::domain::decimal_f64;
+    let f = tickcast_core::domain::decimal_f64;
     let close = f(&c.close);
     (close.is_finite() && close > 0.0).then(|| Bar {
         high: f(&c.high),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::{SeriesKey, series_key};
 use anyhow::{Result, bail};
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::models::lstm::batch::{Batch, sample_batch};
 use crate::models::lstm::features::{Bar, FeatureSettings, FeatureState, History};

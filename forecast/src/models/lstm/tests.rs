@@ -5,7 +5,7 @@ use crate::testing::{check_resume, synthetic_candles};
 use crate::{Forecaster, series_key};
 use burn::tensor::Device;
 use rust_decimal::Decimal;
-use tickcast_pipeline::domain::{Candle, SCHEMA_VERSION};
+use tickcast_core::domain::{Candle, SCHEMA_VERSION};
 
 use crate::models::lstm::batch::{BatchShape, sample_batch};
 use crate::models::lstm::features::{FeatureSettings, History};

@@ -228,7 +228,7 @@ pub fn fit(design: &Design, y: &[f64], s: &FitSettings, warm: Option<&[f64]>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast_pipeline::simulator::Rng;
+    use tickcast_core::rng::Rng;
 
     fn solve(y: &[f64], s: &FitSettings) -> TrendFit {
         let layout = Layout::new(y.len(), s).expect("layout");

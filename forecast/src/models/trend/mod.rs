@@ -31,7 +31,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::{Result, bail};
-use tickcast_pipeline::domain::Candle;
+use tickcast_core::domain::Candle;
 
 use crate::checkpoint::{Dec, Enc};
 use crate::{
