@@ -20,8 +20,8 @@ use tickcast_core::shutdown::Shutdown;
 use tickcast_core::stage::{self, StageOptions};
 use tickcast_forecast::models;
 use tickcast_forecast::stage::CheckpointSettings;
+use tickcast_sink::Sink;
 use tickcast_store::Store;
-use tickcast_store::stage::Sink;
 
 /// A stream stage this binary can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,7 +115,7 @@ impl PipelineConfig {
             alerts: AlertOptions::default(),
             sink_forget_offsets_ahead: false,
             retention: tickcast_store::retention::Retention::default(),
-            retention_every: tickcast_store::stage::RETENTION_EVERY,
+            retention_every: tickcast_sink::RETENTION_EVERY,
         }
     }
 
@@ -213,13 +213,8 @@ pub async fn run_stage(
                 bail!("the sink stage needs a database (--database-url)")
             };
             let group = cfg.group(kind);
-            tickcast_store::stage::check_offsets(
-                settings,
-                &*store,
-                &group,
-                cfg.sink_forget_offsets_ahead,
-            )
-            .await?;
+            tickcast_sink::check_offsets(settings, &*store, &group, cfg.sink_forget_offsets_ahead)
+                .await?;
             let handler = Sink::new(store, group, t.clone())
                 .with_retention(cfg.retention.clone(), cfg.retention_every);
             stage::run(

@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use tickcast_core::codec::{self, Topics};
 use tickcast_core::domain::{Candle, Forecast, SCHEMA_VERSION};
 use tickcast_core::stage::{Handler, Inbound};
+use tickcast_sink::Sink;
 use tickcast_store::ForecastQuery;
-use tickcast_store::stage::Sink;
 
 const BAR: i64 = 60_000;
 

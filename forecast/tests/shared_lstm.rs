@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use tickcast_core::domain::Candle;
 use tickcast_core::interval::Interval;
-use tickcast_forecast::backtest::engine::{self, SeriesId};
+use tickcast_forecast::backtest::engine::{self as backtest, SeriesId};
 use tickcast_forecast::models::lstm::batch::{BatchShape, sample_batch};
 use tickcast_forecast::models::lstm::features::{FeatureSettings, History};
 use tickcast_forecast::models::lstm::net::{Rng, Weights};

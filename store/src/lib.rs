@@ -1,6 +1,6 @@
-//! Persistence, and the sink stage that writes to it ([`stage`]). The store is chosen at
-//! start-up from the database URL: Postgres (`postgres://…`) or SQLite (`sqlite:…`, the
-//! embedded mode). [`open`] applies the migrations in `migrations/<dialect>/`.
+//! Persistence: rows, not stages. The store is chosen at start-up from the database URL:
+//! Postgres (`postgres://…`) or SQLite (`sqlite:…`, the embedded mode). [`open`] applies the
+//! migrations in `migrations/<dialect>/`.
 //!
 //! Each client sees one trait:
 //! - [`SinkStore`]: the sink stage's batches, offsets and retention (`sink.rs`);
@@ -23,7 +23,6 @@ pub mod retention;
 mod rows;
 mod sink;
 pub mod sqlite;
-pub mod stage;
 
 pub use alerts::{
     AlertCheckpoint, AlertEventQuery, AlertRuleRow, AlertSeriesState, AlertStore, DeliveryJob,

@@ -14,8 +14,8 @@ use tickcast_core::domain::{Candle, Forecast};
 use tickcast_core::stage::{Effects, Handler, Inbound, batch_offsets};
 use tickcast_core::telemetry;
 
-use crate::retention::{Retention, data_clock};
-use crate::{Pos, SinkBatch, SinkStore, WriteSummary};
+use tickcast_store::retention::{Retention, data_clock};
+use tickcast_store::{Pos, SinkBatch, SinkStore, WriteSummary};
 
 /// A partition whose end on the broker lies below the offset the store says it has written up
 /// to: the topic was recreated (its volume dropped, say), and every new record would be skipped
@@ -266,6 +266,6 @@ impl Handler for Sink {
     }
 
     fn outage(&self, error: &anyhow::Error) -> Option<String> {
-        crate::unavailable(error)
+        tickcast_store::unavailable(error)
     }
 }
