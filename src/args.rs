@@ -98,7 +98,7 @@ impl MetricsArgs {
             .with_context(|| format!("binding --metrics-addr {addr}"))?;
         println!("metrics at http://{}/metrics", listener.local_addr()?);
         tokio::spawn(async move {
-            if let Err(e) = tickcast_core::telemetry::serve_metrics(listener, signal).await {
+            if let Err(e) = tickcast_api::health::serve_metrics(listener, signal).await {
                 tracing::error!(error = %format!("{e:#}"), "metrics server stopped");
             }
         });

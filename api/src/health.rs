@@ -254,3 +254,56 @@ pub async fn metrics() -> impl IntoResponse {
         tickcast_core::telemetry::render(),
     )
 }
+
+/// Serves `GET /metrics` alone on `listener` until `shutdown` fires, for processes that run
+/// no API (`tickcast run`, `tickcast ingest`). Every other path is 404.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serve_metrics_answers_get_metrics_and_stops_on_shutdown() {
+        tickcast_core::telemetry::FEED_TRADES
+            .with_label_values(&["serve_metrics_test"])
+            .inc_by(3);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (trigger, signal) = tickcast_core::shutdown::channel();
+        let server = tokio::spawn(serve_metrics(listener, signal));
+
+        let resp = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+        let body = resp.text().await.expect("body");
+        assert!(
+            body.contains("tickcast_feed_trades_total{exchange=\"serve_metrics_test\"} 3"),
+            "{body}"
+        );
+        let other = reqwest::get(format!("http://{addr}/"))
+            .await
+            .expect("GET /");
+        assert_eq!(other.status(), 404);
+
+        trigger.fire();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("server stops on shutdown")
+            .expect("server task");
+        assert!(stopped.is_ok(), "{stopped:?}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Metrics (one Prometheus registry for the process), their HTTP endpoint ([`serve_metrics`])
+//! Metrics (one Prometheus registry for the process; the API crate serves them over HTTP)
 //! and logging set-up. Label values are few: stage, exchange, table, topic and partition.
 
 use std::sync::LazyLock;
@@ -415,28 +415,6 @@ pub fn forecast_event_ms(f: &crate::domain::Forecast) -> i64 {
     f.base_ms + bar
 }
 
-/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` fires, for
-/// processes that run no API. Every other path is 404.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    mut shutdown: crate::shutdown::Shutdown,
-) -> anyhow::Result<()> {
-    use axum::http::header;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                render(),
-            )
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
-    Ok(())
-}
-
 /// Prometheus text exposition of every metric.
 pub fn render() -> String {
     let mut buf = Vec::new();
@@ -498,40 +476,5 @@ mod tests {
         let h = END_TO_END.with_label_values(&["e2e_test", "candle"]);
         assert_eq!(h.get_sample_count(), 3);
         assert_eq!(h.get_sample_sum(), 3.5);
-    }
-
-    #[tokio::test]
-    async fn serve_metrics_answers_get_metrics_and_stops_on_shutdown() {
-        FEED_TRADES
-            .with_label_values(&["serve_metrics_test"])
-            .inc_by(3);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (trigger, signal) = crate::shutdown::channel();
-        let server = tokio::spawn(serve_metrics(listener, signal));
-
-        let resp = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .expect("GET /metrics");
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
-        let body = resp.text().await.expect("body");
-        assert!(
-            body.contains("tickcast_feed_trades_total{exchange=\"serve_metrics_test\"} 3"),
-            "{body}"
-        );
-        let other = reqwest::get(format!("http://{addr}/"))
-            .await
-            .expect("GET /");
-        assert_eq!(other.status(), 404);
-
-        trigger.fire();
-        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), server)
-            .await
-            .expect("server stops on shutdown")
-            .expect("server task");
-        assert!(stopped.is_ok(), "{stopped:?}");
     }
 }
