@@ -59,6 +59,17 @@ pub trait Dialect: Database {
     /// What the sink keeps between batches.
     type SinkState: std::fmt::Debug + Default + Clone + Send + Sync;
 
+    /// Readies the database for a batch's rows before the sink's transaction begins
+    /// (Postgres makes the time partitions they need, on connections of their own, so the
+    /// transaction never waits on that DDL). Nothing by default.
+    async fn prepare_batch(
+        _store: &SqlStore<Self>,
+        _candles: &[&Candle],
+        _forecasts: &[&Forecast],
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Writes a batch's fresh rows (one row per key) in the sink's transaction.
     async fn write_rows(
         store: &SqlStore<Self>,

@@ -73,6 +73,9 @@ where
     i64: Value<D>,
 {
     async fn write_batch(&self, consumer: &str, batch: &SinkBatch) -> Result<WriteSummary> {
+        let all_candles: Vec<&Candle> = batch.candles.iter().map(|(_, c)| c).collect();
+        let all_forecasts: Vec<&Forecast> = batch.forecasts.iter().map(|(_, f)| f).collect();
+        D::prepare_batch(self, &all_candles, &all_forecasts).await?;
         let mut tx = self.begin_write().await?;
         let stored: Vec<(String, i32, i64)> = sqlx::query_as(D::STORED_OFFSETS)
             .bind(consumer)

@@ -101,6 +101,18 @@ impl Dialect for Postgres {
 
     type SinkState = PgSinkState;
 
+    async fn prepare_batch(
+        store: &PgStore,
+        candles: &[&Candle],
+        forecasts: &[&Forecast],
+    ) -> Result<()> {
+        store
+            .sink
+            .partitions
+            .ensure(&store.pool, candles, forecasts)
+            .await
+    }
+
     async fn write_rows(
         store: &PgStore,
         tx: &mut Transaction<'static, Postgres>,
@@ -108,10 +120,6 @@ impl Dialect for Postgres {
         forecasts: &[&Forecast],
     ) -> Result<()> {
         let sink = &store.sink;
-        // The partitions first, on their own connections (a few statements at most).
-        sink.partitions
-            .ensure(&store.pool, candles, forecasts)
-            .await?;
         // Names not seen before get their ids on another connection, committed at once: an id
         // is harmless if this batch then fails.
         let ids = sink.ids.resolve(&store.pool, forecasts).await?;
