@@ -22,6 +22,19 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 t_all="$(now)"
 
+# Disk: a cold build writes about 5 GB under the target directory (clippy's metadata, the test
+# binaries, the wgpu step). When the disk fills mid-link, the linker dies of SIGBUS ("ld
+# terminated with signal 7 [Bus error]"), which names nothing; say how much room there is.
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p "$target_dir"
+free_gb() { df -P -k "$target_dir" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+used_gb() { du -sk "$target_dir" 2>/dev/null | awk '{ printf "%.1f", $1 / 1048576 }'; }
+cold_needs_gb=6
+log "disk: $(free_gb) GB free for $target_dir ($(used_gb) GB there already)"
+if awk -v f="$(free_gb)" -v n="$cold_needs_gb" 'BEGIN { exit !(f < n) }'; then
+  log "warning: a cold build needs about $cold_needs_gb GB free there; a full disk kills the linker"
+fi
+
 # --- Build prerequisites (rdkafka-sys builds librdkafka from source; Mesa's
 # lavapipe is the Vulkan device of the LSTM's wgpu test; Chromium runs the dashboard's
 # browser test; python3-venv hosts schemathesis) ------------------------------
@@ -177,5 +190,6 @@ if [[ $status -eq 0 && -n "${TICKCAST_SHARED:-}" ]]; then
   fi
 fi
 set -e
+log "disk: $(used_gb) GB in $target_dir, $(free_gb) GB free"
 log "cargo test exited $status; total $(since "$t_all")s"
 exit "$status"
