@@ -148,6 +148,10 @@ def sccs(edges):
 
 def main():
     wanted = set(sys.argv[1:])
+    known = {c.name for c in crates()} | {"tickcast (root)"}
+    if wanted - known:
+        unknown = ", ".join(sorted(wanted - known))
+        sys.exit(f"no crate directory {unknown}; known: {', '.join(sorted(known))}")
     found = 0
     for crate in crates():
         name = crate.name if crate != ROOT else "tickcast (root)"

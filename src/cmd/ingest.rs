@@ -32,12 +32,19 @@ use crate::args::{EventWindowArgs, KafkaArgs, MetricsArgs};
 use crate::config::file::{self as config_file, FeedSection, IngestSection};
 use crate::signals::shutdown_on_signals;
 
+/// The `--exchange` help, naming every connector in the exchange table's order.
+fn exchange_help() -> String {
+    format!(
+        "Exchange connectors, comma-separated: {}",
+        tickcast_ingest::exchanges::NAMES.join(", ")
+    )
+}
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Exchange connectors, comma-separated: binance, binance-agg, coinbase, coinbase-exchange,
-    /// kraken, bybit, okx, bitstamp.
     #[arg(
         long = "exchange",
+        help = exchange_help(),
         visible_alias = "exchanges",
         env = "TICKCAST__INGEST__EXCHANGES",
         value_delimiter = ','
