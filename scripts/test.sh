@@ -30,8 +30,9 @@ mkdir -p "$target_dir"
 free_gb() { df -P -k "$target_dir" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
 used_gb() { du -sk "$target_dir" 2>/dev/null | awk '{ printf "%.1f", $1 / 1048576 }'; }
 cold_needs_gb=6
-log "disk: $(free_gb) GB free for $target_dir ($(used_gb) GB there already)"
-if awk -v f="$(free_gb)" -v n="$cold_needs_gb" 'BEGIN { exit !(f < n) }'; then
+free_at_start="$(free_gb)"
+log "disk: $free_at_start GB free for $target_dir ($(used_gb) GB there already)"
+if awk -v f="$free_at_start" -v n="$cold_needs_gb" 'BEGIN { exit !(f < n) }'; then
   log "warning: a cold build needs about $cold_needs_gb GB free there; a full disk kills the linker"
 fi
 

@@ -26,6 +26,7 @@ use clap::Args;
 use tickcast_core::bus::Publisher;
 use tickcast_core::codec::Topics;
 use tickcast_ingest::connectors::{self, Connector};
+use tickcast_ingest::exchanges;
 use tickcast_ingest::feed::{FeedOptions, resume, run_ingest};
 
 use crate::args::{EventWindowArgs, KafkaArgs, MetricsArgs};
@@ -36,7 +37,7 @@ use crate::signals::shutdown_on_signals;
 fn exchange_help() -> String {
     format!(
         "Exchange connectors, comma-separated: {}",
-        tickcast_ingest::exchanges::NAMES.join(", ")
+        exchanges::NAMES.join(", ")
     )
 }
 
@@ -123,8 +124,7 @@ pub fn resolve(args: &IngestArgs, file: &IngestSection) -> Result<Vec<FeedSpec>,
     feeds
         .into_iter()
         .map(|f| {
-            let connector: Arc<dyn Connector> =
-                Arc::from(tickcast_ingest::exchanges::lookup(f.exchange.trim())?);
+            let connector: Arc<dyn Connector> = Arc::from(exchanges::lookup(f.exchange.trim())?);
             if !seen.insert(connector.info().name) {
                 return Err(format!("exchange `{}` is listed twice", f.exchange));
             }
@@ -163,7 +163,7 @@ fn feeds_from_flags(args: &IngestArgs) -> Result<Vec<FeedSection>, String> {
             .collect()
     };
     for e in &exchanges {
-        tickcast_ingest::exchanges::lookup(e)?;
+        exchanges::lookup(e)?;
     }
     let mut feeds: Vec<FeedSection> = exchanges
         .iter()
